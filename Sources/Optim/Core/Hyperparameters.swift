@@ -1,0 +1,140 @@
+/// A hyperparameter value as it appears in configuration: fixture files, the CLI, checkpoints.
+///
+/// Names in such dictionaries are PyTorch's (`lr`, `betas`, `weight_decay`), so a configuration
+/// reads the same in Python and in Swift.
+public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
+    case number(Double)
+    case bool(Bool)
+    case numbers([Double])
+    case null
+
+    public var description: String {
+        switch self {
+        case let .number(value): return Self.format(value)
+        case let .bool(value): return String(value)
+        case let .numbers(values): return "[" + values.map(Self.format).joined(separator: ", ") + "]"
+        case .null: return "null"
+        }
+    }
+
+    static func format(_ value: Double) -> String {
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+        return String(value)
+    }
+
+    var kind: String {
+        switch self {
+        case .number: return "a number"
+        case .bool: return "a boolean"
+        case .numbers: return "a list of numbers"
+        case .null: return "null"
+        }
+    }
+}
+
+/// A dictionary of hyperparameters by PyTorch name.
+public typealias HyperparameterDictionary = [String: HyperparameterValue]
+
+/// The hyperparameters of one optimizer: Swift-named fields, validation, and the conversion from
+/// and to PyTorch-named dictionaries used by the registry, fixtures and checkpoints.
+public protocol OptimizerHyperparameters: Sendable, Equatable {
+    /// The learning rate; schedules and fixtures change it between steps.
+    var learningRate: Double { get set }
+    /// Reads a dictionary by PyTorch name; omitted names take the reference defaults.
+    /// Unknown names and wrongly typed values throw.
+    init(_ dictionary: HyperparameterDictionary) throws(OptimError)
+    /// The hyperparameters by PyTorch name.
+    var dictionary: HyperparameterDictionary { get }
+    /// Throws ``OptimError/invalidHyperparameter(optimizer:name:value:expected:)`` for the first
+    /// value out of range.
+    func validate() throws(OptimError)
+}
+
+/// Reads a ``HyperparameterDictionary`` field by field and refuses names nobody read.
+struct HyperparameterReader {
+    let optimizer: String
+    private let values: HyperparameterDictionary
+    private var read: Set<String> = []
+
+    init(_ values: HyperparameterDictionary, optimizer: String) {
+        self.values = values
+        self.optimizer = optimizer
+    }
+
+    private mutating func value(_ name: String) -> HyperparameterValue? {
+        read.insert(name)
+        return values[name]
+    }
+
+    mutating func number(_ name: String, default defaultValue: Double) throws(OptimError) -> Double {
+        switch value(name) {
+        case nil: return defaultValue
+        case let .number(number)?: return number
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a number", got: other.kind)
+        }
+    }
+
+    /// A number or `null` (for options that can be switched off, such as ADOPT's clipping).
+    mutating func optionalNumber(_ name: String, default defaultValue: Double?) throws(OptimError) -> Double? {
+        switch value(name) {
+        case nil: return defaultValue
+        case .null?: return nil
+        case let .number(number)?: return number
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a number or null", got: other.kind)
+        }
+    }
+
+    mutating func bool(_ name: String, default defaultValue: Bool) throws(OptimError) -> Bool {
+        switch value(name) {
+        case nil: return defaultValue
+        case let .bool(flag)?: return flag
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a boolean", got: other.kind)
+        }
+    }
+
+    mutating func pair(_ name: String, default defaultValue: (Double, Double)) throws(OptimError) -> (Double, Double) {
+        switch value(name) {
+        case nil: return defaultValue
+        case let .numbers(list)? where list.count == 2: return (list[0], list[1])
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of two numbers", got: other.description)
+        }
+    }
+
+    /// Throws for the first name in the dictionary that was never read.
+    func finish() throws(OptimError) {
+        if let unknown = values.keys.sorted().first(where: { !read.contains($0) }) {
+            throw .unknownHyperparameter(optimizer: optimizer, name: unknown, known: Array(read))
+        }
+    }
+}
+
+/// Range checks shared by the optimizers, each throwing an error that names the value and range.
+enum Validate {
+    static func fail(_ optimizer: String, _ name: String, _ value: Double, _ expected: String) -> OptimError {
+        .invalidHyperparameter(optimizer: optimizer, name: name, value: HyperparameterValue.format(value), expected: expected)
+    }
+
+    static func learningRate(_ value: Double, _ optimizer: String) throws(OptimError) {
+        guard value.isFinite, value > 0 else { throw fail(optimizer, "learningRate (lr)", value, "a finite number > 0") }
+    }
+
+    /// Checks both betas: `[0, 1)`, or `[0, 1]` where the reference allows 1.
+    static func betas(_ betas: (Double, Double), _ optimizer: String, allowOne: Bool = false) throws(OptimError) {
+        for (index, beta) in [betas.0, betas.1].enumerated() {
+            let ok = beta >= 0 && (allowOne ? beta <= 1 : beta < 1)
+            guard ok else { throw fail(optimizer, "betas.\(index) (betas[\(index)])", beta, allowOne ? "a number in [0, 1]" : "a number in [0, 1)") }
+        }
+    }
+
+    static func epsilon(_ value: Double, _ optimizer: String) throws(OptimError) {
+        guard value.isFinite, value > 0 else { throw fail(optimizer, "eps", value, "a finite number > 0") }
+    }
+
+    static func weightDecay(_ value: Double, _ optimizer: String) throws(OptimError) {
+        guard value.isFinite, value >= 0 else { throw fail(optimizer, "weightDecay (weight_decay)", value, "a finite number >= 0") }
+    }
+
+    static func unitInterval(_ value: Double, _ name: String, _ optimizer: String) throws(OptimError) {
+        guard value >= 0, value <= 1 else { throw fail(optimizer, name, value, "a number in [0, 1]") }
+    }
+}

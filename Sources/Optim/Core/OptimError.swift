@@ -1,0 +1,59 @@
+/// Every error the library throws: each case names the offending value and what was expected.
+///
+/// Errors are thrown for anything a caller can get wrong — hyperparameters, parameter lists,
+/// shapes, names — never trapped with a `precondition`.
+public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A hyperparameter is out of its valid range.
+    case invalidHyperparameter(optimizer: String, name: String, value: String, expected: String)
+    /// A hyperparameter name that the optimizer does not have.
+    case unknownHyperparameter(optimizer: String, name: String, known: [String])
+    /// A hyperparameter given with the wrong kind of value (a number where a flag is due, …).
+    case hyperparameterType(optimizer: String, name: String, expected: String, got: String)
+    /// An optimizer was built with no parameters, or a group with none.
+    case emptyParameterList(optimizer: String)
+    /// The same parameter object, or two parameters of the same name, were given twice.
+    case duplicateParameter(name: String)
+    /// A shape with a negative dimension, or whose element count overflows.
+    case invalidShape(parameter: String, shape: [Int])
+    /// A parameter name that is empty.
+    case invalidParameterName(String)
+    /// A buffer whose element count differs from the parameter's shape.
+    case sizeMismatch(parameter: String, expected: Int, got: Int)
+    /// A parameter group index out of range.
+    case invalidGroup(index: Int, groupCount: Int)
+    /// A parameter that the optimizer does not hold.
+    case unknownParameter(name: String)
+    /// An optimizer name that the registry does not list.
+    case unknownOptimizer(name: String, known: [String])
+    /// A configuration that is inconsistent as a whole (e.g. `lookahead` without a base optimizer).
+    case invalidConfiguration(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidHyperparameter(optimizer, name, value, expected):
+            return "\(optimizer): invalid \(name) = \(value); expected \(expected)"
+        case let .unknownHyperparameter(optimizer, name, known):
+            return "\(optimizer): unknown hyperparameter '\(name)'; it takes \(known.sorted().joined(separator: ", "))"
+        case let .hyperparameterType(optimizer, name, expected, got):
+            return "\(optimizer): hyperparameter '\(name)' must be \(expected), got \(got)"
+        case let .emptyParameterList(optimizer):
+            return "\(optimizer): empty parameter list; give at least one parameter (and at least one per group)"
+        case let .duplicateParameter(name):
+            return "parameter '\(name)' appears more than once"
+        case let .invalidShape(parameter, shape):
+            return "parameter '\(parameter)': invalid shape \(shape); dimensions must be >= 0 and the element count must fit in Int"
+        case let .invalidParameterName(name):
+            return "invalid parameter name '\(name)'; names must be non-empty"
+        case let .sizeMismatch(parameter, expected, got):
+            return "parameter '\(parameter)': expected \(expected) elements, got \(got)"
+        case let .invalidGroup(index, count):
+            return "parameter group \(index) does not exist; the optimizer has \(count) group(s)"
+        case let .unknownParameter(name):
+            return "parameter '\(name)' is not held by this optimizer"
+        case let .unknownOptimizer(name, known):
+            return "unknown optimizer '\(name)'; known: \(known.joined(separator: ", "))"
+        case let .invalidConfiguration(message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,73 @@
+/// What every optimizer offers: PyTorch's `Optimizer` interface, spelled the Swift way.
+///
+/// Parameters are organised in groups, each with its own hyperparameters and the learning rate
+/// it had when the optimizer was built (``initialLearningRate(group:)``, which decoupled weight
+/// decay follows). ``step()`` updates every parameter that has a gradient and skips the rest.
+public protocol Optimizer: AnyObject {
+    /// The registry name (`"adam"`, `"decoupled_lionw"`, …).
+    var name: String { get }
+    /// Every parameter, group by group, in the order given.
+    var parameters: [Parameter] { get }
+    /// The number of parameter groups.
+    var groupCount: Int { get }
+    /// The parameters of one group.
+    func parameters(group: Int) throws(OptimError) -> [Parameter]
+    /// A group's current learning rate.
+    func learningRate(group: Int) throws(OptimError) -> Double
+    /// Sets a group's learning rate, as a scheduler does; the initial learning rate is unchanged.
+    func setLearningRate(_ learningRate: Double, group: Int) throws(OptimError)
+    /// A group's learning rate when the optimizer was built.
+    func initialLearningRate(group: Int) throws(OptimError) -> Double
+    /// A group's hyperparameters by PyTorch name.
+    func hyperparameters(group: Int) throws(OptimError) -> HyperparameterDictionary
+    /// Updates every parameter that has a gradient.
+    func step() throws
+    /// How many steps have updated `parameter` (steps where it had no gradient don't count).
+    func stepCount(of parameter: Parameter) throws(OptimError) -> Int
+    /// Copies of `parameter`'s state buffers by PyTorch name (`exp_avg`, `momentum_buffer`, …);
+    /// empty before its first update.
+    func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]]
+}
+
+extension Optimizer {
+    /// Evaluates `closure` (which typically runs the forward and backward passes), then steps,
+    /// and returns the closure's loss — PyTorch's `step(closure)`.
+    @discardableResult
+    public func step<Loss>(closure: () throws -> Loss) throws -> Loss {
+        let loss = try closure()
+        try step()
+        return loss
+    }
+
+    /// Clears every parameter's gradient (see ``Parameter/zeroGradient(setToNone:)``).
+    public func zeroGrad(setToNone: Bool = true) {
+        for parameter in parameters { parameter.zeroGradient(setToNone: setToNone) }
+    }
+
+    /// Sets every group's learning rate to `factor` times its initial learning rate.
+    public func scaleLearningRates(by factor: Double) throws(OptimError) {
+        for group in 0..<groupCount {
+            try setLearningRate(try initialLearningRate(group: group) * factor, group: group)
+        }
+    }
+}
+
+/// A group of parameters sharing hyperparameters.
+public struct ParameterGroup<Hyperparameters: OptimizerHyperparameters>: Sendable {
+    public var parameters: [Parameter]
+    public var hyperparameters: Hyperparameters
+
+    public init(_ parameters: [Parameter], _ hyperparameters: Hyperparameters) {
+        self.parameters = parameters
+        self.hyperparameters = hyperparameters
+    }
+}
+
+/// Checks that groups are non-empty and no parameter (or name) appears twice.
+func validateParameterLists(_ lists: [[Parameter]], optimizer: String) throws(OptimError) {
+    guard !lists.isEmpty, lists.allSatisfy({ !$0.isEmpty }) else { throw .emptyParameterList(optimizer: optimizer) }
+    var names = Set<String>()
+    for parameter in lists.joined() where !names.insert(parameter.name).inserted {
+        throw .duplicateParameter(name: parameter.name)
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+
+/// Scalars of one Adam-family step, shared by ``AdamRule``, ``AdamWRule`` and
+/// ``DecoupledAdamWRule``, which differ only in how they decay weights and average moments.
+public struct AdamCoefficients: Sendable {
+    /// Multiply the parameter by ``decay`` before the update (decoupled weight decay).
+    var applyDecay: Bool
+    var decay: Float
+    /// L2 penalty added to the gradient (`g + l2·p`), 0 for none.
+    var l2: Float
+    var maximize: Bool
+    /// First moment by `lerp` (torch.optim) or by `m·β1 + (1 − β1)·g` (composer).
+    var lerpFirstMoment: Bool
+    var beta1: Float
+    var oneMinusBeta1: Float
+    /// `1 - oneMinusBeta1` in Float, as `lerp` computes it.
+    var lerpComplement: Float
+    var beta2: Float
+    var oneMinusBeta2: Float
+    var amsgrad: Bool
+    var biasCorrection2Sqrt: Float
+    var eps: Float
+    var negativeStepSize: Float
+}
+
+/// The fused Adam update: state0 = `exp_avg`, state1 = `exp_avg_sq`, state2 = `max_exp_avg_sq`.
+///
+/// Per element, in the references' order of operations:
+/// `m ← β1-average(m, g)`, `v ← v·β2 + (1 − β2)·g·g`, `v̂ ← max(v̂, v)` (AMSGrad),
+/// `p ← p − step·m / (√v / √(1 − β2ᵗ) + ε)` with `step = lr / (1 − β1ᵗ)`.
+enum AdamKernel {
+    static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients) {
+        Elementwise.forEachVector(range) { i, n in
+            var p = Elementwise.load(o.parameter, i, n)
+            var g = Elementwise.load(o.gradient, i, n)
+            if c.maximize { g = -g }
+            if c.applyDecay { p = p * c.decay }
+            if c.l2 != 0 { g = g + c.l2 * p }
+            var m = Elementwise.load(o.state0, i, n)
+            if c.lerpFirstMoment {
+                m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+            } else {
+                m = m * c.beta1 + c.oneMinusBeta1 * g
+            }
+            var v = Elementwise.load(o.state1, i, n)
+            v = v * c.beta2 + c.oneMinusBeta2 * g * g
+            Elementwise.store(m, o.state0, i, n)
+            Elementwise.store(v, o.state1, i, n)
+            var second = v
+            if c.amsgrad {
+                let previous = Elementwise.load(o.state2, i, n)
+                second = previous.replacing(with: v, where: v .> previous)
+                Elementwise.store(second, o.state2, i, n)
+            }
+            let denominator = second.squareRoot() / c.biasCorrection2Sqrt + c.eps
+            p = p + c.negativeStepSize * m / denominator
+            Elementwise.store(p, o.parameter, i, n)
+        }
+    }
+}
+
+/// The defaults and options of one Adam-family optimizer.
+public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparameters<Self>, Coefficients == AdamCoefficients {
+    static var defaultBetas: (Double, Double) { get }
+    static var defaultWeightDecay: Double { get }
+    /// Whether the reference offers `maximize` (composer's DecoupledAdamW does not).
+    static var supportsMaximize: Bool { get }
+}
+
+/// Hyperparameters of the Adam family (``Adam``, ``AdamW``, ``DecoupledAdamW``); the defaults
+/// are the variant's reference defaults.
+public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameters {
+    public var learningRate: Double
+    public var betas: (Double, Double)
+    public var eps: Double
+    /// L2 penalty for ``Adam``; decoupled decay for ``AdamW`` and ``DecoupledAdamW``.
+    public var weightDecay: Double
+    public var amsgrad: Bool
+    /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
+    public var maximize: Bool
+
+    public init(learningRate: Double = 1e-3, betas: (Double, Double) = Variant.defaultBetas, eps: Double = 1e-8,
+                weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
+        self.learningRate = learningRate
+        self.betas = betas
+        self.eps = eps
+        self.weightDecay = weightDecay
+        self.amsgrad = amsgrad
+        self.maximize = maximize
+    }
+
+    public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+        var reader = HyperparameterReader(dictionary, optimizer: Variant.name)
+        let d = Self()
+        self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                  betas: try reader.pair("betas", default: d.betas),
+                  eps: try reader.number("eps", default: d.eps),
+                  weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                  amsgrad: try reader.bool("amsgrad", default: d.amsgrad),
+                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: false) : false)
+        try reader.finish()
+    }
+
+    public var dictionary: HyperparameterDictionary {
+        var result: HyperparameterDictionary = [
+            "lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
+            "weight_decay": .number(weightDecay), "amsgrad": .bool(amsgrad)]
+        if Variant.supportsMaximize { result["maximize"] = .bool(maximize) }
+        return result
+    }
+
+    public func validate() throws(OptimError) {
+        try Validate.learningRate(learningRate, Variant.name)
+        try Validate.betas(betas, Variant.name)
+        try Validate.epsilon(eps, Variant.name)
+        try Validate.weightDecay(weightDecay, Variant.name)
+        if maximize && !Variant.supportsMaximize {
+            throw .invalidConfiguration("\(Variant.name): maximize is not supported")
+        }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
+
+    var stateNames: [String] { amsgrad ? ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] : ["exp_avg", "exp_avg_sq"] }
+
+    /// The coefficients at `step`, with the references' scalar arithmetic (Double, then Float).
+    func coefficients(step: Int, lerpFirstMoment: Bool, decay: Double?, l2: Double) -> AdamCoefficients {
+        let (beta1, beta2) = betas
+        let biasCorrection1 = 1 - pow(beta1, Double(step))
+        let biasCorrection2 = 1 - pow(beta2, Double(step))
+        let oneMinusBeta1 = Float(1 - beta1)
+        return AdamCoefficients(
+            applyDecay: decay != nil, decay: Float(decay ?? 1), l2: Float(l2), maximize: maximize,
+            lerpFirstMoment: lerpFirstMoment, beta1: Float(beta1), oneMinusBeta1: oneMinusBeta1,
+            lerpComplement: 1 - oneMinusBeta1, beta2: Float(beta2), oneMinusBeta2: Float(1 - beta2),
+            amsgrad: amsgrad, biasCorrection2Sqrt: Float(pow(biasCorrection2, 0.5)), eps: Float(eps),
+            negativeStepSize: Float(-(learningRate / biasCorrection1)))
+    }
+}
+
+extension AdamVariant {
+    public static func stateNames(_ h: Hyperparameters) -> [String] { h.stateNames }
+
+    public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
+        AdamKernel.update(operands, range, coefficients)
+    }
+}

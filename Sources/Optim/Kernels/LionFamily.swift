@@ -1,0 +1,41 @@
+/// The options of one Lion-family optimizer.
+public protocol LionVariant: UpdateRule where Hyperparameters == LionHyperparameters<Self> {}
+
+/// Hyperparameters of ``Lion`` and ``DecoupledLionW``: `lr` 1e-4, `betas` (0.9, 0.99),
+/// `weight_decay` 0 by default. Betas may be anywhere in [0, 1], as both references allow.
+public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameters {
+    public var learningRate: Double
+    public var betas: (Double, Double)
+    public var weightDecay: Double
+
+    public init(learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99), weightDecay: Double = 0) {
+        self.learningRate = learningRate
+        self.betas = betas
+        self.weightDecay = weightDecay
+    }
+
+    public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+        var reader = HyperparameterReader(dictionary, optimizer: Variant.name)
+        let d = Self()
+        self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                  betas: try reader.pair("betas", default: d.betas),
+                  weightDecay: try reader.number("weight_decay", default: d.weightDecay))
+        try reader.finish()
+    }
+
+    public var dictionary: HyperparameterDictionary {
+        ["lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "weight_decay": .number(weightDecay)]
+    }
+
+    public func validate() throws(OptimError) {
+        try Validate.learningRate(learningRate, Variant.name)
+        try Validate.betas(betas, Variant.name, allowOne: true)
+        try Validate.weightDecay(weightDecay, Variant.name)
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
+}
+
+extension LionVariant {
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg"] }
+}

@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import Synchronization
+
+/// A fixed set of worker threads that run a parallel loop, for the optimizers' kernels.
+///
+/// `parallelFor` hands out iteration indices dynamically (an atomic counter), runs on the
+/// calling thread too, and returns when every index is done. It allocates nothing per call,
+/// so a training loop's steps stay allocation-free.
+public final class ThreadPool: @unchecked Sendable {
+    /// A pool with one thread per core, shared by optimizers that are not given their own.
+    public static let shared = ThreadPool(threadCount: ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Threads that run a loop, the caller included.
+    public let threadCount: Int
+
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var generation = 0
+    private var running = 0
+    private var shuttingDown = false
+    private var body: ((Int) -> Void)?
+    private var iterations = 0
+    private let nextIndex = Atomic<Int>(0)
+
+    /// A pool running loops on `threadCount` threads (the caller and `threadCount - 1` workers);
+    /// values below 1 count as 1.
+    public init(threadCount: Int) {
+        self.threadCount = max(1, threadCount)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
+        for _ in 1..<self.threadCount {
+            let thread = Thread { [unowned self] in self.workerLoop() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    deinit {
+        pthread_mutex_lock(mutex)
+        shuttingDown = true
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
+        // Workers hold no strong reference; they exit at the next wake-up without touching
+        // `self` again, so the synchronisation objects are leaked deliberately (a pool lives
+        // for the process in practice).
+    }
+
+    /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool's threads, and returns
+    /// when all are done. Calls must not overlap (one loop at a time per pool).
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        guard count > 0 else { return }
+        if threadCount == 1 || count == 1 {
+            for index in 0..<count { body(index) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            pthread_mutex_lock(mutex)
+            self.body = escapable
+            iterations = count
+            nextIndex.store(0, ordering: .relaxed)
+            running = threadCount - 1
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+
+            drain(escapable, count)
+
+            pthread_mutex_lock(mutex)
+            while running > 0 { pthread_cond_wait(finished, mutex) }
+            self.body = nil
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    @inline(__always)
+    private func drain(_ body: (Int) -> Void, _ count: Int) {
+        while true {
+            let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+            if index >= count { return }
+            body(index)
+        }
+    }
+
+    private func workerLoop() {
+        var seen = 0
+        pthread_mutex_lock(mutex)
+        while true {
+            while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
+            if shuttingDown { break }
+            seen = generation
+            let body = self.body!
+            let count = iterations
+            pthread_mutex_unlock(mutex)
+            drain(body, count)
+            pthread_mutex_lock(mutex)
+            running -= 1
+            if running == 0 { pthread_cond_signal(finished) }
+        }
+        pthread_mutex_unlock(mutex)
+    }
+}

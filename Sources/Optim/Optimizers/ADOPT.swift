@@ -1,0 +1,137 @@
+import Foundation
+
+/// ADOPT (Taniguchi et al., 2024): Adam with the current gradient removed from the second-moment
+/// estimate and the gradient normalised *before* momentum, which converges for any β2.
+/// Matches the official code (`torch-adopt`) step for step.
+///
+/// ```
+/// g ← −g if maximize;  g ← g + λ·p unless decouple
+/// step 0:   v ← v + g²                      (initialises v; no parameter update)
+/// step t≥1: p ← p − lr·λ·p if decouple
+///           ĝ ← clamp(g / max(√v, ε), −t^c, t^c)       (c = clipExponent; no clamp if nil)
+///           m ← lerp(m, ĝ, 1 − β1);  p ← p − lr·m;  v ← β2·v + (1 − β2)·g²
+/// ```
+/// Defaults: `lr` 1e-3, `betas` (0.9, 0.9999), `eps` 1e-6, `weight_decay` 0, `decouple` false,
+/// clipping at `step^0.25`. Paper: arXiv:2411.02853; reference: github.com/iShohei220/adopt.
+public typealias ADOPT = GradientOptimizer<ADOPTRule>
+
+public enum ADOPTRule: UpdateRule {
+    public static let name = "adopt"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        public var betas: (Double, Double)
+        public var eps: Double
+        public var weightDecay: Double
+        /// Decoupled (AdamW-style, `p ← p − lr·λ·p`) instead of L2 weight decay.
+        public var decouple: Bool
+        /// Normalised gradients are clipped to `±step^clipExponent` (step counted from 0);
+        /// `nil` switches clipping off.
+        public var clipExponent: Double?
+        public var maximize: Bool
+
+        public init(learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.9999), eps: Double = 1e-6,
+                    weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25, maximize: Bool = false) {
+            self.learningRate = learningRate
+            self.betas = betas
+            self.eps = eps
+            self.weightDecay = weightDecay
+            self.decouple = decouple
+            self.clipExponent = clipExponent
+            self.maximize = maximize
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      betas: try reader.pair("betas", default: d.betas),
+                      eps: try reader.number("eps", default: d.eps),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      decouple: try reader.bool("decouple", default: d.decouple),
+                      clipExponent: try reader.optionalNumber("clip_exponent", default: d.clipExponent),
+                      maximize: try reader.bool("maximize", default: d.maximize))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
+             "weight_decay": .number(weightDecay), "decouple": .bool(decouple),
+             "clip_exponent": clipExponent.map { .number($0) } ?? .null, "maximize": .bool(maximize)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            try Validate.betas(betas, name)
+            try Validate.epsilon(eps, name)
+            try Validate.weightDecay(weightDecay, name)
+            if let clipExponent, !(clipExponent.isFinite && clipExponent >= 0) {
+                throw Validate.fail(name, "clipExponent (clip_exponent)", clipExponent, "a finite number >= 0, or null for no clipping")
+            }
+        }
+
+        public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
+    }
+
+    public struct Coefficients: Sendable {
+        var maximize: Bool
+        var l2: Float
+        var initialise: Bool
+        var decoupledDecay: Float
+        var eps: Float
+        var clip: Bool
+        var clipValue: Float
+        var oneMinusBeta1: Float
+        var lerpComplement: Float
+        var beta2: Float
+        var oneMinusBeta2: Float
+        var negativeLearningRate: Float
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        let previousSteps = step - 1  // the reference counts from 0 and increments after the update
+        let weight1 = Float(1 - h.betas.0)
+        return Coefficients(
+            maximize: h.maximize, l2: h.decouple ? 0 : Float(h.weightDecay), initialise: previousSteps == 0,
+            decoupledDecay: h.decouple ? Float(-h.learningRate * h.weightDecay) : 0, eps: Float(h.eps),
+            clip: h.clipExponent != nil, clipValue: Float(pow(Double(previousSteps), h.clipExponent ?? 0)),
+            oneMinusBeta1: weight1, lerpComplement: 1 - weight1, beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1),
+            negativeLearningRate: Float(-h.learningRate))
+    }
+
+    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
+        Elementwise.forEachVector(range) { i, n in
+            var p = Elementwise.load(o.parameter, i, n)
+            var g = Elementwise.load(o.gradient, i, n)
+            if c.maximize { g = -g }
+            if c.l2 != 0 { g = g + c.l2 * p }
+            var v = Elementwise.load(o.state1, i, n)
+            if c.initialise {
+                Elementwise.store(v + g * g, o.state1, i, n)
+                return
+            }
+            if c.decoupledDecay != 0 { p = p + c.decoupledDecay * p }
+            var normalised = g / Elementwise.clampBelow(v.squareRoot(), c.eps)
+            if c.clip { normalised = Elementwise.clamp(normalised, -c.clipValue, c.clipValue) }
+            let m = Elementwise.lerp(Elementwise.load(o.state0, i, n), normalised, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+            p = p + c.negativeLearningRate * m
+            v = v * c.beta2 + c.oneMinusBeta2 * g * g
+            Elementwise.store(m, o.state0, i, n)
+            Elementwise.store(p, o.parameter, i, n)
+            Elementwise.store(v, o.state1, i, n)
+        }
+    }
+}
+
+extension GradientOptimizer where Rule == ADOPTRule {
+    /// ADOPT over one group of parameters, with the official defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.9999),
+                            eps: Double = 1e-6, weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25,
+                            maximize: Bool = false, threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps, weightDecay: weightDecay,
+                                                         decouple: decouple, clipExponent: clipExponent, maximize: maximize),
+                      threadPool: threadPool)
+    }
+}

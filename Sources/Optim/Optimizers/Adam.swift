@@ -1,0 +1,33 @@
+/// Adam (Kingma & Ba, 2015), matching `torch.optim.Adam` step for step.
+///
+/// ```
+/// g ← −g if maximize;  g ← g + λ·p  (L2 weight decay)
+/// m ← lerp(m, g, 1 − β1);  v ← β2·v + (1 − β2)·g²;  v̂ ← max(v̂, v) if amsgrad
+/// p ← p − lr/(1 − β1ᵗ) · m / (√v̂ / √(1 − β2ᵗ) + ε)
+/// ```
+/// Defaults: `lr` 1e-3, `betas` (0.9, 0.999), `eps` 1e-8, `weight_decay` 0 (L2).
+/// State: `exp_avg`, `exp_avg_sq` (+ `max_exp_avg_sq` with amsgrad): 8–12 bytes per parameter.
+/// Reference: `torch.optim.Adam`; papers: arXiv:1412.6980, AMSGrad arXiv:1904.09237.
+public typealias Adam = GradientOptimizer<AdamRule>
+
+public enum AdamRule: AdamVariant {
+    public static let name = "adam"
+    public static let defaultBetas = (0.9, 0.999)
+    public static let defaultWeightDecay = 0.0
+    public static let supportsMaximize = true
+
+    public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
+        h.coefficients(step: step, lerpFirstMoment: true, decay: nil, l2: h.weightDecay)
+    }
+}
+
+extension GradientOptimizer where Rule == AdamRule {
+    /// Adam over one group of parameters, with PyTorch's defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
+                            eps: Double = 1e-8, weightDecay: Double = 0, amsgrad: Bool = false, maximize: Bool = false,
+                            threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps,
+                                                         weightDecay: weightDecay, amsgrad: amsgrad, maximize: maximize),
+                      threadPool: threadPool)
+    }
+}

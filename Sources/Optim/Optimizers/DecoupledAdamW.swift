@@ -1,0 +1,52 @@
+import Logging
+
+/// composer's `DecoupledAdamW`: Adam whose weight decay follows the learning-rate *schedule*
+/// but is not scaled by the learning rate itself.
+///
+/// ```
+/// p ← p·(1 − (lr/lr₀)·λ)            (lr₀: the group's initial learning rate)
+/// m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;  v̂ ← max(v̂, v) if amsgrad
+/// p ← p − lr/(1 − β1ᵗ) · m / (√v̂ / √(1 − β2ᵗ) + ε)
+/// ```
+/// So `weightDecay` is exactly "each step, multiply weights by `1 − weightDecay`" at the peak
+/// learning rate: use values ~lr times smaller than for ``AdamW`` (default 1e-5). A warning is
+/// logged for `weightDecay >= 1e-3`, as composer does. Defaults: `lr` 1e-3, `betas` (0.9, 0.95),
+/// `eps` 1e-8, `weight_decay` 1e-5. Reference: `composer.optim.DecoupledAdamW`.
+public typealias DecoupledAdamW = GradientOptimizer<DecoupledAdamWRule>
+
+public enum DecoupledAdamWRule: AdamVariant {
+    public static let name = "decoupled_adamw"
+    public static let defaultBetas = (0.9, 0.95)
+    public static let defaultWeightDecay = 1e-5
+    public static let supportsMaximize = false
+
+    public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
+        let decay: Double? = h.weightDecay != 0 ? 1 - decoupledDecayFactor(h.learningRate, initialLearningRate) * h.weightDecay : nil
+        return h.coefficients(step: step, lerpFirstMoment: false, decay: decay, l2: 0)
+    }
+
+    public static func advise(_ h: AdamHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledAdamW") }
+}
+
+/// `lr / initial_lr`, or 1 when the initial learning rate is 0 — the references' decay factor.
+func decoupledDecayFactor(_ learningRate: Double, _ initialLearningRate: Double) -> Double {
+    initialLearningRate != 0 ? learningRate / initialLearningRate : 1
+}
+
+/// The warning composer and seed 004 give for a large decoupled weight decay.
+func warnIfLargeDecoupledDecay(_ weightDecay: Double, optimizer: String) {
+    guard weightDecay >= 1e-3 else { return }
+    Logger(label: "swift-optim").warning(
+        "You are using a high value of `weight_decay=\(weightDecay)` for the `\(optimizer)` optimizer. Are you sure you want to do this? Your model's weights will be multiplied by \(1.0 - weightDecay) on every step!")
+}
+
+extension GradientOptimizer where Rule == DecoupledAdamWRule {
+    /// DecoupledAdamW over one group of parameters, with composer's defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.95),
+                            eps: Double = 1e-8, weightDecay: Double = 1e-5, amsgrad: Bool = false,
+                            threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps,
+                                                         weightDecay: weightDecay, amsgrad: amsgrad),
+                      threadPool: threadPool)
+    }
+}

@@ -1,0 +1,61 @@
+/// `DecoupledLionW` (seed 004): Lion whose weight decay follows the learning-rate schedule but is
+/// not scaled by the learning rate, as composer's ``DecoupledAdamW`` does for Adam.
+///
+/// ```
+/// p ← p·(1 − (lr/lr₀)·λ)               (lr₀: the group's initial learning rate; skipped if λ = 0)
+/// p ← p − lr·sign(lerp(m, g, 1 − β1))
+/// m ← lerp(m, g, 1 − β2)
+/// ```
+/// `weightDecay` is the fraction of each weight removed per step at the peak learning rate; a
+/// warning is logged for `weightDecay >= 1e-3`, as the reference does. Defaults: `lr` 1e-4,
+/// `betas` (0.9, 0.99), `weight_decay` 0. Reference: the `DecoupledLionW` code of seed 004
+/// (after MosaicML's); Lion paper: arXiv:2302.06675.
+public typealias DecoupledLionW = GradientOptimizer<DecoupledLionWRule>
+
+public enum DecoupledLionWRule: LionVariant {
+    public static let name = "decoupled_lionw"
+
+    public struct Coefficients: Sendable {
+        var applyDecay: Bool
+        var decay: Float
+        var oneMinusBeta1: Float
+        var lerpComplement1: Float
+        var oneMinusBeta2: Float
+        var lerpComplement2: Float
+        var negativeLearningRate: Float
+    }
+
+    public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
+        let weight1 = Float(1 - h.betas.0), weight2 = Float(1 - h.betas.1)
+        return Coefficients(
+            applyDecay: h.weightDecay != 0,
+            decay: Float(1 - decoupledDecayFactor(h.learningRate, initialLearningRate) * h.weightDecay),
+            oneMinusBeta1: weight1, lerpComplement1: 1 - weight1, oneMinusBeta2: weight2, lerpComplement2: 1 - weight2,
+            negativeLearningRate: Float(-h.learningRate))
+    }
+
+    public static func advise(_ h: LionHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledLionW") }
+
+    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
+        Elementwise.forEachVector(range) { i, n in
+            var p = Elementwise.load(o.parameter, i, n)
+            if c.applyDecay { p = p * c.decay }
+            let g = Elementwise.load(o.gradient, i, n)
+            var m = Elementwise.load(o.state0, i, n)
+            let direction = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement1)
+            p = p + c.negativeLearningRate * Elementwise.sign(direction)
+            m = Elementwise.lerp(m, g, weight: c.oneMinusBeta2, oneMinusWeight: c.lerpComplement2)
+            Elementwise.store(p, o.parameter, i, n)
+            Elementwise.store(m, o.state0, i, n)
+        }
+    }
+}
+
+extension GradientOptimizer where Rule == DecoupledLionWRule {
+    /// DecoupledLionW over one group of parameters, with the reference defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99),
+                            weightDecay: Double = 0, threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, weightDecay: weightDecay),
+                      threadPool: threadPool)
+    }
+}

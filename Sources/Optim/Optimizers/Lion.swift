@@ -1,0 +1,53 @@
+/// Lion, "EvoLved Sign Momentum" (Chen et al., 2023), matching Google's reference code as
+/// packaged by `lion-pytorch`.
+///
+/// ```
+/// p ← p·(1 − lr·λ)
+/// p ← p − lr·sign(β1·m + (1 − β1)·g)
+/// m ← β2·m + (1 − β2)·g
+/// ```
+/// One state buffer (`exp_avg`, 4 bytes per parameter: half of AdamW's). Every element moves by
+/// exactly `lr` (when λ = 0 and the interpolation is non-zero), so the update norm is larger than
+/// Adam's: the paper advises a learning rate 3–10× smaller than AdamW's, with a weight decay
+/// 3–10× larger to keep `lr·λ` the same. Defaults: `lr` 1e-4, `betas` (0.9, 0.99),
+/// `weight_decay` 0. Paper: arXiv:2302.06675; reference: google/automl `lion_pytorch.py`.
+public typealias Lion = GradientOptimizer<LionRule>
+
+public enum LionRule: LionVariant {
+    public static let name = "lion"
+
+    public struct Coefficients: Sendable {
+        var decay: Float
+        var beta1: Float
+        var oneMinusBeta1: Float
+        var beta2: Float
+        var oneMinusBeta2: Float
+        var negativeLearningRate: Float
+    }
+
+    public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
+        Coefficients(decay: Float(1 - h.learningRate * h.weightDecay), beta1: Float(h.betas.0), oneMinusBeta1: Float(1 - h.betas.0),
+                     beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1), negativeLearningRate: Float(-h.learningRate))
+    }
+
+    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
+        Elementwise.forEachVector(range) { i, n in
+            var p = Elementwise.load(o.parameter, i, n) * c.decay
+            let g = Elementwise.load(o.gradient, i, n)
+            var m = Elementwise.load(o.state0, i, n)
+            p = p + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + c.oneMinusBeta1 * g)
+            m = m * c.beta2 + c.oneMinusBeta2 * g
+            Elementwise.store(p, o.parameter, i, n)
+            Elementwise.store(m, o.state0, i, n)
+        }
+    }
+}
+
+extension GradientOptimizer where Rule == LionRule {
+    /// Lion over one group of parameters, with the reference defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99),
+                            weightDecay: Double = 0, threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, weightDecay: weightDecay),
+                      threadPool: threadPool)
+    }
+}

@@ -1,0 +1,83 @@
+/// Lookahead (Zhang et al., 2019) around any optimizer, as the code quoted in seed 002.
+///
+/// The wrapped ("fast") optimizer steps as usual; every `k` steps each parameter is pulled
+/// towards a slow copy and the slow copy catches up:
+/// ```
+/// fast ← α·fast + (1 − α)·slow;   slow ← fast
+/// ```
+/// The slow weights start as a copy of the parameters when the wrapper is built, and every
+/// parameter of every group is synchronised, with or without a gradient that step.
+/// Defaults: `k` 5, `alpha` 0.5. Paper: arXiv:1907.08610.
+public final class Lookahead: Optimizer {
+    public static let name = "lookahead"
+
+    /// The wrapped optimizer.
+    public let base: any Optimizer
+    /// Steps between synchronisations.
+    public let k: Int
+    /// Weight of the fast weights when synchronising.
+    public let alpha: Double
+    /// Steps taken so far.
+    public private(set) var stepCounter = 0
+    public let threadPool: ThreadPool
+
+    private let tracked: [Parameter]
+    private var slowWeights: [UnsafeMutableBufferPointer<Float>]
+    private var plan = ChunkPlan()
+
+    /// Wraps `base`; throws when `k < 1` or `alpha` is outside [0, 1].
+    public init(_ base: any Optimizer, k: Int = 5, alpha: Double = 0.5, threadPool: ThreadPool = .shared) throws(OptimError) {
+        guard k >= 1 else {
+            throw .invalidHyperparameter(optimizer: Self.name, name: "k", value: String(k), expected: "an integer >= 1")
+        }
+        try Validate.unitInterval(alpha, "alpha", Self.name)
+        self.base = base
+        self.k = k
+        self.alpha = alpha
+        self.threadPool = threadPool
+        self.tracked = base.parameters
+        self.slowWeights = tracked.map { FloatStorage.allocate(copying: UnsafeBufferPointer($0.values)) }
+        for (index, parameter) in tracked.enumerated() { plan.add(tensor: index, count: parameter.count) }
+    }
+
+    deinit { slowWeights.forEach(FloatStorage.deallocate) }
+
+    public var name: String { Self.name }
+    public var parameters: [Parameter] { tracked }
+    public var groupCount: Int { base.groupCount }
+    public func parameters(group: Int) throws(OptimError) -> [Parameter] { try base.parameters(group: group) }
+    public func learningRate(group: Int) throws(OptimError) -> Double { try base.learningRate(group: group) }
+    public func setLearningRate(_ learningRate: Double, group: Int) throws(OptimError) {
+        try base.setLearningRate(learningRate, group: group)
+    }
+    public func initialLearningRate(group: Int) throws(OptimError) -> Double { try base.initialLearningRate(group: group) }
+    public func hyperparameters(group: Int) throws(OptimError) -> HyperparameterDictionary { try base.hyperparameters(group: group) }
+    public func stepCount(of parameter: Parameter) throws(OptimError) -> Int { try base.stepCount(of: parameter) }
+
+    /// The wrapped optimizer's state, plus the parameter's `slow_weights`.
+    public func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]] {
+        var state = try base.state(of: parameter)
+        guard let index = tracked.firstIndex(where: { $0 === parameter }) else { throw .unknownParameter(name: parameter.name) }
+        state["slow_weights"] = Array(slowWeights[index])
+        return state
+    }
+
+    public func step() throws {
+        try base.step()
+        stepCounter += 1
+        guard stepCounter % k == 0 else { return }
+        let alpha = Float(alpha), complement = Float(1 - self.alpha)
+        tracked.withUnsafeBufferPointer { tracked in
+            slowWeights.withUnsafeBufferPointer { slow in
+                plan.run(on: threadPool) { tensor, range in
+                    let fast = tracked[tensor].values.baseAddress!, slow = slow[tensor].baseAddress!
+                    Elementwise.forEachVector(range) { i, n in
+                        let p = Elementwise.load(fast, i, n) * alpha + complement * Elementwise.load(slow, i, n)
+                        Elementwise.store(p, fast, i, n)
+                        Elementwise.store(p, slow, i, n)
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+/// Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay,
+/// matching `torch.optim.SGD` step for step.
+///
+/// ```
+/// g ← −g if maximize;  g ← g + λ·p
+/// b ← g on the first step, else b ← μ·b + (1 − τ)·g          (momentum μ > 0)
+/// g ← g + μ·b if nesterov, else g ← b
+/// p ← p − lr·g
+/// ```
+/// Defaults: `lr` 1e-3, `momentum` 0, `dampening` 0, `weight_decay` 0. State: `momentum_buffer`
+/// when momentum is on (4 bytes per parameter). Reference: `torch.optim.SGD`; Nesterov momentum
+/// as in Sutskever et al., 2013.
+public typealias SGD = GradientOptimizer<SGDRule>
+
+public enum SGDRule: UpdateRule {
+    public static let name = "sgd"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        public var momentum: Double
+        public var dampening: Double
+        /// L2 penalty, added to the gradient.
+        public var weightDecay: Double
+        public var nesterov: Bool
+        public var maximize: Bool
+
+        public init(learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0, weightDecay: Double = 0,
+                    nesterov: Bool = false, maximize: Bool = false) {
+            self.learningRate = learningRate
+            self.momentum = momentum
+            self.dampening = dampening
+            self.weightDecay = weightDecay
+            self.nesterov = nesterov
+            self.maximize = maximize
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      momentum: try reader.number("momentum", default: d.momentum),
+                      dampening: try reader.number("dampening", default: d.dampening),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      nesterov: try reader.bool("nesterov", default: d.nesterov),
+                      maximize: try reader.bool("maximize", default: d.maximize))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "momentum": .number(momentum), "dampening": .number(dampening),
+             "weight_decay": .number(weightDecay), "nesterov": .bool(nesterov), "maximize": .bool(maximize)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            guard momentum.isFinite, momentum >= 0 else { throw Validate.fail(name, "momentum", momentum, "a finite number >= 0") }
+            guard dampening.isFinite else { throw Validate.fail(name, "dampening", dampening, "a finite number") }
+            try Validate.weightDecay(weightDecay, name)
+            if nesterov && (momentum <= 0 || dampening != 0) {
+                throw .invalidConfiguration("\(name): nesterov needs momentum > 0 and dampening = 0 (got momentum \(momentum), dampening \(dampening))")
+            }
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        var negativeLearningRate: Float
+        var weightDecay: Float
+        var momentum: Float
+        var oneMinusDampening: Float
+        var firstStep: Bool
+        var nesterov: Bool
+        var maximize: Bool
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { h.momentum != 0 ? ["momentum_buffer"] : [] }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        Coefficients(negativeLearningRate: Float(-h.learningRate), weightDecay: Float(h.weightDecay),
+                     momentum: Float(h.momentum), oneMinusDampening: Float(1 - h.dampening), firstStep: step == 1,
+                     nesterov: h.nesterov, maximize: h.maximize)
+    }
+
+    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
+        Elementwise.forEachVector(range) { i, n in
+            var p = Elementwise.load(o.parameter, i, n)
+            var g = Elementwise.load(o.gradient, i, n)
+            if c.maximize { g = -g }
+            if c.weightDecay != 0 { g = g + c.weightDecay * p }
+            if c.momentum != 0 {
+                var buffer = g
+                if !c.firstStep {
+                    buffer = Elementwise.load(o.state0, i, n) * c.momentum + c.oneMinusDampening * g
+                }
+                Elementwise.store(buffer, o.state0, i, n)
+                g = c.nesterov ? g + c.momentum * buffer : buffer
+            }
+            p = p + c.negativeLearningRate * g
+            Elementwise.store(p, o.parameter, i, n)
+        }
+    }
+}
+
+extension GradientOptimizer where Rule == SGDRule {
+    /// SGD over one group of parameters, with PyTorch's defaults.
+    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0,
+                            weightDecay: Double = 0, nesterov: Bool = false, maximize: Bool = false,
+                            threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, momentum: momentum, dampening: dampening,
+                                                         weightDecay: weightDecay, nesterov: nesterov, maximize: maximize),
+                      threadPool: threadPool)
+    }
+}

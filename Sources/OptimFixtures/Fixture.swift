@@ -1,0 +1,237 @@
+import Foundation
+import Optim
+
+/// A malformed fixture file: which file, which field, what is wrong.
+public struct FixtureError: Error, Equatable, CustomStringConvertible {
+    public var file: String
+    public var field: String
+    public var message: String
+
+    public var description: String { field.isEmpty ? "\(file): \(message)" : "\(file): field '\(field)': \(message)" }
+}
+
+/// One optimizer trajectory in the `optim-fixture/1` format (see `shared/fixtures/FORMAT.md`):
+/// initial parameters, the gradients of each step, and the parameters the reference reached.
+public struct Fixture: Sendable {
+    public struct Tensor: Sendable {
+        public var name: String
+        public var shape: [Int]
+        public var data: [Float]
+    }
+
+    public struct Group: Sendable {
+        public var parameterNames: [String]
+        public var overrides: HyperparameterDictionary
+    }
+
+    public struct Step: Sendable {
+        /// Gradients by parameter name; a parameter missing here has no gradient this step.
+        public var gradients: [String: [Float]]
+        /// Learning rates to set before the step, by group index.
+        public var learningRates: [Int: Double]
+        /// Parameters expected right after the step.
+        public var expected: [String: [Float]]?
+    }
+
+    public var name: String
+    public var reference: String
+    public var configuration: OptimizerConfiguration
+    public var groups: [Group]?
+    public var parameters: [Tensor]
+    public var steps: [Step]
+    public var expected: [String: [Float]]
+    public var relativeTolerance: Double
+    public var absoluteTolerance: Double
+
+    public static let format = "optim-fixture/1"
+}
+
+extension Fixture {
+    /// Reads and checks a fixture file; every problem is a ``FixtureError`` naming the field.
+    public init(contentsOf url: URL) throws(FixtureError) {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FixtureError(file: url.path, field: "", message: "cannot read: \(error.localizedDescription)")
+        }
+        try self.init(json: data, file: url.path)
+    }
+
+    /// Parses a fixture from JSON; `file` names it in errors.
+    public init(json data: Data, file: String) throws(FixtureError) {
+        let root: JSONValue
+        do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
+            throw FixtureError(file: file, field: "", message: "not valid JSON (\(error))")
+        }
+        var parser = FixtureParser(file: file)
+        self = try parser.fixture(root)
+    }
+}
+
+/// Walks a parsed fixture, checking each field against the format.
+struct FixtureParser {
+    let file: String
+
+    func fail(_ field: String, _ message: String) -> FixtureError {
+        FixtureError(file: file, field: field, message: message)
+    }
+
+    func object(_ value: JSONValue?, _ field: String) throws(FixtureError) -> [String: JSONValue] {
+        guard case let .object(object)? = value else { throw fail(field, value == nil ? "missing" : "expected an object, got \(value!.kind)") }
+        return object
+    }
+
+    func array(_ value: JSONValue?, _ field: String) throws(FixtureError) -> [JSONValue] {
+        guard case let .array(array)? = value else { throw fail(field, value == nil ? "missing" : "expected an array, got \(value!.kind)") }
+        return array
+    }
+
+    func string(_ value: JSONValue?, _ field: String) throws(FixtureError) -> String {
+        guard case let .string(string)? = value else { throw fail(field, value == nil ? "missing" : "expected a string, got \(value!.kind)") }
+        return string
+    }
+
+    func number(_ value: JSONValue?, _ field: String) throws(FixtureError) -> Double {
+        guard case let .number(number)? = value else { throw fail(field, value == nil ? "missing" : "expected a number, got \(value!.kind)") }
+        return number
+    }
+
+    func floats(_ value: JSONValue?, _ field: String, count: Int) throws(FixtureError) -> [Float] {
+        let items = try array(value, field)
+        guard items.count == count else { throw fail(field, "expected \(count) numbers, got \(items.count)") }
+        var result: [Float] = []
+        result.reserveCapacity(count)
+        for (index, item) in items.enumerated() {
+            guard case let .number(number) = item else { throw fail("\(field)[\(index)]", "expected a number, got \(item.kind)") }
+            result.append(Float(number))
+        }
+        return result
+    }
+
+    func hyperparameters(_ value: JSONValue?, _ field: String) throws(FixtureError) -> HyperparameterDictionary {
+        guard let value else { return [:] }
+        var result: HyperparameterDictionary = [:]
+        for (key, item) in try object(value, field) {
+            switch item {
+            case let .number(number): result[key] = .number(number)
+            case let .bool(flag): result[key] = .bool(flag)
+            case .null: result[key] = .null
+            case let .array(items):
+                var numbers: [Double] = []
+                for (index, element) in items.enumerated() {
+                    guard case let .number(number) = element else { throw fail("\(field).\(key)[\(index)]", "expected a number, got \(element.kind)") }
+                    numbers.append(number)
+                }
+                result[key] = .numbers(numbers)
+            default: throw fail("\(field).\(key)", "expected a number, boolean, null or list of numbers, got \(item.kind)")
+            }
+        }
+        return result
+    }
+
+    func configuration(_ root: [String: JSONValue], _ prefix: String) throws(FixtureError) -> OptimizerConfiguration {
+        let name = try string(root["optimizer"], prefix + "optimizer")
+        guard OptimizerRegistry.names.contains(name) else {
+            throw fail(prefix + "optimizer", "unknown optimizer '\(name)'; known: \(OptimizerRegistry.names.joined(separator: ", "))")
+        }
+        var configuration = OptimizerConfiguration(name: name, hyperparameters: try hyperparameters(root["hyperparameters"], prefix + "hyperparameters"))
+        let info = OptimizerRegistry.all.first { $0.name == name }!
+        if info.isWrapper {
+            configuration.base = try self.configuration(try object(root["base"], prefix + "base"), prefix + "base.")
+        } else if root["base"] != nil {
+            throw fail(prefix + "base", "only a wrapper optimizer (lookahead) takes a base")
+        }
+        return configuration
+    }
+
+    /// Checks that a map of parameter name → flat data names known parameters with the right lengths.
+    func tensors(_ value: JSONValue?, _ field: String, counts: [String: Int]) throws(FixtureError) -> [String: [Float]] {
+        var result: [String: [Float]] = [:]
+        for (key, item) in try object(value, field) {
+            guard let count = counts[key] else { throw fail("\(field).\(key)", "no parameter named '\(key)'") }
+            result[key] = try floats(item, "\(field).\(key)", count: count)
+        }
+        return result
+    }
+
+    mutating func fixture(_ value: JSONValue) throws(FixtureError) -> Fixture {
+        let root = try object(value, "")
+        let format = try string(root["format"], "format")
+        guard format == Fixture.format else { throw fail("format", "expected '\(Fixture.format)', got '\(format)'") }
+        let name = try string(root["name"], "name")
+        guard !name.isEmpty, name.unicodeScalars.allSatisfy({ "abcdefghijklmnopqrstuvwxyz0123456789_-".unicodeScalars.contains($0) }) else {
+            throw fail("name", "'\(name)' must match [a-z0-9_-]+")
+        }
+        let reference = try string(root["reference"], "reference")
+        let configuration = try configuration(root, "")
+
+        var parameters: [Fixture.Tensor] = []
+        var counts: [String: Int] = [:]
+        for (index, item) in try array(root["params"], "params").enumerated() {
+            let field = "params[\(index)]"
+            let entry = try object(item, field)
+            let parameterName = try string(entry["name"], field + ".name")
+            guard counts[parameterName] == nil else { throw fail(field + ".name", "duplicate parameter '\(parameterName)'") }
+            var shape: [Int] = []
+            for (axis, dimension) in try array(entry["shape"], field + ".shape").enumerated() {
+                let size = try number(dimension, "\(field).shape[\(axis)]")
+                guard size >= 0, size == size.rounded(), size < 1e12 else { throw fail("\(field).shape[\(axis)]", "expected a non-negative integer, got \(size)") }
+                shape.append(Int(size))
+            }
+            let count = shape.reduce(1, *)
+            counts[parameterName] = count
+            parameters.append(.init(name: parameterName, shape: shape, data: try floats(entry["data"], field + ".data", count: count)))
+        }
+        guard !parameters.isEmpty else { throw fail("params", "no parameters") }
+
+        var groups: [Fixture.Group]?
+        if let groupsValue = root["groups"] {
+            var seen = Set<String>()
+            groups = []
+            for (index, item) in try array(groupsValue, "groups").enumerated() {
+                let field = "groups[\(index)]"
+                let entry = try object(item, field)
+                var names: [String] = []
+                for (position, nameValue) in try array(entry["params"], field + ".params").enumerated() {
+                    let parameterName = try string(nameValue, "\(field).params[\(position)]")
+                    guard counts[parameterName] != nil else { throw fail("\(field).params[\(position)]", "no parameter named '\(parameterName)'") }
+                    guard seen.insert(parameterName).inserted else { throw fail("\(field).params[\(position)]", "'\(parameterName)' is already in a group") }
+                    names.append(parameterName)
+                }
+                groups!.append(.init(parameterNames: names, overrides: try hyperparameters(entry["hyperparameters"], field + ".hyperparameters")))
+            }
+            guard !groups!.isEmpty else { throw fail("groups", "empty; omit it for a single group") }
+        }
+        let groupCount = groups?.count ?? 1
+
+        var steps: [Fixture.Step] = []
+        for (index, item) in try array(root["steps"], "steps").enumerated() {
+            let field = "steps[\(index)]"
+            let entry = try object(item, field)
+            var learningRates: [Int: Double] = [:]
+            if let lrValue = entry["lr"] {
+                for (key, rate) in try object(lrValue, field + ".lr") {
+                    guard let group = Int(key), (0..<groupCount).contains(group) else {
+                        throw fail("\(field).lr.\(key)", "no group '\(key)'; the fixture has \(groupCount) group(s), indexed from \"0\"")
+                    }
+                    learningRates[group] = try number(rate, "\(field).lr.\(key)")
+                }
+            }
+            steps.append(.init(
+                gradients: try tensors(entry["grads"], field + ".grads", counts: counts),
+                learningRates: learningRates,
+                expected: try entry["expected"].map { value throws(FixtureError) in try tensors(value, field + ".expected", counts: counts) }))
+        }
+        guard !steps.isEmpty else { throw fail("steps", "no steps") }
+
+        let expected = try tensors(root["expected"], "expected", counts: counts)
+        var relativeTolerance = 1e-5, absoluteTolerance = 1e-6
+        if let toleranceValue = root["tolerance"] {
+            let tolerance = try object(toleranceValue, "tolerance")
+            if tolerance["rtol"] != nil { relativeTolerance = try number(tolerance["rtol"], "tolerance.rtol") }
+            if tolerance["atol"] != nil { absoluteTolerance = try number(tolerance["atol"], "tolerance.atol") }
+            guard relativeTolerance >= 0, absoluteTolerance >= 0 else { throw fail("tolerance", "rtol and atol must be >= 0") }
+        }
+        return Fixture(name: name, reference: reference, configuration: configuration, groups: groups, parameters: parameters,
+                       steps: steps, expected: expected, relativeTolerance: relativeTolerance, absoluteTolerance: absoluteTolerance)
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+/// `optim`: the command-line face of swift-optim.
+@main
+struct OptimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "optim",
+        abstract: "Optimizers for neural networks in Swift: verify, benchmark and train.",
+        subcommands: [Verify.self, List.self])
+}
