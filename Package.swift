@@ -28,6 +28,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "OptimTests", dependencies: ["Optim", "OptimFixtures"]),
+        .testTarget(
+            name: "OptimTests",
+            dependencies: ["Optim", "OptimFixtures", .product(name: "InMemoryLogging", package: "swift-log")],
+            exclude: []
+        ),
     ]
 )

@@ -1,5 +1,3 @@
-import Logging
-
 /// composer's `DecoupledAdamW`: Adam whose weight decay follows the learning-rate *schedule*
 /// but is not scaled by the learning rate itself.
 ///
@@ -36,7 +34,7 @@ func decoupledDecayFactor(_ learningRate: Double, _ initialLearningRate: Double)
 /// The warning composer and seed 004 give for a large decoupled weight decay.
 func warnIfLargeDecoupledDecay(_ weightDecay: Double, optimizer: String) {
     guard weightDecay >= 1e-3 else { return }
-    Logger(label: "swift-optim").warning(
+    OptimLogging.logger.warning(
         "You are using a high value of `weight_decay=\(weightDecay)` for the `\(optimizer)` optimizer. Are you sure you want to do this? Your model's weights will be multiplied by \(1.0 - weightDecay) on every step!")
 }
 

@@ -1,0 +1,11 @@
+import Logging
+
+/// Where the library logs (advice such as the large-weight-decay warning of the decoupled
+/// optimizers). It is task-local: bind another logger around a piece of code to redirect it.
+///
+/// ```swift
+/// try OptimLogging.$logger.withValue(myLogger) { try DecoupledLionW(params, weightDecay: 0.1) }
+/// ```
+public enum OptimLogging {
+    @TaskLocal public static var logger = Logger(label: "swift-optim")
+}
