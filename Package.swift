@@ -13,10 +13,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
+        // Vector operations the Swift standard library scalarises (header-only).
+        .target(name: "COptimSIMD"),
         // Core types, optimizers, kernels and the registry.
         .target(
             name: "Optim",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: ["COptimSIMD", .product(name: "Logging", package: "swift-log")]
         ),
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
@@ -26,7 +28,9 @@ let package = Package(
             dependencies: [
                 "Optim", "OptimFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // The C reference kernels are compiled by `optim bench` itself, never by the build.
+            resources: [.copy("Resources/reference_kernels.c")]
         ),
         .testTarget(
             name: "OptimTests",

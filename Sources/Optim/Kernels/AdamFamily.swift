@@ -28,34 +28,37 @@ public struct AdamCoefficients: Sendable {
 /// Per element, in the references' order of operations:
 /// `m ← β1-average(m, g)`, `v ← v·β2 + (1 − β2)·g·g`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − step·m / (√v / √(1 − β2ᵗ) + ε)` with `step = lr / (1 − β1ᵗ)`.
-enum AdamKernel {
+enum AdamKernel: VectorKernel {
     static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients) {
-        Elementwise.forEachVector(range) { i, n in
-            var p = Elementwise.load(o.parameter, i, n)
-            var g = Elementwise.load(o.gradient, i, n)
-            if c.maximize { g = -g }
-            if c.applyDecay { p = p * c.decay }
-            if c.l2 != 0 { g = g + c.l2 * p }
-            var m = Elementwise.load(o.state0, i, n)
-            if c.lerpFirstMoment {
-                m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
-            } else {
-                m = m * c.beta1 + c.oneMinusBeta1 * g
-            }
-            var v = Elementwise.load(o.state1, i, n)
-            v = v * c.beta2 + c.oneMinusBeta2 * g * g
-            Elementwise.store(m, o.state0, i, n)
-            Elementwise.store(v, o.state1, i, n)
-            var second = v
-            if c.amsgrad {
-                let previous = Elementwise.load(o.state2, i, n)
-                second = previous.replacing(with: v, where: v .> previous)
-                Elementwise.store(second, o.state2, i, n)
-            }
-            let denominator = second.squareRoot() / c.biasCorrection2Sqrt + c.eps
-            p = p + c.negativeStepSize * m / denominator
-            Elementwise.store(p, o.parameter, i, n)
+        Elementwise.run(Self.self, o, range, c)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) {
+        var p = Elementwise.load(o.parameter, i, n)
+        var g = Elementwise.load(o.gradient, i, n)
+        if c.maximize { g = -g }
+        if c.applyDecay { p = p * c.decay }
+        if c.l2 != 0 { g = g + c.l2 * p }
+        var m = Elementwise.load(o.state0, i, n)
+        if c.lerpFirstMoment {
+            m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+        } else {
+            m = m * c.beta1 + c.oneMinusBeta1 * g
         }
+        var v = Elementwise.load(o.state1, i, n)
+        v = v * c.beta2 + c.oneMinusBeta2 * g * g
+        Elementwise.store(m, o.state0, i, n)
+        Elementwise.store(v, o.state1, i, n)
+        var second = v
+        if c.amsgrad {
+            let previous = Elementwise.load(o.state2, i, n)
+            second = previous.replacing(with: v, where: v .> previous)
+            Elementwise.store(second, o.state2, i, n)
+        }
+        let denominator = Elementwise.squareRoot(second) / c.biasCorrection2Sqrt + c.eps
+        p = p + c.negativeStepSize * m / denominator
+        Elementwise.store(p, o.parameter, i, n)
     }
 }
 

@@ -1,3 +1,5 @@
+import COptimSIMD
+
 /// The vector type of every kernel: 16 floats, one AVX-512 register, two AVX or four SSE ones.
 public typealias FloatVector = SIMD16<Float>
 
@@ -12,22 +14,36 @@ public struct KernelOperands: @unchecked Sendable {
     public var count: Int
 }
 
+/// One vector's worth of a fused update: reads the operands at `index` (`lanes` elements, fewer
+/// than ``Elementwise/width`` only at the end), computes, and writes back. Implementations are
+/// `@inline(__always)` so ``Elementwise/run(_:_:_:_:)`` compiles into one tight loop per kernel.
+public protocol VectorKernel {
+    associatedtype Coefficients
+    static func apply(_ operands: KernelOperands, _ index: Int, _ lanes: Int, _ coefficients: Coefficients)
+}
+
 /// The single-pass loop every optimizer's update is written in: the range is walked in
 /// ``FloatVector`` steps, and the last partial vector goes through the very same arithmetic on
 /// zero-padded lanes, so every element gets bit-identical treatment wherever it falls.
 public enum Elementwise {
     public static let width = FloatVector.scalarCount
 
-    /// Calls `body(index, lanes)` for each vector of `range`; `lanes` < ``width`` only at the end.
+    /// Applies `Kernel` to each vector of `range`: full vectors in the loop, then the last partial
+    /// vector through the same arithmetic on zero-padded lanes.
+    ///
+    /// The kernel is a static function forced inline, not a closure: a closure this size stays
+    /// an out-of-line function called once per vector, which reloads and re-broadcasts every
+    /// coefficient each time and runs several times slower.
     @inline(__always)
-    public static func forEachVector(_ range: Range<Int>, _ body: (Int, Int) -> Void) {
+    public static func run<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
+                                                 _ coefficients: Kernel.Coefficients) {
         var index = range.lowerBound
         let end = range.upperBound
         while index + width <= end {
-            body(index, width)
+            Kernel.apply(operands, index, width, coefficients)
             index += width
         }
-        if index < end { body(index, end - index) }
+        if index < end { Kernel.apply(operands, index, end - index, coefficients) }
     }
 
     @inline(__always)
@@ -70,6 +86,11 @@ public enum Elementwise {
         }
         return end - (end - start) * oneMinusWeight
     }
+
+    /// The element-wise square root as one vector instruction (`SIMD.squareRoot()` is scalarised
+    /// by the standard library, with a libm call per lane).
+    @inline(__always)
+    public static func squareRoot(_ x: FloatVector) -> FloatVector { optim_sqrt16(x) }
 
     /// `max(x, lower)`, propagating NaN like `torch.clamp(min:)`.
     @inline(__always)

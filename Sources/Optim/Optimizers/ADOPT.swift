@@ -15,7 +15,7 @@ import Foundation
 /// clipping at `step^0.25`. Paper: arXiv:2411.02853; reference: github.com/iShohei220/adopt.
 public typealias ADOPT = GradientOptimizer<ADOPTRule>
 
-public enum ADOPTRule: UpdateRule {
+public enum ADOPTRule: UpdateRule, VectorKernel {
     public static let name = "adopt"
 
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -102,26 +102,29 @@ public enum ADOPTRule: UpdateRule {
     }
 
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.forEachVector(range) { i, n in
-            var p = Elementwise.load(o.parameter, i, n)
-            var g = Elementwise.load(o.gradient, i, n)
-            if c.maximize { g = -g }
-            if c.l2 != 0 { g = g + c.l2 * p }
-            var v = Elementwise.load(o.state1, i, n)
-            if c.initialise {
-                Elementwise.store(v + g * g, o.state1, i, n)
-                return
-            }
-            if c.decoupledDecay != 0 { p = p + c.decoupledDecay * p }
-            var normalised = g / Elementwise.clampBelow(v.squareRoot(), c.eps)
-            if c.clip { normalised = Elementwise.clamp(normalised, -c.clipValue, c.clipValue) }
-            let m = Elementwise.lerp(Elementwise.load(o.state0, i, n), normalised, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
-            p = p + c.negativeLearningRate * m
-            v = v * c.beta2 + c.oneMinusBeta2 * g * g
-            Elementwise.store(m, o.state0, i, n)
-            Elementwise.store(p, o.parameter, i, n)
-            Elementwise.store(v, o.state1, i, n)
+        Elementwise.run(Self.self, o, range, c)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
+        var p = Elementwise.load(o.parameter, i, n)
+        var g = Elementwise.load(o.gradient, i, n)
+        if c.maximize { g = -g }
+        if c.l2 != 0 { g = g + c.l2 * p }
+        var v = Elementwise.load(o.state1, i, n)
+        if c.initialise {
+            Elementwise.store(v + g * g, o.state1, i, n)
+            return
         }
+        if c.decoupledDecay != 0 { p = p + c.decoupledDecay * p }
+        var normalised = g / Elementwise.clampBelow(Elementwise.squareRoot(v), c.eps)
+        if c.clip { normalised = Elementwise.clamp(normalised, -c.clipValue, c.clipValue) }
+        let m = Elementwise.lerp(Elementwise.load(o.state0, i, n), normalised, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+        p = p + c.negativeLearningRate * m
+        v = v * c.beta2 + c.oneMinusBeta2 * g * g
+        Elementwise.store(m, o.state0, i, n)
+        Elementwise.store(p, o.parameter, i, n)
+        Elementwise.store(v, o.state1, i, n)
     }
 }
 

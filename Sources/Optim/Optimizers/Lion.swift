@@ -13,7 +13,7 @@
 /// `weight_decay` 0. Paper: arXiv:2302.06675; reference: google/automl `lion_pytorch.py`.
 public typealias Lion = GradientOptimizer<LionRule>
 
-public enum LionRule: LionVariant {
+public enum LionRule: LionVariant, VectorKernel {
     public static let name = "lion"
 
     public struct Coefficients: Sendable {
@@ -31,15 +31,18 @@ public enum LionRule: LionVariant {
     }
 
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.forEachVector(range) { i, n in
-            var p = Elementwise.load(o.parameter, i, n) * c.decay
-            let g = Elementwise.load(o.gradient, i, n)
-            var m = Elementwise.load(o.state0, i, n)
-            p = p + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + c.oneMinusBeta1 * g)
-            m = m * c.beta2 + c.oneMinusBeta2 * g
-            Elementwise.store(p, o.parameter, i, n)
-            Elementwise.store(m, o.state0, i, n)
-        }
+        Elementwise.run(Self.self, o, range, c)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
+        var p = Elementwise.load(o.parameter, i, n) * c.decay
+        let g = Elementwise.load(o.gradient, i, n)
+        var m = Elementwise.load(o.state0, i, n)
+        p = p + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + c.oneMinusBeta1 * g)
+        m = m * c.beta2 + c.oneMinusBeta2 * g
+        Elementwise.store(p, o.parameter, i, n)
+        Elementwise.store(m, o.state0, i, n)
     }
 }
 

@@ -66,18 +66,30 @@ public final class Lookahead: Optimizer {
         try base.step()
         stepCounter += 1
         guard stepCounter % k == 0 else { return }
-        let alpha = Float(alpha), complement = Float(1 - self.alpha)
+        let coefficients = LookaheadSync.Coefficients(alpha: Float(alpha), complement: Float(1 - alpha))
         tracked.withUnsafeBufferPointer { tracked in
             slowWeights.withUnsafeBufferPointer { slow in
                 plan.run(on: threadPool) { tensor, range in
                     let fast = tracked[tensor].values.baseAddress!, slow = slow[tensor].baseAddress!
-                    Elementwise.forEachVector(range) { i, n in
-                        let p = Elementwise.load(fast, i, n) * alpha + complement * Elementwise.load(slow, i, n)
-                        Elementwise.store(p, fast, i, n)
-                        Elementwise.store(p, slow, i, n)
-                    }
+                    let operands = KernelOperands(parameter: fast, gradient: slow, state0: slow, state1: slow, state2: slow, count: 0)
+                    Elementwise.run(LookaheadSync.self, operands, range, coefficients)
                 }
             }
         }
+    }
+}
+
+/// The synchronisation pass: `fast ← α·fast + (1 − α)·slow; slow ← fast`; state0 is the slow copy.
+enum LookaheadSync: VectorKernel {
+    struct Coefficients {
+        var alpha: Float
+        var complement: Float
+    }
+
+    @inline(__always)
+    static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
+        let p = Elementwise.load(o.parameter, i, n) * c.alpha + c.complement * Elementwise.load(o.state0, i, n)
+        Elementwise.store(p, o.parameter, i, n)
+        Elementwise.store(p, o.state0, i, n)
     }
 }

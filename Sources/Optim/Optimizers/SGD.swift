@@ -12,7 +12,7 @@
 /// as in Sutskever et al., 2013.
 public typealias SGD = GradientOptimizer<SGDRule>
 
-public enum SGDRule: UpdateRule {
+public enum SGDRule: UpdateRule, VectorKernel {
     public static let name = "sgd"
 
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -81,22 +81,25 @@ public enum SGDRule: UpdateRule {
     }
 
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.forEachVector(range) { i, n in
-            var p = Elementwise.load(o.parameter, i, n)
-            var g = Elementwise.load(o.gradient, i, n)
-            if c.maximize { g = -g }
-            if c.weightDecay != 0 { g = g + c.weightDecay * p }
-            if c.momentum != 0 {
-                var buffer = g
-                if !c.firstStep {
-                    buffer = Elementwise.load(o.state0, i, n) * c.momentum + c.oneMinusDampening * g
-                }
-                Elementwise.store(buffer, o.state0, i, n)
-                g = c.nesterov ? g + c.momentum * buffer : buffer
+        Elementwise.run(Self.self, o, range, c)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
+        var p = Elementwise.load(o.parameter, i, n)
+        var g = Elementwise.load(o.gradient, i, n)
+        if c.maximize { g = -g }
+        if c.weightDecay != 0 { g = g + c.weightDecay * p }
+        if c.momentum != 0 {
+            var buffer = g
+            if !c.firstStep {
+                buffer = Elementwise.load(o.state0, i, n) * c.momentum + c.oneMinusDampening * g
             }
-            p = p + c.negativeLearningRate * g
-            Elementwise.store(p, o.parameter, i, n)
+            Elementwise.store(buffer, o.state0, i, n)
+            g = c.nesterov ? g + c.momentum * buffer : buffer
         }
+        p = p + c.negativeLearningRate * g
+        Elementwise.store(p, o.parameter, i, n)
     }
 }
 

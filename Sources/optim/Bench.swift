@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import Optim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `optim bench`: times optimizer steps of the Swift kernels beside the C reference kernels.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time optimizer steps: the Swift kernels beside C reference kernels (-O3 -march=native -fopenmp), alternating.")
+
+    @Option(help: "Optimizer name (see `optim list`). sgd runs with momentum 0.9; lookahead wraps adamw.")
+    var optimizer: String = "adamw"
+
+    @Option(help: "Total number of float32 parameters.")
+    var params: Int = 64 << 20
+
+    @Option(help: "Number of tensors the parameters are split into (multi-tensor apply).")
+    var tensors: Int = 1
+
+    @Option(help: "Timed steps of each implementation (after 2 warm-up steps).")
+    var steps: Int = 20
+
+    @Option(help: "Threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Print one JSON object per implementation and line.")
+    var json = false
+
+    @Flag(help: "Skip the C reference (to measure the Swift side's memory alone).")
+    var noReference = false
+
+    func validate() throws {
+        guard OptimizerRegistry.names.contains(optimizer) else {
+            throw ValidationError("unknown optimizer '\(optimizer)'; known: \(OptimizerRegistry.names.joined(separator: ", "))")
+        }
+        guard params > 0, tensors > 0, tensors <= params else { throw ValidationError("need params >= tensors >= 1") }
+        guard steps > 0, threads > 0 else { throw ValidationError("steps and threads must be >= 1") }
+    }
+
+    static func configuration(for name: String) -> OptimizerConfiguration {
+        switch name {
+        case "sgd": return OptimizerConfiguration(name: "sgd", hyperparameters: ["momentum": .number(0.9)])
+        case "lookahead": return OptimizerConfiguration(name: "lookahead", base: OptimizerConfiguration(name: "adamw"))
+        default: return OptimizerConfiguration(name: name)
+        }
+    }
+
+    func run() throws {
+        let pool = ThreadPool(threadCount: threads)
+        // Our side: `tensors` library-owned parameters with gradients.
+        var parameters: [Parameter] = []
+        let base = params / tensors
+        for index in 0..<tensors {
+            let count = index == tensors - 1 ? params - base * (tensors - 1) : base
+            let parameter = try Parameter(name: "p\(index)", shape: [count])
+            fillBenchmarkValues(parameter.values, seed: UInt64(2 * index + 1))
+            fillBenchmarkValues(parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
+            parameters.append(parameter)
+        }
+        let configuration = Self.configuration(for: optimizer)
+        let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
+        let before = FloatStorage.liveBytes
+        try ours.step()
+        let stateBytes = FloatStorage.liveBytes - before
+        try ours.step()
+        let lookaheadK = (ours as? Lookahead)?.k ?? 1
+        // Bytes a step must move: parameter read + write, gradient read, each state buffer read + write
+        // (Lookahead's synchronisation, every k steps, is left out of the figure).
+        let lookaheadState = (ours as? Lookahead).map { _ in params * 4 } ?? 0
+        let bytesPerStep = Double(params) * 12 + 2 * Double(stateBytes - lookaheadState)
+
+        var reference: CReferenceWorkload?
+        if !noReference {
+            let kernels = try CReferenceKernels.load()
+            kernels.setThreads(Int32(threads))
+            reference = CReferenceWorkload(kernels: kernels, optimizer: optimizer, count: params, lookaheadK: lookaheadK)
+            reference!.step()
+            reference!.step()
+        }
+
+        var swiftTimes: [Double] = [], referenceTimes: [Double] = []
+        for _ in 0..<steps {
+            swiftTimes.append(try time { try ours.step() })
+            if let reference { referenceTimes.append(time { reference.step() }) }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakResidentBytes = Double(usage.ru_maxrss) * 1024
+
+        let rows = [("swift", swiftTimes), ("c-reference", referenceTimes)].filter { !$0.1.isEmpty }
+        let medians = rows.map { ($0.0, median($0.1)) }
+        if json {
+            for (implementation, seconds) in medians {
+                let object: [String: Any] = [
+                    "optimizer": optimizer, "implementation": implementation, "params": params, "tensors": tensors,
+                    "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
+                    "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
+                    "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            }
+            return
+        }
+        print("optimizer \(configuration.displayName), \(params) params in \(tensors) tensor(s), \(threads) thread(s), median of \(steps) steps")
+        print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
+        if let reference { print("C reference: \(reference.kernels.compileCommand)") }
+        print("implementation   s/step      params/s      GB/s")
+        for (implementation, seconds) in medians {
+            print(implementation.padding(toLength: 14, withPad: " ", startingAt: 0),
+                  String(format: "%9.5f  %12.4g  %8.2f", seconds, Double(params) / seconds, bytesPerStep / seconds / 1e9))
+        }
+        if medians.count == 2 {
+            print(String(format: "ratio swift/C throughput: %.3f", medians[1].1 / medians[0].1))
+        }
+    }
+}
+
+func time(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
