@@ -68,9 +68,12 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     /// State storage: one allocation per state buffer for all tensors whose state starts in the
     /// same step, so a step over many small tensors streams through long contiguous runs.
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
-    /// Scratch, kept between steps: state buffers per group, slots awaiting state.
-    private var stateCounts: [Int] = []
+    /// State buffers each group keeps (updated when its hyperparameters change, not per step).
+    private var stateCounts: [Int]
+    /// Scratch, kept between steps: slots awaiting state.
     private var pending: [Int] = []
+    /// The parallel part of a step, made once so that steps allocate nothing.
+    private lazy var job: (Int) -> Void = { [unowned self] part in self.runPart(part) }
     /// Coefficients of this step, one per distinct (group, step count).
     private var coefficientTable: [Rule.Coefficients] = []
     private var coefficientIndex: [CoefficientKey: Int] = [:]
@@ -85,6 +88,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
             Rule.advise(group.hyperparameters)
         }
         self.groups = groups
+        self.stateCounts = groups.map { Rule.stateNames($0.hyperparameters).count }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
         var slots: [Slot] = []
@@ -144,6 +148,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         try hyperparameters.validate()
         Rule.advise(hyperparameters)
         groups[group].hyperparameters = hyperparameters
+        stateCounts[group] = Rule.stateNames(hyperparameters).count
     }
 
     private func slot(of parameter: Parameter) throws(OptimError) -> Int {
@@ -164,8 +169,6 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     }
 
     public func step() throws {
-        stateCounts.removeAll(keepingCapacity: true)
-        for group in groups { stateCounts.append(Rule.stateNames(group.hyperparameters).count) }
         pending.removeAll(keepingCapacity: true)
         for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < stateCounts[slots[index].group] {
             pending.append(index)
@@ -215,14 +218,27 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                 active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients))
             }
         }
-        active.withUnsafeBufferPointer { active in
-            table.withUnsafeBufferPointer { table in
-                plan.run(on: threadPool) { tensor, range in
-                    Rule.update(active[tensor].operands, range, table[active[tensor].coefficients])
+        (self.active, self.plan, self.coefficientTable, self.coefficientIndex) = (active, plan, table, index)
+        if plan.isParallel(on: threadPool) {
+            threadPool.run(threadPool.threadCount, job)
+        } else {
+            runPart(nil)
+        }
+    }
+
+    /// Updates the chunks of part `part` of the step (all of them for `nil`).
+    private func runPart(_ part: Int?) {
+        let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
+        plan.items.withUnsafeBufferPointer { items in
+            active.withUnsafeBufferPointer { active in
+                coefficientTable.withUnsafeBufferPointer { table in
+                    for item in items[range] {
+                        let tensor = active[item.tensor]
+                        Rule.update(tensor.operands, item.range, table[tensor.coefficients])
+                    }
                 }
             }
         }
-        (self.active, self.plan, self.coefficientTable, self.coefficientIndex) = (active, plan, table, index)
     }
 
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive

@@ -37,24 +37,31 @@ struct ChunkPlan {
         totalCount += count
     }
 
+    /// Whether the plan is large enough to spread over `pool`'s threads.
+    func isParallel(on pool: ThreadPool) -> Bool {
+        pool.threadCount > 1 && totalCount >= Self.parallelThreshold
+    }
+
+    /// The items of part `part` of `parts`: one contiguous run of chunks holding an equal share
+    /// of the elements, as OpenMP's static schedule does — long sequential streams per thread
+    /// are what the hardware prefetchers reward (interleaving small chunks measured ~10% slower).
+    func items(part: Int, of parts: Int) -> Range<Int> {
+        offsets.withUnsafeBufferPointer { offsets in
+            Self.firstItem(offsets, atOrAfter: totalCount * part / parts)..<Self.firstItem(offsets, atOrAfter: totalCount * (part + 1) / parts)
+        }
+    }
+
     /// Runs `body(tensor, range)` for every chunk, in parallel on `pool` when the plan is large.
-    ///
-    /// Each thread takes one contiguous run of chunks holding an equal share of the elements, as
-    /// OpenMP's static schedule does: long sequential streams per thread are what the hardware
-    /// prefetchers reward (interleaving small chunks between threads measured ~10% slower).
+    /// Convenient, but it allocates a little per call (see ``ThreadPool/parallelFor(_:_:)``);
+    /// per-step loops use ``items(part:of:)`` with a job made once.
     func run(on pool: ThreadPool, _ body: (Int, Range<Int>) -> Void) {
         items.withUnsafeBufferPointer { items in
-            offsets.withUnsafeBufferPointer { offsets in
-                if totalCount < Self.parallelThreshold || pool.threadCount == 1 {
-                    for item in items { body(item.tensor, item.range) }
-                    return
-                }
-                let parts = pool.threadCount
-                pool.parallelFor(parts) { part in
-                    let first = Self.firstItem(offsets, atOrAfter: totalCount * part / parts)
-                    let last = Self.firstItem(offsets, atOrAfter: totalCount * (part + 1) / parts)
-                    for index in first..<last { body(items[index].tensor, items[index].range) }
-                }
+            if !isParallel(on: pool) {
+                for item in items { body(item.tensor, item.range) }
+                return
+            }
+            pool.parallelFor(pool.threadCount) { part in
+                for index in self.items(part: part, of: pool.threadCount) { body(items[index].tensor, items[index].range) }
             }
         }
     }

@@ -56,29 +56,36 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool's threads, and returns
     /// when all are done. Calls must not overlap (one loop at a time per pool).
+    ///
+    /// Handing a non-escaping closure to other threads costs one small allocation per call; a hot
+    /// loop that must not allocate keeps an escaping job and calls ``run(_:_:)``.
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        withoutActuallyEscaping(body) { run(count, $0) }
+    }
+
+    /// Runs `job(i)` for every `i` in `0..<count` on the pool's threads, and returns when all are
+    /// done; allocates nothing. Calls must not overlap (one loop at a time per pool).
+    public func run(_ count: Int, _ job: @escaping (Int) -> Void) {
         guard count > 0 else { return }
         if threadCount == 1 || count == 1 {
-            for index in 0..<count { body(index) }
+            for index in 0..<count { job(index) }
             return
         }
-        withoutActuallyEscaping(body) { escapable in
-            pthread_mutex_lock(mutex)
-            self.body = escapable
-            iterations = count
-            nextIndex.store(0, ordering: .relaxed)
-            running = threadCount - 1
-            generation &+= 1
-            pthread_cond_broadcast(wake)
-            pthread_mutex_unlock(mutex)
+        pthread_mutex_lock(mutex)
+        body = job
+        iterations = count
+        nextIndex.store(0, ordering: .relaxed)
+        running = threadCount - 1
+        generation &+= 1
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
 
-            drain(escapable, count)
+        drain(job, count)
 
-            pthread_mutex_lock(mutex)
-            while running > 0 { pthread_cond_wait(finished, mutex) }
-            self.body = nil
-            pthread_mutex_unlock(mutex)
-        }
+        pthread_mutex_lock(mutex)
+        while running > 0 { pthread_cond_wait(finished, mutex) }
+        body = nil
+        pthread_mutex_unlock(mutex)
     }
 
     @inline(__always)

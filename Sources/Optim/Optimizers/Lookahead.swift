@@ -66,14 +66,25 @@ public final class Lookahead: Optimizer {
         try base.step()
         stepCounter += 1
         guard stepCounter % k == 0 else { return }
+        if plan.isParallel(on: threadPool) {
+            threadPool.run(threadPool.threadCount, syncJob)
+        } else {
+            synchronise(nil)
+        }
+    }
+
+    /// The synchronisation, made once so that steps allocate nothing.
+    private lazy var syncJob: (Int) -> Void = { [unowned self] part in self.synchronise(part) }
+
+    /// Synchronises the chunks of part `part` (all of them for `nil`).
+    private func synchronise(_ part: Int?) {
         let coefficients = LookaheadSync.Coefficients(alpha: Float(alpha), complement: Float(1 - alpha))
-        tracked.withUnsafeBufferPointer { tracked in
-            slowWeights.withUnsafeBufferPointer { slow in
-                plan.run(on: threadPool) { tensor, range in
-                    let fast = tracked[tensor].values.baseAddress!, slow = slow[tensor].baseAddress!
-                    let operands = KernelOperands(parameter: fast, gradient: slow, state0: slow, state1: slow, state2: slow, count: 0)
-                    Elementwise.run(LookaheadSync.self, operands, range, coefficients)
-                }
+        let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
+        plan.items.withUnsafeBufferPointer { items in
+            for item in items[range] {
+                let fast = tracked[item.tensor].values.baseAddress!, slow = slowWeights[item.tensor].baseAddress!
+                let operands = KernelOperands(parameter: fast, gradient: slow, state0: slow, state1: slow, state2: slow, count: 0)
+                Elementwise.run(LookaheadSync.self, operands, item.range, coefficients)
             }
         }
     }

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Time PyTorch CPU optimizer steps, printing the same JSON fields as `optim bench --json`.
+
+    python3 tools/bench/pytorch_bench.py --params 67108864 --threads 2 --steps 20
+
+One JSON object per (optimizer, implementation) and line:
+  torch.optim AdamW / Adam / SGD (momentum 0.9) with fused=True and with foreach=True,
+  lion-pytorch's Lion (its default single-tensor path), torch-adopt's ADOPT (foreach).
+Each runs `--steps` timed steps after 2 warm-up steps; `seconds_per_step` is the median.
+Needs torch (and lion-pytorch, torch-adopt for those rows); never used by the tests or CI.
+"""
+import argparse
+import gc
+import json
+import statistics
+import time
+
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def implementations():
+    """(optimizer name, implementation name, constructor) for everything available."""
+    rows = []
+    for name, cls, kwargs in [
+        ("adamw", torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
+        ("adam", torch.optim.Adam, {"lr": 1e-3}),
+        ("sgd", torch.optim.SGD, {"lr": 1e-3, "momentum": 0.9}),
+    ]:
+        for mode in ("fused", "foreach"):
+            rows.append((name, f"torch-{mode}", lambda ps, cls=cls, kw=kwargs, mode=mode: cls(ps, **kw, **{mode: True})))
+    try:
+        from lion_pytorch import Lion
+        rows.append(("lion", "lion-pytorch", lambda ps: Lion(ps, lr=1e-4, weight_decay=0.0)))
+    except ImportError:
+        pass
+    try:
+        from adopt import ADOPT
+        rows.append(("adopt", "torch-adopt-foreach", lambda ps: ADOPT(ps, lr=1e-3, foreach=True)))
+    except ImportError:
+        pass
+    return rows
+
+
+def bench(make, params, tensors, steps):
+    base = params // tensors
+    sizes = [base] * (tensors - 1) + [params - base * (tensors - 1)]
+    generator = torch.Generator().manual_seed(0)
+    ps = []
+    for size in sizes:
+        p = torch.nn.Parameter(torch.rand(size, generator=generator) * 2 - 1)
+        p.grad = torch.rand(size, generator=generator) * 2 - 1
+        ps.append(p)
+    optimizer = make(ps)
+    for _ in range(2):
+        optimizer.step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    del optimizer, ps
+    gc.collect()
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=int, default=64 << 20)
+    parser.add_argument("--tensors", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--only", nargs="*", help="optimizer names to run (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for name, implementation, make in implementations():
+        if args.only and name not in args.only:
+            continue
+        seconds = bench(make, args.params, args.tensors, args.steps)
+        print(json.dumps({
+            "optimizer": name, "implementation": implementation, "params": args.params, "tensors": args.tensors,
+            "threads": args.threads, "steps": args.steps, "seconds_per_step": seconds,
+            "params_per_second": args.params / seconds, "torch": torch.__version__,
+        }, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
