@@ -110,7 +110,7 @@ def main():
     if args.package_benchmark:
         current = None
         for line in open(args.package_benchmark):
-            match = re.search(r"OptimizerSteps:(step \S+ \S+)", line)
+            match = re.match(r"^(baseline.*|step \S+ \S+)$", line.strip())
             if match:
                 current = match.group(1)
             elif current and "Malloc (total)" in line:

@@ -38,6 +38,7 @@ public final class Lookahead: Optimizer {
         self.tracked = base.parameters
         self.slowWeights = tracked.map { FloatStorage.allocate(copying: UnsafeBufferPointer($0.values)) }
         for (index, parameter) in tracked.enumerated() { plan.add(tensor: index, count: parameter.count) }
+        _ = syncJob  // made now, so that no step allocates it
     }
 
     deinit { slowWeights.forEach(FloatStorage.deallocate) }
