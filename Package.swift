@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // Vector operations the Swift standard library scalarises (header-only).
@@ -18,7 +19,11 @@ let package = Package(
         // Core types, optimizers, kernels and the registry.
         .target(
             name: "Optim",
-            dependencies: ["COptimSIMD", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "COptimSIMD",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
         ),
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
@@ -34,7 +39,11 @@ let package = Package(
         ),
         .testTarget(
             name: "OptimTests",
-            dependencies: ["Optim", "OptimFixtures", .product(name: "InMemoryLogging", package: "swift-log")],
+            dependencies: [
+                "Optim", "OptimFixtures",
+                .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             exclude: []
         ),
     ]

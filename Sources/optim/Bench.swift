@@ -31,6 +31,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Skip the C reference (to measure the Swift side's memory alone).")
     var noReference = false
 
+    @Flag(help: "Also time the Swift step collecting the optimizer metrics, beside the same step without.")
+    var metrics = false
+
     func validate() throws {
         guard OptimizerRegistry.names.contains(optimizer) else {
             throw ValidationError("unknown optimizer '\(optimizer)'; known: \(OptimizerRegistry.names.joined(separator: ", "))")
@@ -80,16 +83,17 @@ struct Bench: ParsableCommand {
             reference!.step()
         }
 
-        var swiftTimes: [Double] = [], referenceTimes: [Double] = []
+        var swiftTimes: [Double] = [], referenceTimes: [Double] = [], metricTimes: [Double] = []
         for _ in 0..<steps {
             swiftTimes.append(try time { try ours.step() })
+            if metrics { metricTimes.append(try time { try ours.step(collectingMetrics: true) }) }
             if let reference { referenceTimes.append(time { reference.step() }) }
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let peakResidentBytes = Double(usage.ru_maxrss) * 1024
 
-        let rows = [("swift", swiftTimes), ("c-reference", referenceTimes)].filter { !$0.1.isEmpty }
+        let rows = [("swift", swiftTimes), ("swift-metrics", metricTimes), ("c-reference", referenceTimes)].filter { !$0.1.isEmpty }
         let medians = rows.map { ($0.0, median($0.1)) }
         if json {
             for (implementation, seconds) in medians {
@@ -112,8 +116,12 @@ struct Bench: ParsableCommand {
             print(implementation.padding(toLength: 14, withPad: " ", startingAt: 0),
                   String(format: "%9.5f  %12.4g  %8.2f", seconds, Double(params) / seconds, bytesPerStep / seconds / 1e9))
         }
-        if medians.count == 2 {
-            print(String(format: "ratio swift/C throughput: %.3f", medians[1].1 / medians[0].1))
+        let byImplementation = Dictionary(uniqueKeysWithValues: medians)
+        if let c = byImplementation["c-reference"], let swift = byImplementation["swift"] {
+            print(String(format: "ratio swift/C throughput: %.3f", c / swift))
+        }
+        if let withMetrics = byImplementation["swift-metrics"], let swift = byImplementation["swift"] {
+            print(String(format: "ratio step with metrics / without: %.3f", withMetrics / swift))
         }
     }
 }

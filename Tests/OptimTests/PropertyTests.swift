@@ -1,3 +1,4 @@
+import Dispatch
 import InMemoryLogging
 import Logging
 import Optim
@@ -130,5 +131,30 @@ import Testing
         #expect(handler.entries.allSatisfy { $0.level == .warning })
         #expect(messages[0].contains("weight_decay=0.001") && messages[0].contains("DecoupledLionW"))
         #expect(messages[1].contains("weight_decay=0.1") && messages[1].contains("multiplied by 0.9"))
+    }
+}
+
+@Suite struct ConcurrencyTests {
+    @Test func optimizersSteppingConcurrentlyOnTheSharedPoolMatchSequentialSteps() throws {
+        var random = SplitMix(seed: 77)
+        let count = 200_000  // above the parallel threshold: each step wants the whole pool
+        let starts = (0..<4).map { _ in random.floats(count) }, gradient = random.floats(count)
+        func train(_ index: Int) throws -> [Float] {
+            let w = try Parameter(name: "w", shape: [count], values: starts[index])
+            let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(OptimizerRegistry.names[index]), parameters: [w])
+            for _ in 0..<20 {
+                try w.setGradient(gradient)
+                try optimizer.step()
+            }
+            return w.valueArray
+        }
+        let sequential = try (0..<4).map(train)
+        let results = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: 4)
+        defer { results.deallocate() }
+        let pointer = results.baseAddress!
+        DispatchQueue.concurrentPerform(iterations: 4) { index in (pointer + index).initialize(to: (try? train(index)) ?? []) }
+        for index in 0..<4 {
+            #expect(bits(results[index]) == bits(sequential[index]), "\(OptimizerRegistry.names[index])")
+        }
     }
 }

@@ -84,6 +84,12 @@ def main():
                 "bytes": runs[0]["swift"]["bytes_per_step"] / args.params,
             }
 
+    # A step collecting the optimizer metrics, beside the same step without (alternating).
+    overhead = {}
+    for name in OPTIMIZERS:
+        runs = [bench(native, "--optimizer", name, *common, "--metrics", "--no-reference") for _ in range(repetitions)]
+        overhead[name] = statistics.median(r["swift-metrics"]["seconds_per_step"] / r["swift"]["seconds_per_step"] for r in runs)
+
     # Multi-tensor: 20,000 x 4,096 against one tensor of the same size, alternating runs.
     one, many = [], []
     for _ in range(repetitions + 2):
@@ -117,10 +123,10 @@ def main():
                 cells = [c.strip() for c in line.split("│") if c.strip()]
                 mallocs[current] = cells[1:8]
 
-    write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetitions)
+    write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetitions, overhead)
 
 
-def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetitions):
+def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetitions, overhead):
     gib = f"{info['memory_gib']:.0f} GiB"
     lines = [
         "# Benchmarks",
@@ -187,11 +193,21 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
     targets.append(("Lion step time ÷ AdamW step time", "≤ 0.75", f"{lion / adamw:.3f}", lion / adamw <= 0.75))
     targets.append(("20,000 tensors × 4,096 vs one tensor of 81.92M (AdamW)", "≤ 1.15×",
                     f"{multi[1] / multi[0]:.3f}× ({multi[1]:.4f} s vs {multi[0]:.4f} s)", multi[1] / multi[0] <= 1.15))
+    worst_overhead = max(overhead.values())
+    targets.append(("a step with metrics ÷ a step without (every optimizer, native)", "≤ 1.15",
+                    f"{min(overhead.values()):.3f} … {worst_overhead:.3f}", worst_overhead <= 1.15))
     if mallocs:
         worst = max(int(cells[-1].replace(",", "")) for cells in mallocs.values() if cells and cells[-1].replace(",", "").isdigit())
         targets.append(("allocations per step after the first", "0", f"{worst} (max over all package-benchmark runs)", worst == 0))
     lines += ["## Targets", "", "| target | goal | measured | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {t} | {g} | {m} | {'yes' if ok else '**no**'} |" for t, g, m, ok in targets]
+    lines.append("")
+
+    lines += [f"## Optimizer metrics in the fused pass ({args.params:,} parameters, native)", "",
+              "`optim bench --metrics --no-reference`: a step that also accumulates the six metric sums (Σm², Σp², Σu², Σg²,",
+              "Σu·g, Σm·g) in the same pass, timed alternately with the same step without.", "",
+              "| optimizer | with ÷ without |", "| --- | ---: |"]
+    lines += [f"| {name} | {overhead[name]:.3f} |" for name in OPTIMIZERS]
     lines.append("")
 
     lines += ["## Memory", "",

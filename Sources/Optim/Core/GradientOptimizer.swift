@@ -16,6 +16,10 @@ public protocol UpdateRule: Sendable {
     static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients
     /// Applies the update to elements `range` of `operands`, reading and writing each once.
     static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients)
+    /// ``update(_:_:_:)`` that also returns the metric sums of the range, in the same pass.
+    static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator
+    /// Whether the optimizer keeps a first moment under these hyperparameters (for the metrics).
+    static func keepsMoment(_ hyperparameters: Hyperparameters) -> Bool
     /// Logs advice about hyperparameters that are valid but likely mistaken; called when a group
     /// is configured. The default says nothing.
     static func advise(_ hyperparameters: Hyperparameters)
@@ -23,6 +27,19 @@ public protocol UpdateRule: Sendable {
 
 extension UpdateRule {
     public static func advise(_ hyperparameters: Hyperparameters) {}
+    public static func keepsMoment(_ hyperparameters: Hyperparameters) -> Bool { true }
+}
+
+extension UpdateRule where Self: VectorKernel {
+    @inline(__always)
+    public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
+        Elementwise.run(Self.self, operands, range, coefficients)
+    }
+
+    @inline(__always)
+    public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator {
+        Elementwise.runCollecting(Self.self, operands, range, coefficients)
+    }
 }
 
 /// One parameter's bookkeeping. Deliberately outside the generic class: the class's methods run
@@ -33,12 +50,15 @@ struct Slot {
     let group: Int
     var steps = 0
     var state: [UnsafeMutableBufferPointer<Float>] = []
+    /// The factor on the gradient in the next step (``Optimizer/scaleNextGradient(of:by:)``).
+    var gradientScale: Float = 1
 }
 
 /// A tensor updated this step: its pointers and the index of its coefficients in the step's table.
 struct ActiveTensor {
     var operands: KernelOperands
     var coefficients: Int
+    var slot: Int
 }
 
 /// Parameters that share coefficients in a step: same group, same step count.
@@ -56,6 +76,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     public typealias Hyperparameters = Rule.Hyperparameters
 
     public var name: String { Rule.name }
+    public var nonFinitePolicy: NonFinitePolicy = .propagate
+    public private(set) var skippedSteps = 0
     public private(set) var groups: [ParameterGroup<Hyperparameters>]
     public let initialLearningRates: [Double]
     /// The threads the update runs on.
@@ -74,6 +96,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     private var pending: [Int] = []
     /// The parallel part of a step, made once so that steps allocate nothing.
     private lazy var job: (Int) -> Void = { [unowned self] part in self.runPart(part) }
+    /// Metric partial sums, one per chunk, while a step collects them.
+    private var metricPartials: [MetricAccumulator] = []
+    private var metricOutput: UnsafeMutablePointer<MetricAccumulator>?
     /// Coefficients of this step, one per distinct (group, step count).
     private var coefficientTable: [Rule.Coefficients] = []
     private var coefficientIndex: [CoefficientKey: Int] = [:]
@@ -168,7 +193,18 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         return result
     }
 
-    public func step() throws {
+    public func scaleNextGradient(of parameter: Parameter, by factor: Float) throws(OptimError) {
+        slots[try slot(of: parameter)].gradientScale *= factor
+    }
+
+    @discardableResult
+    public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
+        if nonFinitePolicy != .propagate, let bad = firstNonFiniteGradient() {
+            if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
+            skippedSteps += 1
+            for index in slots.indices { slots[index].gradientScale = 1 }
+            return nil
+        }
         pending.removeAll(keepingCapacity: true)
         for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < stateCounts[slots[index].group] {
             pending.append(index)
@@ -212,13 +248,30 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                         state0: state.count > 0 ? state[0].baseAddress! : placeholder,
                         state1: state.count > 1 ? state[1].baseAddress! : placeholder,
                         state2: state.count > 2 ? state[2].baseAddress! : placeholder,
-                        count: count)
+                        count: count, gradientScale: slots[slot].gradientScale)
                 }
+                slots[slot].gradientScale = 1
                 plan.add(tensor: active.count, count: count)
-                active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients))
+                active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot))
             }
         }
         (self.active, self.plan, self.coefficientTable, self.coefficientIndex) = (active, plan, table, index)
+        guard collectingMetrics else {
+            metricOutput = nil
+            runParts()
+            return nil
+        }
+        metricPartials.removeAll(keepingCapacity: true)
+        metricPartials.append(contentsOf: repeatElement(MetricAccumulator(), count: plan.items.count))
+        metricPartials.withUnsafeMutableBufferPointer { partials in
+            metricOutput = partials.baseAddress
+            runParts()
+            metricOutput = nil
+        }
+        return metrics()
+    }
+
+    private func runParts() {
         if plan.isParallel(on: threadPool) {
             threadPool.run(threadPool.threadCount, job)
         } else {
@@ -226,19 +279,48 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         }
     }
 
+    /// The metrics of the step just taken, from the per-chunk partial sums added in chunk order.
+    private func metrics() -> OptimizerMetrics {
+        var perTensor = [MetricAccumulator](repeating: MetricAccumulator(), count: active.count)
+        for (item, partial) in zip(plan.items, metricPartials) { perTensor[item.tensor] = perTensor[item.tensor] + partial }
+        var sums: [String: ParameterMetricSums] = [:]
+        for (tensor, total) in zip(active, perTensor) {
+            let slot = slots[tensor.slot]
+            let moment = Rule.keepsMoment(groups[slot.group].hyperparameters)
+            sums[slot.parameter.name] = ParameterMetricSums(
+                momentSquared: moment ? total.momentSquared : nil, parameterSquared: total.parameterSquared,
+                updateSquared: total.updateSquared, gradientSquared: total.gradientSquared,
+                updateDotGradient: total.updateDotGradient, momentDotGradient: moment ? total.momentDotGradient : nil)
+        }
+        return OptimizerMetrics(sums: sums)
+    }
+
     /// Updates the chunks of part `part` of the step (all of them for `nil`).
     private func runPart(_ part: Int?) {
         let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
+        let output = metricOutput
         plan.items.withUnsafeBufferPointer { items in
             active.withUnsafeBufferPointer { active in
                 coefficientTable.withUnsafeBufferPointer { table in
-                    for item in items[range] {
-                        let tensor = active[item.tensor]
-                        Rule.update(tensor.operands, item.range, table[tensor.coefficients])
+                    for index in range {
+                        let item = items[index], tensor = active[item.tensor]
+                        if let output {
+                            output[index] = Rule.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])
+                        } else {
+                            Rule.update(tensor.operands, item.range, table[tensor.coefficients])
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// The first parameter whose gradient holds NaN or ±Inf, checked in parallel.
+    private func firstNonFiniteGradient() -> Parameter? {
+        let gradients = slots.compactMap { $0.parameter.gradient.map { UnsafeBufferPointer($0) } }
+        let flags = Finiteness.check(gradients, on: threadPool)
+        guard let index = flags.firstIndex(of: false) else { return nil }
+        return slots.filter { $0.parameter.gradient != nil }[index].parameter
     }
 
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive

@@ -25,6 +25,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownParameter(name: String)
     /// An optimizer name that the registry does not list.
     case unknownOptimizer(name: String, known: [String])
+    /// A gradient holds NaN or ±Inf and the policy is ``NonFinitePolicy/throw``.
+    case nonFiniteGradient(parameter: String)
     /// A configuration that is inconsistent as a whole (e.g. `lookahead` without a base optimizer).
     case invalidConfiguration(String)
 
@@ -52,6 +54,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
             return "parameter '\(name)' is not held by this optimizer"
         case let .unknownOptimizer(name, known):
             return "unknown optimizer '\(name)'; known: \(known.joined(separator: ", "))"
+        case let .nonFiniteGradient(parameter):
+            return "the gradient of '\(parameter)' holds NaN or infinity; nothing was updated"
         case let .invalidConfiguration(message):
             return message
         }

@@ -20,16 +20,43 @@ public protocol Optimizer: AnyObject {
     func initialLearningRate(group: Int) throws(OptimError) -> Double
     /// A group's hyperparameters by PyTorch name.
     func hyperparameters(group: Int) throws(OptimError) -> HyperparameterDictionary
-    /// Updates every parameter that has a gradient.
-    func step() throws
+    /// Updates every parameter that has a gradient; with `collectingMetrics`, also returns the
+    /// per-parameter optimizer metrics of this step, computed inside the same fused pass.
+    /// Returns `nil` without metrics, or when the step was skipped (``NonFinitePolicy/skipStep``).
+    @discardableResult
+    func step(collectingMetrics: Bool) throws -> OptimizerMetrics?
     /// How many steps have updated `parameter` (steps where it had no gradient don't count).
     func stepCount(of parameter: Parameter) throws(OptimError) -> Int
     /// Copies of `parameter`'s state buffers by PyTorch name (`exp_avg`, `momentum_buffer`, …);
     /// empty before its first update.
     func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]]
+    /// Multiplies `parameter`'s gradient by `factor` inside the next step's fused pass, with no
+    /// pass of its own (gradient clipping by norm uses this); factors multiply until a step
+    /// consumes them.
+    func scaleNextGradient(of parameter: Parameter, by factor: Float) throws(OptimError)
+    /// What a step does when a gradient holds NaN or ±Inf.
+    var nonFinitePolicy: NonFinitePolicy { get set }
+    /// Steps skipped under ``NonFinitePolicy/skipStep``.
+    var skippedSteps: Int { get }
+}
+
+/// What a step does with a gradient that holds NaN or ±Inf.
+public enum NonFinitePolicy: String, Sendable, CaseIterable {
+    /// Update anyway, as the references do: the non-finite values flow into parameters and state.
+    case propagate
+    /// Leave every parameter and state buffer untouched, bit for bit, and count a skipped step
+    /// (the loss-scaling behaviour of mixed-precision training).
+    case skipStep
+    /// Throw ``OptimError/nonFiniteGradient(parameter:)`` before touching anything.
+    case `throw`
 }
 
 extension Optimizer {
+    /// Updates every parameter that has a gradient.
+    public func step() throws {
+        try step(collectingMetrics: false)
+    }
+
     /// Evaluates `closure` (which typically runs the forward and backward passes), then steps,
     /// and returns the closure's loss — PyTorch's `step(closure)`.
     @discardableResult

@@ -9,7 +9,8 @@ public struct AdamCoefficients: Sendable {
     /// L2 penalty added to the gradient (`g + l2·p`), 0 for none.
     var l2: Float
     var maximize: Bool
-    /// First moment by `lerp` (torch.optim) or by `m·β1 + (1 − β1)·g` (composer).
+    /// First moment by `lerp` (torch.optim) or by `m·β1 + (1 − β1)·g` (composer); chooses the
+    /// kernel, so each loop is compiled for one form.
     var lerpFirstMoment: Bool
     var beta1: Float
     var oneMinusBeta1: Float
@@ -28,24 +29,37 @@ public struct AdamCoefficients: Sendable {
 /// Per element, in the references' order of operations:
 /// `m ← β1-average(m, g)`, `v ← v·β2 + (1 − β2)·g·g`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − step·m / (√v / √(1 − β2ᵗ) + ε)` with `step = lr / (1 − β1ᵗ)`.
-enum AdamKernel: VectorKernel {
-    static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients) {
-        Elementwise.run(Self.self, o, range, c)
-    }
+/// How a kernel averages the first moment: a compile-time choice, so that no loop branches on it.
+protocol FirstMomentForm {
+    static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector
+}
 
+/// `lerp(m, g, 1 − β1)`, as torch.optim's Adam and AdamW.
+enum LerpMoment: FirstMomentForm {
     @inline(__always)
-    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) {
-        var p = Elementwise.load(o.parameter, i, n)
-        var g = Elementwise.load(o.gradient, i, n)
-        if c.maximize { g = -g }
+    static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector {
+        Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+    }
+}
+
+/// `m·β1 + (1 − β1)·g`, as composer's DecoupledAdamW.
+enum MultiplyAddMoment: FirstMomentForm {
+    @inline(__always)
+    static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector {
+        m * c.beta1 + c.oneMinusBeta1 * g
+    }
+}
+
+enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        var p = before
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
         if c.applyDecay { p = p * c.decay }
         if c.l2 != 0 { g = g + c.l2 * p }
-        var m = Elementwise.load(o.state0, i, n)
-        if c.lerpFirstMoment {
-            m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
-        } else {
-            m = m * c.beta1 + c.oneMinusBeta1 * g
-        }
+        let m = Moment.average(Elementwise.load(o.state0, i, n), g, c)
         var v = Elementwise.load(o.state1, i, n)
         v = v * c.beta2 + c.oneMinusBeta2 * g * g
         Elementwise.store(m, o.state0, i, n)
@@ -59,6 +73,7 @@ enum AdamKernel: VectorKernel {
         let denominator = Elementwise.squareRoot(second) / c.biasCorrection2Sqrt + c.eps
         p = p + c.negativeStepSize * m / denominator
         Elementwise.store(p, o.parameter, i, n)
+        return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
     }
 }
 
@@ -145,6 +160,16 @@ extension AdamVariant {
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.stateNames }
 
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
-        AdamKernel.update(operands, range, coefficients)
+        if coefficients.lerpFirstMoment {
+            Elementwise.run(AdamKernel<LerpMoment>.self, operands, range, coefficients)
+        } else {
+            Elementwise.run(AdamKernel<MultiplyAddMoment>.self, operands, range, coefficients)
+        }
+    }
+
+    public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) -> MetricAccumulator {
+        coefficients.lerpFirstMoment
+            ? Elementwise.runCollecting(AdamKernel<LerpMoment>.self, operands, range, coefficients)
+            : Elementwise.runCollecting(AdamKernel<MultiplyAddMoment>.self, operands, range, coefficients)
     }
 }

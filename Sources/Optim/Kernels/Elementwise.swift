@@ -12,6 +12,8 @@ public struct KernelOperands: @unchecked Sendable {
     public var state1: UnsafeMutablePointer<Float>
     public var state2: UnsafeMutablePointer<Float>
     public var count: Int
+    /// A factor on the gradient, folded into the pass (gradient clipping by norm); 1 for none.
+    public var gradientScale: Float = 1
 }
 
 /// One vector's worth of a fused update: reads the operands at `index` (`lanes` elements, fewer
@@ -19,7 +21,50 @@ public struct KernelOperands: @unchecked Sendable {
 /// `@inline(__always)` so ``Elementwise/run(_:_:_:_:)`` compiles into one tight loop per kernel.
 public protocol VectorKernel {
     associatedtype Coefficients
-    static func apply(_ operands: KernelOperands, _ index: Int, _ lanes: Int, _ coefficients: Coefficients)
+    /// Updates one vector and returns what the optimizer metrics need of it; when no metrics are
+    /// collected the returned lanes are dead code and compile away.
+    static func apply(_ operands: KernelOperands, _ index: Int, _ lanes: Int, _ coefficients: Coefficients) -> UpdateLanes
+}
+
+/// One vector of an update, for the metrics: the parameter before and after, the gradient the
+/// update used (after any clipping factor), and the first moment after the update (zero for an
+/// optimizer that keeps none).
+public struct UpdateLanes {
+    public var before: FloatVector
+    public var after: FloatVector
+    public var gradient: FloatVector
+    public var moment: FloatVector
+
+    @inline(__always)
+    public init(before: FloatVector, after: FloatVector, gradient: FloatVector, moment: FloatVector) {
+        self.before = before
+        self.after = after
+        self.gradient = gradient
+        self.moment = moment
+    }
+}
+
+/// The six sums of the optimizer metrics over a range of elements.
+public struct MetricAccumulator: Sendable {
+    public var momentSquared = 0.0
+    public var parameterSquared = 0.0
+    public var updateSquared = 0.0
+    public var gradientSquared = 0.0
+    public var updateDotGradient = 0.0
+    public var momentDotGradient = 0.0
+
+    public init() {}
+
+    public static func + (a: Self, b: Self) -> Self {
+        var sum = a
+        sum.momentSquared += b.momentSquared
+        sum.parameterSquared += b.parameterSquared
+        sum.updateSquared += b.updateSquared
+        sum.gradientSquared += b.gradientSquared
+        sum.updateDotGradient += b.updateDotGradient
+        sum.momentDotGradient += b.momentDotGradient
+        return sum
+    }
 }
 
 /// The single-pass loop every optimizer's update is written in: the range is walked in
@@ -40,10 +85,62 @@ public enum Elementwise {
         var index = range.lowerBound
         let end = range.upperBound
         while index + width <= end {
-            Kernel.apply(operands, index, width, coefficients)
+            _ = Kernel.apply(operands, index, width, coefficients)
             index += width
         }
-        if index < end { Kernel.apply(operands, index, end - index, coefficients) }
+        if index < end { _ = Kernel.apply(operands, index, end - index, coefficients) }
+    }
+
+    /// ``run(_:_:_:_:)`` that also accumulates the metric sums, in the same pass: Float vectors
+    /// over blocks of 16 vectors (256 elements), Double across blocks.
+    @inline(__always)
+    public static func runCollecting<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
+                                                           _ coefficients: Kernel.Coefficients) -> MetricAccumulator {
+        var total = MetricAccumulator()
+        var mm = FloatVector(), pp = FloatVector(), uu = FloatVector(), gg = FloatVector(), ug = FloatVector(), mg = FloatVector()
+        @inline(__always) func flush() {
+            total.momentSquared += Double(mm.sum())
+            total.parameterSquared += Double(pp.sum())
+            total.updateSquared += Double(uu.sum())
+            total.gradientSquared += Double(gg.sum())
+            total.updateDotGradient += Double(ug.sum())
+            total.momentDotGradient += Double(mg.sum())
+            (mm, pp, uu, gg, ug, mg) = (FloatVector(), FloatVector(), FloatVector(), FloatVector(), FloatVector(), FloatVector())
+        }
+        @inline(__always) func add(_ lanes: UpdateLanes) {
+            let update = lanes.before - lanes.after
+            mm += lanes.moment * lanes.moment
+            pp += lanes.after * lanes.after
+            uu += update * update
+            gg += lanes.gradient * lanes.gradient
+            ug += update * lanes.gradient
+            mg += lanes.moment * lanes.gradient
+        }
+        var index = range.lowerBound
+        let end = range.upperBound
+        var vectors = 0
+        while index + width <= end {
+            add(Kernel.apply(operands, index, width, coefficients))
+            index += width
+            vectors += 1
+            if vectors == 16 {
+                flush()
+                vectors = 0
+            }
+        }
+        if index < end {
+            let lanes = end - index
+            var result = Kernel.apply(operands, index, lanes, coefficients)
+            // Padding lanes hold whatever the arithmetic made of zeros: leave them out.
+            let padding = FloatVector(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= FloatVector(repeating: Float(lanes))
+            result.before.replace(with: 0, where: padding)
+            result.after.replace(with: 0, where: padding)
+            result.gradient.replace(with: 0, where: padding)
+            result.moment.replace(with: 0, where: padding)
+            add(result)
+        }
+        flush()
+        return total
     }
 
     @inline(__always)
@@ -59,6 +156,13 @@ public enum Elementwise {
     @inline(__always)
     public static func load(_ pointer: UnsafeMutablePointer<Float>, _ index: Int, _ lanes: Int) -> FloatVector {
         load(UnsafePointer(pointer), index, lanes)
+    }
+
+    /// The gradient at `index`, times the operands' ``KernelOperands/gradientScale``.
+    @inline(__always)
+    public static func gradient(_ operands: KernelOperands, _ index: Int, _ lanes: Int) -> FloatVector {
+        let g = load(operands.gradient, index, lanes)
+        return operands.gradientScale == 1 ? g : g * operands.gradientScale
     }
 
     @inline(__always)

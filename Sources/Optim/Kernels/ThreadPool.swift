@@ -21,6 +21,8 @@ public final class ThreadPool: @unchecked Sendable {
     public let threadCount: Int
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Held for the whole of a parallel run: one run at a time uses the workers.
+    private let runLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var generation = 0
@@ -35,6 +37,7 @@ public final class ThreadPool: @unchecked Sendable {
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
         pthread_mutex_init(mutex, nil)
+        pthread_mutex_init(runLock, nil)
         pthread_cond_init(wake, nil)
         pthread_cond_init(finished, nil)
         for _ in 1..<self.threadCount {
@@ -55,7 +58,8 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool's threads, and returns
-    /// when all are done. Calls must not overlap (one loop at a time per pool).
+    /// when all are done. Safe to call from several threads: while the workers serve one caller,
+    /// another caller runs its loop on its own thread.
     ///
     /// Handing a non-escaping closure to other threads costs one small allocation per call; a hot
     /// loop that must not allocate keeps an escaping job and calls ``run(_:_:)``.
@@ -64,13 +68,16 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     /// Runs `job(i)` for every `i` in `0..<count` on the pool's threads, and returns when all are
-    /// done; allocates nothing. Calls must not overlap (one loop at a time per pool).
+    /// done; allocates nothing. Safe to call from several threads: while the workers serve one
+    /// caller, another caller runs its loop on its own thread (two optimizers stepping at once on
+    /// the shared pool both finish, correctly, the second without help).
     public func run(_ count: Int, _ job: @escaping (Int) -> Void) {
         guard count > 0 else { return }
-        if threadCount == 1 || count == 1 {
+        if threadCount == 1 || count == 1 || pthread_mutex_trylock(runLock) != 0 {
             for index in 0..<count { job(index) }
             return
         }
+        defer { pthread_mutex_unlock(runLock) }
         pthread_mutex_lock(mutex)
         body = job
         iterations = count

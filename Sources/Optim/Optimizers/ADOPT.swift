@@ -109,31 +109,40 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         }
     }
 
+    public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
+        c.initialise ? Elementwise.runCollecting(Initialise.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)
+    }
+
     /// Steps after the first: normalise, clip, average, update.
     @inline(__always)
-    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-        var p = Elementwise.load(o.parameter, i, n)
-        var g = Elementwise.load(o.gradient, i, n)
-        if c.maximize { g = -g }
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        var p = before
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
         if c.l2 != 0 { g = g + c.l2 * p }
         let v = Elementwise.load(o.state1, i, n)
         if c.decoupledDecay != 0 { p = p + c.decoupledDecay * p }
         var normalised = g / Elementwise.clampBelow(Elementwise.squareRoot(v), c.eps)
         if c.clip { normalised = Elementwise.clamp(normalised, -c.clipValue, c.clipValue) }
         let m = Elementwise.lerp(Elementwise.load(o.state0, i, n), normalised, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+        p = p + c.negativeLearningRate * m
         Elementwise.store(m, o.state0, i, n)
-        Elementwise.store(p + c.negativeLearningRate * m, o.parameter, i, n)
+        Elementwise.store(p, o.parameter, i, n)
         Elementwise.store(v * c.beta2 + c.oneMinusBeta2 * g * g, o.state1, i, n)
+        return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
     }
 
     /// A parameter's first step: `v ← v + g²` only.
     enum Initialise: VectorKernel {
         @inline(__always)
-        static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-            var g = Elementwise.load(o.gradient, i, n)
-            if c.maximize { g = -g }
-            if c.l2 != 0 { g = g + c.l2 * Elementwise.load(o.parameter, i, n) }
+        static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+            let p = Elementwise.load(o.parameter, i, n)
+            let gradient = Elementwise.gradient(o, i, n)
+            var g = c.maximize ? -gradient : gradient
+            if c.l2 != 0 { g = g + c.l2 * p }
             Elementwise.store(Elementwise.load(o.state1, i, n) + g * g, o.state1, i, n)
+            return UpdateLanes(before: p, after: p, gradient: gradient, moment: Elementwise.load(o.state0, i, n))
         }
     }
 }

@@ -36,21 +36,19 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
 
     public static func advise(_ h: LionHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledLionW") }
 
-    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.run(Self.self, o, range, c)
-    }
-
     @inline(__always)
-    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-        var p = Elementwise.load(o.parameter, i, n)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        var p = before
         if c.applyDecay { p = p * c.decay }
-        let g = Elementwise.load(o.gradient, i, n)
+        let g = Elementwise.gradient(o, i, n)
         var m = Elementwise.load(o.state0, i, n)
         let direction = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement1)
         p = p + c.negativeLearningRate * Elementwise.sign(direction)
         m = Elementwise.lerp(m, g, weight: c.oneMinusBeta2, oneMinusWeight: c.lerpComplement2)
         Elementwise.store(p, o.parameter, i, n)
         Elementwise.store(m, o.state0, i, n)
+        return UpdateLanes(before: before, after: p, gradient: g, moment: m)
     }
 }
 

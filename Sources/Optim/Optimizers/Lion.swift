@@ -30,19 +30,16 @@ public enum LionRule: LionVariant, VectorKernel {
                      beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1), negativeLearningRate: Float(-h.learningRate))
     }
 
-    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.run(Self.self, o, range, c)
-    }
-
     @inline(__always)
-    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-        var p = Elementwise.load(o.parameter, i, n) * c.decay
-        let g = Elementwise.load(o.gradient, i, n)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let g = Elementwise.gradient(o, i, n)
         var m = Elementwise.load(o.state0, i, n)
-        p = p + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + c.oneMinusBeta1 * g)
+        let after = before * c.decay + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + c.oneMinusBeta1 * g)
         m = m * c.beta2 + c.oneMinusBeta2 * g
-        Elementwise.store(p, o.parameter, i, n)
+        Elementwise.store(after, o.parameter, i, n)
         Elementwise.store(m, o.state0, i, n)
+        return UpdateLanes(before: before, after: after, gradient: g, moment: m)
     }
 }
 

@@ -63,10 +63,32 @@ public final class Lookahead: Optimizer {
         return state
     }
 
-    public func step() throws {
-        try base.step()
+    public func scaleNextGradient(of parameter: Parameter, by factor: Float) throws(OptimError) {
+        try base.scaleNextGradient(of: parameter, by: factor)
+    }
+
+    /// The wrapped optimizer's policy; a step it skips is not counted towards `k`.
+    public var nonFinitePolicy: NonFinitePolicy {
+        get { base.nonFinitePolicy }
+        set { base.nonFinitePolicy = newValue }
+    }
+
+    public var skippedSteps: Int { base.skippedSteps }
+
+    /// Steps the wrapped optimizer (its metrics are those returned: the synchronisation every
+    /// `k` steps is not part of them), then synchronises every `k` steps.
+    @discardableResult
+    public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
+        let skipped = base.skippedSteps
+        let metrics = try base.step(collectingMetrics: collectingMetrics)
+        guard base.skippedSteps == skipped else { return nil }
         stepCounter += 1
-        guard stepCounter % k == 0 else { return }
+        guard stepCounter % k == 0 else { return metrics }
+        defer { synchronise() }
+        return metrics
+    }
+
+    private func synchronise() {
         if plan.isParallel(on: threadPool) {
             threadPool.run(threadPool.threadCount, syncJob)
         } else {
@@ -99,9 +121,11 @@ enum LookaheadSync: VectorKernel {
     }
 
     @inline(__always)
-    static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-        let p = Elementwise.load(o.parameter, i, n) * c.alpha + c.complement * Elementwise.load(o.state0, i, n)
+    static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let p = before * c.alpha + c.complement * Elementwise.load(o.state0, i, n)
         Elementwise.store(p, o.parameter, i, n)
         Elementwise.store(p, o.state0, i, n)
+        return UpdateLanes(before: before, after: p, gradient: FloatVector(), moment: FloatVector())
     }
 }

@@ -74,32 +74,32 @@ public enum SGDRule: UpdateRule, VectorKernel {
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.momentum != 0 ? ["momentum_buffer"] : [] }
 
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { h.momentum != 0 }
+
     public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
         Coefficients(negativeLearningRate: Float(-h.learningRate), weightDecay: Float(h.weightDecay),
                      momentum: Float(h.momentum), oneMinusDampening: Float(1 - h.dampening), firstStep: step == 1,
                      nesterov: h.nesterov, maximize: h.maximize)
     }
 
-    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        Elementwise.run(Self.self, o, range, c)
-    }
-
     @inline(__always)
-    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) {
-        var p = Elementwise.load(o.parameter, i, n)
-        var g = Elementwise.load(o.gradient, i, n)
-        if c.maximize { g = -g }
-        if c.weightDecay != 0 { g = g + c.weightDecay * p }
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.weightDecay != 0 { g = g + c.weightDecay * before }
+        var buffer = FloatVector()
         if c.momentum != 0 {
-            var buffer = g
+            buffer = g
             if !c.firstStep {
                 buffer = Elementwise.load(o.state0, i, n) * c.momentum + c.oneMinusDampening * g
             }
             Elementwise.store(buffer, o.state0, i, n)
             g = c.nesterov ? g + c.momentum * buffer : buffer
         }
-        p = p + c.negativeLearningRate * g
-        Elementwise.store(p, o.parameter, i, n)
+        let after = before + c.negativeLearningRate * g
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
     }
 }
 
