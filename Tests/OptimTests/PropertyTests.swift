@@ -139,7 +139,7 @@ import Testing
         var random = SplitMix(seed: 77)
         let count = 200_000  // above the parallel threshold: each step wants the whole pool
         let starts = (0..<4).map { _ in random.floats(count) }, gradient = random.floats(count)
-        func train(_ index: Int) throws -> [Float] {
+        @Sendable func train(_ index: Int) throws -> [Float] {
             let w = try Parameter(name: "w", shape: [count], values: starts[index])
             let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(OptimizerRegistry.names[index]), parameters: [w])
             for _ in 0..<20 {
@@ -151,7 +151,7 @@ import Testing
         let sequential = try (0..<4).map(train)
         let results = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: 4)
         defer { results.deallocate() }
-        let pointer = results.baseAddress!
+        nonisolated(unsafe) let pointer = results.baseAddress!
         DispatchQueue.concurrentPerform(iterations: 4) { index in (pointer + index).initialize(to: (try? train(index)) ?? []) }
         for index in 0..<4 {
             #expect(bits(results[index]) == bits(sequential[index]), "\(OptimizerRegistry.names[index])")
