@@ -25,13 +25,15 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // The safetensors file format, depending on nothing of ours.
+        .target(name: "Safetensors"),
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
         // The command-line tool.
         .executableTarget(
             name: "optim",
             dependencies: [
-                "Optim", "OptimFixtures",
+                "Optim", "OptimFixtures", "Safetensors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The C reference kernels are compiled by `optim bench` itself, never by the build.
@@ -46,5 +48,6 @@ let package = Package(
             ],
             exclude: []
         ),
+        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
     ]
 )
