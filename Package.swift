@@ -20,7 +20,7 @@ let package = Package(
         .target(
             name: "Optim",
             dependencies: [
-                "COptimSIMD",
+                "COptimSIMD", "Safetensors",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]

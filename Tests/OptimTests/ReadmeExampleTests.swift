@@ -28,9 +28,24 @@ import Testing
         #expect(losses.last! < losses.first!)
         #expect(bias.valueArray == [0, 0, 0, 0])
 
+        let model = [weight, bias]
         let adamw = try OptimizerRegistry.makeOptimizer(
             OptimizerConfiguration(name: "adamw", hyperparameters: ["lr": .number(1e-3), "betas": .numbers([0.9, 0.95])]),
-            parameters: [weight, bias])
-        #expect(adamw.name == "adamw")
+            groups: ParameterGrouping.weightDecayGroups(model, weightDecay: 0.05))     // no decay for biases and norms
+        let scheduler = try LearningRateScheduler(adamw, schedule: SequentialSchedule.warmupCosine(warmupSteps: 100, totalSteps: 10_000))
+        adamw.nonFinitePolicy = .skipStep                                              // NaN/Inf gradients: skip, count, carry on
+
+        // each step:
+        try weight.setGradient(.init(repeating: 0.5, count: 12))
+        try bias.setGradient([1, 1, 1, 1])
+        let norm = try adamw.clipGradientNorm(maxNorm: 1.0)          // folded into the step's single pass
+        if let metrics = try adamw.step(collectingMetrics: true) {   // l2 norms and cosines, computed in the same pass
+            print(norm, metrics.values["l2_norm/update/fc.weight"]!)
+            metrics.record()                                         // swift-metrics gauges (e.g. for swift-prometheus)
+            #expect(metrics.values["l2_norm/update/fc.weight"]! > 0)
+        }
+        try scheduler.step()
+        #expect(adamw.name == "adamw" && adamw.groupCount == 2 && scheduler.stepCount == 1)
+        #expect(abs(norm - (12 * 0.25 + 4).squareRoot()) < 1e-6)
     }
 }

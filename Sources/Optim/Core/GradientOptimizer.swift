@@ -77,13 +77,13 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
 
     public var name: String { Rule.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
-    public private(set) var skippedSteps = 0
-    public private(set) var groups: [ParameterGroup<Hyperparameters>]
-    public let initialLearningRates: [Double]
+    public internal(set) var skippedSteps = 0
+    public internal(set) var groups: [ParameterGroup<Hyperparameters>]
+    public internal(set) var initialLearningRates: [Double]
     /// The threads the update runs on.
     public let threadPool: ThreadPool
 
-    private var slots: [Slot]
+    var slots: [Slot]
     private var slotIndex: [ObjectIdentifier: Int]
     private var active: [ActiveTensor] = []
     private var plan = ChunkPlan()
@@ -91,7 +91,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     /// same step, so a step over many small tensors streams through long contiguous runs.
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
     /// State buffers each group keeps (updated when its hyperparameters change, not per step).
-    private var stateCounts: [Int]
+    var stateCounts: [Int]
     /// Scratch, kept between steps: slots awaiting state.
     private var pending: [Int] = []
     /// The parallel part of a step, made once so that steps allocate nothing.
@@ -325,7 +325,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
 
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive
     /// 64-byte-aligned slices of one new allocation per buffer.
-    private func allocateState(_ pending: [Int]) {
+    func allocateState(_ pending: [Int]) {
         let alignment = FloatStorage.alignment / MemoryLayout<Float>.stride
         func padded(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
         var buffer = 0

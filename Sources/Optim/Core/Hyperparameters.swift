@@ -32,6 +32,26 @@ public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+extension HyperparameterValue: Codable {
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let flag = try? container.decode(Bool.self) { self = .bool(flag) }
+        else if let number = try? container.decode(Double.self) { self = .number(number) }
+        else { self = .numbers(try container.decode([Double].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case let .number(value): try container.encode(value)
+        case let .bool(value): try container.encode(value)
+        case let .numbers(values): try container.encode(values)
+        case .null: try container.encodeNil()
+        }
+    }
+}
+
 /// A dictionary of hyperparameters by PyTorch name.
 public typealias HyperparameterDictionary = [String: HyperparameterValue]
 

@@ -27,6 +27,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownOptimizer(name: String, known: [String])
     /// A gradient holds NaN or ±Inf and the policy is ``NonFinitePolicy/throw``.
     case nonFiniteGradient(parameter: String)
+    /// A checkpoint that does not fit the optimizer it is loaded into.
+    case checkpointMismatch(String)
     /// A configuration that is inconsistent as a whole (e.g. `lookahead` without a base optimizer).
     case invalidConfiguration(String)
 
@@ -56,6 +58,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
             return "unknown optimizer '\(name)'; known: \(known.joined(separator: ", "))"
         case let .nonFiniteGradient(parameter):
             return "the gradient of '\(parameter)' holds NaN or infinity; nothing was updated"
+        case let .checkpointMismatch(message):
+            return "checkpoint mismatch: \(message)"
         case let .invalidConfiguration(message):
             return message
         }

@@ -38,6 +38,11 @@ public protocol Optimizer: AnyObject {
     var nonFinitePolicy: NonFinitePolicy { get set }
     /// Steps skipped under ``NonFinitePolicy/skipStep``.
     var skippedSteps: Int { get }
+    /// A copy of everything the optimizer holds beyond the parameters' values (for checkpoints).
+    func snapshot() -> OptimizerSnapshot
+    /// Restores a snapshot of an optimizer of the same kind over the same parameters; checks all
+    /// of it first and, on a mismatch, throws and changes nothing.
+    func restore(_ snapshot: OptimizerSnapshot) throws(OptimError)
 }
 
 /// What a step does with a gradient that holds NaN or ±Inf.

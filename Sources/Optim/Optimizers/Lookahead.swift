@@ -18,11 +18,11 @@ public final class Lookahead: Optimizer {
     /// Weight of the fast weights when synchronising.
     public let alpha: Double
     /// Steps taken so far.
-    public private(set) var stepCounter = 0
+    public internal(set) var stepCounter = 0
     public let threadPool: ThreadPool
 
-    private let tracked: [Parameter]
-    private var slowWeights: [UnsafeMutableBufferPointer<Float>]
+    let tracked: [Parameter]
+    var slowWeights: [UnsafeMutableBufferPointer<Float>]
     private var plan = ChunkPlan()
 
     /// Wraps `base`; throws when `k < 1` or `alpha` is outside [0, 1].

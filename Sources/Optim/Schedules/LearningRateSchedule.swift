@@ -32,6 +32,13 @@ public final class LearningRateScheduler {
     /// The multiplier in force now.
     public var multiplier: Double { schedule.multiplier(at: stepCount) }
 
+    /// Moves to a saved step count (resuming from a checkpoint) and sets its learning rates.
+    public func restore(stepCount: Int) throws(OptimError) {
+        guard stepCount >= 0 else { throw .invalidConfiguration("scheduler step count must be >= 0, got \(stepCount)") }
+        self.stepCount = stepCount
+        try apply()
+    }
+
     /// Advances one step and sets the new learning rates.
     public func step() throws(OptimError) {
         stepCount += 1

@@ -1,0 +1,145 @@
+import Foundation
+import Safetensors
+
+/// Checkpoints: parameters, optimizer state and schedule in one safetensors file that resumes
+/// bit for bit.
+///
+/// Layout: each parameter under its own name (so `safetensors.numpy.load_file` gives the model),
+/// each state buffer as `state/<parameter>/<buffer>` (Lookahead's slow weights included), and in
+/// `__metadata__`: `format` (`swift-optim-checkpoint/1`), `optimizer` (a JSON description: name,
+/// groups with hyperparameters and initial learning rates, per-parameter step counts, wrapper
+/// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,
+/// plus any caller metadata. Saving is atomic; loading checks everything before changing anything.
+public enum Checkpoint {
+    public static let format = "swift-optim-checkpoint/1"
+
+    /// Saves `optimizer`'s parameters and state (and the scheduler's step) to `url`, atomically.
+    public static func save(_ optimizer: any Optimizer, scheduler: LearningRateScheduler? = nil, to url: URL,
+                            metadata extra: [String: String] = [:]) throws {
+        let snapshot = optimizer.snapshot()
+        var tensors = optimizer.parameters.map { TensorData(name: $0.name, shape: $0.shape, floats: $0.valueArray) }
+        var shapes: [String: [Int]] = [:]
+        for parameter in optimizer.parameters { shapes[parameter.name] = parameter.shape }
+        func addBuffers(_ snapshot: OptimizerSnapshot, prefix: String) {
+            for (name, state) in snapshot.parameters.sorted(by: { $0.key < $1.key }) {
+                for (buffer, values) in state.buffers.sorted(by: { $0.key < $1.key }) {
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shapes[name] ?? [values.count], floats: values))
+                }
+            }
+            if let base = snapshot.base { addBuffers(base, prefix: prefix + "base/") }
+        }
+        addBuffers(snapshot, prefix: "state/")
+        var metadata = extra
+        metadata["format"] = format
+        metadata["optimizer"] = try describe(snapshot)
+        if let scheduler { metadata["scheduler_step"] = String(scheduler.stepCount) }
+        try SafetensorsFile.write(tensors, metadata: metadata, to: url)
+    }
+
+    /// Loads a checkpoint into a live optimizer, its parameters and (if given) its scheduler.
+    /// A file from another optimizer, with missing or extra parameters or buffers, other shapes
+    /// or dtypes is refused with an error naming the mismatch, and nothing is changed.
+    ///
+    /// - Returns: the file's metadata.
+    @discardableResult
+    public static func load(from url: URL, into optimizer: any Optimizer, scheduler: LearningRateScheduler? = nil) throws -> [String: String] {
+        let file = try SafetensorsFile(contentsOf: url)
+        guard file.metadata["format"] == format else {
+            throw OptimError.checkpointMismatch("\(url.path) is not a \(format) file (format: \(file.metadata["format"] ?? "none"))")
+        }
+        guard let description = file.metadata["optimizer"] else { throw OptimError.checkpointMismatch("\(url.path) has no optimizer description") }
+        var snapshot = try parse(description)
+        func fillBuffers(_ snapshot: inout OptimizerSnapshot, prefix: String) throws {
+            for (name, state) in snapshot.parameters {
+                for buffer in state.buffers.keys {
+                    let tensor = "\(prefix)\(name)/\(buffer)"
+                    guard (try? file.info(tensor))?.dtype == .F32 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not F32") }
+                    snapshot.parameters[name]!.buffers[buffer] = try file.floats(tensor)
+                }
+            }
+            if var base = snapshot.base {
+                try fillBuffers(&base, prefix: prefix + "base/")
+                snapshot.base = base
+            }
+        }
+        try fillBuffers(&snapshot, prefix: "state/")
+        let stored = Set(file.tensors.map(\.name).filter { !$0.hasPrefix("state/") })
+        let live = Set(optimizer.parameters.map(\.name))
+        if let missing = live.subtracting(stored).sorted().first { throw OptimError.checkpointMismatch("the checkpoint has no parameter '\(missing)'") }
+        if let extra = stored.subtracting(live).sorted().first { throw OptimError.checkpointMismatch("the checkpoint has a parameter '\(extra)' this optimizer does not hold") }
+        var values: [[Float]] = []
+        for parameter in optimizer.parameters {
+            let info = try file.info(parameter.name)
+            guard info.dtype == .F32, info.shape == parameter.shape else {
+                throw OptimError.checkpointMismatch("parameter '\(parameter.name)' is \(info.dtype.rawValue) \(info.shape) in the checkpoint, F32 \(parameter.shape) here")
+            }
+            values.append(try file.floats(parameter.name))
+        }
+        var schedulerStep: Int?
+        if let scheduler {
+            guard let text = file.metadata["scheduler_step"], let step = Int(text), step >= 0 else {
+                throw OptimError.checkpointMismatch("the checkpoint has no scheduler step for the given scheduler")
+            }
+            schedulerStep = step
+            _ = scheduler
+        }
+        try optimizer.restore(snapshot)  // checks all before changing anything
+        for (parameter, data) in zip(optimizer.parameters, values) { try parameter.setValues(data) }
+        if let scheduler, let schedulerStep { try scheduler.restore(stepCount: schedulerStep) }
+        return file.metadata
+    }
+
+    // MARK: the JSON description
+
+    struct Description: Codable {
+        struct Group: Codable {
+            var params: [String]
+            var initial_lr: Double
+            var hyperparameters: HyperparameterDictionary
+        }
+        struct State: Codable {
+            var steps: Int
+            var buffers: [String]
+            var gradient_scale: Float
+        }
+        var name: String
+        var skipped_steps: Int
+        var wrapper: [String: Double]
+        var groups: [Group]
+        var parameters: [String: State]
+        var base: [Description]?
+
+        init(_ snapshot: OptimizerSnapshot) {
+            name = snapshot.optimizer
+            skipped_steps = snapshot.skippedSteps
+            wrapper = snapshot.wrapper
+            groups = snapshot.groups.map { Group(params: $0.parameterNames, initial_lr: $0.initialLearningRate, hyperparameters: $0.hyperparameters) }
+            parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale) }
+            base = snapshot.base.map { [Description($0)] }
+        }
+
+        var snapshot: OptimizerSnapshot {
+            OptimizerSnapshot(
+                optimizer: name,
+                groups: groups.map { .init(parameterNames: $0.params, hyperparameters: $0.hyperparameters, initialLearningRate: $0.initial_lr) },
+                parameters: parameters.mapValues { state in
+                    .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale)
+                },
+                skippedSteps: skipped_steps, wrapper: wrapper, base: base?.first?.snapshot)
+        }
+    }
+
+    static func describe(_ snapshot: OptimizerSnapshot) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(Description(snapshot)), as: UTF8.self)
+    }
+
+    static func parse(_ text: String) throws -> OptimizerSnapshot {
+        do {
+            return try JSONDecoder().decode(Description.self, from: Data(text.utf8)).snapshot
+        } catch {
+            throw OptimError.checkpointMismatch("the optimizer description is malformed: \(error)")
+        }
+    }
+}

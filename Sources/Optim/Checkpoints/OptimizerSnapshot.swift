@@ -1,0 +1,166 @@
+/// Everything an optimizer holds beyond its parameters' values: what a checkpoint stores.
+public struct OptimizerSnapshot: Sendable, Equatable {
+    public struct Group: Sendable, Equatable {
+        public var parameterNames: [String]
+        public var hyperparameters: HyperparameterDictionary
+        public var initialLearningRate: Double
+    }
+
+    public struct ParameterState: Sendable, Equatable {
+        /// Steps that updated the parameter.
+        public var stepCount: Int
+        /// State buffers by PyTorch name (`exp_avg`, …; Lookahead adds `slow_weights`).
+        public var buffers: [String: [Float]]
+        /// A pending gradient factor not yet consumed by a step (1 for none).
+        public var gradientScale: Float
+    }
+
+    /// The registry name.
+    public var optimizer: String
+    public var groups: [Group]
+    public var parameters: [String: ParameterState]
+    public var skippedSteps: Int
+    /// A wrapper's own counters and settings (Lookahead: `k`, `alpha`, `step_counter`).
+    public var wrapper: [String: Double]
+    private var wrapped: [OptimizerSnapshot]
+
+    /// The wrapped optimizer's snapshot, for a wrapper.
+    public var base: OptimizerSnapshot? {
+        get { wrapped.first }
+        set { wrapped = newValue.map { [$0] } ?? [] }
+    }
+
+    public init(optimizer: String, groups: [Group], parameters: [String: ParameterState], skippedSteps: Int,
+                wrapper: [String: Double] = [:], base: OptimizerSnapshot? = nil) {
+        self.optimizer = optimizer
+        self.groups = groups
+        self.parameters = parameters
+        self.skippedSteps = skippedSteps
+        self.wrapper = wrapper
+        self.wrapped = base.map { [$0] } ?? []
+    }
+}
+
+extension GradientOptimizer {
+    public func snapshot() -> OptimizerSnapshot {
+        var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
+        for slot in slots {
+            let names = Rule.stateNames(groups[slot.group].hyperparameters)
+            var buffers: [String: [Float]] = [:]
+            for (name, buffer) in zip(names, slot.state) { buffers[name] = Array(buffer) }
+            parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale)
+        }
+        let groupStates = groups.enumerated().map { index, group in
+            OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
+                                    initialLearningRate: initialLearningRates[index])
+        }
+        return OptimizerSnapshot(optimizer: Rule.name, groups: groupStates, parameters: parameters, skippedSteps: skippedSteps)
+    }
+
+    /// Restores `snapshot`, after checking all of it: the optimizer, the groups and their
+    /// parameters, hyperparameters, every buffer's name and length. On any mismatch it throws
+    /// ``OptimError/checkpointMismatch(_:)`` and the optimizer is left exactly as it was.
+    public func restore(_ snapshot: OptimizerSnapshot) throws(OptimError) {
+        // Check everything first.
+        guard snapshot.optimizer == Rule.name else {
+            throw .checkpointMismatch("the checkpoint is for optimizer '\(snapshot.optimizer)', not '\(Rule.name)'")
+        }
+        guard snapshot.base == nil else { throw .checkpointMismatch("the checkpoint wraps another optimizer; '\(Rule.name)' does not") }
+        guard snapshot.groups.count == groups.count else {
+            throw .checkpointMismatch("the checkpoint has \(snapshot.groups.count) parameter group(s), the optimizer \(groups.count)")
+        }
+        var hyperparameters: [Hyperparameters] = []
+        for (index, (saved, live)) in zip(snapshot.groups, groups).enumerated() {
+            let names = live.parameters.map(\.name)
+            guard saved.parameterNames == names else {
+                throw .checkpointMismatch("group \(index) holds \(saved.parameterNames) in the checkpoint but \(names) here")
+            }
+            let parsed = try Hyperparameters(saved.hyperparameters)
+            try parsed.validate()
+            guard saved.initialLearningRate.isFinite, saved.initialLearningRate > 0 else {
+                throw .checkpointMismatch("group \(index): invalid initial learning rate \(saved.initialLearningRate)")
+            }
+            hyperparameters.append(parsed)
+        }
+        let live = Set(slots.map(\.parameter.name)), saved = Set(snapshot.parameters.keys)
+        if let missing = live.subtracting(saved).sorted().first { throw .checkpointMismatch("the checkpoint has no state for parameter '\(missing)'") }
+        if let extra = saved.subtracting(live).sorted().first { throw .checkpointMismatch("the checkpoint has state for '\(extra)', which this optimizer does not hold") }
+        for slot in slots {
+            let state = snapshot.parameters[slot.parameter.name]!
+            guard state.stepCount >= 0, state.gradientScale.isFinite else {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': invalid step count \(state.stepCount) or gradient scale")
+            }
+            let expected = Rule.stateNames(hyperparameters[slot.group])
+            let names = Set(state.buffers.keys)
+            guard names == Set(expected) || (names.isEmpty && state.stepCount == 0) else {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': state buffers \(names.sorted()), expected \(expected)")
+            }
+            for (name, values) in state.buffers where values.count != slot.parameter.count {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(name)' holds \(values.count) values, the parameter \(slot.parameter.count)")
+            }
+        }
+        guard snapshot.skippedSteps >= 0 else { throw .checkpointMismatch("invalid skipped-step count \(snapshot.skippedSteps)") }
+
+        // Then apply; nothing below can fail.
+        for index in groups.indices {
+            groups[index].hyperparameters = hyperparameters[index]
+            initialLearningRates[index] = snapshot.groups[index].initialLearningRate
+            stateCounts[index] = Rule.stateNames(hyperparameters[index]).count
+        }
+        skippedSteps = snapshot.skippedSteps
+        let needing = slots.indices.filter { index in
+            let buffers = snapshot.parameters[slots[index].parameter.name]!.buffers
+            return !buffers.isEmpty && slots[index].state.count < stateCounts[slots[index].group]
+        }
+        if !needing.isEmpty { allocateState(needing) }
+        for index in slots.indices {
+            let state = snapshot.parameters[slots[index].parameter.name]!
+            slots[index].steps = state.stepCount
+            slots[index].gradientScale = state.gradientScale
+            let names = Rule.stateNames(groups[slots[index].group].hyperparameters)
+            for (position, name) in names.enumerated() where position < slots[index].state.count {
+                let buffer = slots[index].state[position]
+                if let values = state.buffers[name] {
+                    values.withUnsafeBufferPointer { source in buffer.baseAddress!.update(from: source.baseAddress!, count: values.count) }
+                } else {
+                    buffer.update(repeating: 0)
+                }
+            }
+        }
+    }
+}
+
+extension Lookahead {
+    public func snapshot() -> OptimizerSnapshot {
+        var snapshot = OptimizerSnapshot(optimizer: Self.name, groups: [], parameters: [:], skippedSteps: 0,
+                                         wrapper: ["k": Double(k), "alpha": alpha, "step_counter": Double(stepCounter)], base: base.snapshot())
+        for (parameter, slow) in zip(tracked, slowWeights) {
+            snapshot.parameters[parameter.name] = .init(stepCount: 0, buffers: ["slow_weights": Array(slow)], gradientScale: 1)
+        }
+        return snapshot
+    }
+
+    /// Restores the wrapped optimizer's state, the slow weights and the step counter, after
+    /// checking all of it; on a mismatch nothing changes.
+    public func restore(_ snapshot: OptimizerSnapshot) throws(OptimError) {
+        guard snapshot.optimizer == Self.name, let baseSnapshot = snapshot.base else {
+            throw .checkpointMismatch("the checkpoint is for optimizer '\(snapshot.optimizer)', not 'lookahead'")
+        }
+        guard snapshot.wrapper["k"] == Double(k), snapshot.wrapper["alpha"] == alpha,
+              let counter = snapshot.wrapper["step_counter"], counter >= 0, counter == counter.rounded(), counter < 1e15 else {
+            throw .checkpointMismatch("lookahead settings differ: checkpoint \(snapshot.wrapper), here k \(k), alpha \(alpha)")
+        }
+        for parameter in tracked {
+            guard let slow = snapshot.parameters[parameter.name]?.buffers["slow_weights"], slow.count == parameter.count else {
+                throw .checkpointMismatch("parameter '\(parameter.name)': missing or mis-sized slow weights")
+            }
+        }
+        guard snapshot.parameters.count == tracked.count else { throw .checkpointMismatch("the checkpoint has slow weights for other parameters") }
+        try base.restore(baseSnapshot)  // checks before changing; nothing below can fail
+        stepCounter = Int(counter)
+        for (parameter, slow) in zip(tracked, slowWeights) {
+            let values = snapshot.parameters[parameter.name]!.buffers["slow_weights"]!
+            values.withUnsafeBufferPointer { slow.baseAddress!.update(from: $0.baseAddress!, count: values.count) }
+        }
+    }
+}
