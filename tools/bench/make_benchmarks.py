@@ -84,12 +84,24 @@ def main():
                 "bytes": runs[0]["swift"]["bytes_per_step"] / args.params,
             }
 
-    # Swift alone (no C steps in between), as the PyTorch script times torch: for the comparison
-    # with torch and the step-time targets.
-    alone = {}
-    for name in OPTIMIZERS:
-        runs = [bench(native, "--optimizer", name, *common, "--no-reference") for _ in range(repetitions)]
-        alone[name] = statistics.median(r["swift"]["seconds_per_step"] for r in runs)
+    # Swift alone (no C steps in between) against PyTorch, alternating Swift and torch runs per
+    # optimizer so that both see the same machine (its speed drifts by 10-20% over minutes).
+    alone, torch_runs = {}, {}
+    for name in ["adamw", "adam", "sgd", "lion", "adopt"]:
+        swift_runs = []
+        for _ in range(repetitions):
+            swift_runs.append(bench(native, "--optimizer", name, *common, "--no-reference")["swift"]["seconds_per_step"])
+            if info["torch"]:
+                output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads",
+                              str(args.threads), "--steps", str(steps), "--only", name])
+                for row in map(json.loads, output.strip().splitlines()):
+                    torch_runs.setdefault((name, row["implementation"]), []).append(row)
+        alone[name] = statistics.median(swift_runs)
+    torch_rows = []
+    for (name, implementation), rows in torch_runs.items():
+        row = dict(rows[0])
+        row["seconds_per_step"] = statistics.median(r["seconds_per_step"] for r in rows)
+        torch_rows.append(row)
 
     # A step collecting the optimizer metrics, beside the same step without (alternating).
     overhead = {}
@@ -111,13 +123,6 @@ def main():
     for name in OPTIMIZERS:
         row = bench(native, "--optimizer", name, "--params", 256 << 20, "--threads", args.threads, "--steps", 3, "--no-reference")["swift"]
         peaks[name] = (row["peak_rss_bytes"], row["state_bytes_per_param"])
-
-    # PyTorch, same sizes and threads.
-    torch_rows = []
-    if info["torch"]:
-        output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads", str(args.threads),
-                      "--steps", str(steps)])
-        torch_rows = [json.loads(line) for line in output.strip().splitlines()]
 
     mallocs = {}
     if args.package_benchmark:
@@ -170,8 +175,8 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
 
     if torch_rows:
         lines += [f"## Against PyTorch CPU ({torch_rows[0]['torch']}, same size and threads)", "",
-                  "`tools/bench/pytorch_bench.py` times each torch implementation on its own; the Swift column is likewise Swift",
-                  f"alone (`optim bench --no-reference`, median of {repetitions} runs), not the alternating runs above.", "",
+                  "`tools/bench/pytorch_bench.py --only NAME` and `optim bench --no-reference` (Swift alone, not alternating with C)",
+                  f"run in turn, {repetitions} times per optimizer, so both see the same machine; medians.", "",
                   "| optimizer | implementation | torch s/step | Swift native s/step | Swift speed-up |", "| --- | --- | ---: | ---: | ---: |"]
         for row in torch_rows:
             ours = alone.get(row["optimizer"])
