@@ -12,11 +12,7 @@ public enum GradientNorms {
             let body = { (item: Int) in
                 output[item] = sumOfSquares(UnsafeBufferPointer(rebasing: buffers[items[item].tensor][items[item].range]))
             }
-            if plan.isParallel(on: threadPool) {
-                threadPool.parallelFor(items.count, body)
-            } else {
-                for item in items.indices { body(item) }
-            }
+            plan.forEachItem(on: threadPool, body)
         }
         var sums = [Double](repeating: 0, count: buffers.count)
         for (item, sum) in zip(items, partial) { sums[item.tensor] += sum }

@@ -51,18 +51,14 @@ struct ChunkPlan {
         }
     }
 
-    /// Runs `body(tensor, range)` for every chunk, in parallel on `pool` when the plan is large.
-    /// Convenient, but it allocates a little per call (see ``ThreadPool/parallelFor(_:_:)``);
-    /// per-step loops use ``items(part:of:)`` with a job made once.
-    func run(on pool: ThreadPool, _ body: (Int, Range<Int>) -> Void) {
-        items.withUnsafeBufferPointer { items in
-            if !isParallel(on: pool) {
-                for item in items { body(item.tensor, item.range) }
-                return
-            }
-            pool.parallelFor(pool.threadCount) { part in
-                for index in self.items(part: part, of: pool.threadCount) { body(items[index].tensor, items[index].range) }
-            }
+    /// Calls `body(index)` for every item, in parallel on `pool` when the plan is large. It
+    /// allocates a little per call (see ``ThreadPool/parallelFor(_:_:)``): per-step loops use
+    /// ``items(part:of:)`` with a job made once instead.
+    func forEachItem(on pool: ThreadPool, _ body: (Int) -> Void) {
+        if isParallel(on: pool) {
+            pool.parallelFor(items.count, body)
+        } else {
+            for index in items.indices { body(index) }
         }
     }
 

@@ -11,7 +11,7 @@ enum Finiteness {
                 let buffer = buffers[items[item].tensor]
                 output[item] = allFinite(UnsafeBufferPointer(rebasing: buffer[items[item].range]))
             }
-            if plan.isParallel(on: pool) { pool.parallelFor(items.count, body) } else { for item in items.indices { body(item) } }
+            plan.forEachItem(on: pool, body)
         }
         var result = [Bool](repeating: true, count: buffers.count)
         for (item, ok) in zip(plan.items, finite) where !ok { result[item.tensor] = false }
