@@ -76,6 +76,38 @@ public enum SGDRule: UpdateRule, VectorKernel {
 
     public static func keepsMoment(_ h: Hyperparameters) -> Bool { h.momentum != 0 }
 
+    /// The common case — momentum after the first step, no L2 term, not maximising — compiled
+    /// as its own loop without the general kernel's per-vector branches (same arithmetic).
+    enum Momentum: VectorKernel {
+        @inline(__always)
+        static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+            let before = Elementwise.load(o.parameter, i, n)
+            let g = Elementwise.gradient(o, i, n)
+            let buffer = Elementwise.load(o.state0, i, n) * c.momentum + c.oneMinusDampening * g
+            Elementwise.store(buffer, o.state0, i, n)
+            let direction = c.nesterov ? g + c.momentum * buffer : buffer
+            let after = before + c.negativeLearningRate * direction
+            Elementwise.store(after, o.parameter, i, n)
+            return UpdateLanes(before: before, after: after, gradient: g, moment: buffer)
+        }
+    }
+
+    static func usesMomentumKernel(_ c: Coefficients) -> Bool {
+        c.momentum != 0 && !c.firstStep && !c.maximize && c.weightDecay == 0
+    }
+
+    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
+        if usesMomentumKernel(c) {
+            Elementwise.run(Momentum.self, o, range, c)
+        } else {
+            Elementwise.run(Self.self, o, range, c)
+        }
+    }
+
+    public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
+        usesMomentumKernel(c) ? Elementwise.runCollecting(Momentum.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)
+    }
+
     public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
         Coefficients(negativeLearningRate: Float(-h.learningRate), weightDecay: Float(h.weightDecay),
                      momentum: Float(h.momentum), oneMinusDampening: Float(1 - h.dampening), firstStep: step == 1,
