@@ -75,13 +75,9 @@ public enum Checkpoint {
             }
             values.append(try file.floats(parameter.name))
         }
-        var schedulerStep: Int?
-        if let scheduler {
-            guard let text = file.metadata["scheduler_step"], let step = Int(text), step >= 0 else {
-                throw OptimError.checkpointMismatch("the checkpoint has no scheduler step for the given scheduler")
-            }
-            schedulerStep = step
-            _ = scheduler
+        let schedulerStep = file.metadata["scheduler_step"].flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }
+        if scheduler != nil, schedulerStep == nil {
+            throw OptimError.checkpointMismatch("the checkpoint has no scheduler step for the given scheduler")
         }
         try optimizer.restore(snapshot)  // checks all before changing anything
         for (parameter, data) in zip(optimizer.parameters, values) { try parameter.setValues(data) }

@@ -317,10 +317,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
 
     /// The first parameter whose gradient holds NaN or ±Inf, checked in parallel.
     private func firstNonFiniteGradient() -> Parameter? {
-        let gradients = slots.compactMap { $0.parameter.gradient.map { UnsafeBufferPointer($0) } }
-        let flags = Finiteness.check(gradients, on: threadPool)
-        guard let index = flags.firstIndex(of: false) else { return nil }
-        return slots.filter { $0.parameter.gradient != nil }[index].parameter
+        let withGradient = slots.map(\.parameter).filter { $0.gradient != nil }
+        let flags = Finiteness.check(withGradient.map { UnsafeBufferPointer($0.gradient!) }, on: threadPool)
+        return flags.firstIndex(of: false).map { withGradient[$0] }
     }
 
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive

@@ -20,13 +20,10 @@ public final class LearningRateScheduler {
 
     /// Starts `schedule` at `stepCount` (0 for a new run, the saved count when resuming).
     public init(_ optimizer: any Optimizer, schedule: any LearningRateSchedule, stepCount: Int = 0) throws(OptimError) {
-        guard stepCount >= 0 else {
-            throw .invalidConfiguration("scheduler step count must be >= 0, got \(stepCount)")
-        }
         self.optimizer = optimizer
         self.schedule = schedule
-        self.stepCount = stepCount
-        try apply()
+        self.stepCount = 0
+        try restore(stepCount: stepCount)
     }
 
     /// The multiplier in force now.
