@@ -29,11 +29,26 @@ let package = Package(
         .target(name: "Safetensors"),
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
+        // A small example model for the CLI's training jobs: data sets (the embedded digits, CSV,
+        // IDX), an MLP with hand-written forward and backward passes, and the matrix multiply.
+        .target(
+            name: "ExampleModel",
+            dependencies: ["Optim"],
+            resources: [.copy("Resources/digits.csv")]
+        ),
+        // The training loop around an optimizer and a model: run folders, charts, reports.
+        .target(
+            name: "Training",
+            dependencies: [
+                "Optim", "ExampleModel", "Safetensors",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command-line tool.
         .executableTarget(
             name: "optim",
             dependencies: [
-                "Optim", "OptimFixtures", "Safetensors",
+                "Optim", "OptimFixtures", "Safetensors", "ExampleModel", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The C reference kernels are compiled by `optim bench` itself, never by the build.
@@ -49,5 +64,7 @@ let package = Package(
             exclude: []
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
+        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "ExampleModel", "Optim", "Safetensors"]),
     ]
 )

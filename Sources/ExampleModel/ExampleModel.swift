@@ -1,0 +1,1 @@
+// The ExampleModel module: see Dataset, MLP and MatMul.
