@@ -110,15 +110,31 @@ enum HeaderJSON: Equatable {
             }
         }
 
+        /// A number as JSON (RFC 8259) spells it: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+        /// Anything else — leading zeros, a bare `-`, `1.`, `1e`, `1.2.3`, `0x1` — is refused here,
+        /// as the reference reader's JSON parser does, rather than read leniently.
         mutating func number() throws(SafetensorsError) -> String {
             let start = index
+            func isDigit(_ index: Int) -> Bool { index < bytes.count && (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) }
             if bytes[index] == UInt8(ascii: "-") { index += 1 }
-            var digits = 0
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) || [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"), UInt8(ascii: "+"), UInt8(ascii: "-")].contains(bytes[index]) {
+            guard isDigit(index) else { throw fail("malformed number: '-' must be followed by a digit") }
+            if bytes[index] == UInt8(ascii: "0") {
                 index += 1
-                digits += 1
+                guard !isDigit(index) else { throw fail("malformed number: leading zero") }
+            } else {
+                while isDigit(index) { index += 1 }
             }
-            guard digits > 0 else { throw fail("malformed number") }
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                index += 1
+                guard isDigit(index) else { throw fail("malformed number: '.' must be followed by a digit") }
+                while isDigit(index) { index += 1 }
+            }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+                index += 1
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                guard isDigit(index) else { throw fail("malformed number: exponent without digits") }
+                while isDigit(index) { index += 1 }
+            }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         }
 
@@ -179,6 +195,47 @@ enum HeaderJSON: Equatable {
             case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt32(byte - UInt8(ascii: "A") + 10)
             default: return nil
             }
+        }
+    }
+
+    /// A short JSON rendering for error messages: at most about `limit` characters, then "…".
+    /// Bounded in time and memory however large the value (an error must not cost more than the
+    /// header it describes: `String(describing:)` of a nested value is many times its size).
+    /// Lengths count Unicode scalars, so that one grapheme with many combining marks is cut too.
+    func brief(limit: Int = 40) -> String {
+        var out = ""
+        render(into: &out, limit: limit)
+        return out.unicodeScalars.count > limit ? String(out.unicodeScalars.prefix(limit)) + "…" : out
+    }
+
+    private static func clip(_ text: String, _ limit: Int) -> String {
+        text.utf8.count > limit ? String(text.unicodeScalars.prefix(limit + 1)) : text
+    }
+
+    private func render(into out: inout String, limit: Int) {
+        guard out.unicodeScalars.count <= limit else { return }
+        switch self {
+        case .null: out += "null"
+        case let .bool(value): out += value ? "true" : "false"
+        case let .number(text): out += Self.clip(text, limit)
+        case let .string(text): out += HeaderJSON.quote(Self.clip(text, limit))
+        case let .array(items):
+            out += "["
+            for (position, item) in items.enumerated() {
+                guard out.unicodeScalars.count <= limit else { return }
+                if position > 0 { out += "," }
+                item.render(into: &out, limit: limit)
+            }
+            out += "]"
+        case let .object(members):
+            out += "{"
+            for (position, (key, value)) in members.enumerated() {
+                guard out.unicodeScalars.count <= limit else { return }
+                if position > 0 { out += "," }
+                out += HeaderJSON.quote(Self.clip(key, limit)) + ":"
+                value.render(into: &out, limit: limit)
+            }
+            out += "}"
         }
     }
 

@@ -168,7 +168,7 @@ public struct SafetensorsFile: Sendable {
             switch key {
             case "dtype":
                 guard case let .string(text) = field, let parsed = DType(rawValue: text) else {
-                    throw .invalidTensor(name: name, reason: "unknown dtype \(field); expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw .invalidTensor(name: name, reason: "unknown dtype \(field.brief()); expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 dtype = parsed
             case "shape": shape = try integers(field, name: name, field: "shape")
@@ -188,25 +188,33 @@ public struct SafetensorsFile: Sendable {
         var bytes = dtype.byteCount
         for dimension in shape {
             let (product, overflow) = bytes.multipliedReportingOverflow(by: dimension)
-            guard !overflow else { throw .invalidTensor(name: name, reason: "shape \(shape) is too large") }
+            guard !overflow else { throw .invalidTensor(name: name, reason: "shape \(brief(shape)) is too large") }
             bytes = product
         }
         guard bytes == end - begin else {
-            throw .invalidTensor(name: name, reason: "shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(end - begin)")
+            throw .invalidTensor(name: name, reason: "shape \(brief(shape)) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(end - begin)")
         }
         return TensorInfo(name: name, dtype: dtype, shape: shape, dataRange: begin..<end)
     }
 
     static func integers(_ value: HeaderJSON, name: String, field: String) throws(SafetensorsError) -> [Int] {
-        guard case let .array(items) = value else { throw .invalidTensor(name: name, reason: "\(field) must be an array of integers") }
+        guard case let .array(items) = value else {
+            throw .invalidTensor(name: name, reason: "\(field) must be an array of integers, got \(value.brief())")
+        }
         var result: [Int] = []
         for item in items {
-            guard case let .number(text) = item, let number = Int(text), number >= 0 else {
-                throw .invalidTensor(name: name, reason: "\(field) must hold non-negative integers, got \(item)")
+            // "-0" is refused too, as the reference reader does (it reads it as the float -0.0).
+            guard case let .number(text) = item, !text.hasPrefix("-"), let number = Int(text) else {
+                throw .invalidTensor(name: name, reason: "\(field) must hold non-negative integers, got \(item.brief())")
             }
             result.append(number)
         }
         return result
+    }
+
+    /// A shape for an error message: all of it when short, else its start and its length.
+    static func brief(_ shape: [Int]) -> String {
+        shape.count <= 8 ? "\(shape)" : "[" + shape.prefix(8).map(String.init).joined(separator: ", ") + ", …] (\(shape.count) dimensions)"
     }
 
     /// Encodes tensors (in the given order) and metadata as a safetensors file; the header is
