@@ -20,42 +20,26 @@ public final class ThreadPool: @unchecked Sendable {
     /// Threads that run a loop, the caller included.
     public let threadCount: Int
 
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    /// Held for the whole of a parallel run: one run at a time uses the workers.
-    private let runLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var generation = 0
-    private var running = 0
-    private var shuttingDown = false
-    private var body: ((Int) -> Void)?
-    private var iterations = 0
-    private let nextIndex = Atomic<Int>(0)
+    /// The state the workers share; they hold it strongly, so it outlives the pool until the
+    /// last worker has seen the shutdown.
+    private let core: Core
 
     /// A pool running loops on `threadCount` threads (the caller and `threadCount - 1` workers);
     /// values below 1 count as 1.
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
-        pthread_mutex_init(mutex, nil)
-        pthread_mutex_init(runLock, nil)
-        pthread_cond_init(wake, nil)
-        pthread_cond_init(finished, nil)
+        core = Core(threadCount: self.threadCount)
         for _ in 1..<self.threadCount {
-            let thread = Thread { [unowned self] in self.workerLoop() }
+            let core = self.core
+            let thread = Thread { core.workerLoop() }
             thread.stackSize = 1 << 20
             thread.start()
         }
     }
 
-    deinit {
-        pthread_mutex_lock(mutex)
-        shuttingDown = true
-        pthread_cond_broadcast(wake)
-        pthread_mutex_unlock(mutex)
-        // Workers hold no strong reference; they exit at the next wake-up without touching
-        // `self` again, so the synchronisation objects are leaked deliberately (a pool lives
-        // for the process in practice).
-    }
+    /// Stops the workers; each exits at its next wake-up (no loop can be running, since a run
+    /// holds a reference to the pool).
+    deinit { core.shutDown() }
 
     /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool's threads, and returns
     /// when all are done. Safe to call from several threads: while the workers serve one caller,
@@ -73,52 +57,100 @@ public final class ThreadPool: @unchecked Sendable {
     /// the shared pool both finish, correctly, the second without help).
     public func run(_ count: Int, _ job: @escaping (Int) -> Void) {
         guard count > 0 else { return }
-        if threadCount == 1 || count == 1 || pthread_mutex_trylock(runLock) != 0 {
+        if threadCount == 1 || count == 1 || !core.tryBeginRun() {
             for index in 0..<count { job(index) }
             return
         }
-        defer { pthread_mutex_unlock(runLock) }
-        pthread_mutex_lock(mutex)
-        body = job
-        iterations = count
-        nextIndex.store(0, ordering: .relaxed)
-        running = threadCount - 1
-        generation &+= 1
-        pthread_cond_broadcast(wake)
-        pthread_mutex_unlock(mutex)
-
-        drain(job, count)
-
-        pthread_mutex_lock(mutex)
-        while running > 0 { pthread_cond_wait(finished, mutex) }
-        body = nil
-        pthread_mutex_unlock(mutex)
+        core.run(count, job)
     }
 
-    @inline(__always)
-    private func drain(_ body: (Int) -> Void, _ count: Int) {
-        while true {
-            let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
-            if index >= count { return }
-            body(index)
+    private final class Core: @unchecked Sendable {
+        let threadCount: Int
+        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        /// Held for the whole of a parallel run: one run at a time uses the workers.
+        private let runLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private var generation = 0
+        private var running = 0
+        private var shuttingDown = false
+        private var body: ((Int) -> Void)?
+        private var iterations = 0
+        private let nextIndex = Atomic<Int>(0)
+
+        init(threadCount: Int) {
+            self.threadCount = threadCount
+            pthread_mutex_init(mutex, nil)
+            pthread_mutex_init(runLock, nil)
+            pthread_cond_init(wake, nil)
+            pthread_cond_init(finished, nil)
         }
-    }
 
-    private func workerLoop() {
-        var seen = 0
-        pthread_mutex_lock(mutex)
-        while true {
-            while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
-            if shuttingDown { break }
-            seen = generation
-            let body = self.body!
-            let count = iterations
-            pthread_mutex_unlock(mutex)
-            drain(body, count)
+        deinit {
+            pthread_mutex_destroy(mutex)
+            pthread_mutex_destroy(runLock)
+            pthread_cond_destroy(wake)
+            pthread_cond_destroy(finished)
+            mutex.deallocate()
+            runLock.deallocate()
+            wake.deallocate()
+            finished.deallocate()
+        }
+
+        func shutDown() {
             pthread_mutex_lock(mutex)
-            running -= 1
-            if running == 0 { pthread_cond_signal(finished) }
+            shuttingDown = true
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
         }
-        pthread_mutex_unlock(mutex)
+
+        func tryBeginRun() -> Bool { pthread_mutex_trylock(runLock) == 0 }
+
+        /// Runs a loop with the run lock held (``tryBeginRun()``), and releases it.
+        func run(_ count: Int, _ job: @escaping (Int) -> Void) {
+            defer { pthread_mutex_unlock(runLock) }
+            pthread_mutex_lock(mutex)
+            body = job
+            iterations = count
+            nextIndex.store(0, ordering: .relaxed)
+            running = threadCount - 1
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+
+            drain(job, count)
+
+            pthread_mutex_lock(mutex)
+            while running > 0 { pthread_cond_wait(finished, mutex) }
+            body = nil
+            pthread_mutex_unlock(mutex)
+        }
+
+        @inline(__always)
+        private func drain(_ body: (Int) -> Void, _ count: Int) {
+            while true {
+                let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+                if index >= count { return }
+                body(index)
+            }
+        }
+
+        func workerLoop() {
+            var seen = 0
+            pthread_mutex_lock(mutex)
+            while true {
+                while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
+                if shuttingDown { break }
+                seen = generation
+                let body = self.body!
+                let count = iterations
+                pthread_mutex_unlock(mutex)
+                drain(body, count)
+                pthread_mutex_lock(mutex)
+                running -= 1
+                if running == 0 { pthread_cond_signal(finished) }
+            }
+            pthread_mutex_unlock(mutex)
+        }
     }
 }
