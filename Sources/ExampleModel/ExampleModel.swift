@@ -1,1 +1,0 @@
-// The ExampleModel module: see Dataset, MLP and MatMul.

@@ -1,0 +1,319 @@
+import Optim
+
+/// Single-precision matrix multiplication over contiguous row-major buffers, for the example
+/// model's layers.
+///
+/// ``gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)`` computes
+///
+///     C ← op(A) · op(B)          or, with `accumulate`,     C ← C + op(A) · op(B)
+///
+/// where op(A) is m × k and op(B) is k × n, each either the matrix as stored or its transpose.
+/// With PyTorch's `nn.Linear` layout (weight W of shape [out, in]) the three products of a
+/// layer are Y = X·Wᵀ (`transposeB`), dW = dYᵀ·X (`transposeA`) and dX = dY·W (neither).
+///
+/// The method is the one of GotoBLAS / BLIS (Goto & van de Geijn, "Anatomy of
+/// High-Performance Matrix Multiplication", ACM TOMS 34(3), 2008): blocks of op(A) and op(B) are
+/// packed into contiguous panels, and a 6 × 16 micro-kernel keeps a tile of C in six
+/// `SIMD16<Float>` registers while it streams the panels.
+///
+/// Every element of C is the sum over k taken in order, starting from 0 (or from C's value when
+/// accumulating), one multiply then one add per term — the arithmetic of the naive loop
+/// `for p in 0..<k { c += a[i][p] * b[p][j] }`. No element is ever split between threads, so the
+/// result is the same, bit for bit, whatever the thread count and whatever the blocking.
+/// Products of fewer than ``parallelThreshold`` multiply-adds run on the calling thread.
+public enum MatMul {
+    /// Rows of the micro-kernel's tile of C.
+    static let tileRows = 6
+    /// Columns of the micro-kernel's tile of C: one `SIMD16<Float>`.
+    static let tileColumns = 16
+    /// Depth (k) of a packed block: a 256 × 16 panel of op(B) is 16 KB, in L1.
+    static let blockDepth = 256
+    /// Rows of a packed block of op(A) (a multiple of ``tileRows``): 72 × 256 floats, 72 KB, in L2.
+    static let blockRows = 72
+    /// Columns of a packed block of op(B) (a multiple of ``tileColumns``).
+    static let blockColumns = 256
+
+    /// Below this many multiply-adds (m · n · k) a product runs on the calling thread alone:
+    /// 2²⁰ take about 50–100 µs on one core, where waking the pool and waiting for the slowest
+    /// part (a worker the OS has descheduled, on a shared machine) costs more than it saves.
+    public static let parallelThreshold = 1 << 20
+
+    typealias Vector = SIMD16<Float>
+
+    /// Reusable scratch memory for the packed panels, and the job handed to the thread pool.
+    ///
+    /// Give the same workspace to every call of a hot loop and the calls allocate nothing once it
+    /// has grown to the largest product. A workspace serves one call at a time.
+    public final class Workspace: @unchecked Sendable {
+        fileprivate var storage: UnsafeMutablePointer<Float>?
+        fileprivate var capacity = 0
+        fileprivate var problem: Problem?
+        /// Made once, so that handing it to the pool allocates nothing.
+        fileprivate lazy var job: (Int) -> Void = { [unowned self] part in self.runPart(part) }
+
+        /// An empty workspace; it grows on first use.
+        public init() {}
+
+        deinit { storage.map { UnsafeMutableRawPointer($0).deallocate() } }
+
+        fileprivate func reserve(_ count: Int) -> UnsafeMutablePointer<Float> {
+            if let storage, capacity >= count { return storage }
+            storage.map { UnsafeMutableRawPointer($0).deallocate() }
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+            let pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+            storage = pointer
+            capacity = count
+            return pointer
+        }
+
+        fileprivate func runPart(_ part: Int) {
+            let p = problem!
+            let first = part * p.partSize
+            let last = min(first + p.partSize, p.splitRows ? p.m : p.n)
+            let rows = p.splitRows ? first..<last : 0..<p.m
+            let columns = p.splitRows ? 0..<p.n : first..<last
+            MatMul.multiplyBlock(p, rows: rows, columns: columns, scratch: storage! + part * p.scratchPerPart)
+        }
+    }
+
+    /// One call's operands, read by the parts running on the pool.
+    fileprivate struct Problem {
+        var m: Int, n: Int, k: Int
+        var a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+        var transposeA: Bool, transposeB: Bool, accumulate: Bool
+        /// Whether the parts are runs of rows of C (else runs of columns), each `partSize` long.
+        var splitRows = true
+        var partSize = 0
+        /// Floats of scratch per part, and the sizes of its packed blocks.
+        var scratchPerPart = 0
+        var packedARows = 0, packedBColumns = 0, depth = 0
+    }
+
+    /// C ← op(A)·op(B), or C ← C + op(A)·op(B) when `accumulate`; all row-major and contiguous.
+    ///
+    /// - Parameters:
+    ///   - m: rows of op(A) and of C.
+    ///   - n: columns of op(B) and of C.
+    ///   - k: columns of op(A), rows of op(B).
+    ///   - a: A, stored m × k, or k × m when `transposeA` (op(A) = Aᵀ).
+    ///   - b: B, stored k × n, or n × k when `transposeB` (op(B) = Bᵀ).
+    ///   - c: C, m × n; must not overlap A or B.
+    ///   - accumulate: add to C instead of overwriting it (BLAS's β = 1 rather than 0).
+    ///   - workspace: scratch to reuse across calls; `nil` allocates a temporary one.
+    ///   - pool: the threads for products of at least ``parallelThreshold`` multiply-adds.
+    ///
+    /// The buffers must hold at least m·k, k·n and m·n elements: a shorter buffer is a programming
+    /// error and traps, as an out-of-range array index does.
+    public static func gemm(
+        m: Int, n: Int, k: Int,
+        _ a: UnsafeBufferPointer<Float>, transposeA: Bool,
+        _ b: UnsafeBufferPointer<Float>, transposeB: Bool,
+        _ c: UnsafeMutableBufferPointer<Float>, accumulate: Bool = false,
+        workspace: Workspace? = nil, pool: ThreadPool = .shared
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "MatMul.gemm: negative dimension")
+        let (mk, o1) = m.multipliedReportingOverflow(by: k)
+        let (kn, o2) = k.multipliedReportingOverflow(by: n)
+        let (mn, o3) = m.multipliedReportingOverflow(by: n)
+        precondition(!o1 && !o2 && !o3 && a.count >= mk && b.count >= kn && c.count >= mn,
+                     "MatMul.gemm: buffers smaller than the \(m)×\(k) · \(k)×\(n) product")
+        guard m > 0, n > 0 else { return }
+        guard k > 0 else {
+            if !accumulate { c.baseAddress!.update(repeating: 0, count: mn) }
+            return
+        }
+        let workspace = workspace ?? Workspace()
+        var p = Problem(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!,
+                        transposeA: transposeA, transposeB: transposeB, accumulate: accumulate)
+
+        // Split the longer side of C into equal runs of whole tiles, one per thread.
+        let (work, overflow) = mn.multipliedReportingOverflow(by: k)
+        p.splitRows = m >= n
+        let unit = p.splitRows ? tileRows : tileColumns
+        let units = ((p.splitRows ? m : n) + unit - 1) / unit
+        let parts = (overflow || work >= parallelThreshold) ? min(pool.threadCount, units) : 1
+        p.partSize = (units + parts - 1) / parts * unit
+        let partCount = ((p.splitRows ? m : n) + p.partSize - 1) / p.partSize
+
+        // Scratch of one part: a block of op(A), a block of op(B), one edge tile.
+        p.depth = min(k, blockDepth)
+        p.packedARows = min(blockRows, roundUp(p.splitRows ? p.partSize : m, tileRows))
+        p.packedBColumns = min(blockColumns, roundUp(p.splitRows ? n : p.partSize, tileColumns))
+        p.scratchPerPart = roundUp(p.depth * (p.packedARows + p.packedBColumns) + tileRows * tileColumns, 16)
+        _ = workspace.reserve(p.scratchPerPart * partCount)
+        workspace.problem = p
+
+        if partCount == 1 {
+            workspace.runPart(0)
+        } else {
+            pool.run(partCount, workspace.job)
+        }
+        workspace.problem = nil
+    }
+
+    @inline(__always)
+    static func roundUp(_ value: Int, _ multiple: Int) -> Int { (value + multiple - 1) / multiple * multiple }
+
+    /// Computes the block `rows × columns` of C: the loops around the micro-kernel.
+    fileprivate static func multiplyBlock(_ p: Problem, rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        let packedA = scratch
+        let packedB = scratch + p.depth * p.packedARows
+        let edgeTile = packedB + p.depth * p.packedBColumns
+        var depthStart = 0
+        while depthStart < p.k {
+            let depth = min(blockDepth, p.k - depthStart)
+            let load = p.accumulate || depthStart > 0
+            var columnStart = columns.lowerBound
+            while columnStart < columns.upperBound {
+                let columnCount = min(p.packedBColumns, columns.upperBound - columnStart)
+                packB(p, depthStart: depthStart, depth: depth, columnStart: columnStart, columnCount: columnCount, into: packedB)
+                var rowStart = rows.lowerBound
+                while rowStart < rows.upperBound {
+                    let rowCount = min(p.packedARows, rows.upperBound - rowStart)
+                    packA(p, rowStart: rowStart, rowCount: rowCount, depthStart: depthStart, depth: depth, into: packedA)
+                    var j = 0
+                    while j < columnCount {
+                        let tileWidth = min(tileColumns, columnCount - j)
+                        let bPanel = UnsafePointer(packedB + j * depth)
+                        var i = 0
+                        while i < rowCount {
+                            let tileHeight = min(tileRows, rowCount - i)
+                            let aPanel = UnsafePointer(packedA + i * depth)
+                            let cTile = p.c + (rowStart + i) * p.n + columnStart + j
+                            if tileHeight == tileRows && tileWidth == tileColumns {
+                                kernel(depth, aPanel, bPanel, cTile, p.n, load: load)
+                            } else {
+                                edge(depth, aPanel, bPanel, cTile, p.n, load: load, height: tileHeight, width: tileWidth, tile: edgeTile)
+                            }
+                            i += tileRows
+                        }
+                        j += tileColumns
+                    }
+                    rowStart += rowCount
+                }
+                columnStart += columnCount
+            }
+            depthStart += depth
+        }
+    }
+
+    /// Packs op(A)[rowStart..., depthStart...] into panels of ``tileRows`` rows: for each k, the
+    /// panel's rows side by side; rows past the end are zero.
+    @inline(__always)
+    fileprivate static func packA(_ p: Problem, rowStart: Int, rowCount: Int, depthStart: Int, depth: Int, into packed: UnsafeMutablePointer<Float>) {
+        var panel = 0
+        while panel < rowCount {
+            let out = packed + panel * depth
+            let height = min(tileRows, rowCount - panel)
+            let firstRow = rowStart + panel
+            if p.transposeA {
+                // A is k × m: op(A)[i][q] = A[q][i], the panel's rows are contiguous in A.
+                for q in 0..<depth {
+                    let source = p.a + (depthStart + q) * p.m + firstRow
+                    let target = out + q * tileRows
+                    for r in 0..<height { target[r] = source[r] }
+                    for r in height..<tileRows { target[r] = 0 }
+                }
+            } else {
+                for r in 0..<tileRows {
+                    if r < height {
+                        let source = p.a + (firstRow + r) * p.k + depthStart
+                        for q in 0..<depth { out[q * tileRows + r] = source[q] }
+                    } else {
+                        for q in 0..<depth { out[q * tileRows + r] = 0 }
+                    }
+                }
+            }
+            panel += tileRows
+        }
+    }
+
+    /// Packs op(B)[depthStart..., columnStart...] into panels of ``tileColumns`` columns: for each
+    /// k, the panel's 16 values contiguous; columns past the end are zero.
+    @inline(__always)
+    fileprivate static func packB(_ p: Problem, depthStart: Int, depth: Int, columnStart: Int, columnCount: Int, into packed: UnsafeMutablePointer<Float>) {
+        var panel = 0
+        while panel < columnCount {
+            let out = packed + panel * depth
+            let width = min(tileColumns, columnCount - panel)
+            let firstColumn = columnStart + panel
+            if p.transposeB {
+                // B is n × k: op(B)[q][j] = B[j][q], each column of the panel is a row of B.
+                for j in 0..<tileColumns {
+                    if j < width {
+                        let source = p.b + (firstColumn + j) * p.k + depthStart
+                        for q in 0..<depth { out[q * tileColumns + j] = source[q] }
+                    } else {
+                        for q in 0..<depth { out[q * tileColumns + j] = 0 }
+                    }
+                }
+            } else if width == tileColumns {
+                for q in 0..<depth {
+                    let source = UnsafeRawPointer(p.b + (depthStart + q) * p.n + firstColumn)
+                    UnsafeMutableRawPointer(out + q * tileColumns).storeBytes(of: source.loadUnaligned(as: Vector.self), as: Vector.self)
+                }
+            } else {
+                for q in 0..<depth {
+                    let source = p.b + (depthStart + q) * p.n + firstColumn
+                    let target = out + q * tileColumns
+                    for j in 0..<width { target[j] = source[j] }
+                    for j in width..<tileColumns { target[j] = 0 }
+                }
+            }
+            panel += tileColumns
+        }
+    }
+
+    /// A partial tile at the bottom or right edge of C: computed in a full scratch tile, of which
+    /// only the valid part is read from and written back to C.
+    @inline(never)
+    static func edge(_ depth: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     load: Bool, height: Int, width: Int, tile: UnsafeMutablePointer<Float>) {
+        tile.update(repeating: 0, count: tileRows * tileColumns)
+        if load {
+            for r in 0..<height { (tile + r * tileColumns).update(from: c + r * ldc, count: width) }
+        }
+        kernel(depth, a, b, tile, tileColumns, load: load)
+        for r in 0..<height { (c + r * ldc).update(from: tile + r * tileColumns, count: width) }
+    }
+
+    /// The micro-kernel: a 6 × 16 tile of C, in registers, plus the product of a packed 6 × depth
+    /// panel of op(A) and a packed depth × 16 panel of op(B).
+    @inline(__always)
+    static func kernel(_ depth: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool) {
+        var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
+        if load {
+            c0 = loadVector(c); c1 = loadVector(c + ldc); c2 = loadVector(c + 2 * ldc)
+            c3 = loadVector(c + 3 * ldc); c4 = loadVector(c + 4 * ldc); c5 = loadVector(c + 5 * ldc)
+        }
+        var a = a, b = b
+        for _ in 0..<depth {
+            let row = loadVector(b)
+            c0 += Vector(repeating: a[0]) * row
+            c1 += Vector(repeating: a[1]) * row
+            c2 += Vector(repeating: a[2]) * row
+            c3 += Vector(repeating: a[3]) * row
+            c4 += Vector(repeating: a[4]) * row
+            c5 += Vector(repeating: a[5]) * row
+            a += tileRows
+            b += tileColumns
+        }
+        storeVector(c0, c); storeVector(c1, c + ldc); storeVector(c2, c + 2 * ldc)
+        storeVector(c3, c + 3 * ldc); storeVector(c4, c + 4 * ldc); storeVector(c5, c + 5 * ldc)
+    }
+
+    @inline(__always)
+    static func loadVector(_ pointer: UnsafePointer<Float>) -> Vector {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+    }
+
+    @inline(__always)
+    static func loadVector(_ pointer: UnsafeMutablePointer<Float>) -> Vector {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+    }
+
+    @inline(__always)
+    static func storeVector(_ vector: Vector, _ pointer: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: Vector.self)
+    }
+}
