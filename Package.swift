@@ -8,6 +8,9 @@ let package = Package(
         .library(name: "Optim", targets: ["Optim"]),
         .executable(name: "optim", targets: ["optim"]),
     ],
+    traits: [
+        .trait(name: "MPI", description: "Distributed training over Open MPI (OptimMPI): needs libopenmpi-dev (pkg-config ompi-c)"),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -34,6 +37,7 @@ let package = Package(
         .target(
             name: "ExampleModel",
             dependencies: ["Optim"],
+            exclude: ["Resources/DIGITS.md"],
             resources: [.copy("Resources/digits.csv")]
         ),
         // The training loop around an optimizer and a model: run folders, charts, reports.
@@ -62,6 +66,17 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             exclude: []
+        ),
+        // Open MPI's C API, for the MPI trait only: pkg-config `ompi-c` and a shim for the
+        // handles Swift cannot import (MPI_COMM_WORLD, MPI_SUM, MPI_FLOAT, …).
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]),
+        // MPICommunicator over Open MPI with `--traits MPI`; without it, only the stubs that say so.
+        .target(name: "OptimMPI", dependencies: ["Optim", .target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
+        // The MPI test runner, under mpirun (tools/mpi/run-tests.sh) or in-process (`--local N`).
+        .executableTarget(
+            name: "optim-mpi-tests",
+            dependencies: ["Optim", "OptimMPI", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+            path: "Tests/MPITests"
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
         .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim"]),

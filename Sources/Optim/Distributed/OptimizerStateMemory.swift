@@ -1,0 +1,45 @@
+/// What the sharded optimizer needs from the optimizer it runs on a shard, beyond ``Optimizer``:
+/// the size of its state and a way to record a step skipped for a non-finite gradient that only
+/// the full gradient shows.
+protocol ShardableOptimizer: Optimizer {
+    /// Float32 elements held in optimizer state buffers (moments, momentum, slow weights, …).
+    var stateElementCount: Int { get }
+    /// Does what a step under ``NonFinitePolicy/skipStep`` does on a non-finite gradient: counts
+    /// a skipped step and drops the pending gradient factors, touching nothing else.
+    func recordSkippedStep()
+    /// Whether everything it wraps is shardable too.
+    var isShardable: Bool { get }
+}
+
+extension GradientOptimizer: ShardableOptimizer {
+    var isShardable: Bool { true }
+
+    var stateElementCount: Int { slots.reduce(0) { total, slot in slot.state.reduce(total) { $0 + $1.count } } }
+
+    func recordSkippedStep() {
+        skippedSteps += 1
+        for index in slots.indices { slots[index].gradientScale = 1 }
+    }
+}
+
+extension Lookahead: ShardableOptimizer {
+    var isShardable: Bool { (base as? any ShardableOptimizer)?.isShardable ?? false }
+
+    var stateElementCount: Int {
+        slowWeights.reduce(0) { $0 + $1.count } + ((base as? any ShardableOptimizer)?.stateElementCount ?? 0)
+    }
+
+    func recordSkippedStep() { (base as? any ShardableOptimizer)?.recordSkippedStep() }
+}
+
+extension Optimizer {
+    /// Bytes of optimizer state this optimizer holds on this rank: its moments, momentum buffers,
+    /// slow weights, … (4 bytes per element, alignment padding not counted); `nil` for an
+    /// optimizer type the library does not know. A ``ShardedOptimizer`` reports its shard's.
+    ///
+    /// For Adam on `N` parameters this is `8N` bytes (two moments); sharded over `W` ranks,
+    /// about `8N / W` on each.
+    public var optimizerStateBytes: Int? {
+        (self as? any ShardableOptimizer).map { $0.stateElementCount * MemoryLayout<Float>.stride }
+    }
+}

@@ -1,0 +1,398 @@
+// The MPI test runner: the distributed-training equivalence checks over real MPI processes.
+//
+//   mpirun -np 3 optim-mpi-tests          every check over MPI_COMM_WORLD (needs --traits MPI)
+//   mpirun -np 2 optim-mpi-tests --abort-check
+//                                          the last rank fails; the job must end (MPI_Abort), not hang
+//   optim-mpi-tests --local 3              the same checks over in-process ranks (any build)
+//
+// Each rank computes the single-process reference itself (it knows every rank's synthetic
+// gradients). Gradients are small multiples of 2⁻¹⁰, so their sum over ranks is exact whatever
+// order MPI adds them in, and parameters and state can be compared bit for bit; metrics, summed
+// in Double across ranks, within 1e-6. Rank 0 prints; any rank's failure is printed to standard
+// error and makes every rank exit with status 1.
+import Foundation
+import Optim
+import OptimMPI
+#if MPI
+import CMPI
+#endif
+
+struct RunnerError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Failures of this rank, counted per check and summed over ranks when the check ends.
+final class Checks {
+    let communicator: any Communicator
+    private(set) var failures = 0
+    private var checkFailures = 0
+
+    init(_ communicator: any Communicator) { self.communicator = communicator }
+
+    func say(_ text: String) { if communicator.isRoot { print(text) } }
+
+    func expect(_ condition: Bool, _ message: @autoclosure () -> String) {
+        guard !condition else { return }
+        checkFailures += 1
+        if checkFailures <= 5 { FileHandle.standardError.write(Data("rank \(communicator.rank): FAILED: \(message())\n".utf8)) }
+    }
+
+    /// Runs one check; an unexpected error ends the job (the ranks could not stay in step).
+    func check(_ name: String, _ body: () throws -> Void) throws {
+        checkFailures = 0
+        let started = Date()
+        try communicator.abortingOnError { try body() }
+        var total = [Double(checkFailures)]
+        try total.withUnsafeMutableBufferPointer { buffer throws(DistributedError) in try communicator.allreduceSum(buffer) }
+        failures += Int(total[0])
+        say("\(total[0] == 0 ? "PASS" : "FAIL") \(name) (\(String(format: "%.2f", Date().timeIntervalSince(started))) s\(total[0] == 0 ? "" : ", \(Int(total[0])) failure(s) over all ranks"))")
+    }
+}
+
+/// Small deterministic numbers (a 64-bit LCG), identical on every rank and run.
+struct Numbers {
+    var state: UInt64
+    mutating func next() -> Float {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(state >> 40) % 2001 - 1000) / 1000
+    }
+}
+
+struct Scenario {
+    var configuration: OptimizerConfiguration
+    var shapes: [(name: String, shape: [Int])] = [("w1", [7, 5]), ("b1", [7]), ("w2", [3, 7]), ("b2", [3]), ("scale", [])]
+    var steps = 20
+    var bucketBytes = 40
+    var maxNorm: Double? = 0.5
+    var metricsSteps: Set<Int> = [0, 9, 19]
+
+    init(_ name: String) {
+        configuration = OptimizerConfiguration(name: name, hyperparameters: name == "lookahead" ? ["k": .number(3)] : ["lr": .number(0.01)],
+                                               base: name == "lookahead" ? OptimizerConfiguration(name: "adamw") : nil)
+    }
+
+    func makeParameters(rank: Int) throws -> [Parameter] {
+        var numbers = Numbers(state: 99 + UInt64(rank))
+        return try shapes.map { entry in try Parameter(name: entry.name, shape: entry.shape, values: (0..<entry.shape.reduce(1, *)).map { _ in numbers.next() }) }
+    }
+
+    func groups(_ parameters: [Parameter]) -> [ParameterGroupConfiguration] {
+        ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
+    }
+
+    /// A multiple of 2⁻¹⁰ below 1 in magnitude: sums over ranks are exact in any order.
+    func gradient(step: Int, rank: Int, index: Int, count: Int) -> [Float]? {
+        if index == 3, rank == 1, step % 3 == 1 { return nil }
+        if index == 4, step == 5 { return nil }
+        return (0..<count).map { Float((step * 131 + rank * 17 + index * 7 + $0 * 3) % 2001 - 1000) / 1024 }
+    }
+
+    func schedule() -> any LearningRateSchedule { SequentialSchedule.warmupCosine(warmupSteps: 3, totalSteps: steps, floor: 0.1) }
+}
+
+struct Outcome {
+    var values: [[Float]] = []
+    var snapshot: OptimizerSnapshot?
+    var metrics: [Int: OptimizerMetrics] = [:]
+    var norms: [Double] = []
+}
+
+func reference(_ scenario: Scenario, ranks: Int) throws -> Outcome {
+    let parameters = try scenario.makeParameters(rank: 0)
+    let optimizer = try OptimizerRegistry.makeOptimizer(scenario.configuration, groups: scenario.groups(parameters))
+    let scheduler = try LearningRateScheduler(optimizer, schedule: scenario.schedule())
+    var outcome = Outcome()
+    for step in 0..<scenario.steps {
+        for (index, parameter) in parameters.enumerated() {
+            let gradients = (0..<ranks).compactMap { scenario.gradient(step: step, rank: $0, index: index, count: parameter.count) }
+            guard !gradients.isEmpty else {
+                parameter.zeroGradient()
+                continue
+            }
+            var sum = [Float](repeating: 0, count: parameter.count)
+            for gradient in gradients { for element in sum.indices { sum[element] += gradient[element] } }
+            try parameter.setGradient(sum.map { $0 / Float(ranks) })
+        }
+        if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
+        if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
+        try scheduler.step()
+    }
+    outcome.values = parameters.map(\.valueArray)
+    outcome.snapshot = optimizer.snapshot()
+    return outcome
+}
+
+func distributed(_ scenario: Scenario, on communicator: any Communicator, sharded: Bool) throws -> Outcome {
+    let parameters = try scenario.makeParameters(rank: communicator.rank)
+    let dataParallel = try DataParallel(parameters, communicator: communicator, bucketBytes: scenario.bucketBytes)
+    let optimizer: any Optimizer = sharded
+        ? try ShardedOptimizer(scenario.configuration, groups: scenario.groups(parameters), communicator: communicator, bucketBytes: scenario.bucketBytes)
+        : try OptimizerRegistry.makeOptimizer(scenario.configuration, groups: scenario.groups(parameters))
+    let scheduler = try LearningRateScheduler(optimizer, schedule: scenario.schedule())
+    var outcome = Outcome()
+    for step in 0..<scenario.steps {
+        for (index, parameter) in parameters.enumerated() {
+            if let gradient = scenario.gradient(step: step, rank: communicator.rank, index: index, count: parameter.count) {
+                try parameter.setGradient(gradient)
+            } else {
+                parameter.zeroGradient()
+            }
+        }
+        try dataParallel.averageGradients()
+        if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
+        if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
+        try scheduler.step()
+    }
+    outcome.values = parameters.map(\.valueArray)
+    outcome.snapshot = try (optimizer as? ShardedOptimizer)?.gatherSnapshot() ?? optimizer.snapshot()
+    return outcome
+}
+
+func bits(_ values: [[Float]]) -> [[UInt32]] { values.map { $0.map(\.bitPattern) } }
+
+func compare(_ got: Outcome, _ want: Outcome, _ what: String, _ checks: Checks) {
+    checks.expect(bits(got.values) == bits(want.values), "\(what): parameters differ from the single process")
+    checks.expect(got.snapshot == want.snapshot, "\(what): optimizer state differs from the single process")
+    checks.expect(got.norms.map(\.bitPattern) == want.norms.map(\.bitPattern), "\(what): clipping norms differ: \(got.norms.prefix(3)) vs \(want.norms.prefix(3))")
+    checks.expect(got.metrics.keys.sorted() == want.metrics.keys.sorted(), "\(what): metrics at other steps")
+    for (step, metrics) in want.metrics {
+        let expected = metrics.values, actual = got.metrics[step]?.values ?? [:]
+        checks.expect(actual.keys.sorted() == expected.keys.sorted(), "\(what) step \(step): metric names differ")
+        for (key, value) in expected {
+            let other = actual[key] ?? .nan
+            checks.expect(abs(other - value) <= 1e-9 + 1e-6 * abs(value), "\(what) step \(step) \(key): \(other) vs \(value)")
+        }
+    }
+}
+
+func expectMismatch(_ checks: Checks, _ what: String, _ body: () throws -> Void, mentioning: String) {
+    do {
+        try body()
+        checks.expect(false, "\(what): no error")
+    } catch let DistributedError.parameterMismatch(message) {
+        checks.expect(message.contains(mentioning), "\(what): message '\(message)' does not mention '\(mentioning)'")
+        if checks.communicator.isRoot { print("    rank 0 says: \(DistributedError.parameterMismatch(message))") }
+    } catch {
+        checks.expect(false, "\(what): expected a parameter mismatch, got \(error)")
+    }
+}
+
+func runAll(on communicator: any Communicator) throws -> Int {
+    let checks = Checks(communicator)
+    let ranks = communicator.size
+    checks.say("optim-mpi-tests: \(ranks) rank(s)")
+
+    try checks.check("data parallel = single process, every optimizer of the registry, 20 steps") {
+        for name in OptimizerRegistry.names {
+            let scenario = Scenario(name)
+            compare(try distributed(scenario, on: communicator, sharded: false), try reference(scenario, ranks: ranks), name, checks)
+        }
+    }
+    try checks.check("sharded state (ZeRO-1) = single process, every optimizer of the registry, 20 steps") {
+        for name in OptimizerRegistry.names {
+            let scenario = Scenario(name)
+            compare(try distributed(scenario, on: communicator, sharded: true), try reference(scenario, ranks: ranks), "\(name) sharded", checks)
+        }
+    }
+    try checks.check("sharded = unsharded data parallel (adamw, default bucket size)") {
+        var scenario = Scenario("adamw")
+        scenario.bucketBytes = DataParallel.defaultBucketBytes
+        compare(try distributed(scenario, on: communicator, sharded: true), try distributed(scenario, on: communicator, sharded: false), "adamw", checks)
+    }
+    try checks.check("reduced metrics = single-process metrics at every step (adamw, sgd with momentum, lion)") {
+        for name in ["adamw", "sgd", "lion"] {
+            var scenario = Scenario(name)
+            if name == "sgd" { scenario.configuration.hyperparameters["momentum"] = .number(0.9) }
+            scenario.metricsSteps = Set(0..<scenario.steps)
+            compare(try distributed(scenario, on: communicator, sharded: true), try reference(scenario, ranks: ranks), "\(name) metrics", checks)
+        }
+    }
+    try checks.check("uneven partition of 67 elements over \(ranks) ranks") {
+        let scenario = Scenario("adam")
+        let parameters = try scenario.makeParameters(rank: communicator.rank)
+        let optimizer = try ShardedOptimizer(scenario.configuration, parameters: parameters, communicator: communicator)
+        let sizes = optimizer.partition.map(\.count)
+        checks.expect(sizes.reduce(0, +) == 67 && sizes.max()! - sizes.min()! <= 1, "partition \(optimizer.partition)")
+        checks.expect(zip(optimizer.partition, optimizer.partition.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "contiguous")
+        let held = try parameters.map { try optimizer.shardRange(of: $0).count }
+        checks.expect(held.reduce(0, +) == sizes[communicator.rank], "rank \(communicator.rank) holds \(held)")
+        checks.say("    partition \(optimizer.partition.map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ")); rank 0 holds \(held) of \(parameters.map(\.count))")
+    }
+    if ranks > 1 {
+        try checks.check("different parameters on one rank: a clear error on every rank") {
+            let odd = ranks - 1
+            expectMismatch(checks, "shapes", {
+                let shapes: [(String, [Int])] = [("w1", [7, 5]), ("b1", [7]), ("w2", [3, 7]), ("b2", [communicator.rank == odd ? 4 : 3])]
+                _ = try DataParallel(try shapes.map { try Parameter(name: $0.0, shape: $0.1) }, communicator: communicator)
+            }, mentioning: "rank \(odd) differs from rank 0")
+            expectMismatch(checks, "optimizer settings", {
+                let lr = communicator.rank == odd ? 0.002 : 0.001
+                _ = try ShardedOptimizer(OptimizerConfiguration(name: "adamw", hyperparameters: ["lr": .number(lr)]),
+                                         parameters: try Scenario("adamw").makeParameters(rank: 0), communicator: communicator)
+            }, mentioning: "rank \(odd) differs from rank 0")
+        }
+    }
+    try checks.check("checkpoints: sharded → file → unsharded, and back into a sharded run") {
+        var scenario = Scenario("lookahead")
+        scenario.steps = 8
+        scenario.maxNorm = nil
+        scenario.metricsSteps = []
+        var folder = ""
+        if communicator.isRoot {
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("optim-mpi-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            folder = url.path
+        }
+        folder = try communicator.broadcast(folder, from: 0)  // one machine: the same temporary folder
+        let file = URL(fileURLWithPath: folder).appendingPathComponent("sharded.safetensors")
+        let parameters = try scenario.makeParameters(rank: communicator.rank)
+        let dataParallel = try DataParallel(parameters, communicator: communicator)
+        let sharded = try ShardedOptimizer(scenario.configuration, groups: scenario.groups(parameters), communicator: communicator)
+        for step in 0..<scenario.steps {
+            for (index, parameter) in parameters.enumerated() {
+                try parameter.setGradient(scenario.gradient(step: step, rank: communicator.rank, index: index, count: parameter.count) ?? .init(repeating: 0, count: parameter.count))
+            }
+            try dataParallel.averageGradients()
+            try sharded.step()
+        }
+        try sharded.saveCheckpoint(to: file)
+        let gathered = try sharded.gatherSnapshot()
+        try communicator.barrier()  // the file is written
+        let plainParameters = try scenario.makeParameters(rank: 7)
+        let plain = try OptimizerRegistry.makeOptimizer(scenario.configuration, groups: scenario.groups(plainParameters))
+        try Checkpoint.load(from: file, into: plain)
+        checks.expect(plain.snapshot() == gathered, "the unsharded optimizer loads the sharded state")
+        checks.expect(bits(plainParameters.map(\.valueArray)) == bits(parameters.map(\.valueArray)), "the unsharded model loads the sharded run's parameters")
+        let againParameters = try scenario.makeParameters(rank: 8)
+        let again = try ShardedOptimizer(scenario.configuration, groups: scenario.groups(againParameters), communicator: communicator)
+        try Checkpoint.load(from: file, into: again)
+        checks.expect(try again.gatherSnapshot() == gathered, "a sharded optimizer loads it back")
+        try communicator.barrier()
+        if communicator.isRoot { try? FileManager.default.removeItem(atPath: folder) }
+    }
+    try checks.check("optimizer state memory per rank (AdamW, 1,000,000 parameters)") {
+        let count = 1_000_000
+        var numbers = Numbers(state: 5)
+        let shapes = [("embedding", [1000, 600]), ("hidden", [600, 600]), ("bias", [40_000])]
+        let parameters = try shapes.map { try Parameter(name: $0.0, shape: $0.1, values: (0..<$0.1.reduce(1, *)).map { _ in numbers.next() }) }
+        let dataParallel = try DataParallel(parameters, communicator: communicator)
+        let sharded = try ShardedOptimizer(OptimizerConfiguration(name: "adamw"), parameters: parameters, communicator: communicator)
+        for parameter in parameters { try parameter.setGradient((0..<parameter.count).map { Float($0 % 7) / 8 }) }
+        try dataParallel.averageGradients()
+        var before = FloatStorage.liveBytes
+        try sharded.step()
+        let shardedMeasured = FloatStorage.liveBytes - before
+        var timings: [Double] = []
+        for _ in 0..<5 {
+            let started = Date()
+            try dataParallel.averageGradients()
+            try sharded.step()
+            timings.append(Date().timeIntervalSince(started))
+        }
+        let plain = try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adamw"), parameters: parameters)
+        before = FloatStorage.liveBytes
+        try plain.step()
+        let plainMeasured = FloatStorage.liveBytes - before
+        let perRank = try communicator.allgather([Int64(shardedMeasured), Int64(sharded.optimizerStateBytes ?? -1)])
+        checks.expect(sharded.optimizerStateBytes! == 8 * sharded.shard.count, "two moments of 4 bytes for each of \(sharded.shard.count) elements")
+        // The allocation counter is per process: with in-process ranks it sees all of them at once.
+        let onePerProcess = !(communicator is LocalCommunicator)
+        checks.expect(!onePerProcess || abs(Double(shardedMeasured) - Double(plainMeasured) / Double(ranks)) <= 0.01 * Double(plainMeasured) / Double(ranks) + 4096,
+                      "measured \(shardedMeasured) bytes sharded, \(plainMeasured) unsharded")
+        if !onePerProcess { checks.say("    (in-process ranks share one allocation counter: the measured figures below mix ranks)") }
+        checks.say("    unsharded: \(plainMeasured) bytes of AdamW state allocated (\(count) parameters)")
+        for (rank, values) in perRank.enumerated() {
+            checks.say("    rank \(rank): \(values[0]) bytes allocated at the first sharded step (\(values[1]) in state buffers), \(String(format: "%.3f", Double(values[0]) / Double(plainMeasured))) of unsharded")
+        }
+        checks.say("    a data-parallel step (average + sharded AdamW step + allgather), 1M parameters: median \(String(format: "%.1f", timings.sorted()[2] * 1000)) ms")
+    }
+    #if MPI
+    if !(communicator is LocalCommunicator) {
+        try checks.check("an MPI error is thrown with MPI's message") {
+            // A negative count: refused by MPI's argument check, locally, on every rank.
+            let code = MPI_Bcast(nil, -1, cmpi_float(), 0, cmpi_comm_world())
+            checks.expect(code != cmpi_success(), "MPI_Bcast with count -1 succeeded")
+            let error = MPICommunicator.error(code: code, operation: "MPI_Bcast")
+            checks.expect("\(error)".lowercased().contains("count"), "message: \(error)")
+            checks.say("    \(error)")
+        }
+    }
+    #endif
+    // Each check added its failures over all ranks: the count is the same on every rank.
+    checks.say(checks.failures == 0 ? "all checks passed on \(ranks) rank(s)" : "\(checks.failures) failure(s) on \(ranks) rank(s)")
+    return checks.failures
+}
+
+/// The last rank fails while the others wait in a barrier: MPI_Abort must end them all.
+func abortCheck(on communicator: any Communicator) throws -> Never {
+    let parameters = try Scenario("sgd").makeParameters(rank: communicator.rank)
+    _ = try DataParallel(parameters, communicator: communicator)
+    try communicator.abortingOnError {
+        if communicator.rank == communicator.size - 1 {
+            throw RunnerError(description: "deliberate failure on rank \(communicator.rank) for the abort check")
+        }
+        try communicator.barrier()
+    }
+    print("rank \(communicator.rank): still running after the abort")
+    exit(3)
+}
+
+/// `steps` steps of gradient averaging and a sharded step (AdamW, or Lookahead when `lookahead`)
+/// over 2 in-process ranks, with nothing else allocating: run under a heap profiler with two
+/// step counts, the difference in allocations is the per-step allocation.
+func allocationCheck(steps: Int, lookahead: Bool) throws {
+    let group = try LocalCommunicatorGroup(size: 2)
+    let results = group.run { communicator in
+        let scenario = Scenario(lookahead ? "lookahead" : "adamw")
+        let parameters = try scenario.makeParameters(rank: communicator.rank)
+        let gradients = parameters.enumerated().map { index, parameter in scenario.gradient(step: 0, rank: communicator.rank, index: index, count: parameter.count)! }
+        let dataParallel = try DataParallel(parameters, communicator: communicator, bucketBytes: 40)
+        let optimizer = try ShardedOptimizer(scenario.configuration, groups: scenario.groups(parameters), communicator: communicator, bucketBytes: 40)
+        for _ in 0..<steps {
+            var index = 0
+            while index < parameters.count {  // a plain loop: an iterator allocates in debug builds
+                let storage = parameters[index].gradientStorage(zeroed: false)
+                gradients[index].withUnsafeBufferPointer { storage.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+                index += 1
+            }
+            try dataParallel.averageGradients()
+            try optimizer.step()
+        }
+        return steps
+    }
+    for result in results { _ = try result.get() }
+}
+
+func main() -> Int32 {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    do {
+        if let flag = arguments.firstIndex(of: "--allocation-check"), flag + 1 < arguments.count, let steps = Int(arguments[flag + 1]) {
+            try allocationCheck(steps: steps, lookahead: arguments.contains("--lookahead"))
+            return 0
+        }
+        if let flag = arguments.firstIndex(of: "--local") {
+            guard flag + 1 < arguments.count, let ranks = Int(arguments[flag + 1]), ranks >= 1 else {
+                print("usage: optim-mpi-tests --local N")
+                return 2
+            }
+            let group = try LocalCommunicatorGroup(size: ranks, timeout: 600)
+            let outcomes = group.run { communicator in try runAll(on: communicator) }
+            for outcome in outcomes { if case let .failure(error) = outcome { print("error: \(error)") } }
+            return outcomes.allSatisfy { (try? $0.get()) == 0 } ? 0 : 1
+        }
+        guard MPIRuntime.isAvailable else {
+            print("optim-mpi-tests was built without MPI; build with `swift build --traits MPI`, or run `optim-mpi-tests --local N`")
+            return 2
+        }
+        let communicator = try MPIRuntime.world()
+        if arguments.contains("--abort-check") { try abortCheck(on: communicator) }
+        let failures = try runAll(on: communicator)
+        try MPIRuntime.finalize()
+        return failures == 0 ? 0 : 1
+    } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        return 1
+    }
+}
+
+exit(main())
