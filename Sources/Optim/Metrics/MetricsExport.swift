@@ -29,6 +29,12 @@ extension OptimizerMetrics {
     /// One JSON Lines record: `{"step": N, …extra, "metrics": {"l2_norm/param/w": 3.2, …}}` with
     /// sorted keys; non-finite values are written as the strings "NaN", "Infinity", "-Infinity".
     public func jsonLine(step: Int, extra: [String: Double] = [:]) throws -> String {
+        try Self.jsonLine(step: step, metrics: values, extra: extra)
+    }
+
+    /// One JSON Lines record from finished metric values (``values``); `metrics` is left out when
+    /// there are none.
+    public static func jsonLine(step: Int, metrics: [String: Double], extra: [String: Double] = [:]) throws -> String {
         struct Line: Encodable {
             var step: Int
             var extra: [String: Double]
@@ -44,12 +50,12 @@ extension OptimizerMetrics {
                 var container = encoder.container(keyedBy: Key.self)
                 try container.encode(step, forKey: Key(stringValue: "step"))
                 for (key, value) in extra { try container.encode(value, forKey: Key(stringValue: key)) }
-                try container.encode(metrics, forKey: Key(stringValue: "metrics"))
+                if !metrics.isEmpty { try container.encode(metrics, forKey: Key(stringValue: "metrics")) }
             }
         }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        return String(decoding: try encoder.encode(Line(step: step, extra: extra, metrics: values)), as: UTF8.self)
+        return String(decoding: try encoder.encode(Line(step: step, extra: extra, metrics: metrics)), as: UTF8.self)
     }
 }

@@ -1,0 +1,259 @@
+import ExampleModel
+import Foundation
+import Optim
+import Safetensors
+
+/// Where a run stands, for progress displays.
+public struct TrainingProgress: Sendable {
+    public var epoch: Int
+    public var epochs: Int
+    public var step: Int
+    public var totalSteps: Int
+    /// Mean training loss and accuracy over the steps since the last record.
+    public var loss: Double
+    public var accuracy: Double
+    /// Test accuracy at the end of the latest finished epoch.
+    public var testAccuracy: Double?
+    public var stepsPerSecond: Double
+    public var learningRate: Double
+}
+
+/// One logged step of a run (a line of `metrics.jsonl`).
+public struct TrainingRecord: Sendable {
+    public var step: Int
+    public var epoch: Int
+    /// Seconds of training since the run started (evaluation excluded).
+    public var seconds: Double
+    public var learningRate: Double
+    public var loss: Double
+    public var accuracy: Double
+    /// Set on the last step of an epoch.
+    public var testLoss: Double?
+    public var testAccuracy: Double?
+    /// The global gradient norm before clipping, when clipping.
+    public var gradientNorm: Double?
+    /// Optimizer metrics (`l2_norm/param/layers.0.weight`, …) on the steps that collect them.
+    public var metrics: [String: Double]?
+}
+
+/// The outcome of a run.
+public struct TrainingResult: Sendable {
+    public var configuration: TrainingConfiguration
+    public var records: [TrainingRecord]
+    public var testAccuracy: Double
+    public var testLoss: Double
+    /// Mean training loss over the last logged interval.
+    public var finalTrainLoss: Double
+    /// Steps taken in this run (after a resume: since the resume).
+    public var steps: Int
+    /// The global step the run started from (0, or the resumed checkpoint's).
+    public var startStep: Int
+    /// Training seconds (evaluation excluded) and wall-clock seconds.
+    public var seconds: Double
+    public var wallSeconds: Double
+    public var stepsPerSecond: Double { seconds > 0 ? Double(steps) / seconds : 0 }
+    public var parameterCount: Int
+    /// Optimizer state bytes per model parameter (Lookahead's slow weights included).
+    public var stateBytesPerParameter: Double
+}
+
+/// Reduction across data-parallel ranks, as the training loop needs it. Single-process runs
+/// pass nil; `optim train --distributed` passes one backed by MPI.
+public protocol TrainingCollective: AnyObject {
+    var rank: Int { get }
+    var worldSize: Int { get }
+    /// Element-wise sums of a few numbers across ranks, the same result on every rank.
+    func sum(_ values: [Double]) throws -> [Double]
+    /// Replaces every parameter's gradient by its sum across ranks.
+    func sumGradients(_ parameters: [Parameter]) throws
+}
+
+/// Trains the example MLP with any optimizer of the registry: shuffled mini-batches (the order a
+/// pure function of seed and epoch), a learning-rate schedule with warm-up, optional global-norm
+/// clipping, biases and other 1-D parameters without weight decay, the test set evaluated after
+/// every epoch. Deterministic for a given seed and thread count.
+public final class Trainer {
+    public let configuration: TrainingConfiguration
+    public let train: Dataset
+    public let test: Dataset
+    public let model: MLP
+    public let optimizer: any Optimizer
+    public let scheduler: LearningRateScheduler
+    public let threadPool: ThreadPool
+    public let stepsPerEpoch: Int
+    public var totalSteps: Int { stepsPerEpoch * configuration.epochs }
+    /// The global step reached (steps taken, across resumes).
+    public var step: Int { scheduler.stepCount }
+    private let collective: TrainingCollective?
+    private var batchFeatures: [Float] = []
+    private var batchLabels: [Int32] = []
+
+    /// Builds the model (weights from `configuration.seed`) and the optimizer.
+    ///
+    /// - Parameter makeOptimizer: builds the optimizer from the registry configuration and the
+    ///   parameter groups; the default uses the registry (data-parallel runs pass a sharded one).
+    public init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, collective: TrainingCollective? = nil,
+                makeOptimizer: ((OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws -> any Optimizer)? = nil) throws {
+        try configuration.validate()
+        guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
+        guard test.featureCount == train.featureCount else {
+            throw TrainingError.dataMismatch("the test set has \(test.featureCount) features, the training set \(train.featureCount)")
+        }
+        self.configuration = configuration
+        self.train = train
+        self.test = test
+        self.collective = collective
+        threadPool = ThreadPool(threadCount: configuration.threads)
+        model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
+                        activation: configuration.activation, seed: configuration.seed, pool: threadPool)
+        // The weights keep the optimizer's weight decay; biases get none.
+        let groups = [
+            ParameterGroupConfiguration(model.parameters.filter { !ParameterGrouping.isNoDecayByConvention($0) }),
+            ParameterGroupConfiguration(model.parameters.filter(ParameterGrouping.isNoDecayByConvention), overrides: ["weight_decay": .number(0)]),
+        ].filter { !$0.parameters.isEmpty }
+        let optimizerConfiguration = try configuration.optimizerConfiguration()
+        if let makeOptimizer {
+            optimizer = try makeOptimizer(optimizerConfiguration, groups, threadPool)
+        } else {
+            optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
+        }
+        let world = collective?.worldSize ?? 1
+        guard configuration.batchSize >= world else {
+            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
+        }
+        stepsPerEpoch = (train.count + configuration.batchSize - 1) / configuration.batchSize
+        scheduler = try LearningRateScheduler(optimizer, schedule: configuration.learningRateSchedule(totalSteps: stepsPerEpoch * configuration.epochs))
+    }
+
+    /// The rows of global batch `batch` of `epoch` that this rank trains on.
+    func rows(epoch: Int, batch: Int, order: [Int]) -> ArraySlice<Int> {
+        let start = batch * configuration.batchSize, end = min(start + configuration.batchSize, order.count)
+        let world = collective?.worldSize ?? 1, rank = collective?.rank ?? 0
+        let count = end - start
+        return order[(start + count * rank / world)..<(start + count * (rank + 1) / world)]
+    }
+
+    /// One optimizer step on global batch `batch` of `epoch`: this rank's loss sum, correct
+    /// count and example count, and the gradient norm when clipping.
+    func trainStep(epoch: Int, batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
+        let rows = rows(epoch: epoch, batch: batch, order: order)
+        let features = train.featureCount
+        batchFeatures.removeAll(keepingCapacity: true)
+        batchLabels.removeAll(keepingCapacity: true)
+        for row in rows {
+            batchFeatures.append(contentsOf: train.features[(row * features)..<((row + 1) * features)])
+            batchLabels.append(train.labels[row])
+        }
+        let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
+            try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
+        }
+        if let collective {
+            // The model averaged over this rank's rows; weight by their share of the global
+            // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
+            let globalCount = min(configuration.batchSize, order.count - batch * configuration.batchSize)
+            let weight = Float(rows.count) / Float(globalCount)
+            for parameter in model.parameters {
+                guard let gradient = parameter.gradient else { continue }
+                for index in gradient.indices { gradient[index] *= weight }
+            }
+            try collective.sumGradients(model.parameters)
+        }
+        var norm: Double?
+        if let clip = configuration.clipNorm { norm = try optimizer.clipGradientNorm(maxNorm: clip, threadPool: threadPool) }
+        let metrics = try optimizer.step(collectingMetrics: collectMetrics)
+        try scheduler.step()
+        return (Double(loss) * Double(rows.count), correct, rows.count, norm, metrics)
+    }
+
+    /// Trains to the configured number of epochs (from where a resume left off), or up to global
+    /// step `until`, calling `progress` on every record and `record` with each logged step.
+    public func run(until: Int? = nil, progress: (TrainingProgress) -> Void = { _ in },
+                    record: (TrainingRecord) -> Void = { _ in }) throws -> TrainingResult {
+        let lastStep = min(until ?? totalSteps, totalSteps)
+        let startStep = step
+        let wallStart = ProcessInfo.processInfo.systemUptime
+        var trainingSeconds = 0.0
+        var records: [TrainingRecord] = []
+        var sums = (loss: 0.0, correct: 0.0, count: 0.0), lastLoss = Double.nan, lastAccuracy = Double.nan
+        var lastTest: (loss: Double, accuracy: Double)?
+        var norm: Double?
+        while step < lastStep {
+            let epoch = step / stepsPerEpoch
+            let order = train.batchOrder(epoch: epoch, seed: configuration.seed)
+            while step < min((epoch + 1) * stepsPerEpoch, lastStep) {
+                let batch = step % stepsPerEpoch
+                let learningRate = try optimizer.learningRate(group: 0)
+                let collect = configuration.metricsEvery > 0 && (step + 1) % configuration.metricsEvery == 0
+                let started = ProcessInfo.processInfo.systemUptime
+                let result = try trainStep(epoch: epoch, batch: batch, order: order, collectMetrics: collect)
+                trainingSeconds += ProcessInfo.processInfo.systemUptime - started
+                sums.loss += result.loss
+                sums.correct += Double(result.correct)
+                sums.count += Double(result.count)
+                norm = result.norm ?? norm
+                let endOfEpoch = step % stepsPerEpoch == 0
+                guard step % configuration.logEvery == 0 || endOfEpoch || result.metrics != nil else { continue }
+                var totals = [sums.loss, sums.correct, sums.count]
+                if let collective { totals = try collective.sum(totals) }
+                lastLoss = totals[0] / max(totals[2], 1)
+                lastAccuracy = totals[1] / max(totals[2], 1)
+                sums = (0, 0, 0)
+                if endOfEpoch {
+                    let evaluation = try model.evaluate(test, batchSize: 256)
+                    lastTest = (Double(evaluation.loss), evaluation.accuracy)
+                }
+                let entry = TrainingRecord(
+                    step: step, epoch: epoch, seconds: trainingSeconds, learningRate: learningRate, loss: lastLoss, accuracy: lastAccuracy,
+                    testLoss: endOfEpoch ? lastTest?.loss : nil, testAccuracy: endOfEpoch ? lastTest?.accuracy : nil,
+                    gradientNorm: norm, metrics: result.metrics?.values)
+                records.append(entry)
+                record(entry)
+                progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, totalSteps: totalSteps, loss: lastLoss,
+                                          accuracy: lastAccuracy, testAccuracy: lastTest?.accuracy,
+                                          stepsPerSecond: trainingSeconds > 0 ? Double(step - startStep) / trainingSeconds : 0,
+                                          learningRate: learningRate))
+            }
+        }
+        let final = try lastTest.map { (loss: $0.loss, accuracy: $0.accuracy) } ?? {
+            let evaluation = try model.evaluate(test, batchSize: 256)
+            return (loss: Double(evaluation.loss), accuracy: evaluation.accuracy)
+        }()
+        let parameterCount = model.parameters.reduce(0) { $0 + $1.count }
+        return TrainingResult(
+            configuration: configuration, records: records, testAccuracy: final.accuracy, testLoss: final.loss, finalTrainLoss: lastLoss,
+            steps: step - startStep, startStep: startStep, seconds: trainingSeconds,
+            wallSeconds: ProcessInfo.processInfo.systemUptime - wallStart, parameterCount: parameterCount,
+            stateBytesPerParameter: Double(Self.stateBytes(optimizer.snapshot())) / Double(max(parameterCount, 1)))
+    }
+
+    /// Bytes of every state buffer of a snapshot, wrapped optimizers included.
+    static func stateBytes(_ snapshot: OptimizerSnapshot) -> Int {
+        snapshot.parameters.values.reduce(0) { total, state in total + state.buffers.values.reduce(0) { $0 + $1.count * 4 } }
+            + (snapshot.base.map(stateBytes) ?? 0)
+    }
+
+    /// Saves model, optimizer and schedule atomically, with the run's shape in the metadata.
+    public func saveCheckpoint(to url: URL) throws {
+        try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: [
+            "training/features": String(train.featureCount),
+            "training/hidden": configuration.hidden.map(String.init).joined(separator: ","),
+            "training/step": String(step),
+        ])
+    }
+
+    /// Loads a checkpoint saved by ``saveCheckpoint(to:)`` (by a run with the same model shape
+    /// and optimizer); the run then continues from its step. Refused loads change nothing.
+    public func resume(from url: URL) throws {
+        let file = try SafetensorsFile(contentsOf: url)
+        if let features = file.metadata["training/features"], features != String(train.featureCount) {
+            throw TrainingError.dataMismatch("the checkpoint's model takes \(features) features, the data has \(train.featureCount)")
+        }
+        if let hidden = file.metadata["training/hidden"], hidden != configuration.hidden.map(String.init).joined(separator: ",") {
+            throw TrainingError.resume("the checkpoint's hidden layers are \(hidden), not \(configuration.hidden.map(String.init).joined(separator: ",")); pass --hidden \(hidden)")
+        }
+        if let saved = file.metadata["scheduler_step"].flatMap({ Int($0) }), saved > totalSteps {
+            throw TrainingError.resume("the checkpoint is at step \(saved), past the \(totalSteps) steps of \(configuration.epochs) epoch(s)")
+        }
+        try Checkpoint.load(from: url, into: optimizer, scheduler: scheduler)
+    }
+}

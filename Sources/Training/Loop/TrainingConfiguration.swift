@@ -1,0 +1,112 @@
+import ExampleModel
+import Foundation
+import Optim
+
+/// Everything that defines a training run of the example MLP; saved in `summary.json` and in the
+/// checkpoint so a run can be resumed and reproduced.
+public struct TrainingConfiguration: Sendable, Equatable {
+    /// A learning-rate schedule over the whole run, applied after the warm-up.
+    public enum Schedule: String, Sendable, CaseIterable, Codable {
+        case constant, cosine, linear, wsd, exponential, step, onecycle
+    }
+
+    /// Registry name of the optimizer (`optim list`).
+    public var optimizer = "decoupled_lionw"
+    /// The optimizer Lookahead wraps.
+    public var baseOptimizer = "adamw"
+    /// Hyperparameters by PyTorch name (`lr`, `weight_decay`, `betas`, …; Lookahead's `k`, `alpha`).
+    public var hyperparameters: HyperparameterDictionary = [:]
+    public var schedule = Schedule.cosine
+    /// Linear warm-up steps before the schedule.
+    public var warmupSteps = 0
+    /// Global gradient-norm clipping limit, or nil for none.
+    public var clipNorm: Double?
+    public var batchSize = 32
+    public var epochs = 60
+    public var hidden = [256, 128]
+    public var activation = Activation.relu
+    public var seed: UInt64 = 0
+    /// Threads for the model and the optimizer.
+    public var threads = ProcessInfo.processInfo.activeProcessorCount
+    /// Steps between progress records (loss and accuracy averaged over them).
+    public var logEvery = 10
+    /// Steps between optimizer-metric collections (0: never).
+    public var metricsEvery = 50
+
+    public init() {}
+
+    /// Default hyperparameters per optimizer for the digits MLP: each with its own learning rate
+    /// (Lion's several times smaller than AdamW's, as the Lion paper advises), SGD with momentum.
+    public static func suggestedHyperparameters(for optimizer: String) -> HyperparameterDictionary {
+        switch optimizer {
+        case "sgd": return ["lr": .number(0.05), "momentum": .number(0.9)]
+        case "adam", "adamw", "adopt", "lookahead": return ["lr": .number(2e-3)]
+        case "decoupled_adamw": return ["lr": .number(2e-3), "weight_decay": .number(1e-5)]
+        case "lion": return ["lr": .number(5e-4), "weight_decay": .number(0.1)]
+        case "decoupled_lionw": return ["lr": .number(5e-4), "weight_decay": .number(1e-5)]
+        default: return [:]
+        }
+    }
+
+    /// The registry configuration: suggested values under the given ones; for Lookahead, its own
+    /// `k`/`alpha` stay on the wrapper and everything else goes to the wrapped optimizer.
+    public func optimizerConfiguration() throws(OptimError) -> OptimizerConfiguration {
+        let info = try OptimizerRegistry.info(named: optimizer)
+        if info.isWrapper {
+            let wrapperKeys = Set(info.defaults.keys)
+            let own = hyperparameters.filter { wrapperKeys.contains($0.key) }
+            let base = Self.suggestedHyperparameters(for: optimizer).merging(hyperparameters.filter { !wrapperKeys.contains($0.key) }) { $1 }
+            _ = try OptimizerRegistry.info(named: baseOptimizer)
+            return OptimizerConfiguration(name: optimizer, hyperparameters: own, base: OptimizerConfiguration(name: baseOptimizer, hyperparameters: base))
+        }
+        let values = Self.suggestedHyperparameters(for: optimizer).merging(hyperparameters) { $1 }
+        return OptimizerConfiguration(name: optimizer, hyperparameters: values)
+    }
+
+    /// The learning-rate multiplier schedule for a run of `totalSteps`.
+    public func learningRateSchedule(totalSteps: Int) -> any LearningRateSchedule {
+        let warmup = max(0, min(warmupSteps, totalSteps))
+        // Decays span one step more than the run, so the last step's rate is small but not 0 (as
+        // PyTorch's schedulers, whose final value is only reached after the last step).
+        let rest = max(1, totalSteps - warmup) + 1
+        let main: any LearningRateSchedule
+        switch schedule {
+        case .constant: main = ConstantSchedule()
+        case .cosine: main = CosineDecaySchedule(steps: rest, floor: 0)
+        case .linear: main = LinearSchedule.decay(steps: rest, to: 0)
+        case .wsd: main = WarmupStableDecaySchedule(warmupSteps: 0, stableSteps: rest * 4 / 5, decaySteps: max(1, rest - rest * 4 / 5))
+        case .exponential: main = ExponentialSchedule(gamma: pow(0.01, 1 / Double(rest)))
+        case .step: main = StepDecaySchedule(stepSize: max(1, rest / 3), gamma: 0.3)
+        case .onecycle: return OneCycleSchedule(totalSteps: max(totalSteps, 2))
+        }
+        guard warmup > 0 else { return main }
+        return SequentialSchedule([(LinearSchedule.warmup(steps: warmup), warmup)], then: main)
+    }
+
+    /// Checks the values a user sets; each error names the option.
+    public func validate() throws(TrainingError) {
+        guard batchSize >= 1 else { throw .invalidOption("--batch-size must be at least 1, got \(batchSize)") }
+        guard epochs >= 1 else { throw .invalidOption("--epochs must be at least 1, got \(epochs)") }
+        guard !hidden.isEmpty, hidden.allSatisfy({ $0 >= 1 && $0 <= 1 << 16 }) else {
+            throw .invalidOption("--hidden must list layer widths between 1 and 65536, got \(hidden)")
+        }
+        guard warmupSteps >= 0 else { throw .invalidOption("--warmup must be at least 0, got \(warmupSteps)") }
+        if let clipNorm, !(clipNorm.isFinite && clipNorm > 0) { throw .invalidOption("--clip must be a positive number, got \(clipNorm)") }
+        guard threads >= 1, threads <= 1024 else { throw .invalidOption("--threads must be between 1 and 1024, got \(threads)") }
+        guard logEvery >= 1 else { throw .invalidOption("the log interval must be at least 1, got \(logEvery)") }
+        guard metricsEvery >= 0 else { throw .invalidOption("the metrics interval must be at least 0, got \(metricsEvery)") }
+    }
+}
+
+/// A training-run error: one line naming the problem.
+public enum TrainingError: Error, Equatable, CustomStringConvertible {
+    case invalidOption(String)
+    case dataMismatch(String)
+    case resume(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidOption(message), let .dataMismatch(message), let .resume(message): return message
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Safetensors
+import Testing
+
+/// `optim train` and `optim compare` as a user runs them: the run folder they write, and one-line
+/// errors with a non-zero status for bad input.
+@Suite(.serialized) struct TrainCommandTests {
+    struct Outcome {
+        var status: Int32
+        var output: String
+        var error: String
+    }
+
+    static func optim(_ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = try CheckpointProcessTests.optimExecutable()
+        process.arguments = arguments
+        let output = Pipe(), error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        // Read both pipes to the end before waiting, so a full pipe cannot block the child.
+        nonisolated(unsafe) var errorData = Data()
+        let reader = Thread { errorData = error.fileHandleForReading.readDataToEndOfFile() }
+        reader.start()
+        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !reader.isFinished { usleep(1000) }
+        return Outcome(status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+                       error: String(decoding: errorData, as: UTF8.self))
+    }
+
+    static func folder() throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("optim-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder
+    }
+
+    @Test func trainWritesTheRunFolderAndResumes() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        let quick = ["--hidden", "32", "--batch-size", "64", "--lr", "1e-2", "--metrics-every", "10", "--plain", "--threads", "2"]
+        let outcome = try Self.optim(["train", "--epochs", "2", "--out", run.path] + quick)
+        #expect(outcome.status == 0, "\(outcome.error)")
+        #expect(outcome.output.contains("epoch 2/2"))
+        #expect(outcome.output.contains("test accuracy"))
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("summary.json"))) as? [String: Any])
+        #expect(summary["optimizer"] as? String == "decoupled_lionw")
+        let accuracy = try #require(summary["test_accuracy"] as? Double)
+        #expect(accuracy > 0.8 && accuracy <= 1)
+        for key in ["final_train_loss", "steps", "seconds", "steps_per_second", "hyperparameters", "state_bytes_per_parameter"] {
+            #expect(summary[key] != nil, "summary.json lacks \(key)")
+        }
+        #expect(summary["steps"] as? Int == 2 * 23)
+        let lines = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count >= 4)
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(object["loss"] is Double && object["lr"] is Double && object["step"] is Int)
+        }
+        #expect(lines.contains { $0.contains("\"l2_norm/update/layers.0.weight\"") })
+        for chart in ["loss.svg", "accuracy.svg"] {
+            let svg = try String(contentsOf: run.appendingPathComponent(chart), encoding: .utf8)
+            #expect(svg.hasPrefix("<svg") && svg.contains("<polyline"), "\(chart)")
+        }
+        let checkpoint = try SafetensorsFile(contentsOf: run.appendingPathComponent("checkpoint.safetensors"))
+        #expect(checkpoint.tensors.map(\.name).contains("layers.0.weight"))
+
+        // The same seed and threads give the same checkpoint, byte for byte.
+        let again = root.appendingPathComponent("again")
+        #expect(try Self.optim(["train", "--epochs", "2", "--out", again.path] + quick).status == 0)
+        #expect(try Data(contentsOf: again.appendingPathComponent("checkpoint.safetensors")) == Data(contentsOf: run.appendingPathComponent("checkpoint.safetensors")))
+
+        // Resume for a third epoch.
+        let resumed = root.appendingPathComponent("resumed")
+        let third = try Self.optim(["train", "--epochs", "3", "--out", resumed.path, "--resume", run.appendingPathComponent("checkpoint.safetensors").path] + quick)
+        #expect(third.status == 0, "\(third.error)")
+        #expect(third.output.contains("resumed at step 46"))
+        let resumedSummary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: resumed.appendingPathComponent("summary.json"))) as? [String: Any])
+        #expect(resumedSummary["start_step"] as? Int == 46 && resumedSummary["steps"] as? Int == 23)
+    }
+
+    @Test func compareWritesAReportWithEveryOptimizer() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let outcome = try Self.optim(["compare", "--epochs", "1", "--hidden", "16", "--optimizers", "sgd,lion,lookahead", "--out", root.path])
+        #expect(outcome.status == 0, "\(outcome.error)")
+        let html = try String(contentsOf: root.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.components(separatedBy: "<svg").count - 1 == 4)
+        for name in ["sgd", "lion", "lookahead(adamw)"] { #expect(html.contains("<td>\(name)</td>"), "\(name) missing from the table") }
+        for name in ["sgd", "lion", "lookahead"] {
+            #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent(name).appendingPathComponent("summary.json").path))
+        }
+    }
+
+    /// Bad input: one line on standard error naming the problem, status 1, nothing written.
+    @Test func badInputGetsAOneLineErrorAndANonZeroStatus() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let ragged = root.appendingPathComponent("ragged.csv")
+        try "1,0.5,0.25\n0,0.1\n".write(to: ragged, atomically: true, encoding: .utf8)
+        let fiveFeatures = root.appendingPathComponent("five.csv")
+        try (0..<40).map { "\($0 % 2),1,2,3,4,\($0)" }.joined(separator: "\n").write(to: fiveFeatures, atomically: true, encoding: .utf8)
+        let notIDX = root.appendingPathComponent("images.idx")
+        try Data([0, 0, 8, 3, 0, 0, 0, 9]).write(to: notIDX)
+        let checkpoint = root.appendingPathComponent("run").appendingPathComponent("checkpoint.safetensors")
+        #expect(try Self.optim(["train", "--epochs", "1", "--hidden", "8", "--batch-size", "256", "--out", root.appendingPathComponent("run").path, "--plain"]).status == 0)
+
+        let cases: [(arguments: [String], mentions: String)] = [
+            (["train", "--optimizer", "nosuch"], "nosuch"),
+            (["train", "--optimizer", "adamw", "--momentum", "0.9"], "momentum"),
+            (["train", "--optimizer", "sgd", "-H", "nesterov=maybe"], "nesterov"),
+            (["train", "--data", ragged.path], "ragged.csv"),
+            (["train", "--data", root.appendingPathComponent("missing.csv").path], "missing.csv"),
+            (["train", "--data", notIDX.path, "--labels", notIDX.path], "images.idx"),
+            (["train", "--data", fiveFeatures.path, "--hidden", "8", "--batch-size", "256", "--resume", checkpoint.path], "features"),
+            (["train", "--hidden", "16", "--batch-size", "256", "--resume", checkpoint.path], "hidden"),
+            (["train", "--batch-size", "0"], "--batch-size"),
+            (["train", "--schedule", "sideways"], "sideways"),
+            (["train", "--lr=-1"], "lr"),
+            (["compare", "--optimizers", "sgd,nosuch"], "nosuch"),
+        ]
+        for (arguments, mention) in cases {
+            let out = root.appendingPathComponent("out-\(UUID().uuidString)")
+            let outcome = try Self.optim(arguments + ["--epochs", "1", "--out", out.path])
+            #expect(outcome.status == 1, "\(arguments): status \(outcome.status)")
+            let lines = outcome.error.split(separator: "\n")
+            #expect(lines.count == 1, "\(arguments): \(outcome.error)")
+            #expect(outcome.error.contains(mention), "\(arguments): \(outcome.error)")
+            #expect(!outcome.error.contains("Fatal error"))
+        }
+    }
+}
