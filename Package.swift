@@ -52,7 +52,7 @@ let package = Package(
         .executableTarget(
             name: "optim",
             dependencies: [
-                "Optim", "OptimFixtures", "Safetensors", "ExampleModel", "Training",
+                "Optim", "OptimFixtures", "Safetensors", "ExampleModel", "Training", "OptimMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The C reference kernels are compiled by `optim bench` itself, never by the build.

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExampleModel
 import Foundation
 import Optim
+import OptimMPI
 import Training
 
 /// `optim train`: trains the example MLP on the embedded digits (or the user's data) and writes a
@@ -24,43 +25,87 @@ struct Train: ParsableCommand {
     @Option(help: "Continue from a checkpoint written by optim train (same model and optimizer options).")
     var resume: String?
 
+    @Option(name: .customLong("stop-after-epoch"), help: "Stop (and write the run folder) after this epoch; the schedule still spans --epochs, so --resume continues the same run.")
+    var stopAfterEpoch: Int?
+
     @Flag(help: "Plain progress lines even on a terminal.")
     var plain = false
 
+    @Flag(help: "Data-parallel over MPI: run under mpirun (needs a build with --traits MPI); each rank takes its share of every batch, rank 0 prints and writes.")
+    var distributed = false
+
+    @Flag(name: .customLong("shard-state"), help: "With --distributed: each rank keeps only its slice of the optimizer state (ZeRO stage 1).")
+    var shardState = false
+
     func run() throws {
+        guard distributed else {
+            do {
+                try train(communicator: nil)
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                throw fail("train", error)
+            }
+            return
+        }
+        let communicator: any Communicator
         do {
-            try train()
-        } catch let error as ExitCode {
-            throw error
+            communicator = try MPIRuntime.world()
         } catch {
             throw fail("train", error)
         }
+        // Any rank's error is printed with its rank and ends the whole job (MPI_Abort).
+        try communicator.abortingOnError { try train(communicator: communicator) }
+        try MPIRuntime.finalize()
     }
 
-    func train() throws {
+    func train(communicator: (any Communicator)?) throws {
+        let isRoot = communicator?.isRoot ?? true
+        func say(_ text: String) { if isRoot { sayOnStandardOutput(text) } }
         var configuration = try options.configuration()
+        if let communicator, options.threads == nil {
+            // Ranks sharing a machine share its cores.
+            let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? communicator.size
+            configuration.threads = max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
+        }
         configuration.optimizer = optimizerOptions.optimizer
         configuration.baseOptimizer = optimizerOptions.base
         configuration.hyperparameters = try optimizerOptions.hyperparameters()
         _ = try configuration.optimizerConfiguration()
         let data = try options.datasets()
-        let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test)
+        let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
+                                  communicator: communicator, shardState: shardState)
         if let resume { try trainer.resume(from: URL(fileURLWithPath: resume)) }
-        let folder = try RunFolder(out.map { URL(fileURLWithPath: $0) } ?? RunFolder.defaultURL())
-        let writer = try folder.metricsWriter()
-        let progress = ProgressReporter(style: plain ? .lines : nil)
+        // Rank 0 picks the folder and alone writes to it.
+        var outPath = out ?? RunFolder.defaultURL().path
+        if let communicator { outPath = try communicator.broadcast(outPath, from: 0) }
+        let folder = isRoot ? try RunFolder(URL(fileURLWithPath: outPath)) : nil
+        let writer = try folder?.metricsWriter()
+        let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
         say("training an MLP \(data.train.featureCount)-\(configuration.hidden.map(String.init).joined(separator: "-"))-\(trainer.model.outputs) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), schedule \(configuration.schedule.rawValue), \(configuration.epochs) epochs of \(trainer.stepsPerEpoch) steps, \(configuration.threads) thread(s)")
+        if let communicator {
+            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")
+        }
         if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }
         var writeError: (any Error)?
-        let result = try trainer.run(progress: { progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0) }, record: { record in
-            do { try writer.write(record) } catch { writeError = writeError ?? error }
+        if let stopAfterEpoch, stopAfterEpoch < 1 || stopAfterEpoch > configuration.epochs {
+            throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and --epochs (\(configuration.epochs)), got \(stopAfterEpoch)")
+        }
+        let result = try trainer.run(until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch }, progress: { progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0) }, record: { record in
+            do { try writer?.write(record) } catch { writeError = writeError ?? error }
         })
         progress.finish()
         if let writeError { throw writeError }
-        try trainer.saveCheckpoint(to: folder.checkpoint)
-        try folder.finish(result, extra: ["data": data.name])
+        try trainer.saveCheckpoint(to: URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors"))
+        var extra = ["data": data.name]
+        if let communicator {
+            extra["ranks"] = String(communicator.size)
+            extra["sharded_state"] = String(shardState)
+        }
+        guard let folder else { return }
+        try folder.finish(result, extra: extra)
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors")

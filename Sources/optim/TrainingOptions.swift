@@ -172,6 +172,8 @@ func fail(_ command: String, _ error: any Error) -> ExitCode {
 }
 
 /// Prints a line on standard output unbuffered, in order with the progress display.
-func say(_ text: String) {
+func say(_ text: String) { sayOnStandardOutput(text) }
+
+func sayOnStandardOutput(_ text: String) {
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }

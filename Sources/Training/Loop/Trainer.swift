@@ -57,21 +57,16 @@ public struct TrainingResult: Sendable {
     public var stateBytesPerParameter: Double
 }
 
-/// Reduction across data-parallel ranks, as the training loop needs it. Single-process runs
-/// pass nil; `optim train --distributed` passes one backed by MPI.
-public protocol TrainingCollective: AnyObject {
-    var rank: Int { get }
-    var worldSize: Int { get }
-    /// Element-wise sums of a few numbers across ranks, the same result on every rank.
-    func sum(_ values: [Double]) throws -> [Double]
-    /// Replaces every parameter's gradient by its sum across ranks.
-    func sumGradients(_ parameters: [Parameter]) throws
-}
-
 /// Trains the example MLP with any optimizer of the registry: shuffled mini-batches (the order a
 /// pure function of seed and epoch), a learning-rate schedule with warm-up, optional global-norm
 /// clipping, biases and other 1-D parameters without weight decay, the test set evaluated after
 /// every epoch. Deterministic for a given seed and thread count.
+///
+/// Data parallel when given a ``Communicator``: every rank builds the same model, rank 0's weights
+/// are broadcast, each rank takes its share of every global batch, gradients are summed so every
+/// rank steps on the global batch's mean gradient (the same parameters as one process with that
+/// batch, within float rounding), and optionally each rank keeps only its slice of the optimizer
+/// state (``ShardedOptimizer``, ZeRO stage 1).
 public final class Trainer {
     public let configuration: TrainingConfiguration
     public let train: Dataset
@@ -84,16 +79,20 @@ public final class Trainer {
     public var totalSteps: Int { stepsPerEpoch * configuration.epochs }
     /// The global step reached (steps taken, across resumes).
     public var step: Int { scheduler.stepCount }
-    private let collective: TrainingCollective?
+    /// The ranks of a data-parallel run, or nil.
+    public let communicator: (any Communicator)?
+    private let dataParallel: DataParallel?
     private var batchFeatures: [Float] = []
     private var batchLabels: [Int32] = []
 
     /// Builds the model (weights from `configuration.seed`) and the optimizer.
     ///
-    /// - Parameter makeOptimizer: builds the optimizer from the registry configuration and the
-    ///   parameter groups; the default uses the registry (data-parallel runs pass a sharded one).
-    public init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, collective: TrainingCollective? = nil,
-                makeOptimizer: ((OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws -> any Optimizer)? = nil) throws {
+    /// - Parameters:
+    ///   - communicator: the ranks of a data-parallel run (collective: every rank builds its
+    ///     trainer with the same configuration).
+    ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
+    public init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, communicator: (any Communicator)? = nil,
+                shardState: Bool = false) throws {
         try configuration.validate()
         guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
         guard test.featureCount == train.featureCount else {
@@ -102,7 +101,7 @@ public final class Trainer {
         self.configuration = configuration
         self.train = train
         self.test = test
-        self.collective = collective
+        self.communicator = communicator
         threadPool = ThreadPool(threadCount: configuration.threads)
         model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
                         activation: configuration.activation, seed: configuration.seed, pool: threadPool)
@@ -112,12 +111,17 @@ public final class Trainer {
             ParameterGroupConfiguration(model.parameters.filter(ParameterGrouping.isNoDecayByConvention), overrides: ["weight_decay": .number(0)]),
         ].filter { !$0.parameters.isEmpty }
         let optimizerConfiguration = try configuration.optimizerConfiguration()
-        if let makeOptimizer {
-            optimizer = try makeOptimizer(optimizerConfiguration, groups, threadPool)
+        // Data parallel: check every rank holds the same parameters and take rank 0's values,
+        // before the optimizer is built (Lookahead copies the weights it starts from).
+        let model = self.model
+        dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0) }
+        if let communicator, shardState {
+            optimizer = try ShardedOptimizer(optimizerConfiguration, groups: groups, communicator: communicator, threadPool: threadPool)
         } else {
+            guard !shardState else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
             optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
         }
-        let world = collective?.worldSize ?? 1
+        let world = communicator?.size ?? 1
         guard configuration.batchSize >= world else {
             throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
         }
@@ -128,7 +132,7 @@ public final class Trainer {
     /// The rows of global batch `batch` of `epoch` that this rank trains on.
     func rows(epoch: Int, batch: Int, order: [Int]) -> ArraySlice<Int> {
         let start = batch * configuration.batchSize, end = min(start + configuration.batchSize, order.count)
-        let world = collective?.worldSize ?? 1, rank = collective?.rank ?? 0
+        let world = communicator?.size ?? 1, rank = communicator?.rank ?? 0
         let count = end - start
         return order[(start + count * rank / world)..<(start + count * (rank + 1) / world)]
     }
@@ -147,7 +151,7 @@ public final class Trainer {
         let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
         }
-        if let collective {
+        if let dataParallel {
             // The model averaged over this rank's rows; weight by their share of the global
             // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
             let globalCount = min(configuration.batchSize, order.count - batch * configuration.batchSize)
@@ -156,7 +160,7 @@ public final class Trainer {
                 guard let gradient = parameter.gradient else { continue }
                 for index in gradient.indices { gradient[index] *= weight }
             }
-            try collective.sumGradients(model.parameters)
+            try dataParallel.sumGradients()
         }
         var norm: Double?
         if let clip = configuration.clipNorm { norm = try optimizer.clipGradientNorm(maxNorm: clip, threadPool: threadPool) }
@@ -194,7 +198,7 @@ public final class Trainer {
                 let endOfEpoch = step % stepsPerEpoch == 0
                 guard step % configuration.logEvery == 0 || endOfEpoch || result.metrics != nil else { continue }
                 var totals = [sums.loss, sums.correct, sums.count]
-                if let collective { totals = try collective.sum(totals) }
+                if let communicator { try totals.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) } }
                 lastLoss = totals[0] / max(totals[2], 1)
                 lastAccuracy = totals[1] / max(totals[2], 1)
                 sums = (0, 0, 0)
@@ -232,13 +236,20 @@ public final class Trainer {
             + (snapshot.base.map(stateBytes) ?? 0)
     }
 
-    /// Saves model, optimizer and schedule atomically, with the run's shape in the metadata.
+    /// Saves model, optimizer and schedule atomically, with the run's shape in the metadata. In a
+    /// data-parallel run it is collective (call it on every rank) and rank 0 writes the file; a
+    /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike.
     public func saveCheckpoint(to url: URL) throws {
-        try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: [
+        let metadata = [
             "training/features": String(train.featureCount),
             "training/hidden": configuration.hidden.map(String.init).joined(separator: ","),
             "training/step": String(step),
-        ])
+        ]
+        if let sharded = optimizer as? ShardedOptimizer {
+            try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
+        } else if communicator?.isRoot ?? true {
+            try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
+        }
     }
 
     /// Loads a checkpoint saved by ``saveCheckpoint(to:)`` (by a run with the same model shape

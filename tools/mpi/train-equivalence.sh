@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `optim train --distributed` against a single process, on the digits: data parallel over 2 ranks,
+# sharded state over 3 (uneven shards), for DecoupledLionW (the default) and AdamW; each must end
+# with the single process's parameters (within float32 rounding). Then checkpoints cross over:
+# a sharded run's checkpoint resumed by a single process, and a single process's resumed sharded.
+# Exits non-zero on any difference. Needs Open MPI and Python with numpy and safetensors.
+#
+#   tools/mpi/train-equivalence.sh [--release]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+configuration=debug
+if [[ "${1:-}" == "--release" ]]; then configuration=release; fi
+scratch="${MPI_SCRATCH_PATH:-.build/mpi}"
+if ! python3 -c "import numpy, safetensors" 2>/dev/null; then
+  echo "SKIPPED: train-equivalence needs python3 with numpy and safetensors (pip install numpy safetensors)"
+  exit 0
+fi
+
+swift build -c "$configuration" --scratch-path "$scratch" --traits MPI --product optim
+optim="$(swift build -c "$configuration" --scratch-path "$scratch" --traits MPI --show-bin-path)/optim"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work=$(mktemp -d /tmp/optim-mpi-train.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+common=(--epochs 2 --hidden 64 --batch-size 32 --plain --threads 1)
+
+# compare A B: parameters and state of two checkpoints within float32 rounding.
+compare() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+if sorted(a) != sorted(b):
+    sys.exit(f"FAIL: tensors differ: {sorted(set(a) ^ set(b))}")
+worst = max(float(np.max(np.abs(a[k] - b[k]) / (1e-5 + 1e-3 * np.abs(a[k])))) for k in a)
+print(f"    max |diff| / (1e-5 + 1e-3 |value|) = {worst:.3g} over {len(a)} tensors")
+if worst > 1:
+    sys.exit(f"FAIL: {sys.argv[2]} differs from {sys.argv[1]}")
+PY
+}
+
+for optimizer in decoupled_lionw adamw; do
+  echo "== $optimizer: single process"
+  "$optim" train "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-single" | tail -2 | head -1
+  echo "== $optimizer: mpirun -np 2 --distributed"
+  timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-dp2" | tail -2 | head -1
+  compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-dp2/checkpoint.safetensors"
+  echo "== $optimizer: mpirun -np 3 --distributed --shard-state"
+  timeout 600 mpirun --oversubscribe -np 3 "$optim" train --distributed --shard-state "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-zero3" | tail -2 | head -1
+  compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-zero3/checkpoint.safetensors"
+done
+
+echo "== checkpoints: sharded -> single process -> sharded (adamw, one epoch each)"
+one=(--hidden 64 --batch-size 32 --plain --threads 1 --optimizer adamw)
+timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --out "$work/straight" > /dev/null
+# Every leg plans the same 3 epochs (the schedule depends on it) and stops early or resumes.
+timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --stop-after-epoch 1 --out "$work/leg1" > /dev/null
+"$optim" train --epochs 3 "${one[@]}" --stop-after-epoch 2 --resume "$work/leg1/checkpoint.safetensors" --out "$work/leg2" > /dev/null
+timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --resume "$work/leg2/checkpoint.safetensors" --out "$work/leg3" > /dev/null
+compare "$work/straight/checkpoint.safetensors" "$work/leg3/checkpoint.safetensors"
+echo "== optim train --distributed matches a single process"
