@@ -1,3 +1,4 @@
+import Foundation
 import Optim
 import Testing
 
@@ -47,5 +48,15 @@ import Testing
         try scheduler.step()
         #expect(adamw.name == "adamw" && adamw.groupCount == 2 && scheduler.stepCount == 1)
         #expect(abs(norm - (12 * 0.25 + 4).squareRoot()) < 1e-6)
+
+        // Checkpoints, as the README shows them (in a temporary folder here).
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("readme-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("run.safetensors").path
+        let saved = adamw.snapshot()
+        try Checkpoint.save(adamw, scheduler: scheduler, to: URL(fileURLWithPath: path))
+        try Checkpoint.load(from: URL(fileURLWithPath: path), into: adamw, scheduler: scheduler)
+        #expect(adamw.snapshot() == saved && scheduler.stepCount == 1)
     }
 }
