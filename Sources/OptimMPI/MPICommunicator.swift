@@ -63,19 +63,6 @@ public enum MPIRuntime {
     }
 }
 
-/// Writes `text` and a newline to standard error, unbuffered.
-func writeToStandardError(_ text: String) {
-    var line = Array((text + "\n").utf8)
-    line.withUnsafeMutableBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let written = write(2, raw.baseAddress! + offset, raw.count - offset)
-            if written <= 0 { break }
-            offset += written
-        }
-    }
-}
-
 #if MPI
 /// A ``Communicator`` over MPI (Open MPI through `CMPI`): Float, Double and Int64 collectives
 /// on a duplicate of `MPI_COMM_WORLD` whose error handler is `MPI_ERRORS_RETURN`, each failure

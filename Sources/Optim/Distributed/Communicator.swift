@@ -139,7 +139,7 @@ public enum DistributedError: Error, Equatable, Sendable, CustomStringConvertibl
 
 /// Writes `text` and a newline to standard error, unbuffered (for messages printed just before
 /// a job is aborted).
-func writeToStandardError(_ text: String) {
+public func writeToStandardError(_ text: String) {
     var line = Array((text + "\n").utf8)
     line.withUnsafeMutableBytes { raw in
         var offset = 0
