@@ -55,14 +55,7 @@ struct Compare: ParsableCommand {
             let label = configuration.optimizer == "lookahead" ? "lookahead(\(configuration.baseOptimizer))" : configuration.optimizer
             let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test)
             let run = try RunFolder(folder.appendingPathComponent(configuration.optimizer))
-            let writer = try run.metricsWriter()
-            var writeError: (any Error)?
-            let result = try trainer.run(record: { record in
-                do { try writer.write(record) } catch { writeError = writeError ?? error }
-            })
-            if let writeError { throw writeError }
-            try trainer.saveCheckpoint(to: run.checkpoint)
-            try run.finish(result, extra: ["data": data.name])
+            let result = try trainer.run(recordingTo: run, checkpoint: run.checkpoint, extra: ["data": data.name])
             say(label.padding(toLength: 18, withPad: " ", startingAt: 0) + String(format: "test accuracy %6.2f%%  %7.3f ms/step  %2.0f B state/param",
                          result.testAccuracy * 100, result.seconds / Double(max(result.steps, 1)) * 1000, result.stateBytesPerParameter))
             runs.append((label, result))

@@ -79,33 +79,27 @@ struct Train: ParsableCommand {
         // Rank 0 picks the folder and alone writes to it.
         var outPath = out ?? RunFolder.defaultURL().path
         if let communicator { outPath = try communicator.broadcast(outPath, from: 0) }
+        if let stopAfterEpoch, stopAfterEpoch < 1 || stopAfterEpoch > configuration.epochs {
+            throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and --epochs (\(configuration.epochs)), got \(stopAfterEpoch)")
+        }
         let folder = isRoot ? try RunFolder(URL(fileURLWithPath: outPath)) : nil
-        let writer = try folder?.metricsWriter()
         let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
         say("training an MLP \(data.train.featureCount)-\(configuration.hidden.map(String.init).joined(separator: "-"))-\(trainer.model.outputs) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), schedule \(configuration.schedule.rawValue), \(configuration.epochs) epochs of \(trainer.stepsPerEpoch) steps, \(configuration.threads) thread(s)")
-        if let communicator {
-            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")
-        }
-        if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }
-        var writeError: (any Error)?
-        if let stopAfterEpoch, stopAfterEpoch < 1 || stopAfterEpoch > configuration.epochs {
-            throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and --epochs (\(configuration.epochs)), got \(stopAfterEpoch)")
-        }
-        let result = try trainer.run(until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch }, progress: { progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0) }, record: { record in
-            do { try writer?.write(record) } catch { writeError = writeError ?? error }
-        })
-        progress.finish()
-        if let writeError { throw writeError }
-        try trainer.saveCheckpoint(to: URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors"))
         var extra = ["data": data.name]
         if let communicator {
+            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")
             extra["ranks"] = String(communicator.size)
             extra["sharded_state"] = String(shardState)
         }
+        if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }
+        let result = try trainer.run(recordingTo: folder, checkpoint: URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors"),
+                                     until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch }, extra: extra) {
+            progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0)
+        }
+        progress.finish()
         guard let folder else { return }
-        try folder.finish(result, extra: extra)
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors")

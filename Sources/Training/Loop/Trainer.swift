@@ -141,13 +141,7 @@ public final class Trainer {
     /// count and example count, and the gradient norm when clipping.
     func trainStep(epoch: Int, batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
         let rows = rows(epoch: epoch, batch: batch, order: order)
-        let features = train.featureCount
-        batchFeatures.removeAll(keepingCapacity: true)
-        batchLabels.removeAll(keepingCapacity: true)
-        for row in rows {
-            batchFeatures.append(contentsOf: train.features[(row * features)..<((row + 1) * features)])
-            batchLabels.append(train.labels[row])
-        }
+        train.gather(rows: rows, features: &batchFeatures, labels: &batchLabels)
         let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
         }

@@ -138,3 +138,22 @@ public final class MetricsWriter {
         try handle.write(contentsOf: Data((try Self.line(record) + "\n").utf8))
     }
 }
+
+extension Trainer {
+    /// Runs the trainer and records the run: each logged step appended to `folder`'s
+    /// `metrics.jsonl` as it comes, then the checkpoint, `summary.json` and the charts. With a
+    /// nil folder (a data-parallel rank other than 0) nothing is written, but the checkpoint save
+    /// still takes part in its collective; `checkpoint` is where rank 0 writes it.
+    public func run(recordingTo folder: RunFolder?, checkpoint: URL, until: Int? = nil, extra: [String: String] = [:],
+                    progress: (TrainingProgress) -> Void = { _ in }) throws -> TrainingResult {
+        let writer = try folder?.metricsWriter()
+        var writeError: (any Error)?
+        let result = try run(until: until, progress: progress, record: { record in
+            do { try writer?.write(record) } catch { writeError = writeError ?? error }
+        })
+        if let writeError { throw writeError }
+        try saveCheckpoint(to: checkpoint)
+        try folder?.finish(result, extra: extra)
+        return result
+    }
+}
