@@ -129,18 +129,18 @@ public final class Trainer {
         scheduler = try LearningRateScheduler(optimizer, schedule: configuration.learningRateSchedule(totalSteps: stepsPerEpoch * configuration.epochs))
     }
 
-    /// The rows of global batch `batch` of `epoch` that this rank trains on.
-    func rows(epoch: Int, batch: Int, order: [Int]) -> ArraySlice<Int> {
+    /// The rows of global batch `batch` (of the epoch's `order`) that this rank trains on.
+    func rows(batch: Int, order: [Int]) -> ArraySlice<Int> {
         let start = batch * configuration.batchSize, end = min(start + configuration.batchSize, order.count)
         let world = communicator?.size ?? 1, rank = communicator?.rank ?? 0
         let count = end - start
         return order[(start + count * rank / world)..<(start + count * (rank + 1) / world)]
     }
 
-    /// One optimizer step on global batch `batch` of `epoch`: this rank's loss sum, correct
+    /// One optimizer step on global batch `batch` of the epoch's `order`: this rank's loss sum, correct
     /// count and example count, and the gradient norm when clipping.
-    func trainStep(epoch: Int, batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
-        let rows = rows(epoch: epoch, batch: batch, order: order)
+    func trainStep(batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
+        let rows = rows(batch: batch, order: order)
         train.gather(rows: rows, features: &batchFeatures, labels: &batchLabels)
         let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
@@ -183,7 +183,7 @@ public final class Trainer {
                 let learningRate = try optimizer.learningRate(group: 0)
                 let collect = configuration.metricsEvery > 0 && (step + 1) % configuration.metricsEvery == 0
                 let started = ProcessInfo.processInfo.systemUptime
-                let result = try trainStep(epoch: epoch, batch: batch, order: order, collectMetrics: collect)
+                let result = try trainStep(batch: batch, order: order, collectMetrics: collect)
                 trainingSeconds += ProcessInfo.processInfo.systemUptime - started
                 sums.loss += result.loss
                 sums.correct += Double(result.correct)
