@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time optimizer steps: the Swift kernels beside C reference kernels (-O3 -march=native -fopenmp), alternating.")
 
-    @Option(help: "Optimizer name (see `optim list`). sgd runs with momentum 0.9; lookahead wraps adamw.")
+    @Option(help: "Optimizer name (see `optim list`); it runs its registry entry's benchmark configuration (sgd with momentum 0.9, lookahead around adamw, …).")
     var optimizer: String = "adamw"
 
     @Option(help: "Total number of float32 parameters.")
@@ -42,14 +42,6 @@ struct Bench: ParsableCommand {
         guard steps > 0, threads > 0 else { throw ValidationError("steps and threads must be >= 1") }
     }
 
-    static func configuration(for name: String) -> OptimizerConfiguration {
-        switch name {
-        case "sgd": return OptimizerConfiguration(name: "sgd", hyperparameters: ["momentum": .number(0.9)])
-        case "lookahead": return OptimizerConfiguration(name: "lookahead", base: OptimizerConfiguration(name: "adamw"))
-        default: return OptimizerConfiguration(name: name)
-        }
-    }
-
     func run() throws {
         let pool = ThreadPool(threadCount: threads)
         // Our side: `tensors` library-owned parameters with gradients.
@@ -62,13 +54,13 @@ struct Bench: ParsableCommand {
             fillBenchmarkValues(parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
             parameters.append(parameter)
         }
-        let configuration = Self.configuration(for: optimizer)
+        let info = try OptimizerRegistry.info(named: optimizer)
+        let configuration = info.benchmark.configuration
         let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
         let before = FloatStorage.liveBytes
         try ours.step()
         let stateBytes = FloatStorage.liveBytes - before
         try ours.step()
-        let lookaheadK = (ours as? Lookahead)?.k ?? 1
         // Bytes a step must move: parameter read + write, gradient read, each state buffer read + write
         // (Lookahead's synchronisation, every k steps, is left out of the figure).
         let lookaheadState = (ours as? Lookahead).map { _ in params * 4 } ?? 0
@@ -78,7 +70,7 @@ struct Bench: ParsableCommand {
         if !noReference {
             let kernels = try CReferenceKernels.load()
             kernels.setThreads(Int32(threads))
-            reference = CReferenceWorkload(kernels: kernels, optimizer: optimizer, count: params, lookaheadK: lookaheadK)
+            reference = try CReferenceWorkload(kernels: kernels, info: info, count: params)
             reference!.step()
             reference!.step()
         }

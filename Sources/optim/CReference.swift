@@ -1,4 +1,5 @@
 import Foundation
+import Optim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,22 +8,14 @@ import Glibc
 /// `cc -O3 -march=native -fopenmp` into a temporary shared library and loaded with `dlopen`.
 struct CReferenceKernels {
     typealias SetThreads = @convention(c) (Int32) -> Void
-    typealias SGD = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int,
-                                    Float, Float, Float, Float, Int32) -> Void
-    typealias Adam = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
-                                     UnsafeMutablePointer<Float>, Int, Float, Float, Float, Float, Float, Float, Float) -> Void
-    typealias Lion = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int,
-                                     Float, Float, Float, Float, Float, Float) -> Void
-    typealias ADOPT = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
-                                      UnsafeMutablePointer<Float>, Int, Float, Float, Float, Float, Float, Float) -> Void
-    typealias Sync = @convention(c) (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, Float, Float) -> Void
+    /// `ref_<name>(p, g, s0, s1, s2, n, c)`, see ``CReference/kernel(symbol:stateBuffers:coefficients:)``.
+    typealias Kernel = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
+                                       UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>) -> Void
+    /// `ref_<sync>(p, slow, n, c)`, see ``CReference/wrapper(sync:every:coefficients:)``.
+    typealias Sync = @convention(c) (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>) -> Void
 
+    let handle: UnsafeMutableRawPointer
     let setThreads: SetThreads
-    let sgd: SGD
-    let adam: Adam
-    let lion: Lion
-    let adopt: ADOPT
-    let lookaheadSync: Sync
     /// The compiler command used.
     let compileCommand: String
 
@@ -58,40 +51,56 @@ struct CReferenceKernels {
         guard let handle = dlopen(library.path, RTLD_NOW) else {
             throw LoadError(description: "cannot load the C reference: \(String(cString: dlerror()))")
         }
-        func symbol<T>(_ name: String, _: T.Type) throws -> T {
-            guard let pointer = dlsym(handle, name) else { throw LoadError(description: "C reference lacks \(name)") }
-            return unsafeBitCast(pointer, to: T.self)
-        }
-        return CReferenceKernels(
-            setThreads: try symbol("ref_set_threads", SetThreads.self), sgd: try symbol("ref_sgd", SGD.self),
-            adam: try symbol("ref_adam", Adam.self), lion: try symbol("ref_lion", Lion.self),
-            adopt: try symbol("ref_adopt", ADOPT.self), lookaheadSync: try symbol("ref_lookahead_sync", Sync.self),
-            compileCommand: ([compiler] + arguments.prefix(4)).joined(separator: " "))
+        let kernels = CReferenceKernels(handle: handle, setThreads: { _ in },
+                                        compileCommand: ([compiler] + arguments.prefix(4)).joined(separator: " "))
+        return CReferenceKernels(handle: handle, setThreads: try kernels.symbol("ref_set_threads", SetThreads.self),
+                                 compileCommand: kernels.compileCommand)
+    }
+
+    func symbol<T>(_ name: String, _: T.Type) throws -> T {
+        guard let pointer = dlsym(handle, name) else { throw LoadError(description: "the C reference has no function \(name)") }
+        return unsafeBitCast(pointer, to: T.self)
     }
 }
 
-/// The C reference's buffers and one step of it for a given optimizer: one flat tensor holding
-/// all the parameters (the roofline for those bytes).
+/// The C reference's buffers and one step of it for an optimizer's ``OptimizerBenchmark``: one
+/// flat tensor holding all the parameters (the roofline for those bytes).
 final class CReferenceWorkload {
     let kernels: CReferenceKernels
-    let name: String
     let count: Int
-    let lookaheadK: Int
+    private let kernel: CReferenceKernels.Kernel
+    private let coefficients: [Float]
+    private let sync: (function: CReferenceKernels.Sync, every: Int, coefficients: [Float])?
     private var buffers: [UnsafeMutablePointer<Float>] = []
     private var steps = 0
 
-    init(kernels: CReferenceKernels, optimizer name: String, count: Int, lookaheadK: Int) {
+    /// Prepares the reference of `info`'s benchmark; throws for an optimizer without one, or a
+    /// kernel the C file lacks.
+    init(kernels: CReferenceKernels, info: OptimizerInfo, count: Int) throws {
         self.kernels = kernels
-        self.name = name
         self.count = count
-        self.lookaheadK = lookaheadK
-        let streams: Int
-        switch name {
-        case "sgd", "lion", "decoupled_lionw": streams = 3
-        case "lookahead": streams = 5
-        default: streams = 4
+        var reference = info.benchmark.reference
+        if case let .wrapper(name, every, coefficients) = reference {
+            guard let base = info.benchmark.configuration.base else {
+                throw CReferenceKernels.LoadError(description: "\(info.name)'s benchmark wraps no optimizer")
+            }
+            sync = (try kernels.symbol("ref_" + name, CReferenceKernels.Sync.self), every, coefficients)
+            reference = try OptimizerRegistry.info(named: base.name).benchmark.reference
+        } else {
+            sync = nil
         }
-        for stream in 0..<streams {
+        guard case let .kernel(symbol, stateBuffers, coefficients) = reference else {
+            if case let .none(reason) = reference {
+                throw CReferenceKernels.LoadError(description: "\(info.name) has no C reference: \(reason)")
+            }
+            throw CReferenceKernels.LoadError(description: "\(info.name): a wrapper must wrap an optimizer with a kernel")
+        }
+        self.kernel = try kernels.symbol("ref_" + symbol, CReferenceKernels.Kernel.self)
+        self.coefficients = coefficients
+        // The parameter, the gradient, the state buffers, and the slow weights of a wrapper; the
+        // second moments (buffers 3 and on) positive, as they are in a real run.
+        let streams = 2 + stateBuffers + (sync == nil ? 0 : 1)
+        for stream in 0..<max(streams, 3) {
             var raw: UnsafeMutableRawPointer?
             posix_memalign(&raw, 64, count * 4)
             let buffer = raw!.bindMemory(to: Float.self, capacity: count)
@@ -102,21 +111,17 @@ final class CReferenceWorkload {
 
     deinit { buffers.forEach { free($0) } }
 
+    /// The number of float streams the reference allocated (for the report).
+    var streamCount: Int { buffers.count }
+
     func step() {
-        let (p, g) = (buffers[0], UnsafePointer(buffers[1]))
-        switch name {
-        case "sgd":
-            kernels.sgd(p, g, buffers[2], count, -1e-3, 0.9, 1, 0, 0)
-        case "lion", "decoupled_lionw":
-            kernels.lion(p, g, buffers[2], count, 1, 0.9, 0.1, 0.99, 0.01, -1e-4)
-        case "adopt":
-            kernels.adopt(p, g, buffers[2], buffers[3], count, 1e-6, 2, 0.1, 0.9999, 1e-4, -1e-3)
-        default:
-            kernels.adam(p, g, buffers[2], buffers[3], count, 1 - 1e-5, 0.1, 0.999, 1e-3, 0.5, 1e-8, -1e-3)
+        let state = { (index: Int) in self.buffers[min(2 + index, self.buffers.count - 1)] }
+        coefficients.withUnsafeBufferPointer { c in
+            kernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), count, c.baseAddress!)
         }
         steps += 1
-        if name == "lookahead", steps % lookaheadK == 0 {
-            kernels.lookaheadSync(p, buffers[4], count, 0.5, 0.5)
+        if let sync, steps % sync.every == 0 {
+            sync.coefficients.withUnsafeBufferPointer { c in sync.function(buffers[0], buffers[buffers.count - 1], count, c.baseAddress!) }
         }
     }
 }

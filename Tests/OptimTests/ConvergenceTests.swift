@@ -6,29 +6,8 @@ import Testing
 /// The learning rate decays linearly to ~0 over the run (as a schedule would), so sign-based and
 /// adaptive methods settle instead of hovering at the scale of their last step.
 @Suite struct ConvergenceTests {
-    struct Case: CustomTestStringConvertible, Sendable {
-        var name: String
-        var quadraticLearningRate: Double
-        var rosenbrockLearningRate: Double
-        var extra: HyperparameterDictionary = [:]
-        var testDescription: String { name }
-    }
-
-    static let cases: [Case] = [
-        Case(name: "sgd", quadraticLearningRate: 0.05, rosenbrockLearningRate: 2e-4, extra: ["momentum": .number(0.9)]),
-        Case(name: "adam", quadraticLearningRate: 0.05, rosenbrockLearningRate: 0.02),
-        Case(name: "adamw", quadraticLearningRate: 0.05, rosenbrockLearningRate: 0.02, extra: ["weight_decay": .number(0)]),
-        Case(name: "decoupled_adamw", quadraticLearningRate: 0.05, rosenbrockLearningRate: 0.02, extra: ["weight_decay": .number(0)]),
-        Case(name: "lion", quadraticLearningRate: 0.01, rosenbrockLearningRate: 0.003),
-        Case(name: "decoupled_lionw", quadraticLearningRate: 0.01, rosenbrockLearningRate: 0.003),
-        // β2 = 0.9999 keeps Rosenbrock's huge first gradient in v for most of the run.
-        Case(name: "adopt", quadraticLearningRate: 0.05, rosenbrockLearningRate: 0.02, extra: ["betas": .numbers([0.9, 0.999])]),
-        Case(name: "lookahead", quadraticLearningRate: 0.05, rosenbrockLearningRate: 0.02),
-    ]
-
-    @Test func casesCoverTheRegistry() {
-        #expect(Set(Self.cases.map(\.name)) == Set(OptimizerRegistry.names))
-    }
+    /// The samples of every registry entry (``OptimizerInfo/samples``).
+    static let names = OptimizerRegistry.names
 
     /// Runs `steps` steps from `start` with a linearly decaying learning rate.
     func minimize(_ configuration: OptimizerConfiguration, start: [Float], steps: Int, gradient: ([Double]) -> [Double]) throws -> [Double] {
@@ -42,16 +21,8 @@ import Testing
         return x.valueArray.map(Double.init)
     }
 
-    func configuration(_ testCase: Case, learningRate: Double) -> OptimizerConfiguration {
-        if testCase.name == "lookahead" {
-            return OptimizerConfiguration(name: "lookahead", base: OptimizerConfiguration(
-                name: "adamw", hyperparameters: ["lr": .number(learningRate), "weight_decay": .number(0)]))
-        }
-        return OptimizerConfiguration(name: testCase.name, hyperparameters: testCase.extra.merging(["lr": .number(learningRate)]) { $1 })
-    }
-
-    @Test(arguments: cases)
-    func quadratic(_ testCase: Case) throws {
+    @Test(arguments: names)
+    func quadratic(_ name: String) throws {
         // f(x) = ½ Σ aᵢ (xᵢ − cᵢ)², curvatures 1…10.
         var random = SplitMix(seed: 11)
         let dimension = 16
@@ -66,21 +37,21 @@ import Testing
             return sum
         }
         let start = [Float](repeating: 0, count: dimension)
-        let x = try minimize(configuration(testCase, learningRate: testCase.quadraticLearningRate), start: start, steps: 2000) { x in
+        let x = try minimize(try OptimizerRegistry.info(named: name).samples.quadratic, start: start, steps: 2000) { x in
             (0..<dimension).map { curvature[$0] * (x[$0] - target[$0]) }
         }
         let initial = loss(start.map(Double.init)), final = loss(x)
-        #expect(final < 1e-4 * initial, "\(testCase.name): loss \(initial) → \(final)")
+        #expect(final < 1e-4 * initial, "\(name): loss \(initial) → \(final)")
     }
 
-    @Test(arguments: cases)
-    func rosenbrock(_ testCase: Case) throws {
+    @Test(arguments: names)
+    func rosenbrock(_ name: String) throws {
         // f(x, y) = (1 − x)² + 100 (y − x²)², minimum at (1, 1), from the classic start (−1.2, 1).
-        let x = try minimize(configuration(testCase, learningRate: testCase.rosenbrockLearningRate), start: [-1.2, 1], steps: 20_000) { v in
+        let x = try minimize(try OptimizerRegistry.info(named: name).samples.rosenbrock, start: [-1.2, 1], steps: 20_000) { v in
             let (x, y) = (v[0], v[1])
             return [-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)]
         }
         let distance = ((x[0] - 1) * (x[0] - 1) + (x[1] - 1) * (x[1] - 1)).squareRoot()
-        #expect(distance < 0.05, "\(testCase.name): ended at \(x)")
+        #expect(distance < 0.05, "\(name): ended at \(x)")
     }
 }

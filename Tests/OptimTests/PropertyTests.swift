@@ -56,8 +56,8 @@ import Testing
     func stepWithClosureReturnsTheLossAndUsesItsGradient(name: String) throws {
         let w = try Parameter(name: "w", shape: [4], values: [1, -2, 3, -4])
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, name == "lookahead" ? [:] : ["lr": .number(0.1)]), parameters: [w])
-        // ADOPT's first step only initialises its second moment; take one step first.
-        let steps = name == "adopt" ? 2 : 1
+        // Some first steps only initialise state (ADOPT's second moment): take those first.
+        let steps = 1 + (try OptimizerRegistry.info(named: name).samples.warmupSteps)
         var loss: Float = 0
         for _ in 0..<steps {
             loss = try optimizer.step {

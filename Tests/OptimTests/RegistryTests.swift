@@ -1,34 +1,81 @@
+import Foundation
 import Optim
+import OptimFixtures
 import Testing
 
+/// The registry table (``OptimizerInfo``) is complete and consistent: every entry's defaults are
+/// the reference's, its samples and benchmark configuration build, its reference names a paper.
 @Suite struct RegistryTests {
-    /// The defaults of `shared/fixtures/FORMAT.md`, i.e. of the reference implementations.
-    static let referenceDefaults: [String: HyperparameterDictionary] = [
-        "sgd": ["lr": .number(1e-3), "momentum": .number(0), "dampening": .number(0), "weight_decay": .number(0),
-                "nesterov": .bool(false), "maximize": .bool(false)],
-        "adam": ["lr": .number(1e-3), "betas": .numbers([0.9, 0.999]), "eps": .number(1e-8), "weight_decay": .number(0),
-                 "amsgrad": .bool(false), "maximize": .bool(false)],
-        "adamw": ["lr": .number(1e-3), "betas": .numbers([0.9, 0.999]), "eps": .number(1e-8), "weight_decay": .number(1e-2),
-                  "amsgrad": .bool(false), "maximize": .bool(false)],
-        "decoupled_adamw": ["lr": .number(1e-3), "betas": .numbers([0.9, 0.95]), "eps": .number(1e-8), "weight_decay": .number(1e-5),
-                            "amsgrad": .bool(false)],
-        "lion": ["lr": .number(1e-4), "betas": .numbers([0.9, 0.99]), "weight_decay": .number(0)],
-        "decoupled_lionw": ["lr": .number(1e-4), "betas": .numbers([0.9, 0.99]), "weight_decay": .number(0)],
-        "adopt": ["lr": .number(1e-3), "betas": .numbers([0.9, 0.9999]), "eps": .number(1e-6), "weight_decay": .number(0),
-                  "decouple": .bool(false), "clip_exponent": .number(0.25), "maximize": .bool(false)],
-        "lookahead": ["k": .number(5), "alpha": .number(0.5)],
-    ]
-
-    @Test func namesAreTheFixtureNames() {
-        #expect(OptimizerRegistry.names == ["sgd", "adam", "adamw", "decoupled_adamw", "lion", "decoupled_lionw", "adopt", "lookahead"])
+    @Test func namesAreUniqueFixtureNames() {
+        let names = OptimizerRegistry.names
+        #expect(Set(names).count == names.count)
+        for name in names { #expect(name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "_" }, "\(name)") }
     }
 
-    @Test(arguments: OptimizerRegistry.all.map(\.name))
-    func defaultsMatchTheReferences(name: String) throws {
-        #expect(try OptimizerRegistry.info(named: name).defaults == Self.referenceDefaults[name])
+    /// The defaults are those the reference constructors have: each optimizer's `<name>-defaults`
+    /// fixture writes every hyperparameter as the generator read it off the reference (which it
+    /// checks against the constructor's signature).
+    @Test(arguments: OptimizerRegistry.names)
+    func defaultsMatchTheReference(name: String) throws {
+        let path = Paths.referenceFixtures.appendingPathComponent("\(name)-defaults.json")
+        let fixture = try Fixture(contentsOf: path)
+        #expect(try OptimizerRegistry.info(named: name).defaults == fixture.configuration.hyperparameters)
     }
 
-    @Test(arguments: OptimizerRegistry.all.map(\.name))
+    @Test(arguments: OptimizerRegistry.names)
+    func entryIsComplete(name: String) throws {
+        let info = try OptimizerRegistry.info(named: name)
+        #expect(!info.typeName.isEmpty)
+        #expect(!info.reference.library.isEmpty)
+        #expect(!info.reference.symbol.isEmpty)
+        let paperHasYear = info.reference.paper.contains { $0.isNumber }
+        #expect(paperHasYear, "\(name): the paper needs its year and number")
+        #expect(!info.reference.description.lowercased().contains("seed"), "\(name): cite the library and the paper")
+        if info.isWrapper {
+            #expect(info.suggested.isEmpty, "a wrapper takes its wrapped optimizer's suggestions")
+        } else {
+            guard case let .number(lr)? = info.suggested["lr"] else {
+                Issue.record("\(name) has no suggested learning rate for the example tasks")
+                return
+            }
+            #expect(lr > 0)
+            // The suggestions are valid hyperparameters.
+            let w = try Parameter(name: "w", shape: [2], values: [1, 2])
+            _ = try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: name, hyperparameters: info.suggested), parameters: [w])
+        }
+        for sample in [info.samples.basic, info.samples.quadratic, info.samples.rosenbrock, info.benchmark.configuration] {
+            #expect(sample.name == name)
+            let w = try Parameter(name: "w", shape: [2], values: [1, 2])
+            _ = try OptimizerRegistry.makeOptimizer(sample, parameters: [w])
+        }
+    }
+
+    /// Every C reference the table names exists in the benchmark's C file, with the state buffers
+    /// the optimizer really keeps.
+    @Test(arguments: OptimizerRegistry.names)
+    func benchmarkReferenceExists(name: String) throws {
+        let info = try OptimizerRegistry.info(named: name)
+        let source = try String(contentsOf: Paths.repository.appendingPathComponent("Sources/optim/Resources/reference_kernels.c"), encoding: .utf8)
+        switch info.benchmark.reference {
+        case let .kernel(symbol, stateBuffers, coefficients):
+            #expect(source.contains("KERNEL(\(symbol))"), "reference_kernels.c has no KERNEL(\(symbol))")
+            #expect(!coefficients.isEmpty)
+            let w = try Parameter(name: "w", shape: [3], values: [1, 2, 3])
+            let optimizer = try OptimizerRegistry.makeOptimizer(info.benchmark.configuration, parameters: [w])
+            try w.setGradient([0.5, -0.5, 1])
+            try optimizer.step()
+            try optimizer.step()
+            #expect(try optimizer.state(of: w).count == stateBuffers, "\(name): the C kernel's state buffers differ from the optimizer's")
+        case let .wrapper(sync, every, _):
+            #expect(source.contains("ref_\(sync)("), "reference_kernels.c has no ref_\(sync)")
+            #expect(every >= 1)
+            #expect(info.benchmark.configuration.base != nil)
+        case let .none(reason):
+            #expect(!reason.isEmpty)
+        }
+    }
+
+    @Test(arguments: OptimizerRegistry.names)
     func buildsFromNameAndReportsItsHyperparameters(name: String) throws {
         let a = try Parameter(name: "a", shape: [2], values: [1, 2])
         let b = try Parameter(name: "b", shape: [3], values: [1, 2, 3])

@@ -10,9 +10,16 @@ on CPU in float32:
   decoupled_adamw      composer.optim.DecoupledAdamW, read at run time out of the mosaicml wheel
   decoupled_lionw      the DecoupledLionW code block quoted in seed 004, read at run time
   lookahead            the Lookahead of seed 002 (re-indented, same statements, see `Lookahead`)
+  asgd / adadelta / adagrad / adamax / nadam / radam / rmsprop / rprop / adafactor
+                       torch.optim.ASGD / ... / Adafactor, foreach=False (single-tensor path)
+  sparse_adam          torch.optim.SparseAdam, each (dense) fixture gradient passed as grad.to_sparse()
+  muon                 torch.optim.Muon (Newton-Schulz in bfloat16, as torch runs it); files with
+                       "ns_dtype": "float32" re-run torch's Newton-Schulz source with the one
+                       bfloat16 cast changed to float32 (see `float32_newton_schulz`)
 
 Usage:
   python3 tools/reference/make_fixtures.py --out Tests/Fixtures/reference
+  python3 tools/reference/make_fixtures.py --out Tests/Fixtures/reference --only-optimizer muon
   python3 tools/reference/make_fixtures.py --check-examples          # replay shared examples
   python3 tools/reference/make_fixtures.py --check Tests/Fixtures/reference   # replay any fixtures
 
@@ -22,6 +29,7 @@ See tools/reference/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import glob
 import hashlib
@@ -35,6 +43,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import types
 import warnings
 import zipfile
@@ -72,9 +81,42 @@ DEFAULTS = {
     "adopt": {"lr": 1e-3, "betas": [0.9, 0.9999], "eps": 1e-6, "weight_decay": 0.0,
               "decouple": False, "clip_exponent": 0.25, "maximize": False},
     "lookahead": {"k": 5, "alpha": 0.5},
+    # The rest of torch.optim (FORMAT.md, "More optimizers"), torch 2.15.
+    "asgd": {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6, "weight_decay": 0.0,
+             "maximize": False},
+    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False},
+    "adafactor": {"lr": 1e-2, "beta2_decay": -0.8, "eps": [None, 1e-3], "d": 1.0,
+                  "weight_decay": 0.0, "maximize": False},
+    "adagrad": {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0,
+                "eps": 1e-10, "maximize": False},
+    "adamax": {"lr": 2e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+               "maximize": False},
+    "muon": {"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True,
+             "ns_coefficients": [3.4445, -4.775, 2.0315], "eps": 1e-7, "ns_steps": 5,
+             "adjust_lr_fn": None},
+    "nadam": {"lr": 2e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+              "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False},
+    "radam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+              "decoupled_weight_decay": False, "maximize": False},
+    "rmsprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
+                "centered": False, "maximize": False},
+    "rprop": {"lr": 1e-2, "etas": [0.5, 1.2], "step_sizes": [1e-6, 50.0], "maximize": False},
+    "sparse_adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "maximize": False},
 }
-FLOAT_KEYS = {"lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "clip_exponent"}
-BOOL_KEYS = {"nesterov", "maximize", "amsgrad", "decouple"}
+# torch.optim classes built from fixtures (name -> class name); all but sgd/adam/adamw are new.
+TORCH_CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "asgd": "ASGD",
+                 "adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
+                 "adamax": "Adamax", "muon": "Muon", "nadam": "NAdam", "radam": "RAdam",
+                 "rmsprop": "RMSprop", "rprop": "Rprop", "sparse_adam": "SparseAdam"}
+# Constructors without a `foreach` argument (Muon's refuses foreach=True and has no such argument).
+NO_FOREACH = {"muon", "sparse_adam"}
+FLOAT_KEYS = {"lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "clip_exponent",
+              "lambd", "t0", "rho", "beta2_decay", "d", "lr_decay", "initial_accumulator_value",
+              "momentum_decay"}
+BOOL_KEYS = {"nesterov", "maximize", "amsgrad", "decouple", "centered", "decoupled_weight_decay"}
+INT_KEYS = {"ns_steps"}
+# Tuple-valued keys (JSON arrays); `null` elements stay None (Adafactor's eps1).
+TUPLE_KEYS = {"betas", "etas", "step_sizes", "ns_coefficients"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,11 +243,19 @@ class References:
         return self._decoupled_lionw
 
     # -- descriptions --------------------------------------------------------------------------
-    def describe(self, optimizer: str, base: dict | None = None) -> str:
+    def describe(self, optimizer: str, base: dict | None = None, ns_dtype: str | None = None) -> str:
         tv = self.torch_version
-        if optimizer in ("sgd", "adam", "adamw"):
-            cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[optimizer]
-            return f"torch.optim.{cls} (torch {tv}, foreach=False)"
+        if optimizer == "sparse_adam":
+            return (f"torch.optim.SparseAdam (torch {tv}), each gradient passed as "
+                    f"grad.to_sparse() of the dense gradient written here")
+        if optimizer == "muon" and ns_dtype == "float32":
+            return (f"torch.optim.Muon (torch {tv}) with torch's _zeropower_via_newtonschulz re-run "
+                    f"in float32: its source, with the one cast to bfloat16 changed to float32, "
+                    f"patched into torch.optim._muon for the run (not torch's own bfloat16 result)")
+        if optimizer == "muon":
+            return f"torch.optim.Muon (torch {tv}; Newton-Schulz in bfloat16, as torch runs it)"
+        if optimizer in TORCH_CLASSES:
+            return f"torch.optim.{TORCH_CLASSES[optimizer]} (torch {tv}, foreach=False)"
         if optimizer == "lion":
             return f"lion_pytorch.Lion {dist_version('lion-pytorch')} (torch {tv})"
         if optimizer == "adopt":
@@ -227,8 +277,14 @@ class References:
         for key, value in hp.items():
             if key not in known:
                 raise ValueError(f"{optimizer}: unknown hyperparameter {key!r}")
-            if key == "betas":
-                out["betas"] = (float(value[0]), float(value[1]))
+            if key in TUPLE_KEYS or (key == "eps" and isinstance(value, list)):
+                out[key] = tuple(None if v is None else float(v) for v in value)
+            elif key == "initial_accumulator_value" and group:
+                # torch's Adagrad fills state["sum"] at construction from the constructor
+                # argument, never from a group's value: a group override would be ignored.
+                raise ValueError("adagrad: initial_accumulator_value cannot be overridden per group")
+            elif key in INT_KEYS:
+                out[key] = int(value)
             elif key == "clip_exponent":
                 if group:
                     # ADOPT keeps clip_lambda on the optimizer, not in the param groups.
@@ -246,19 +302,26 @@ class References:
                 out[key] = value
         return out
 
-    def build(self, optimizer: str, hp: dict, groups: list[dict]):
+    def build(self, optimizer: str, hp: dict, groups: list[dict], dtype=torch.float32):
         """groups: [{"params": [tensors], "hyperparameters": {overrides}}]"""
         param_groups = [
             {"params": g["params"], **self._kwargs(optimizer, g.get("hyperparameters", {}), group=True)}
             for g in groups
         ]
         kw = self._kwargs(optimizer, hp, group=False)
-        if optimizer == "sgd":
-            return torch.optim.SGD(param_groups, **kw, foreach=False)
-        if optimizer == "adam":
-            return torch.optim.Adam(param_groups, **kw, foreach=False)
-        if optimizer == "adamw":
-            return torch.optim.AdamW(param_groups, **kw, foreach=False)
+        if optimizer == "adafactor" and dtype != torch.float32:
+            # Adafactor's eps1=None means torch.finfo(param.dtype).eps. The float64 conditioning
+            # run keeps the float32 value, so that it measures rounding, not a different eps1.
+            f32_eps = float(torch.finfo(torch.float32).eps)
+            kw.setdefault("eps", tuple(DEFAULTS["adafactor"]["eps"]))
+            for d in [kw] + param_groups:
+                if "eps" in d and d["eps"][0] is None:
+                    d["eps"] = (f32_eps, d["eps"][1])
+        if optimizer in TORCH_CLASSES:
+            cls = getattr(torch.optim, TORCH_CLASSES[optimizer])
+            if optimizer in NO_FOREACH:
+                return cls(param_groups, **kw)
+            return cls(param_groups, **kw, foreach=False)
         if optimizer == "lion":
             from lion_pytorch import Lion
             return Lion(param_groups, **kw, use_triton=False, decoupled_weight_decay=False)
@@ -275,9 +338,9 @@ class References:
         """The DEFAULTS table must be the constructors' own defaults."""
         from adopt import ADOPT
         from lion_pytorch import Lion
-        classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                   "lion": Lion, "adopt": ADOPT, "decoupled_adamw": self.DecoupledAdamW,
+        classes = {"lion": Lion, "adopt": ADOPT, "decoupled_adamw": self.DecoupledAdamW,
                    "decoupled_lionw": self.DecoupledLionW}
+        classes.update({name: getattr(torch.optim, cls) for name, cls in TORCH_CLASSES.items()})
         for name, cls in classes.items():
             sig = inspect.signature(cls.__init__).parameters
             for key, want in DEFAULTS[name].items():
@@ -286,9 +349,14 @@ class References:
                     ok = got is not None and got(16) == 16 ** want and got(3.0) == 3.0 ** want
                 else:
                     got = sig[key].default
-                    ok = (list(got) if key == "betas" else got) == want
+                    ok = (list(got) if isinstance(got, tuple) else got) == want
                 if not ok:
                     raise SystemExit(f"default of {name}.{key} is {got!r}, table says {want!r}")
+            # Every constructor argument but the implementation flags must be in the table.
+            flags = {"self", "params", "foreach", "fused", "capturable", "differentiable"}
+            extra = set(sig) - flags - set(DEFAULTS[name]) - {"clip_lambda"}
+            if name in TORCH_CLASSES and name not in ("sgd", "adam", "adamw") and extra:
+                raise SystemExit(f"{name}: constructor arguments missing from DEFAULTS: {sorted(extra)}")
         sig = inspect.signature(Lookahead.__init__).parameters
         assert sig["k"].default == 5 and sig["alpha"].default == 0.5
 
@@ -317,8 +385,97 @@ def lion_margin(opt, optimizer: str) -> float:
     return best
 
 
+def rprop_margin(opt, optimizer: str) -> float:
+    """Smallest |g * prev| (float32) over elements where both are non-zero: Rprop branches on
+    sign(g * prev), so a product that underflows to 0 would turn a sign into 'no change'."""
+    if optimizer != "rprop":
+        return math.inf
+    best = math.inf
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is None or not len(opt.state[p]):
+                continue
+            prod = (p.grad.float() * opt.state[p]["prev"].float()).abs()
+            both = (p.grad != 0) & (opt.state[p]["prev"] != 0)
+            if both.any():
+                best = min(best, float(prod[both].min()))
+    return best
+
+
+def radam_margin(opt, optimizer: str) -> float:
+    """Smallest |rho_t - 5| this step: RAdam rectifies only when rho_t > 5 (computed in double)."""
+    if optimizer != "radam":
+        return math.inf
+    best = math.inf
+    for group in opt.param_groups:
+        beta2 = group["betas"][1]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            step = (float(opt.state[p]["step"]) if len(opt.state[p]) else 0.0) + 1
+            rho_inf = 2 / (1 - beta2) - 1
+            rho_t = rho_inf - 2 * step * (beta2 ** step) / (1 - beta2 ** step)
+            best = min(best, abs(rho_t - 5.0))
+    return best
+
+
+LION_MIN_MARGIN = 1e-4   # Lion-type fixtures are re-seeded until no sign input is this close to 0
+RPROP_MIN_PRODUCT = 1e-30  # Rprop: no product of gradients (both non-zero) this close to underflow
+RADAM_MIN_RHO_GAP = 1e-3  # RAdam: rho_t never this close to the threshold 5
+
+
+def decision_margin(opt, optimizer: str) -> float:
+    """How far this step is from a discrete decision that rounding could flip, as a multiple of
+    the minimum allowed (>= 1 is fine): Lion's sign input, Rprop's gradient-product sign, RAdam's
+    rectification threshold."""
+    return min(lion_margin(opt, optimizer) / LION_MIN_MARGIN,
+               rprop_margin(opt, optimizer) / RPROP_MIN_PRODUCT,
+               radam_margin(opt, optimizer) / RADAM_MIN_RHO_GAP)
+
+
+NS_BFLOAT16_CAST = "grad.to(dtype=torch.bfloat16, copy=True)"
+
+
+def float32_newton_schulz():
+    """torch's own _zeropower_via_newtonschulz source, with its one cast to bfloat16 replaced by a
+    cast to float32 (float64 for the float64 conditioning run), exec'd in a copy of the module's
+    globals. Everything else (transpose, norm, clamp, addmm order) is torch's code."""
+    from torch.optim import _muon
+    source = textwrap.dedent(inspect.getsource(_muon._zeropower_via_newtonschulz))
+    if source.count(NS_BFLOAT16_CAST) != 1:
+        raise SystemExit(f"torch.optim._muon: expected one `{NS_BFLOAT16_CAST}` in "
+                         "_zeropower_via_newtonschulz; the float32 patch needs revisiting")
+    source = source.replace(NS_BFLOAT16_CAST, "grad.to(dtype=torch.promote_types(grad.dtype, "
+                                              "torch.float32), copy=True)")
+    namespace = dict(_muon.__dict__)
+    exec(compile(source, f"{_muon.__file__} (float32 Newton-Schulz)", "exec"), namespace)
+    return namespace["_zeropower_via_newtonschulz"]
+
+
+@contextlib.contextmanager
+def newton_schulz_dtype(ns_dtype: str | None):
+    """Inside: torch.optim.Muon runs Newton-Schulz in `ns_dtype` (None: torch's bfloat16)."""
+    if ns_dtype is None:
+        yield
+        return
+    if ns_dtype != "float32":
+        raise ValueError(f"unknown ns_dtype {ns_dtype!r}")
+    from torch.optim import _muon
+    saved = _muon._zeropower_via_newtonschulz
+    _muon._zeropower_via_newtonschulz = float32_newton_schulz()
+    try:
+        yield
+    finally:
+        _muon._zeropower_via_newtonschulz = saved
+
+
 def replay(fx: dict, refs: References, dtype=torch.float32):
-    """Runs the fixture's steps through the reference. Returns (snapshots, min lion margin)."""
+    """Runs the fixture's steps through the reference. Returns (snapshots, min decision margin)."""
+    with newton_schulz_dtype(fx.get("ns_dtype")):
+        return _replay(fx, refs, dtype)
+
+
+def _replay(fx: dict, refs: References, dtype):
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     params = {}
     for spec in fx["params"]:
@@ -344,7 +501,7 @@ def replay(fx: dict, refs: References, dtype=torch.float32):
         opt = Lookahead(inner, k=int(hp["k"]), alpha=float(hp["alpha"]))
     else:
         inner_name = optimizer
-        inner = opt = refs.build(optimizer, fx.get("hyperparameters", {}), groups)
+        inner = opt = refs.build(optimizer, fx.get("hyperparameters", {}), groups, dtype=dtype)
 
     snapshots, margin = [], math.inf
     for step in fx["steps"]:
@@ -357,7 +514,9 @@ def replay(fx: dict, refs: References, dtype=torch.float32):
             else:
                 arr = np.asarray(g, dtype=np_dtype).reshape(p.shape)
                 p.grad = torch.from_numpy(arr.copy()).to(dtype)
-        margin = min(margin, lion_margin(inner, inner_name))
+                if inner_name == "sparse_adam":
+                    p.grad = p.grad.to_sparse()  # zero entries are absent
+        margin = min(margin, decision_margin(inner, inner_name))
         opt.step()
         snapshots.append({n: p.detach().reshape(-1).double().numpy().copy() for n, p in params.items()})
     return snapshots, margin
@@ -389,15 +548,18 @@ def compare(fx: dict, snapshots) -> dict:
 # Fixture definitions
 # --------------------------------------------------------------------------------------------
 
-# Parameter layouts: name -> shape, in file order. Every layout has a 0-d scalar and 2-D/3-D shapes.
+# Parameter layouts: name -> shape, in file order. The first three have a 0-d scalar and 1-D, 2-D
+# and 3-D shapes; the "matrices" ones hold only 2-D parameters (Muon accepts nothing else), tall,
+# wide and square, and a single row.
 LAYOUTS = {
     "small": [("w", [2, 3]), ("b", [3]), ("s", []), ("t", [2, 3, 2])],            # 22 values
     "medium": [("w", [6, 5]), ("b", [5]), ("s", []), ("t", [2, 3, 4])],           # 60 values
     "large": [("w", [16, 8]), ("b", [8]), ("s", []), ("t", [4, 3, 5])],          # 197 values
+    "matrices": [("a", [8, 5]), ("c", [5, 8]), ("q", [6, 6])],                   # 116 values
+    "matrices_medium": [("a", [12, 7]), ("c", [7, 12]), ("q", [9, 9]), ("r", [1, 9])],  # 258 values
 }
 # Gradient scales, cycled over steps and parameters so that each fixture spans 1e-3 .. 10.
 SCALES = [1.0, 1e-3, 10.0, 0.1, 0.01, 3.0, 0.3]
-LION_MIN_MARGIN = 1e-4   # Lion-type fixtures are re-seeded until no sign input is this close to 0
 CONDITIONING_LIMIT = 0.1  # |float32 - float64 reference| must stay below this share of the tolerance
 
 
@@ -422,21 +584,27 @@ FIXTURES: list[dict] = []
 
 
 def fixture(name, optimizer, hp=None, *, layout="small", steps=16, groups=None, base=None,
-            missing=None, zero=None, lr=None, expect=None):
+            missing=None, zero=None, lr=None, expect=None, sparsity=0.0, sparse_rows=0.0,
+            ns_dtype=None):
     """Declares one fixture.
 
     missing: {param: [step indices]} with no gradient; zero: {param or "*": [steps]} all-zero
     gradients; lr: {step: {group: lr}} set before that step; expect: step indices that get an
-    intermediate `expected` (default: three spread over the run).
+    intermediate `expected` (default: three spread over the run). sparsity: each gradient element
+    is set to exactly 0 with this probability; sparse_rows: each row (index along the first axis,
+    the element of a 0-d parameter) of each gradient is set to 0 with this probability.
+    ns_dtype: "float32" for Muon fixtures whose reference re-runs Newton-Schulz in float32.
     """
     assert re.fullmatch(r"[a-z0-9_-]+", name) and all(f["name"] != name for f in FIXTURES), name
     assert 10 <= steps <= 30
+    assert ns_dtype in (None, "float32") and (ns_dtype is None or optimizer == "muon")
     indices = [i for v in (missing or {}).values() for i in v]
     indices += [i for v in (zero or {}).values() for i in v] + list(lr or {}) + list(expect or [])
     assert all(0 <= i < steps for i in indices), name
     FIXTURES.append(dict(name=name, optimizer=optimizer, hp=hp or {}, layout=layout, steps=steps,
                          groups=groups, base=base, missing=missing or {}, zero=zero or {},
-                         lr=lr or {}, expect=expect))
+                         lr=lr or {}, expect=expect, sparsity=sparsity, sparse_rows=sparse_rows,
+                         ns_dtype=ns_dtype))
 
 
 def make_fixture(spec: dict, refs: References, salt: int = 0) -> dict:
@@ -445,6 +613,8 @@ def make_fixture(spec: dict, refs: References, salt: int = 0) -> dict:
     layout = LAYOUTS[spec["layout"]]
     n = spec["steps"]
     fx = {"format": FORMAT, "name": name, "reference": None, "optimizer": optimizer}
+    if spec.get("ns_dtype"):
+        fx["ns_dtype"] = spec["ns_dtype"]
     if optimizer == "lookahead":
         fx["hyperparameters"] = full_hp("lookahead", spec["hp"])
         fx["base"] = {"optimizer": spec["base"][0],
@@ -453,7 +623,7 @@ def make_fixture(spec: dict, refs: References, salt: int = 0) -> dict:
         inner = spec["base"][0]
     else:
         fx["hyperparameters"] = full_hp(optimizer, spec["hp"])
-        fx["reference"] = refs.describe(optimizer)
+        fx["reference"] = refs.describe(optimizer, ns_dtype=spec.get("ns_dtype"))
         inner = optimizer
     if spec["groups"]:
         fx["groups"] = []
@@ -474,6 +644,11 @@ def make_fixture(spec: dict, refs: References, salt: int = 0) -> dict:
                 continue
             scale = SCALES[(3 * s + 2 * j) % len(SCALES)]
             g = rng.standard_normal(shape) * scale
+            if spec.get("sparsity"):
+                g = np.where(rng.random(shape) < spec["sparsity"], 0.0, g)
+            if spec.get("sparse_rows"):
+                rows = np.asarray(rng.random(shape[:1])) < spec["sparse_rows"]
+                g = np.where(rows.reshape(shape[:1] + [1] * (len(shape) - 1)), 0.0, g)
             if s in spec["zero"].get(pn, ()) or s in spec["zero"].get("*", ()):
                 g = np.zeros(shape)
             grads[pn] = f32_list(g)
@@ -679,6 +854,277 @@ fixture("lookahead-decoupled_lionw-k5-a05", "lookahead", {"k": 5, "alpha": 0.5},
         groups=[(["w", "b"], {}), (["s", "t"], {"lr": 0.004})],
         steps=15, missing={"b": [0, 1]}, lr={7: {"0": 0.001, "1": 0.001}})
 
+# ---- asgd (torch.optim.ASGD) -------------------------------------------------------------------
+# The running average `ax` is state only: it never feeds back into the parameters, so t0 (when
+# averaging starts) cannot change a trajectory. The fixtures still set t0 (small, so that ax does
+# switch to averaging within the run) so that an implementation's handling of it is replayed.
+fixture("asgd-defaults", "asgd", {}, steps=14)
+fixture("asgd-lambd-alpha", "asgd", {"lr": 0.05, "lambd": 1.0, "alpha": 0.5}, steps=20)
+fixture("asgd-t0", "asgd", {"lr": 0.02, "lambd": 0.1, "t0": 3.0}, steps=16)
+fixture("asgd-wd", "asgd", {"lr": 0.01, "weight_decay": 0.1, "lambd": 0.01})
+fixture("asgd-maximize", "asgd", {"lr": 0.005, "alpha": 1.0, "lambd": 2.0, "maximize": True})
+fixture("asgd-lr-schedule", "asgd", {"lr": 0.02, "lambd": 0.5, "alpha": 0.6},
+        steps=20, lr={0: {"0": 0.01}, 3: {"0": 0.03}, 8: {"0": 0.005}, 14: {"0": 0.015}},
+        missing={"t": [0, 1, 2, 3, 4]}, expect=[0, 3, 4, 8, 14])
+fixture("asgd-groups", "asgd", {"lr": 0.01, "lambd": 0.2},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.03, "alpha": 0.9, "weight_decay": 0.05, "t0": 5.0}),
+                (["t"], {"lr": 0.005, "lambd": 3.0, "maximize": True})],
+        steps=18, lr={6: {"0": 0.02, "2": 0.0025}, 12: {"1": 0.01}})
+fixture("asgd-missing-zero", "asgd", {"lr": 0.015, "lambd": 0.3, "weight_decay": 0.02, "t0": 4.0},
+        steps=20, missing={"w": [0, 1, 2], "s": [8, 9], "t": [14]},
+        zero={"b": [4, 5], "*": [11]}, lr={6: {"0": 0.01}})
+fixture("asgd-combined", "asgd",
+        {"lr": 0.012, "lambd": 0.5, "alpha": 0.5, "t0": 2.0, "weight_decay": 0.03, "maximize": True},
+        layout="medium", steps=16, zero={"*": [9]}, missing={"t": [0, 1]},
+        lr={5: {"0": 0.024}, 12: {"0": 0.006}})
+
+# ---- adadelta ----------------------------------------------------------------------------------
+fixture("adadelta-defaults", "adadelta", {}, steps=14)
+fixture("adadelta-rho", "adadelta", {"rho": 0.5}, steps=18)
+fixture("adadelta-eps-lr", "adadelta", {"lr": 0.5, "eps": 1e-3})
+fixture("adadelta-wd", "adadelta", {"weight_decay": 0.1})
+fixture("adadelta-maximize", "adadelta", {"lr": 2.0, "maximize": True, "rho": 0.95})
+fixture("adadelta-groups", "adadelta", {"lr": 1.0},
+        groups=[(["w", "t"], {}),
+                (["b"], {"lr": 3.0, "rho": 0.7, "weight_decay": 0.05}),
+                (["s"], {"lr": 0.5, "eps": 1e-4, "maximize": True})],
+        steps=20, lr={7: {"0": 0.5, "1": 1.5}, 14: {"2": 2.0}})
+fixture("adadelta-missing-zero-lr", "adadelta", {"lr": 1.0, "weight_decay": 0.01},
+        steps=22, missing={"t": [0, 1, 2], "b": [9, 10], "s": [16]},
+        zero={"w": [4], "*": [12]}, lr={7: {"0": 2.0}, 15: {"0": 0.5}})
+fixture("adadelta-combined", "adadelta",
+        {"lr": 1.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.02, "maximize": True},
+        layout="medium", steps=16, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 3.0}, 13: {"0": 0.75}})
+
+# ---- adagrad -----------------------------------------------------------------------------------
+# torch fills state["sum"] with the constructor's initial_accumulator_value at construction (a
+# group value is ignored), so it is only set at the top level.
+fixture("adagrad-defaults", "adagrad", {}, steps=14)
+fixture("adagrad-lr-decay", "adagrad", {"lr": 0.05, "lr_decay": 0.1}, steps=18)
+fixture("adagrad-initial-accumulator", "adagrad", {"lr": 0.03, "initial_accumulator_value": 0.5})
+fixture("adagrad-eps", "adagrad", {"lr": 0.02, "eps": 1e-2})
+fixture("adagrad-wd", "adagrad", {"lr": 0.02, "weight_decay": 0.1})
+fixture("adagrad-maximize", "adagrad", {"lr": 0.01, "maximize": True, "lr_decay": 0.01})
+fixture("adagrad-groups", "adagrad", {"lr": 0.02, "initial_accumulator_value": 0.1},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.05, "lr_decay": 0.2, "weight_decay": 0.05}),
+                (["t"], {"lr": 0.01, "eps": 1e-3, "maximize": True})],
+        steps=20, lr={6: {"0": 0.04, "2": 0.005}, 13: {"1": 0.025}})
+fixture("adagrad-missing-zero-lr", "adagrad", {"lr": 0.02, "lr_decay": 0.05},
+        steps=22, missing={"w": [0, 1, 2, 3], "s": [10, 11], "t": [17]},
+        zero={"b": [0, 1, 5], "*": [13]}, lr={8: {"0": 0.04}, 16: {"0": 0.01}})
+fixture("adagrad-combined", "adagrad",
+        {"lr": 0.03, "lr_decay": 0.05, "weight_decay": 0.02, "initial_accumulator_value": 0.2,
+         "eps": 1e-6, "maximize": True},
+        layout="medium", steps=16, zero={"*": [9]}, missing={"t": [0, 1]},
+        lr={5: {"0": 0.06}, 12: {"0": 0.015}})
+
+# ---- adamax ------------------------------------------------------------------------------------
+fixture("adamax-defaults", "adamax", {}, steps=14)
+fixture("adamax-betas", "adamax", {"lr": 0.004, "betas": [0.5, 0.9]}, steps=18)
+fixture("adamax-eps", "adamax", {"lr": 0.003, "eps": 0.01})
+fixture("adamax-wd", "adamax", {"lr": 0.002, "weight_decay": 0.1})
+fixture("adamax-maximize", "adamax", {"lr": 0.0025, "maximize": True})
+fixture("adamax-groups", "adamax", {"lr": 0.002},
+        groups=[(["w", "t"], {}),
+                (["b"], {"lr": 0.01, "betas": [0.8, 0.99], "weight_decay": 0.01}),
+                (["s"], {"lr": 0.0005, "eps": 0.01, "maximize": True})],
+        steps=20, lr={8: {"0": 0.001, "1": 0.02}})
+fixture("adamax-missing-zero-lr", "adamax", {"lr": 0.003, "weight_decay": 0.01},
+        steps=22, missing={"t": [0, 1, 2], "b": [9, 10], "s": [16]},
+        zero={"w": [0, 4], "*": [12]}, lr={7: {"0": 0.006}, 15: {"0": 0.0015}})
+fixture("adamax-combined", "adamax",
+        {"lr": 0.004, "betas": [0.85, 0.98], "eps": 1e-6, "weight_decay": 0.05, "maximize": True},
+        layout="medium", steps=16, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 0.008}, 13: {"0": 0.001}})
+
+# ---- nadam -------------------------------------------------------------------------------------
+fixture("nadam-defaults", "nadam", {}, steps=14)
+fixture("nadam-momentum-decay", "nadam", {"lr": 0.003, "momentum_decay": 0.1}, steps=20)
+fixture("nadam-momentum-decay-zero", "nadam", {"lr": 0.002, "momentum_decay": 0.0})
+fixture("nadam-wd", "nadam", {"lr": 0.002, "weight_decay": 0.1})
+fixture("nadam-decoupled-wd", "nadam",
+        {"lr": 0.003, "weight_decay": 0.2, "decoupled_weight_decay": True}, steps=18,
+        lr={6: {"0": 0.006}, 12: {"0": 0.0015}})
+fixture("nadam-maximize-betas-eps", "nadam",
+        {"lr": 0.0025, "maximize": True, "betas": [0.8, 0.99], "eps": 1e-6})
+fixture("nadam-groups", "nadam", {"lr": 0.002},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.006, "weight_decay": 0.1, "decoupled_weight_decay": True,
+                              "momentum_decay": 0.02}),
+                (["t"], {"lr": 0.0008, "betas": [0.7, 0.95], "weight_decay": 0.05,
+                         "maximize": True})],
+        steps=20, lr={5: {"0": 0.004}, 12: {"1": 0.003, "2": 0.0016}})
+fixture("nadam-missing-zero-lr", "nadam", {"lr": 0.003, "weight_decay": 0.01},
+        steps=22, missing={"w": [0, 1, 2], "s": [8, 9], "t": [14]},
+        zero={"b": [3, 4], "*": [11]}, lr={6: {"0": 0.0015}, 17: {"0": 0.006}})
+fixture("nadam-combined", "nadam",
+        {"lr": 0.004, "betas": [0.85, 0.995], "eps": 1e-7, "weight_decay": 0.05,
+         "momentum_decay": 0.01, "decoupled_weight_decay": True, "maximize": True},
+        layout="medium", steps=16, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 0.008}, 13: {"0": 0.001}})
+
+# ---- radam -------------------------------------------------------------------------------------
+# With beta2 = 0.999, rho_t first exceeds 5 at a parameter's 6th gradient (4.99 at the 5th).
+fixture("radam-defaults", "radam", {}, steps=14)
+fixture("radam-betas", "radam", {"lr": 0.003, "betas": [0.8, 0.99]}, steps=18)
+fixture("radam-beta2-small", "radam", {"lr": 0.003, "betas": [0.9, 0.6]}, steps=16)
+fixture("radam-wd", "radam", {"lr": 0.002, "weight_decay": 0.1})
+fixture("radam-decoupled-wd", "radam",
+        {"lr": 0.003, "weight_decay": 0.2, "decoupled_weight_decay": True}, steps=18,
+        lr={4: {"0": 0.006}, 11: {"0": 0.0015}})
+fixture("radam-maximize-eps", "radam", {"lr": 0.0025, "maximize": True, "eps": 1e-3})
+fixture("radam-groups", "radam", {"lr": 0.002},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.006, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+                (["t"], {"lr": 0.0008, "betas": [0.7, 0.95], "weight_decay": 0.05,
+                         "maximize": True})],
+        steps=20, lr={5: {"0": 0.004}, 12: {"1": 0.003, "2": 0.0016}})
+fixture("radam-missing-zero-lr", "radam", {"lr": 0.003, "weight_decay": 0.01},
+        steps=24, missing={"w": [0, 1, 2, 3], "s": [10, 11], "t": [17]},
+        zero={"b": [5, 6], "*": [20]}, lr={8: {"0": 0.006}, 16: {"0": 0.0015}})
+fixture("radam-combined", "radam",
+        {"lr": 0.004, "betas": [0.85, 0.99], "eps": 1e-6, "weight_decay": 0.05,
+         "decoupled_weight_decay": True, "maximize": True},
+        layout="medium", steps=20, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 0.008}, 15: {"0": 0.001}})
+
+# ---- rmsprop -----------------------------------------------------------------------------------
+fixture("rmsprop-defaults", "rmsprop", {}, steps=14)
+fixture("rmsprop-alpha", "rmsprop", {"lr": 0.003, "alpha": 0.9}, steps=18)
+fixture("rmsprop-centered", "rmsprop", {"lr": 0.002, "centered": True}, steps=18)
+fixture("rmsprop-momentum", "rmsprop", {"lr": 0.001, "momentum": 0.9}, steps=18)
+fixture("rmsprop-centered-momentum", "rmsprop",
+        {"lr": 0.001, "alpha": 0.95, "momentum": 0.5, "centered": True}, steps=18)
+fixture("rmsprop-wd-eps", "rmsprop", {"lr": 0.002, "weight_decay": 0.1, "eps": 1e-3})
+fixture("rmsprop-maximize", "rmsprop", {"lr": 0.002, "maximize": True})
+fixture("rmsprop-groups", "rmsprop", {"lr": 0.002},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.001, "momentum": 0.8, "centered": True}),
+                (["t"], {"lr": 0.004, "alpha": 0.9, "weight_decay": 0.05, "maximize": True})],
+        steps=20, lr={5: {"0": 0.004}, 12: {"1": 0.0005, "2": 0.002}})
+fixture("rmsprop-missing-zero-lr", "rmsprop", {"lr": 0.002, "momentum": 0.7, "weight_decay": 0.01},
+        steps=22, missing={"t": [0, 1, 2], "b": [9, 10], "s": [16]},
+        zero={"w": [0, 4], "*": [12]}, lr={7: {"0": 0.004}, 15: {"0": 0.001}})
+fixture("rmsprop-combined", "rmsprop",
+        {"lr": 0.0015, "alpha": 0.95, "eps": 1e-6, "weight_decay": 0.05, "momentum": 0.6,
+         "centered": True, "maximize": True},
+        layout="medium", steps=16, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 0.003}, 13: {"0": 0.00075}})
+
+# ---- rprop -------------------------------------------------------------------------------------
+# Rprop reads `lr` only when a parameter's state is created (its first gradient): later changes
+# of group['lr'] (schedulers) have no effect. Exact zeros in the gradients give sign 0 (factor 1,
+# no move, prev = 0).
+fixture("rprop-defaults", "rprop", {}, steps=14)
+fixture("rprop-etas", "rprop", {"lr": 0.02, "etas": [0.3, 1.5]}, steps=18, sparsity=0.2)
+fixture("rprop-step-sizes", "rprop", {"lr": 0.01, "step_sizes": [0.004, 0.03]}, steps=20)
+fixture("rprop-maximize", "rprop", {"lr": 0.005, "maximize": True}, sparsity=0.3)
+fixture("rprop-lr-schedule", "rprop", {"lr": 0.01},
+        steps=18, lr={0: {"0": 0.02}, 3: {"0": 0.005}, 9: {"0": 0.04}},
+        missing={"b": [0, 1, 2, 3, 4], "t": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}, expect=[0, 4, 5, 10])
+fixture("rprop-groups", "rprop", {"lr": 0.01},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.03, "etas": [0.25, 1.1], "step_sizes": [0.001, 0.1]}),
+                (["t"], {"lr": 0.002, "maximize": True})],
+        steps=20, lr={6: {"0": 0.02}})
+fixture("rprop-missing-zero", "rprop", {"lr": 0.01, "etas": [0.6, 1.25]},
+        steps=20, missing={"w": [0, 1, 2], "s": [8, 9], "t": [14]},
+        zero={"b": [3, 4], "*": [11]}, sparsity=0.1)
+fixture("rprop-combined", "rprop",
+        {"lr": 0.015, "etas": [0.4, 1.3], "step_sizes": [0.0005, 0.2], "maximize": True},
+        layout="medium", steps=24, zero={"*": [10]}, missing={"t": [0, 1]}, sparsity=0.15,
+        lr={6: {"0": 0.03}})
+
+# ---- sparse_adam (torch.optim.SparseAdam on grad.to_sparse()) ----------------------------------
+# Gradients have many exact zeros: those elements (absent from the sparse gradient) keep their
+# value and moments; the parameter's step count still advances, even for an all-zero gradient.
+fixture("sparse_adam-defaults", "sparse_adam", {}, steps=14, sparsity=0.4)
+fixture("sparse_adam-rows", "sparse_adam", {"lr": 0.003}, steps=20, sparse_rows=0.5)
+fixture("sparse_adam-betas", "sparse_adam", {"lr": 0.004, "betas": [0.5, 0.9]}, steps=18,
+        sparsity=0.5)
+fixture("sparse_adam-eps", "sparse_adam", {"lr": 0.01, "eps": 0.05}, sparsity=0.3)
+fixture("sparse_adam-maximize", "sparse_adam", {"lr": 0.0025, "maximize": True}, sparsity=0.5)
+fixture("sparse_adam-groups", "sparse_adam", {"lr": 0.002},
+        groups=[(["w", "t"], {}),
+                (["b"], {"lr": 0.01, "betas": [0.8, 0.99]}),
+                (["s"], {"lr": 0.0005, "eps": 0.01, "maximize": True})],
+        steps=20, sparsity=0.4, lr={8: {"0": 0.001, "1": 0.02}})
+fixture("sparse_adam-missing-zero-lr", "sparse_adam", {"lr": 0.003},
+        steps=22, missing={"w": [0, 1, 2], "b": [9, 10], "s": [16]},
+        zero={"t": [0, 1, 4], "*": [12]}, sparsity=0.5, lr={7: {"0": 0.006}, 15: {"0": 0.0015}})
+fixture("sparse_adam-combined", "sparse_adam",
+        {"lr": 0.004, "betas": [0.85, 0.98], "eps": 1e-6, "maximize": True},
+        layout="medium", steps=16, zero={"*": [10]}, missing={"t": [0, 1]}, sparsity=0.3,
+        sparse_rows=0.3, lr={6: {"0": 0.008}, 13: {"0": 0.001}})
+
+# ---- adafactor ---------------------------------------------------------------------------------
+# "small" holds a 2-D and a 3-D parameter (factored: row_var / col_var over the last two axes), a
+# 1-D and a 0-d one (full `variance`).
+fixture("adafactor-defaults", "adafactor", {}, steps=14)
+fixture("adafactor-lr-rho", "adafactor", {"lr": 0.3}, steps=20)   # rho_t = 1/sqrt(t) from t = 12
+fixture("adafactor-beta2-decay", "adafactor", {"lr": 0.02, "beta2_decay": -0.5}, steps=18)
+fixture("adafactor-eps1", "adafactor", {"lr": 0.02, "eps": [1e-2, 1e-3]}, steps=18)
+fixture("adafactor-eps2", "adafactor", {"lr": 0.02, "eps": [None, 2.0]})
+fixture("adafactor-d", "adafactor", {"lr": 0.02, "d": 1.5}, steps=18)
+fixture("adafactor-wd", "adafactor", {"lr": 0.02, "weight_decay": 0.5})
+fixture("adafactor-maximize", "adafactor", {"lr": 0.015, "maximize": True})
+fixture("adafactor-groups", "adafactor", {"lr": 0.01},
+        groups=[(["w"], {}),
+                (["b", "s"], {"lr": 0.03, "beta2_decay": -1.0, "weight_decay": 0.1}),
+                (["t"], {"lr": 0.02, "eps": [1e-3, 0.5], "d": 2.0, "maximize": True})],
+        steps=20, lr={5: {"0": 0.02}, 12: {"1": 0.2, "2": 0.005}})
+fixture("adafactor-missing-zero-lr", "adafactor", {"lr": 0.02, "weight_decay": 0.05},
+        steps=22, missing={"w": [0, 1, 2], "b": [9, 10], "s": [16]},
+        zero={"t": [0, 4], "*": [12]}, lr={7: {"0": 0.04}, 15: {"0": 0.5}})
+fixture("adafactor-combined", "adafactor",
+        {"lr": 0.25, "beta2_decay": -0.6, "eps": [1e-3, 1e-2], "d": 1.2, "weight_decay": 0.02,
+         "maximize": True},
+        layout="medium", steps=20, zero={"*": [10]}, missing={"t": [0, 1]},
+        lr={6: {"0": 0.05}, 15: {"0": 0.4}})
+
+# ---- muon (2-D parameters only) ----------------------------------------------------------------
+# Each declared twice: "muon-*" against torch's own bfloat16 Newton-Schulz, with a tolerance
+# measured at generation (a float32 Newton-Schulz against it, see muon_tolerance and the README),
+# and "muon-f32-*" (top-level "ns_dtype": "float32") against torch's update with Newton-Schulz
+# re-run in float32.
+MUON_FIXTURES = [
+    ("defaults", {}, dict(steps=14)),
+    ("lr", {"lr": 0.02}, dict(steps=16)),
+    ("no-nesterov", {"lr": 0.02, "nesterov": False}, dict()),
+    ("momentum", {"lr": 0.02, "momentum": 0.8}, dict()),
+    ("momentum0-eps", {"lr": 0.01, "momentum": 0.0, "eps": 0.05}, dict(zero={"*": [8]})),
+    ("wd", {"lr": 0.02, "weight_decay": 0.5}, dict()),
+    ("wd0", {"lr": 0.02, "weight_decay": 0.0}, dict()),
+    ("ns-steps", {"lr": 0.02, "ns_steps": 2}, dict()),
+    ("ns-coefficients", {"lr": 0.02, "ns_coefficients": [1.875, -1.25, 0.375], "ns_steps": 8},
+     dict()),
+    ("adjust-original", {"lr": 0.02, "adjust_lr_fn": "original"}, dict()),
+    ("adjust-match-rms-adamw", {"lr": 0.005, "adjust_lr_fn": "match_rms_adamw"}, dict()),
+    ("adjust-spectral-unclamped", {"lr": 0.02, "adjust_lr_fn": "spectral_unclamped"}, dict()),
+    ("groups", {"lr": 0.02},
+     dict(groups=[(["a"], {}),
+                  (["c"], {"lr": 0.01, "momentum": 0.9, "nesterov": False,
+                           "adjust_lr_fn": "match_rms_adamw"}),
+                  (["q"], {"lr": 0.03, "weight_decay": 0.0, "ns_steps": 3,
+                           "adjust_lr_fn": "spectral_unclamped"})],
+          steps=20, lr={5: {"0": 0.04}, 12: {"1": 0.005, "2": 0.015}})),
+    ("missing-zero-lr", {"lr": 0.02, "weight_decay": 0.05},
+     dict(steps=22, missing={"a": [0, 1, 2], "c": [9, 10], "q": [16]},
+          zero={"q": [0, 4], "*": [12]}, lr={7: {"0": 0.04}, 15: {"0": 0.01}})),
+    ("combined", {"lr": 0.015, "weight_decay": 0.05, "momentum": 0.9, "nesterov": True,
+                  "ns_coefficients": [3.0, -3.2, 1.2], "eps": 1e-5, "ns_steps": 6,
+                  "adjust_lr_fn": "spectral_unclamped"},
+     dict(layout="matrices_medium", steps=16, zero={"*": [10]}, missing={"r": [0, 1]},
+          lr={6: {"0": 0.03}, 13: {"0": 0.005}})),
+]
+for _ns_dtype, _prefix in ((None, "muon-"), ("float32", "muon-f32-")):
+    for _suffix, _hp, _kw in MUON_FIXTURES:
+        fixture(_prefix + _suffix, "muon", _hp, **{"layout": "matrices", "steps": 18, **_kw},
+                ns_dtype=_ns_dtype)
+
 
 # --------------------------------------------------------------------------------------------
 # Output
@@ -713,19 +1159,75 @@ def conditioning(fx: dict, refs: References) -> float:
     return worst
 
 
-def generate(out_dir: str, refs: References, only: list[str] | None) -> int:
+def nice_ceiling(x: float) -> float:
+    """x rounded up to 1, 2 or 5 times a power of ten."""
+    e = math.floor(math.log10(x))
+    for m in (1, 2, 5, 10):
+        if m * 10.0 ** e >= x * (1 - 1e-12):
+            return float(f"{m * 10.0 ** e:.0e}")
+    raise AssertionError
+
+
+def error_against(fx: dict, snapshots) -> tuple[float, float]:
+    """Max |replay - recorded| over every expected block, and the largest movement of any value
+    from its initial value (for scale)."""
+    checks = [(i, st["expected"]) for i, st in enumerate(fx["steps"]) if "expected" in st]
+    checks.append((len(fx["steps"]) - 1, fx["expected"]))
+    initial = {p["name"]: np.asarray(p["data"], dtype=np.float64) for p in fx["params"]}
+    err = move = 0.0
+    for i, expected in checks:
+        for name, want in expected.items():
+            want = np.asarray(want, dtype=np.float64)
+            err = max(err, float(np.abs(snapshots[i][name] - want).max()))
+            move = max(move, float(np.abs(want - initial[name]).max()))
+    return err, move
+
+
+MUON_BF16_HEADROOM = 3.0   # bfloat16 Muon fixtures: atol = this x (float32 NS vs torch's bfloat16)
+MUON_F32_HEADROOM = 20.0   # float32-NS Muon fixtures: atol = this x (float32 vs float64 NS), if > 1e-6
+
+
+def muon_tolerance(fx: dict, refs: References) -> tuple[dict | None, str]:
+    """The tolerance a Muon fixture needs, measured (see README):
+    - torch's bfloat16 reference: replay with Newton-Schulz in float32 (what a float32
+      implementation computes); atol = nice_ceiling(MUON_BF16_HEADROOM x max abs difference).
+    - float32-NS reference: replay in float64 (float64 NS); if 20x that gap exceeds the default
+      atol, atol = nice_ceiling(MUON_F32_HEADROOM x gap), else the default tolerance (None)."""
+    if fx.get("ns_dtype") == "float32":
+        gap, move = error_against(fx, replay(fx, refs, dtype=torch.float64)[0])
+        if MUON_F32_HEADROOM * gap <= DEFAULT_ATOL:
+            return None, f"f64-NS gap {gap:.2e}, default tolerance, max move {move:.3g}"
+        atol = nice_ceiling(MUON_F32_HEADROOM * gap)
+        return ({"rtol": DEFAULT_RTOL, "atol": atol},
+                f"f64-NS gap {gap:.2e} -> atol {atol:g}, max move {move:.3g}")
+    f32 = dict(fx, ns_dtype="float32")
+    err, move = error_against(fx, replay(f32, refs)[0])
+    atol = nice_ceiling(MUON_BF16_HEADROOM * err)
+    return ({"rtol": DEFAULT_RTOL, "atol": atol},
+            f"f32-NS vs bf16 {err:.2e} -> atol {atol:g}, max move {move:.3g} ({move / atol:.0f} x atol)")
+
+
+def generate(out_dir: str, refs: References, only: list[str] | None,
+             only_optimizers: list[str] | None = None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     total, problems = 0, []
     for spec in FIXTURES:
         if only and spec["name"] not in only:
             continue
+        if only_optimizers and spec["optimizer"] not in only_optimizers:
+            continue
         for salt in range(20):
             fx = make_fixture(spec, refs, salt)
             margin = fx.pop("_margin")
-            if margin >= LION_MIN_MARGIN:
+            if margin >= 1.0:
                 break
         else:
-            problems.append(f"{spec['name']}: no seed with a Lion sign margin >= {LION_MIN_MARGIN}")
+            problems.append(f"{spec['name']}: no seed with every decision margin above its minimum")
+        note = ""
+        if fx["optimizer"] == "muon":
+            tolerance, note = muon_tolerance(fx, refs)
+            if tolerance:
+                fx["tolerance"] = tolerance
         cond = conditioning(fx, refs)
         if cond > CONDITIONING_LIMIT:
             problems.append(f"{spec['name']}: float32 vs float64 reference uses {cond:.3f} of tolerance")
@@ -740,7 +1242,7 @@ def generate(out_dir: str, refs: References, only: list[str] | None) -> int:
         total += len(text)
         nvals = sum(len(p["data"]) for p in fx["params"])
         print(f"{spec['name']:40s} {fx['optimizer']:16s} {len(fx['steps']):2d} steps {nvals:4d} values "
-              f"{len(text):6d} B  salt {salt}  lion-margin {margin:.2e}  f64-gap {cond:.4f}")
+              f"{len(text):6d} B  salt {salt}  margin x{margin:.2e}  f64-gap {cond:.4f}  {note}")
     print(f"{total} bytes in total")
     for p in problems:
         print("PROBLEM:", p, file=sys.stderr)
@@ -769,6 +1271,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="directory to write <name>.json fixtures into")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="generate only these fixtures")
+    ap.add_argument("--only-optimizer", nargs="+", metavar="OPT",
+                    help="generate only the fixtures of these optimizers (the `optimizer` field)")
     ap.add_argument("--list", action="store_true", help="list the fixture names")
     ap.add_argument("--check-examples", nargs="?", const=DEFAULT_EXAMPLES, metavar="DIR",
                     help=f"replay the fixtures in DIR (default {DEFAULT_EXAMPLES}) and compare")
@@ -799,7 +1303,7 @@ def main(argv=None) -> int:
             paths += sorted(glob.glob(os.path.join(p, "*.json"))) if os.path.isdir(p) else [p]
         rc |= check_files(paths, refs)
     if args.out:
-        rc |= generate(args.out, refs, args.only)
+        rc |= generate(args.out, refs, args.only, args.only_optimizer)
     return rc
 
 

@@ -3,7 +3,7 @@
 /// hold a shard of the parameter.
 ///
 /// "update" is the step actually subtracted from the parameter, `u = p_before − p_after`, weight
-/// decay included. Seed 004's `report_per_parameter_metrics` recomputes it as
+/// decay included. LLM Foundry's `report_per_parameter_metrics` recomputes it as
 /// `lr·sign(…) − wd·(lr/lr₀)·p`: the sign term is the step subtracted, but the decay term enters
 /// with the opposite sign (the decay subtracts `+wd·(lr/lr₀)·p`), and it is rebuilt from the
 /// moment *after* the update instead of the one that was used. We report the step that was

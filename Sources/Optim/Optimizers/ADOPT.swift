@@ -157,3 +157,19 @@ extension GradientOptimizer where Rule == ADOPTRule {
                       threadPool: threadPool)
     }
 }
+
+extension ADOPTRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "ADOPT",
+        reference: .init(library: "torch-adopt", version: "0.1.0", symbol: "adopt.ADOPT (the authors' code)",
+                         paper: "Taniguchi et al., 2024, \"ADOPT: Modified Adam Can Converge with Any β2 with the Optimal Rate\", arXiv:2411.02853"),
+        suggested: ["lr": .number(2e-3)],
+        // β2 = 0.9999 keeps Rosenbrock's huge first gradient in v for most of the run.
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05), "betas": .numbers([0.9, 0.999])]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.02), "betas": .numbers([0.9, 0.999])]),
+                       warmupSteps: 1),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .kernel(symbol: "adopt", stateBuffers: 2, coefficients: [1e-6, 2, 0.1, 0.9999, 1e-4, -1e-3])))
+}

@@ -31,3 +31,14 @@ extension GradientOptimizer where Rule == AdamRule {
                       threadPool: threadPool)
     }
 }
+
+extension AdamRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "Adam",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.Adam",
+                         paper: "Kingma & Ba, 2015, \"Adam: A Method for Stochastic Optimization\", arXiv:1412.6980; AMSGrad: Reddi, Kale & Kumar, 2018, arXiv:1904.09237"),
+        suggested: ["lr": .number(2e-3)],
+        samples: .adaptive(name),
+        benchmark: .init(configuration: .init(name: name), reference: .adamKernel))
+}

@@ -33,3 +33,14 @@ extension GradientOptimizer where Rule == AdamWRule {
                       threadPool: threadPool)
     }
 }
+
+extension AdamWRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "AdamW",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.AdamW",
+                         paper: "Loshchilov & Hutter, 2019, \"Decoupled Weight Decay Regularization\", arXiv:1711.05101"),
+        suggested: ["lr": .number(2e-3)],
+        samples: .adaptive(name, ["weight_decay": .number(0)]),
+        benchmark: .init(configuration: .init(name: name), reference: .adamKernel))
+}

@@ -31,7 +31,7 @@ func decoupledDecayFactor(_ learningRate: Double, _ initialLearningRate: Double)
     initialLearningRate != 0 ? learningRate / initialLearningRate : 1
 }
 
-/// The warning composer and seed 004 give for a large decoupled weight decay.
+/// The warning composer and LLM Foundry give for a large decoupled weight decay.
 func warnIfLargeDecoupledDecay(_ weightDecay: Double, optimizer: String) {
     guard weightDecay >= 1e-3 else { return }
     OptimLogging.logger.warning(
@@ -47,4 +47,15 @@ extension GradientOptimizer where Rule == DecoupledAdamWRule {
                                                          weightDecay: weightDecay, amsgrad: amsgrad),
                       threadPool: threadPool)
     }
+}
+
+extension DecoupledAdamWRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "DecoupledAdamW",
+        reference: .init(library: "composer", version: "0.32.1", symbol: "composer.optim.DecoupledAdamW",
+                         paper: "Loshchilov & Hutter, 2019, \"Decoupled Weight Decay Regularization\", arXiv:1711.05101"),
+        suggested: ["lr": .number(2e-3), "weight_decay": .number(1e-5)],
+        samples: .adaptive(name, ["weight_decay": .number(0)]),
+        benchmark: .init(configuration: .init(name: name), reference: .adamKernel))
 }

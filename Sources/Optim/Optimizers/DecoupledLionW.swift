@@ -1,4 +1,4 @@
-/// `DecoupledLionW` (seed 004): Lion whose weight decay follows the learning-rate schedule but is
+/// `DecoupledLionW` (MosaicML LLM Foundry): Lion whose weight decay follows the learning-rate schedule but is
 /// not scaled by the learning rate, as composer's ``DecoupledAdamW`` does for Adam.
 ///
 /// ```
@@ -8,8 +8,8 @@
 /// ```
 /// `weightDecay` is the fraction of each weight removed per step at the peak learning rate; a
 /// warning is logged for `weightDecay >= 1e-3`, as the reference does. Defaults: `lr` 1e-4,
-/// `betas` (0.9, 0.99), `weight_decay` 0. Reference: the `DecoupledLionW` code of seed 004
-/// (after MosaicML's); Lion paper: arXiv:2302.06675.
+/// `betas` (0.9, 0.99), `weight_decay` 0. Reference: `llmfoundry.optim.DecoupledLionW`
+/// (MosaicML); Lion paper: arXiv:2302.06675.
 public typealias DecoupledLionW = GradientOptimizer<DecoupledLionWRule>
 
 public enum DecoupledLionWRule: LionVariant, VectorKernel {
@@ -59,4 +59,15 @@ extension GradientOptimizer where Rule == DecoupledLionWRule {
         try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, weightDecay: weightDecay),
                       threadPool: threadPool)
     }
+}
+
+extension DecoupledLionWRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "DecoupledLionW",
+        reference: .init(library: "LLM Foundry", version: "(MosaicML)", symbol: "llmfoundry.optim.DecoupledLionW",
+                         paper: "Chen et al., 2023, \"Symbolic Discovery of Optimization Algorithms\", arXiv:2302.06675"),
+        suggested: ["lr": .number(5e-4), "weight_decay": .number(1e-5)],
+        samples: .signBased(name),
+        benchmark: .init(configuration: .init(name: name), reference: .lionKernel))
 }

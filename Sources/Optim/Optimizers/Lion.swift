@@ -51,3 +51,14 @@ extension GradientOptimizer where Rule == LionRule {
                       threadPool: threadPool)
     }
 }
+
+extension LionRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "Lion",
+        reference: .init(library: "lion-pytorch", version: "0.2.5", symbol: "lion_pytorch.Lion (google/automl's reference code)",
+                         paper: "Chen et al., 2023, \"Symbolic Discovery of Optimization Algorithms\", arXiv:2302.06675"),
+        suggested: ["lr": .number(5e-4), "weight_decay": .number(0.1)],
+        samples: .signBased(name),
+        benchmark: .init(configuration: .init(name: name), reference: .lionKernel))
+}

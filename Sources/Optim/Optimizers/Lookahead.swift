@@ -1,4 +1,4 @@
-/// Lookahead (Zhang et al., 2019) around any optimizer, as the code quoted in seed 002.
+/// Lookahead (Zhang et al., 2019, arXiv:1907.08610) around any optimizer, as the paper's Algorithm 1.
 ///
 /// The wrapped ("fast") optimizer steps as usual; every `k` steps each parameter is pulled
 /// towards a slow copy and the slow copy catches up:
@@ -127,5 +127,37 @@ enum LookaheadSync: VectorKernel {
         Elementwise.store(p, o.parameter, i, n)
         Elementwise.store(p, o.state0, i, n)
         return UpdateLanes(before: before, after: p, gradient: FloatVector(), moment: FloatVector())
+    }
+}
+
+extension Lookahead {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        name: name, typeName: "Lookahead",
+        reference: .init(library: "the paper's algorithm", version: "Algorithm 1", symbol: "Lookahead",
+                         paper: "Zhang, Lucas, Hinton & Ba, 2019, \"Lookahead Optimizer: k steps forward, 1 step back\", arXiv:1907.08610"),
+        defaults: ["k": .number(5), "alpha": .number(0.5)], isWrapper: true,
+        suggested: [:],
+        samples: .init(basic: .init(name: name, hyperparameters: ["k": .number(2)], base: .init(name: "adamw", hyperparameters: ["lr": .number(0.01)])),
+                       quadratic: .init(name: name, base: .init(name: "adamw", hyperparameters: ["lr": .number(0.05), "weight_decay": .number(0)])),
+                       rosenbrock: .init(name: name, base: .init(name: "adamw", hyperparameters: ["lr": .number(0.02), "weight_decay": .number(0)]))),
+        benchmark: .init(configuration: .init(name: name, base: .init(name: "adamw")),
+                         reference: .wrapper(sync: "lookahead_sync", every: 5, coefficients: [0.5, 0.5])),
+        make: make)
+
+    static func make(_ configuration: OptimizerConfiguration, _ groups: [ParameterGroupConfiguration],
+                     _ pool: ThreadPool) throws(OptimError) -> any Optimizer {
+        guard let baseConfiguration = configuration.base else {
+            throw .invalidConfiguration("lookahead needs a base optimizer to wrap")
+        }
+        var reader = HyperparameterReader(configuration.hyperparameters, optimizer: Lookahead.name)
+        let k = try reader.number("k", default: 5)
+        let alpha = try reader.number("alpha", default: 0.5)
+        try reader.finish()
+        guard k.isFinite, k == k.rounded(), k >= 1, k <= Double(Int32.max) else {
+            throw .invalidHyperparameter(optimizer: Lookahead.name, name: "k", value: HyperparameterValue.format(k), expected: "an integer >= 1")
+        }
+        let base = try OptimizerRegistry.makeOptimizer(baseConfiguration, groups: groups, threadPool: pool)
+        return try Lookahead(base, k: Int(k), alpha: alpha, threadPool: pool)
     }
 }

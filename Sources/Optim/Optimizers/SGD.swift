@@ -145,3 +145,17 @@ extension GradientOptimizer where Rule == SGDRule {
                       threadPool: threadPool)
     }
 }
+
+extension SGDRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "SGD",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.SGD",
+                         paper: "Sutskever, Martens, Dahl & Hinton, 2013, \"On the importance of initialization and momentum in deep learning\", ICML"),
+        suggested: ["lr": .number(0.05), "momentum": .number(0.9)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01), "momentum": .number(0.9)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05), "momentum": .number(0.9)]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(2e-4), "momentum": .number(0.9)])),
+        benchmark: .init(configuration: .init(name: name, hyperparameters: ["momentum": .number(0.9)]),
+                         reference: .kernel(symbol: "sgd", stateBuffers: 1, coefficients: [-1e-3, 0.9, 1, 0, 0])))
+}

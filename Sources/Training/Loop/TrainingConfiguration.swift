@@ -35,32 +35,21 @@ public struct TrainingConfiguration: Sendable, Equatable {
 
     public init() {}
 
-    /// Default hyperparameters per optimizer for the digits MLP: each with its own learning rate
-    /// (Lion's several times smaller than AdamW's, as the Lion paper advises), SGD with momentum.
-    public static func suggestedHyperparameters(for optimizer: String) -> HyperparameterDictionary {
-        switch optimizer {
-        case "sgd": return ["lr": .number(0.05), "momentum": .number(0.9)]
-        case "adam", "adamw", "adopt", "lookahead": return ["lr": .number(2e-3)]
-        case "decoupled_adamw": return ["lr": .number(2e-3), "weight_decay": .number(1e-5)]
-        case "lion": return ["lr": .number(5e-4), "weight_decay": .number(0.1)]
-        case "decoupled_lionw": return ["lr": .number(5e-4), "weight_decay": .number(1e-5)]
-        default: return [:]
-        }
-    }
-
-    /// The registry configuration: suggested values under the given ones; for Lookahead, its own
-    /// `k`/`alpha` stay on the wrapper and everything else goes to the wrapped optimizer.
+    /// The registry configuration: the optimizer's suggested hyperparameters for the example
+    /// tasks (``OptimizerInfo/suggested``: each its own learning rate, Lion's several times smaller
+    /// than AdamW's, SGD with momentum) under the given ones; for a wrapper such as Lookahead, its
+    /// own keys (`k`, `alpha`) stay on the wrapper and everything else goes to the wrapped
+    /// optimizer, over that optimizer's suggestions.
     public func optimizerConfiguration() throws(OptimError) -> OptimizerConfiguration {
         let info = try OptimizerRegistry.info(named: optimizer)
         if info.isWrapper {
             let wrapperKeys = Set(info.defaults.keys)
             let own = hyperparameters.filter { wrapperKeys.contains($0.key) }
-            let base = Self.suggestedHyperparameters(for: optimizer).merging(hyperparameters.filter { !wrapperKeys.contains($0.key) }) { $1 }
-            _ = try OptimizerRegistry.info(named: baseOptimizer)
+            let baseInfo = try OptimizerRegistry.info(named: baseOptimizer)
+            let base = baseInfo.suggested.merging(hyperparameters.filter { !wrapperKeys.contains($0.key) }) { $1 }
             return OptimizerConfiguration(name: optimizer, hyperparameters: own, base: OptimizerConfiguration(name: baseOptimizer, hyperparameters: base))
         }
-        let values = Self.suggestedHyperparameters(for: optimizer).merging(hyperparameters) { $1 }
-        return OptimizerConfiguration(name: optimizer, hyperparameters: values)
+        return OptimizerConfiguration(name: optimizer, hyperparameters: info.suggested.merging(hyperparameters) { $1 })
     }
 
     /// The learning-rate multiplier schedule for a run of `totalSteps`.

@@ -3,6 +3,11 @@
  * rules, compiled by the benchmark with -O3 -march=native -fopenmp. They define the roofline:
  * how fast this machine moves the bytes an optimizer step must read and write.
  * One flat pass per step; OpenMP static scheduling over the elements.
+ *
+ * Every kernel has the signature of `KERNEL` below: the parameter, the gradient, up to three
+ * state buffers (unused ones may be any pointer), the element count and the step's scalars `c`,
+ * in the order each kernel documents. Which kernel an optimizer is timed against, and with which
+ * scalars, is in its registry entry (`OptimizerInfo.benchmark`).
  */
 #include <math.h>
 #include <omp.h>
@@ -15,59 +20,74 @@ static inline float lerpf(float start, float end, float weight) {
 
 static inline float signf(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
 
-void ref_sgd(float *restrict p, const float *restrict g, float *restrict buf, long n,
-             float neg_lr, float momentum, float one_minus_dampening, float weight_decay, int nesterov) {
+#define KERNEL(name) void ref_##name(float *restrict p, const float *restrict g, float *restrict s0, \
+                                    float *restrict s1, float *restrict s2, long n, const float *restrict c)
+
+/* c: neg_lr, momentum, 1 - dampening, weight_decay, nesterov (0/1). s0: momentum_buffer. */
+KERNEL(sgd) {
+    const float neg_lr = c[0], momentum = c[1], one_minus_dampening = c[2], weight_decay = c[3];
+    const int nesterov = c[4] != 0.0f;
+    (void)s1; (void)s2;
     #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < n; i++) {
         float grad = g[i] + weight_decay * p[i];
-        float b = buf[i] * momentum + one_minus_dampening * grad;
-        buf[i] = b;
+        float b = s0[i] * momentum + one_minus_dampening * grad;
+        s0[i] = b;
         grad = nesterov ? grad + momentum * b : b;
         p[i] = p[i] + neg_lr * grad;
     }
 }
 
-void ref_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
-              float decay, float one_minus_beta1, float beta2, float one_minus_beta2,
-              float bias_correction2_sqrt, float eps, float neg_step_size) {
+/* c: decay, 1 - beta1, beta2, 1 - beta2, sqrt(bias_correction2), eps, -lr/bias_correction1.
+   s0: exp_avg, s1: exp_avg_sq. */
+KERNEL(adam) {
+    const float decay = c[0], one_minus_beta1 = c[1], beta2 = c[2], one_minus_beta2 = c[3];
+    const float bias_correction2_sqrt = c[4], eps = c[5], neg_step_size = c[6];
+    (void)s2;
     #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < n; i++) {
         float param = p[i] * decay;
         float grad = g[i];
-        float mi = lerpf(m[i], grad, one_minus_beta1);
-        float vi = v[i] * beta2 + one_minus_beta2 * grad * grad;
-        m[i] = mi;
-        v[i] = vi;
+        float mi = lerpf(s0[i], grad, one_minus_beta1);
+        float vi = s1[i] * beta2 + one_minus_beta2 * grad * grad;
+        s0[i] = mi;
+        s1[i] = vi;
         p[i] = param + neg_step_size * mi / (sqrtf(vi) / bias_correction2_sqrt + eps);
     }
 }
 
-void ref_lion(float *restrict p, const float *restrict g, float *restrict m, long n,
-              float decay, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_lr) {
+/* c: decay, beta1, 1 - beta1, beta2, 1 - beta2, -lr. s0: exp_avg. */
+KERNEL(lion) {
+    const float decay = c[0], beta1 = c[1], one_minus_beta1 = c[2], beta2 = c[3], one_minus_beta2 = c[4], neg_lr = c[5];
+    (void)s1; (void)s2;
     #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < n; i++) {
-        float grad = g[i], mi = m[i];
+        float grad = g[i], mi = s0[i];
         p[i] = p[i] * decay + neg_lr * signf(mi * beta1 + one_minus_beta1 * grad);
-        m[i] = mi * beta2 + one_minus_beta2 * grad;
+        s0[i] = mi * beta2 + one_minus_beta2 * grad;
     }
 }
 
-void ref_adopt(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
-               float eps, float clip, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_lr) {
+/* c: eps, clip, 1 - beta1, beta2, 1 - beta2, -lr. s0: exp_avg, s1: exp_avg_sq. */
+KERNEL(adopt) {
+    const float eps = c[0], clip = c[1], one_minus_beta1 = c[2], beta2 = c[3], one_minus_beta2 = c[4], neg_lr = c[5];
+    (void)s2;
     #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < n; i++) {
-        float grad = g[i], vi = v[i];
+        float grad = g[i], vi = s1[i];
         float root = sqrtf(vi);
         float normed = grad / (root < eps ? eps : root);
         normed = normed < -clip ? -clip : (normed > clip ? clip : normed);
-        float mi = lerpf(m[i], normed, one_minus_beta1);
-        m[i] = mi;
+        float mi = lerpf(s0[i], normed, one_minus_beta1);
+        s0[i] = mi;
         p[i] = p[i] + neg_lr * mi;
-        v[i] = vi * beta2 + one_minus_beta2 * grad * grad;
+        s1[i] = vi * beta2 + one_minus_beta2 * grad * grad;
     }
 }
 
-void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, float alpha, float one_minus_alpha) {
+/* Lookahead's synchronisation. c: alpha, 1 - alpha. */
+void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, const float *restrict c) {
+    const float alpha = c[0], one_minus_alpha = c[1];
     #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < n; i++) {
         float fast = p[i] * alpha + one_minus_alpha * slow[i];
