@@ -97,6 +97,8 @@ public enum Checkpoint {
             var steps: Int
             var buffers: [String]
             var gradient_scale: Float
+            /// Scalar state (absent in files of optimizers without it).
+            var scalars: [String: Float]?
         }
         var name: String
         var skipped_steps: Int
@@ -110,7 +112,8 @@ public enum Checkpoint {
             skipped_steps = snapshot.skippedSteps
             wrapper = snapshot.wrapper
             groups = snapshot.groups.map { Group(params: $0.parameterNames, initial_lr: $0.initialLearningRate, hyperparameters: $0.hyperparameters) }
-            parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale) }
+            parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale,
+                                                                 scalars: $0.scalars.isEmpty ? nil : $0.scalars) }
             base = snapshot.base.map { [Description($0)] }
         }
 
@@ -119,7 +122,8 @@ public enum Checkpoint {
                 optimizer: name,
                 groups: groups.map { .init(parameterNames: $0.params, hyperparameters: $0.hyperparameters, initialLearningRate: $0.initial_lr) },
                 parameters: parameters.mapValues { state in
-                    .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale)
+                    .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale,
+                          scalars: state.scalars ?? [:])
                 },
                 skippedSteps: skipped_steps, wrapper: wrapper, base: base?.first?.snapshot)
         }

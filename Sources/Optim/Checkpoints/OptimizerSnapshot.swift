@@ -13,6 +13,16 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         public var buffers: [String: [Float]]
         /// A pending gradient factor not yet consumed by a step (1 for none).
         public var gradientScale: Float
+        /// Scalar state by PyTorch name (ASGD's `eta` and `mu`, NAdam's `mu_product`): the same on
+        /// every shard of a parameter.
+        public var scalars: [String: Float]
+
+        public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:]) {
+            self.stepCount = stepCount
+            self.buffers = buffers
+            self.gradientScale = gradientScale
+            self.scalars = scalars
+        }
     }
 
     /// The registry name.
@@ -48,7 +58,9 @@ extension GradientOptimizer {
             let names = Rule.stateNames(groups[slot.group].hyperparameters)
             var buffers: [String: [Float]] = [:]
             for (name, buffer) in zip(names, slot.state) { buffers[name] = Array(buffer) }
-            parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale)
+            let scalarNames = Rule.scalarStateNames(groups[slot.group].hyperparameters)
+            parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale,
+                                                    scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)))
         }
         let groupStates = groups.enumerated().map { index, group in
             OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
@@ -98,6 +110,10 @@ extension GradientOptimizer {
             for (name, values) in state.buffers where values.count != slot.parameter.count {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(name)' holds \(values.count) values, the parameter \(slot.parameter.count)")
             }
+            let scalarNames = Rule.scalarStateNames(hyperparameters[slot.group])
+            guard Set(state.scalars.keys) == Set(scalarNames) || (state.scalars.isEmpty && names.isEmpty) else {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': scalar state \(state.scalars.keys.sorted()), expected \(scalarNames)")
+            }
         }
         guard snapshot.skippedSteps >= 0 else { throw .checkpointMismatch("invalid skipped-step count \(snapshot.skippedSteps)") }
 
@@ -106,6 +122,7 @@ extension GradientOptimizer {
             groups[index].hyperparameters = hyperparameters[index]
             initialLearningRates[index] = snapshot.groups[index].initialLearningRate
             stateCounts[index] = Rule.stateNames(hyperparameters[index]).count
+            scalarGroups[index] = !Rule.scalarStateNames(hyperparameters[index]).isEmpty
         }
         skippedSteps = snapshot.skippedSteps
         let needing = slots.indices.filter { index in
@@ -117,13 +134,15 @@ extension GradientOptimizer {
             let state = snapshot.parameters[slots[index].parameter.name]!
             slots[index].steps = state.stepCount
             slots[index].gradientScale = state.gradientScale
+            slots[index].scalars = Rule.scalarStateNames(groups[slots[index].group].hyperparameters).compactMap { state.scalars[$0] }
             let names = Rule.stateNames(groups[slots[index].group].hyperparameters)
             for (position, name) in names.enumerated() where position < slots[index].state.count {
                 let buffer = slots[index].state[position]
                 if let values = state.buffers[name] {
                     values.withUnsafeBufferPointer { source in buffer.baseAddress!.update(from: source.baseAddress!, count: values.count) }
                 } else {
-                    buffer.update(repeating: 0)
+                    let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
+                    buffer.update(repeating: position < initial.count ? initial[position] : 0)
                 }
             }
         }

@@ -23,11 +23,32 @@ public protocol UpdateRule: Sendable {
     /// Logs advice about hyperparameters that are valid but likely mistaken; called when a group
     /// is configured. The default says nothing.
     static func advise(_ hyperparameters: Hyperparameters)
+    /// The value each state buffer starts at, in ``stateNames(_:)`` order, when a parameter gets
+    /// its state (its first update); empty for all zeros, the default. (Adagrad's `sum` starts at
+    /// `initial_accumulator_value`, Rprop's `step_size` at the learning rate.)
+    static func initialState(_ hyperparameters: Hyperparameters) -> [Float]
+    /// Per-parameter scalars kept as state — torch's 0-dim state tensors (ASGD's `eta` and `mu`,
+    /// NAdam's `mu_product`); empty, the default, for none. A rule with scalar state gets its
+    /// coefficients from ``coefficients(_:initialLearningRate:step:scalars:)``, once per tensor.
+    static func scalarStateNames(_ hyperparameters: Hyperparameters) -> [String]
+    /// The scalars' values before a parameter's first update, in ``scalarStateNames(_:)`` order.
+    static func initialScalars(_ hyperparameters: Hyperparameters) -> [Float]
+    /// The coefficients of a parameter's step number `step`, for a rule with scalar state: reads
+    /// and advances the parameter's `scalars`, as the reference does in its step.
+    static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
+                             scalars: inout [Float]) -> Coefficients
 }
 
 extension UpdateRule {
     public static func advise(_ hyperparameters: Hyperparameters) {}
     public static func keepsMoment(_ hyperparameters: Hyperparameters) -> Bool { true }
+    public static func initialState(_ hyperparameters: Hyperparameters) -> [Float] { [] }
+    public static func scalarStateNames(_ hyperparameters: Hyperparameters) -> [String] { [] }
+    public static func initialScalars(_ hyperparameters: Hyperparameters) -> [Float] { [] }
+    public static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
+                                    scalars: inout [Float]) -> Coefficients {
+        coefficients(hyperparameters, initialLearningRate: initialLearningRate, step: step)
+    }
 }
 
 extension UpdateRule where Self: VectorKernel {
@@ -50,6 +71,8 @@ struct Slot {
     let group: Int
     var steps = 0
     var state: [UnsafeMutableBufferPointer<Float>] = []
+    /// Scalar state (``UpdateRule/scalarStateNames(_:)``), empty until the first update.
+    var scalars: [Float] = []
     /// The factor on the gradient in the next step (``Optimizer/scaleNextGradient(of:by:)``).
     var gradientScale: Float = 1
 }
@@ -92,6 +115,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
     /// State buffers each group keeps (updated when its hyperparameters change, not per step).
     var stateCounts: [Int]
+    /// Whether each group keeps scalar state (``UpdateRule/scalarStateNames(_:)``).
+    var scalarGroups: [Bool]
     /// Scratch, kept between steps: slots awaiting state.
     private var pending: [Int] = []
     /// The parallel part of a step, made once so that steps allocate nothing.
@@ -114,6 +139,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         }
         self.groups = groups
         self.stateCounts = groups.map { Rule.stateNames($0.hyperparameters).count }
+        self.scalarGroups = groups.map { !Rule.scalarStateNames($0.hyperparameters).isEmpty }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
         var slots: [Slot] = []
@@ -174,6 +200,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         Rule.advise(hyperparameters)
         groups[group].hyperparameters = hyperparameters
         stateCounts[group] = Rule.stateNames(hyperparameters).count
+        scalarGroups[group] = !Rule.scalarStateNames(hyperparameters).isEmpty
     }
 
     private func slot(of parameter: Parameter) throws(OptimError) -> Int {
@@ -190,6 +217,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         let names = Rule.stateNames(groups[slot.group].hyperparameters)
         var result: [String: [Float]] = [:]
         for (name, buffer) in zip(names, slot.state) { result[name] = Array(buffer) }
+        for (name, value) in zip(Rule.scalarStateNames(groups[slot.group].hyperparameters), slot.scalars) { result[name] = [value] }
         return result
     }
 
@@ -224,19 +252,27 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         index.removeAll(keepingCapacity: true)
         var lastKey = CoefficientKey(group: -1, steps: -1), lastCoefficients = 0
         let groups = self.groups, initialLearningRates = self.initialLearningRates, placeholder = self.placeholder.baseAddress!
+        let scalarGroups = self.scalarGroups
         slots.withUnsafeMutableBufferPointer { slots in
             for slot in slots.indices {
                 guard let gradient = slots[slot].parameter.gradient else { continue }
                 slots[slot].steps += 1
                 let key = CoefficientKey(group: slots[slot].group, steps: slots[slot].steps)
-                if key != lastKey {
+                let hyperparameters = groups[key.group].hyperparameters
+                if scalarGroups[key.group] {
+                    // Scalar state is the parameter's own: coefficients per tensor, not shared.
+                    if slots[slot].scalars.isEmpty { slots[slot].scalars = Rule.initialScalars(hyperparameters) }
+                    lastCoefficients = table.count
+                    table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group],
+                                                   step: key.steps, scalars: &slots[slot].scalars))
+                    lastKey = CoefficientKey(group: -1, steps: -1)
+                } else if key != lastKey {
                     if let known = index[key] {
                         lastCoefficients = known
                     } else {
                         lastCoefficients = table.count
                         index[key] = lastCoefficients
-                        table.append(Rule.coefficients(groups[key.group].hyperparameters,
-                                                       initialLearningRate: initialLearningRates[key.group], step: key.steps))
+                        table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group], step: key.steps))
                     }
                     lastKey = key
                 }
@@ -336,7 +372,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
             var offset = 0
             for index in needing {
                 let count = slots[index].parameter.count
-                slots[index].state.append(UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)]))
+                let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
+                let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
+                if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }
+                slots[index].state.append(slice)
                 offset += padded(count)
             }
             buffer += 1

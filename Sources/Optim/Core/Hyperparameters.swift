@@ -157,4 +157,35 @@ enum Validate {
     static func unitInterval(_ value: Double, _ name: String, _ optimizer: String) throws(OptimError) {
         guard value >= 0, value <= 1 else { throw fail(optimizer, name, value, "a number in [0, 1]") }
     }
+
+    /// A finite number `>= 0` (torch's checks on `eps`, `lr_decay`, momentum and the like).
+    static func nonNegative(_ value: Double, _ name: String, _ optimizer: String) throws(OptimError) {
+        guard value.isFinite, value >= 0 else { throw fail(optimizer, name, value, "a finite number >= 0") }
+    }
+
+    /// A finite number.
+    static func finite(_ value: Double, _ name: String, _ optimizer: String) throws(OptimError) {
+        guard value.isFinite else { throw fail(optimizer, name, value, "a finite number") }
+    }
+}
+
+/// The two averaging coefficients (β1, β2) of Adam-style optimizers — a struct rather than a
+/// tuple, so hyperparameters that hold it get a synthesized `Equatable`. In dictionaries it is
+/// PyTorch's `betas` list.
+public struct Betas: Sendable, Hashable, CustomStringConvertible {
+    /// β1, the first moment's decay.
+    public var first: Double
+    /// β2, the second moment's decay.
+    public var second: Double
+
+    public init(_ first: Double, _ second: Double) {
+        self.first = first
+        self.second = second
+    }
+
+    init(_ pair: (Double, Double)) { self.init(pair.0, pair.1) }
+
+    var pair: (Double, Double) { (first, second) }
+    var value: HyperparameterValue { .numbers([first, second]) }
+    public var description: String { "(\(first), \(second))" }
 }

@@ -232,3 +232,27 @@ public enum Elementwise {
         x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
     }
 }
+
+extension Elementwise {
+    /// `torch.maximum`: the larger of each pair, NaN where either is NaN.
+    @inline(__always)
+    public static func maximum(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
+        a.replacing(with: b, where: b .> a).replacing(with: b, where: b .!= b)
+    }
+
+    /// The gradient as the torch.optim optimizers first transform it: negated when maximising,
+    /// plus the L2 term `λ·p` (`grad.add(param, alpha=weight_decay)`) when `l2` is not zero.
+    @inline(__always)
+    public static func torchGradient(_ gradient: FloatVector, parameter: FloatVector, maximize: Bool, l2: Float) -> FloatVector {
+        let g = maximize ? -gradient : gradient
+        return l2 != 0 ? g + l2 * parameter : g
+    }
+}
+
+extension Elementwise {
+    /// `|x|` lane by lane (NaN stays NaN).
+    @inline(__always)
+    public static func absolute(_ x: FloatVector) -> FloatVector {
+        x.replacing(with: -x, where: x .< 0)
+    }
+}

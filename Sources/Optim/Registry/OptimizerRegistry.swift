@@ -37,6 +37,7 @@ public enum OptimizerRegistry {
     public static let all: [OptimizerInfo] = [
         SGDRule.info, AdamRule.info, AdamWRule.info, DecoupledAdamWRule.info, LionRule.info, DecoupledLionWRule.info,
         ADOPTRule.info, Lookahead.info,
+        AdagradRule.info, RMSpropRule.info, AdamaxRule.info,
     ]
 
     /// The registry names, in registry order.

@@ -85,6 +85,48 @@ KERNEL(adopt) {
     }
 }
 
+/* c: -clr, eps. s0: sum. */
+KERNEL(adagrad) {
+    const float neg_clr = c[0], eps = c[1];
+    (void)s1; (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float sum = s0[i] + grad * grad;
+        s0[i] = sum;
+        p[i] = p[i] + neg_clr * grad / (sqrtf(sum) + eps);
+    }
+}
+
+/* c: -lr, alpha, 1 - alpha, eps. s0: square_avg. */
+KERNEL(rmsprop) {
+    const float neg_lr = c[0], alpha = c[1], one_minus_alpha = c[2], eps = c[3];
+    (void)s1; (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float v = s0[i] * alpha + one_minus_alpha * grad * grad;
+        s0[i] = v;
+        p[i] = p[i] + neg_lr * grad / (sqrtf(v) + eps);
+    }
+}
+
+/* c: -lr/(1 - beta1^t), 1 - beta1, beta2, eps. s0: exp_avg, s1: exp_inf. */
+KERNEL(adamax) {
+    const float neg_step = c[0], one_minus_beta1 = c[1], beta2 = c[2], eps = c[3];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float m = lerpf(s0[i], grad, one_minus_beta1);
+        float decayed = s1[i] * beta2, magnitude = fabsf(grad) + eps;
+        float u = decayed > magnitude ? decayed : magnitude;
+        s0[i] = m;
+        s1[i] = u;
+        p[i] = p[i] + neg_step * m / u;
+    }
+}
+
 /* Lookahead's synchronisation. c: alpha, 1 - alpha. */
 void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, const float *restrict c) {
     const float alpha = c[0], one_minus_alpha = c[1];

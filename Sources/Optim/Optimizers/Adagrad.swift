@@ -1,0 +1,104 @@
+/// Adagrad (Duchi, Hazan & Singer, 2011): each element's step shrinks with the sum of its
+/// squared gradients, matching `torch.optim.Adagrad` step for step.
+///
+/// ```
+/// g ← −g if maximize;  g ← g + λ·p
+/// clr ← lr / (1 + (t − 1)·lr_decay)
+/// s ← s + g²                                   (s starts at initial_accumulator_value)
+/// p ← p − clr·g / (√s + ε)
+/// ```
+/// Defaults: `lr` 1e-2, `lr_decay` 0, `weight_decay` 0, `initial_accumulator_value` 0,
+/// `eps` 1e-10. State: `sum` (4 bytes per parameter). Reference: `torch.optim.Adagrad`; paper:
+/// "Adaptive Subgradient Methods for Online Learning and Stochastic Optimization", JMLR 2011.
+public typealias Adagrad = GradientOptimizer<AdagradRule>
+
+public enum AdagradRule: UpdateRule, VectorKernel {
+    public static let name = "adagrad"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        public var learningRateDecay: Double
+        /// L2 penalty, added to the gradient.
+        public var weightDecay: Double
+        public var initialAccumulatorValue: Double
+        public var eps: Double
+        public var maximize: Bool
+
+        public init(learningRate: Double = 1e-2, learningRateDecay: Double = 0, weightDecay: Double = 0,
+                    initialAccumulatorValue: Double = 0, eps: Double = 1e-10, maximize: Bool = false) {
+            self.learningRate = learningRate
+            self.learningRateDecay = learningRateDecay
+            self.weightDecay = weightDecay
+            self.initialAccumulatorValue = initialAccumulatorValue
+            self.eps = eps
+            self.maximize = maximize
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      learningRateDecay: try reader.number("lr_decay", default: d.learningRateDecay),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      initialAccumulatorValue: try reader.number("initial_accumulator_value", default: d.initialAccumulatorValue),
+                      eps: try reader.number("eps", default: d.eps),
+                      maximize: try reader.bool("maximize", default: d.maximize))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "lr_decay": .number(learningRateDecay), "weight_decay": .number(weightDecay),
+             "initial_accumulator_value": .number(initialAccumulatorValue), "eps": .number(eps), "maximize": .bool(maximize)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            try Validate.nonNegative(learningRateDecay, "learningRateDecay (lr_decay)", name)
+            try Validate.weightDecay(weightDecay, name)
+            try Validate.nonNegative(initialAccumulatorValue, "initialAccumulatorValue (initial_accumulator_value)", name)
+            try Validate.nonNegative(eps, "eps", name)
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        var negativeLearningRate: Float
+        var l2: Float
+        var eps: Float
+        var maximize: Bool
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["sum"] }
+    public static func initialState(_ h: Hyperparameters) -> [Float] { [Float(h.initialAccumulatorValue)] }
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        let clr = h.learningRate / (1 + Double(step - 1) * h.learningRateDecay)
+        return Coefficients(negativeLearningRate: Float(-clr), l2: Float(h.weightDecay), eps: Float(h.eps), maximize: h.maximize)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
+        let sum = Elementwise.load(o.state0, i, n) + g * g
+        Elementwise.store(sum, o.state0, i, n)
+        let after = before + c.negativeLearningRate * g / (Elementwise.squareRoot(sum) + c.eps)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: FloatVector())
+    }
+}
+
+extension AdagradRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "Adagrad",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.Adagrad",
+                         paper: "Duchi, Hazan & Singer, 2011, \"Adaptive Subgradient Methods for Online Learning and Stochastic Optimization\", JMLR 12"),
+        suggested: ["lr": .number(1e-2)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.5)]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.5)])),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .kernel(symbol: "adagrad", stateBuffers: 1, coefficients: [-1e-2, 1e-10])))
+}

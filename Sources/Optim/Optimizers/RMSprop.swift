@@ -1,0 +1,138 @@
+/// RMSprop (Hinton, 2012; centred form after Graves, 2013): the gradient divided by a running
+/// root mean square, matching `torch.optim.RMSprop` step for step.
+///
+/// ```
+/// g ← −g if maximize;  g ← g + λ·p
+/// v ← α·v + (1 − α)·g²
+/// centered: ḡ ← lerp(ḡ, g, 1 − α);  d ← √(v − ḡ²) + ε      else d ← √v + ε
+/// momentum μ > 0: b ← μ·b + g/d;  p ← p − lr·b              else p ← p − lr·g/d
+/// ```
+/// Defaults: `lr` 1e-2, `alpha` 0.99, `eps` 1e-8, `weight_decay` 0, `momentum` 0, `centered`
+/// false. State: `square_avg`, plus `momentum_buffer` with momentum and `grad_avg` when centred
+/// (4–12 bytes per parameter). Reference: `torch.optim.RMSprop`; Hinton, Srivastava & Swersky,
+/// 2012, Neural Networks for Machine Learning, lecture 6e; Graves, 2013, arXiv:1308.0850.
+public typealias RMSprop = GradientOptimizer<RMSpropRule>
+
+public enum RMSpropRule: UpdateRule, VectorKernel {
+    public static let name = "rmsprop"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        /// The smoothing constant of the running averages.
+        public var alpha: Double
+        public var eps: Double
+        /// L2 penalty, added to the gradient.
+        public var weightDecay: Double
+        public var momentum: Double
+        /// Divide by the running variance (`v − ḡ²`) instead of the running mean square.
+        public var centered: Bool
+        public var maximize: Bool
+
+        public init(learningRate: Double = 1e-2, alpha: Double = 0.99, eps: Double = 1e-8, weightDecay: Double = 0,
+                    momentum: Double = 0, centered: Bool = false, maximize: Bool = false) {
+            self.learningRate = learningRate
+            self.alpha = alpha
+            self.eps = eps
+            self.weightDecay = weightDecay
+            self.momentum = momentum
+            self.centered = centered
+            self.maximize = maximize
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      alpha: try reader.number("alpha", default: d.alpha),
+                      eps: try reader.number("eps", default: d.eps),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      momentum: try reader.number("momentum", default: d.momentum),
+                      centered: try reader.bool("centered", default: d.centered),
+                      maximize: try reader.bool("maximize", default: d.maximize))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "alpha": .number(alpha), "eps": .number(eps), "weight_decay": .number(weightDecay),
+             "momentum": .number(momentum), "centered": .bool(centered), "maximize": .bool(maximize)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            try Validate.nonNegative(alpha, "alpha", name)
+            try Validate.nonNegative(eps, "eps", name)
+            try Validate.weightDecay(weightDecay, name)
+            try Validate.nonNegative(momentum, "momentum", name)
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        var negativeLearningRate: Float
+        var alpha: Float
+        var oneMinusAlpha: Float
+        var lerpComplement: Float
+        var eps: Float
+        var l2: Float
+        var momentum: Float
+        var centered: Bool
+        var maximize: Bool
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] {
+        ["square_avg"] + (h.momentum > 0 ? ["momentum_buffer"] : []) + (h.centered ? ["grad_avg"] : [])
+    }
+
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { h.momentum > 0 }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        let weight = Float(1 - h.alpha)
+        return Coefficients(negativeLearningRate: Float(-h.learningRate), alpha: Float(h.alpha), oneMinusAlpha: weight,
+                            lerpComplement: 1 - weight, eps: Float(h.eps), l2: Float(h.weightDecay), momentum: Float(h.momentum),
+                            centered: h.centered, maximize: h.maximize)
+    }
+
+    @inline(__always)
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
+        let squareAverage = Elementwise.load(o.state0, i, n) * c.alpha + c.oneMinusAlpha * g * g
+        Elementwise.store(squareAverage, o.state0, i, n)
+        var average: FloatVector
+        if c.centered {
+            // grad_avg follows momentum_buffer when both are kept.
+            let gradAveragePointer = c.momentum > 0 ? o.state2 : o.state1
+            let gradAverage = Elementwise.lerp(Elementwise.load(gradAveragePointer, i, n), g, weight: c.oneMinusAlpha, oneMinusWeight: c.lerpComplement)
+            Elementwise.store(gradAverage, gradAveragePointer, i, n)
+            average = Elementwise.squareRoot(squareAverage - gradAverage * gradAverage)
+        } else {
+            average = Elementwise.squareRoot(squareAverage)
+        }
+        average = average + c.eps
+        let after: FloatVector
+        var buffer = FloatVector()
+        if c.momentum > 0 {
+            buffer = Elementwise.load(o.state1, i, n) * c.momentum + g / average
+            Elementwise.store(buffer, o.state1, i, n)
+            after = before + c.negativeLearningRate * buffer
+        } else {
+            after = before + c.negativeLearningRate * g / average
+        }
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
+    }
+}
+
+extension RMSpropRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "RMSprop",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.RMSprop",
+                         paper: "Hinton, Srivastava & Swersky, 2012, Neural Networks for Machine Learning, lecture 6e; centred: Graves, 2013, arXiv:1308.0850"),
+        suggested: ["lr": .number(1e-3)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.005)])),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .kernel(symbol: "rmsprop", stateBuffers: 1, coefficients: [-1e-2, 0.99, 0.01, 1e-8])))
+}
