@@ -77,7 +77,9 @@ struct Scenario {
     }
 
     func groups(_ parameters: [Parameter]) -> [ParameterGroupConfiguration] {
-        ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
+        OptimizerRegistry.all.first { $0.name == (configuration.base ?? configuration).name }?.defaults["weight_decay"] == nil
+            ? [ParameterGroupConfiguration(parameters)]
+            : ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
     }
 
     /// A multiple of 2⁻¹⁰ below 1 in magnitude: sums over ranks are exact in any order.

@@ -163,12 +163,14 @@ import Testing
         gradient[3] = .nan
         try a.setGradient(gradient)
         try optimizer.step()
-        // Some optimizer step needs a second step to carry it into the parameter (ADOPT's v, Lion's sign(NaN) = 0).
+        func allFinite() throws -> Bool { (a.valueArray + (try optimizer.state(of: a).values.joined())).allSatisfy { $0.isFinite } }
+        let finiteAfterFirst = try allFinite()
+        // Some optimizers need a second step to carry it into the parameter (ADOPT's v, Lion's
+        // sign(NaN) = 0); Rprop, as torch's, keeps the NaN only in `prev` until the next gradient.
         try a.setGradient([Float](repeating: 0.5, count: 40))
         try optimizer.step()
-        let state = try optimizer.state(of: a).values.joined()
-        let finite = (a.valueArray + state).allSatisfy { $0.isFinite }
-        #expect(!finite, "\(name)")
+        let finiteAfterSecond = try allFinite()
+        #expect(!(finiteAfterFirst && finiteAfterSecond), "\(name)")
         #expect(optimizer.skippedSteps == 0)
     }
 }

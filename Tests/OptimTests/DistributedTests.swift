@@ -33,7 +33,9 @@ import Testing
 
         func groups(_ parameters: [Parameter]) -> [ParameterGroupConfiguration] {
             // composer's decoupled decay is not scaled by lr (and warns from 1e-3 on).
-            ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
+            OptimizerRegistry.all.first { $0.name == (configuration.base ?? configuration).name }?.defaults["weight_decay"] == nil
+            ? [ParameterGroupConfiguration(parameters)]
+            : ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
         }
 
         /// Rank `rank`'s gradient of parameter `index` at `step`, or nil when it has none.

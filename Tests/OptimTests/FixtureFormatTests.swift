@@ -54,7 +54,7 @@ import Testing
         expectError(with("format", nil), field: "format", "missing")
         expectError(with("format", "optim-fixture/2"), field: "format", "expected 'optim-fixture/1'")
         expectError(with("name", "Bad Name"), field: "name", "[a-z0-9_-]+")
-        expectError(with("optimizer", "adagrad"), field: "optimizer", "unknown optimizer 'adagrad'")
+        expectError(with("optimizer", "adagard"), field: "optimizer", "unknown optimizer 'adagard'")
         expectError(with("params", [["name": "p", "shape": [2], "data": [1.0]]]), field: "params[0].data", "expected 2 numbers, got 1")
         expectError(with("params", [["name": "p", "shape": [2], "data": [1.0, "x"]]]), field: "params[0].data[1]", "expected a number")
         expectError(with("params", [["name": "p", "shape": [-2], "data": []]]), field: "params[0].shape[0]", "non-negative integer")

@@ -78,3 +78,18 @@ import Testing
         }
     }
 }
+
+/// Reference fixtures made for optimizers not implemented yet wait in `Tests/Fixtures/pending`;
+/// once an optimizer is registered its fixtures must move to `reference` (and replay there).
+@Suite struct PendingFixtureTests {
+    @Test func pendingFixturesAreForUnregisteredOptimizersOnly() throws {
+        let folder = Paths.repository.appendingPathComponent("Tests/Fixtures/pending")
+        for path in Paths.jsonFiles(in: folder) {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            let optimizer = object?["optimizer"] as? String ?? ""
+            #expect(!optimizer.isEmpty, "\(path) names no optimizer")
+            #expect(!OptimizerRegistry.names.contains(optimizer), "\(optimizer) is registered: move \(path) to Tests/Fixtures/reference")
+        }
+    }
+}

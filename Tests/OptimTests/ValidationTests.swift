@@ -28,7 +28,7 @@ import Testing
         }
     }
 
-    @Test(arguments: withLearningRate)
+    @Test(arguments: OptimizerRegistry.all.filter { $0.defaults["weight_decay"] != nil }.map(\.name))
     func weightDecayMustBeNonNegativeAndFinite(name: String) throws {
         for bad in [-1e-4, .nan, .infinity] {
             try expectInvalid(name, ["weight_decay": .number(bad)], mentions: ["weight_decay", ">= 0"])
@@ -81,8 +81,8 @@ import Testing
         try expectInvalid("decoupled_adamw", ["maximize": .bool(true)], mentions: ["unknown hyperparameter 'maximize'"])
         try expectInvalid("sgd", ["nesterov": .number(1)], mentions: ["nesterov", "must be a boolean"])
         try expectInvalid("sgd", ["lr": .bool(true)], mentions: ["lr", "must be a number"])
-        #expect(throws: OptimError.unknownOptimizer(name: "adagrad", known: OptimizerRegistry.names)) {
-            try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adagrad"), parameters: [try parameter()])
+        #expect(throws: OptimError.unknownOptimizer(name: "adagard", known: OptimizerRegistry.names)) {
+            try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adagard"), parameters: [try parameter()])
         }
     }
 

@@ -24,6 +24,23 @@ public enum ParameterGrouping {
         ].filter { !$0.parameters.isEmpty }
     }
 
+    /// The weight-decay groups for an optimizer: the parameters that decay keep the
+    /// configuration's `weight_decay` (no override), those `noDecay` picks get `weight_decay` 0.
+    /// An optimizer without weight decay (Rprop; for a wrapper, the wrapped one's) gets one group
+    /// of all the parameters. Empty groups are left out; order is preserved.
+    public static func weightDecayGroups(_ parameters: [Parameter], for configuration: OptimizerConfiguration,
+                                         noDecay: (Parameter) -> Bool = isNoDecayByConvention) throws(OptimError) -> [ParameterGroupConfiguration] {
+        let info = try OptimizerRegistry.info(named: configuration.name)
+        let decays = info.isWrapper
+            ? try configuration.base.map { base throws(OptimError) in try OptimizerRegistry.info(named: base.name).defaults["weight_decay"] != nil } ?? false
+            : info.defaults["weight_decay"] != nil
+        guard decays else { return [ParameterGroupConfiguration(parameters)] }
+        return [
+            ParameterGroupConfiguration(parameters.filter { !noDecay($0) }),
+            ParameterGroupConfiguration(parameters.filter(noDecay), overrides: ["weight_decay": .number(0)]),
+        ].filter { !$0.parameters.isEmpty }
+    }
+
     /// One group per rule, in rule order, holding the parameters whose name matches the rule's
     /// glob pattern (`*` any run of characters, `?` one character) and no earlier rule; the
     /// parameters no rule matches form a last group without overrides.

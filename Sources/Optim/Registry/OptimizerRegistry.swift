@@ -37,7 +37,8 @@ public enum OptimizerRegistry {
     public static let all: [OptimizerInfo] = [
         SGDRule.info, AdamRule.info, AdamWRule.info, DecoupledAdamWRule.info, LionRule.info, DecoupledLionWRule.info,
         ADOPTRule.info, Lookahead.info,
-        AdagradRule.info, RMSpropRule.info, AdamaxRule.info,
+        AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
+        ASGDRule.info,
     ]
 
     /// The registry names, in registry order.

@@ -105,12 +105,9 @@ public final class Trainer {
         threadPool = ThreadPool(threadCount: configuration.threads)
         model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
                         activation: configuration.activation, seed: configuration.seed, pool: threadPool)
-        // The weights keep the optimizer's weight decay; biases get none.
-        let groups = [
-            ParameterGroupConfiguration(model.parameters.filter { !ParameterGrouping.isNoDecayByConvention($0) }),
-            ParameterGroupConfiguration(model.parameters.filter(ParameterGrouping.isNoDecayByConvention), overrides: ["weight_decay": .number(0)]),
-        ].filter { !$0.parameters.isEmpty }
         let optimizerConfiguration = try configuration.optimizerConfiguration()
+        // The weights keep the optimizer's weight decay; biases get none.
+        let groups = try ParameterGrouping.weightDecayGroups(model.parameters, for: optimizerConfiguration)
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
         // before the optimizer is built (Lookahead copies the weights it starts from).
         let model = self.model

@@ -127,6 +127,87 @@ KERNEL(adamax) {
     }
 }
 
+/* c: 1 - beta1, beta2, 1 - beta2, bias_correction1, lr, sqrt(bias_correction2), rectification, eps.
+   s0: exp_avg, s1: exp_avg_sq (the rectified branch, taken after the first few steps). */
+KERNEL(radam) {
+    const float one_minus_beta1 = c[0], beta2 = c[1], one_minus_beta2 = c[2], bias_correction1 = c[3], lr = c[4];
+    const float bias_correction2_sqrt = c[5], rect = c[6], eps = c[7];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float m = lerpf(s0[i], grad, one_minus_beta1);
+        float v = s1[i] * beta2 + one_minus_beta2 * grad * grad;
+        s0[i] = m;
+        s1[i] = v;
+        p[i] = p[i] - m / bias_correction1 * lr * (bias_correction2_sqrt / (sqrtf(v) + eps)) * rect;
+    }
+}
+
+/* c: 1 - beta1, beta2, 1 - beta2, bias_correction2, eps, gradient factor, moment factor.
+   s0: exp_avg, s1: exp_avg_sq. */
+KERNEL(nadam) {
+    const float one_minus_beta1 = c[0], beta2 = c[1], one_minus_beta2 = c[2], bias_correction2 = c[3], eps = c[4];
+    const float gradient_factor = c[5], moment_factor = c[6];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float m = lerpf(s0[i], grad, one_minus_beta1);
+        float v = s1[i] * beta2 + one_minus_beta2 * grad * grad;
+        s0[i] = m;
+        s1[i] = v;
+        float d = sqrtf(v / bias_correction2) + eps;
+        float param = p[i] + gradient_factor * grad / d;
+        p[i] = param + moment_factor * m / d;
+    }
+}
+
+/* c: -lr, rho, 1 - rho, eps. s0: square_avg, s1: acc_delta. */
+KERNEL(adadelta) {
+    const float neg_lr = c[0], rho = c[1], one_minus_rho = c[2], eps = c[3];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float v = s0[i] * rho + one_minus_rho * grad * grad;
+        float u = s1[i];
+        float delta = sqrtf(u + eps) / sqrtf(v + eps) * grad;
+        s0[i] = v;
+        s1[i] = u * rho + one_minus_rho * delta * delta;
+        p[i] = p[i] + neg_lr * delta;
+    }
+}
+
+/* c: eta-, eta+, step size minimum, maximum. s0: prev, s1: step_size. */
+KERNEL(rprop) {
+    const float eta_minus = c[0], eta_plus = c[1], lo = c[2], hi = c[3];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i], product = grad * s0[i];
+        float factor = product > 0.0f ? eta_plus : (product < 0.0f ? eta_minus : 1.0f);
+        float step = s1[i] * factor;
+        step = step < lo ? lo : (step > hi ? hi : step);
+        grad = factor == eta_minus ? 0.0f : grad;
+        s1[i] = step;
+        s0[i] = grad;
+        p[i] = p[i] - signf(grad) * step;
+    }
+}
+
+/* c: 1 - lambd*eta, -eta, mu. s0: ax (averaging on). */
+KERNEL(asgd) {
+    const float decay = c[0], neg_eta = c[1], mu = c[2];
+    (void)s1; (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float param = p[i] * decay + neg_eta * g[i];
+        p[i] = param;
+        s0[i] = s0[i] + (param - s0[i]) * mu;
+    }
+}
+
 /* Lookahead's synchronisation. c: alpha, 1 - alpha. */
 void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, const float *restrict c) {
     const float alpha = c[0], one_minus_alpha = c[1];
