@@ -1,5 +1,5 @@
 import Foundation
-import Optim
+@testable import Optim
 import Testing
 @testable import ExampleModel
 

@@ -1,7 +1,6 @@
-import Optim
-
-/// Single-precision matrix multiplication over contiguous row-major buffers, for the example
-/// model's layers.
+/// Single-precision matrix multiplication over contiguous row-major buffers: the one GEMM of the
+/// library, used by matrix optimizers (Muon's Newton–Schulz iterations) and by the example
+/// models' layers.
 ///
 /// ``gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)`` computes
 ///
