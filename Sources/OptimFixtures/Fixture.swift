@@ -115,14 +115,19 @@ struct FixtureParser {
             case let .number(number): result[key] = .number(number)
             case let .bool(flag): result[key] = .bool(flag)
             case .null: result[key] = .null
+            case let .string(text): result[key] = .string(text)
             case let .array(items):
-                var numbers: [Double] = []
+                var values: [HyperparameterValue] = []
                 for (index, element) in items.enumerated() {
-                    guard case let .number(number) = element else { throw fail("\(field).\(key)[\(index)]", "expected a number, got \(element.kind)") }
-                    numbers.append(number)
+                    switch element {
+                    case let .number(number): values.append(.number(number))
+                    case .null: values.append(.null)
+                    default: throw fail("\(field).\(key)[\(index)]", "expected a number or null, got \(element.kind)")
+                    }
                 }
-                result[key] = .numbers(numbers)
-            default: throw fail("\(field).\(key)", "expected a number, boolean, null or list of numbers, got \(item.kind)")
+                let numbers = values.compactMap { value -> Double? in if case let .number(number) = value { return number } else { return nil } }
+                result[key] = numbers.count == values.count ? .numbers(numbers) : .list(values)
+            default: throw fail("\(field).\(key)", "expected a number, boolean, string, null or list of numbers, got \(item.kind)")
             }
         }
         return result

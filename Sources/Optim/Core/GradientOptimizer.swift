@@ -23,6 +23,10 @@ public protocol UpdateRule: Sendable {
     /// Logs advice about hyperparameters that are valid but likely mistaken; called when a group
     /// is configured. The default says nothing.
     static func advise(_ hyperparameters: Hyperparameters)
+    /// Whether a step over a row-sparse gradient (``Parameter/sparseRows``) visits only its rows,
+    /// with ``KernelOperands/rowSparse`` set (``SparseAdam``). Otherwise, the default, the
+    /// gradient is stepped as the dense one it also is.
+    static var acceptsSparseGradients: Bool { get }
     /// The value each state buffer starts at, in ``stateNames(_:)`` order, when a parameter gets
     /// its state (its first update); empty for all zeros, the default. (Adagrad's `sum` starts at
     /// `initial_accumulator_value`, Rprop's `step_size` at the learning rate.)
@@ -43,6 +47,7 @@ extension UpdateRule {
     public static func advise(_ hyperparameters: Hyperparameters) {}
     public static func keepsMoment(_ hyperparameters: Hyperparameters) -> Bool { true }
     public static func initialState(_ hyperparameters: Hyperparameters) -> [Float] { [] }
+    public static var acceptsSparseGradients: Bool { false }
     public static func scalarStateNames(_ hyperparameters: Hyperparameters) -> [String] { [] }
     public static func initialScalars(_ hyperparameters: Hyperparameters) -> [Float] { [] }
     public static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
@@ -287,8 +292,23 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                         count: count, gradientScale: slots[slot].gradientScale)
                 }
                 slots[slot].gradientScale = 1
-                plan.add(tensor: active.count, count: count)
-                active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot))
+                if Rule.acceptsSparseGradients, let rows = slots[slot].parameter.sparseRows {
+                    // Only the rows the gradient touches, in runs of consecutive rows.
+                    var sparse = operands
+                    sparse.rowSparse = true
+                    let length = slots[slot].parameter.rowLength
+                    var start = 0
+                    while start < rows.count {
+                        var end = start + 1
+                        while end < rows.count, rows[end] == rows[end - 1] + 1 { end += 1 }
+                        plan.add(tensor: active.count, range: (rows[start] * length)..<(rows[end - 1] * length + length))
+                        start = end
+                    }
+                    active.append(ActiveTensor(operands: sparse, coefficients: lastCoefficients, slot: slot))
+                } else {
+                    plan.add(tensor: active.count, count: count)
+                    active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot))
+                }
             }
         }
         (self.active, self.plan, self.coefficientTable, self.coefficientIndex) = (active, plan, table, index)

@@ -7,6 +7,10 @@ public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
     case bool(Bool)
     case numbers([Double])
     case null
+    /// A named choice (Muon's `adjust_lr_fn`, LBFGS's `line_search_fn`).
+    case string(String)
+    /// A list that is not all numbers (Adafactor's `eps`, `[null, 1e-3]`).
+    case list([HyperparameterValue])
 
     public var description: String {
         switch self {
@@ -14,6 +18,8 @@ public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
         case let .bool(value): return String(value)
         case let .numbers(values): return "[" + values.map(Self.format).joined(separator: ", ") + "]"
         case .null: return "null"
+        case let .string(value): return value
+        case let .list(values): return "[" + values.map(\.description).joined(separator: ", ") + "]"
         }
     }
 
@@ -28,6 +34,8 @@ public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
         case .bool: return "a boolean"
         case .numbers: return "a list of numbers"
         case .null: return "null"
+        case .string: return "a string"
+        case .list: return "a list"
         }
     }
 }
@@ -38,7 +46,9 @@ extension HyperparameterValue: Codable {
         if container.decodeNil() { self = .null }
         else if let flag = try? container.decode(Bool.self) { self = .bool(flag) }
         else if let number = try? container.decode(Double.self) { self = .number(number) }
-        else { self = .numbers(try container.decode([Double].self)) }
+        else if let text = try? container.decode(String.self) { self = .string(text) }
+        else if let numbers = try? container.decode([Double].self) { self = .numbers(numbers) }
+        else { self = .list(try container.decode([HyperparameterValue].self)) }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -48,6 +58,8 @@ extension HyperparameterValue: Codable {
         case let .bool(value): try container.encode(value)
         case let .numbers(values): try container.encode(values)
         case .null: try container.encodeNil()
+        case let .string(value): try container.encode(value)
+        case let .list(values): try container.encode(values)
         }
     }
 }
@@ -117,6 +129,46 @@ struct HyperparameterReader {
         case nil: return defaultValue
         case let .numbers(list)? where list.count == 2: return (list[0], list[1])
         case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of two numbers", got: other.description)
+        }
+    }
+
+    /// One of `choices`; `null` reads as `nullChoice` when given (torch's `None` for a default mode).
+    mutating func choice(_ name: String, _ choices: [String], default defaultValue: String, nullChoice: String? = nil) throws(OptimError) -> String {
+        switch value(name) {
+        case nil: return defaultValue
+        case .null? where nullChoice != nil: return nullChoice!
+        case let .string(text)? where choices.contains(text): return text
+        case let other?:
+            throw .hyperparameterType(optimizer: optimizer, name: name, expected: "one of " + choices.joined(separator: ", ") + (nullChoice != nil ? " or null" : ""),
+                                      got: other.description)
+        }
+    }
+
+    /// A list of `count` entries, each a number or `null`.
+    mutating func optionalNumbers(_ name: String, count: Int, default defaultValue: [Double?]) throws(OptimError) -> [Double?] {
+        switch value(name) {
+        case nil: return defaultValue
+        case let .numbers(list)? where list.count == count: return list
+        case let .list(items)? where items.count == count:
+            var result: [Double?] = []
+            for item in items {
+                switch item {
+                case let .number(number): result.append(number)
+                case .null: result.append(nil)
+                default: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of \(count) numbers or nulls", got: HyperparameterValue.list(items).description)
+                }
+            }
+            return result
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of \(count) numbers or nulls", got: other.description)
+        }
+    }
+
+    /// A list of numbers of the given length.
+    mutating func numbers(_ name: String, count: Int, default defaultValue: [Double]) throws(OptimError) -> [Double] {
+        switch value(name) {
+        case nil: return defaultValue
+        case let .numbers(list)? where list.count == count: return list
+        case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of \(count) numbers", got: other.description)
         }
     }
 

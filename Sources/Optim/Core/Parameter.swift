@@ -107,7 +107,38 @@ public final class Parameter: @unchecked Sendable {
             ownedGradient = storage
         }
         gradient = storage
+        sparseRows = nil
         return storage
+    }
+
+    /// The rows a row-sparse gradient touches, sorted and unique, or `nil` for a dense gradient
+    /// (``setSparseGradient(rows:values:)``).
+    public private(set) var sparseRows: [Int]?
+
+    /// The floats of one row: the elements after the first dimension (1 for a vector).
+    public var rowLength: Int { shape.isEmpty ? 1 : (shape[0] == 0 ? 0 : count / shape[0]) }
+
+    /// Sets a row-sparse gradient, as an embedding's backward pass gives it: the `rows` touched
+    /// (in any order; a row listed twice gets the sum of its values, as torch's `coalesce`) and
+    /// their values, ``rowLength`` floats per listed row, row after row.
+    ///
+    /// The gradient storage holds the dense equivalent (zeros in the rows not listed), so every
+    /// optimizer can step it; ``SparseAdam`` updates only the listed rows, in time proportional
+    /// to them. Clearing the rows of the previous sparse gradient costs as much as writing them.
+    /// Throws, changing nothing, for a row out of range or values of the wrong length.
+    public func setSparseGradient(rows: [Int], values: [Float]) throws(OptimError) {
+        let rowCount = shape.first ?? 1, length = rowLength
+        guard values.count == rows.count * length else { throw .sizeMismatch(parameter: name, expected: rows.count * length, got: values.count) }
+        if let bad = rows.first(where: { $0 < 0 || $0 >= rowCount }) { throw .sparseRowOutOfRange(parameter: name, row: bad, rows: rowCount) }
+        let previous = gradient != nil && gradient?.baseAddress == ownedGradient?.baseAddress ? sparseRows : nil
+        let storage = gradientStorage(zeroed: previous == nil)
+        if let previous {
+            for row in previous { storage[(row * length)..<((row + 1) * length)].update(repeating: 0) }
+        }
+        for (position, row) in rows.enumerated() {
+            for element in 0..<length { storage[row * length + element] += values[position * length + element] }
+        }
+        sparseRows = Array(Set(rows)).sorted()
     }
 
     /// Sets the gradient to a copy of `newGradient`.
@@ -124,6 +155,7 @@ public final class Parameter: @unchecked Sendable {
     public func setGradient(borrowing storage: UnsafeMutableBufferPointer<Float>) throws(OptimError) {
         guard storage.count == count else { throw .sizeMismatch(parameter: name, expected: count, got: storage.count) }
         gradient = storage
+        sparseRows = nil
     }
 
     /// Clears the gradient: with `setToNone` (PyTorch's default) the parameter has no gradient
@@ -134,6 +166,7 @@ public final class Parameter: @unchecked Sendable {
         } else if let gradient {
             gradient.update(repeating: 0)
         }
+        sparseRows = nil
     }
 }
 

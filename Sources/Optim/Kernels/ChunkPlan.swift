@@ -27,14 +27,19 @@ struct ChunkPlan {
 
     /// Adds tensor number `tensor`, of `count` elements.
     mutating func add(tensor: Int, count: Int) {
-        var start = 0
-        while start < count {
-            let end = min(start + Self.chunkSize, count)
+        add(tensor: tensor, range: 0..<count)
+    }
+
+    /// Adds the elements `range` of tensor number `tensor` (a run of rows of a sparse gradient).
+    mutating func add(tensor: Int, range: Range<Int>) {
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let end = min(start + Self.chunkSize, range.upperBound)
             items.append(Item(tensor: tensor, range: start..<end))
-            offsets.append(totalCount + start)
+            offsets.append(totalCount + start - range.lowerBound)
             start = end
         }
-        totalCount += count
+        totalCount += range.count
     }
 
     /// Whether the plan is large enough to spread over `pool`'s threads.

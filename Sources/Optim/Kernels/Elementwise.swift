@@ -14,6 +14,10 @@ public struct KernelOperands: @unchecked Sendable {
     public var count: Int
     /// A factor on the gradient, folded into the pass (gradient clipping by norm); 1 for none.
     public var gradientScale: Float = 1
+    /// Whether the gradient is row-sparse and the pass covers only its rows, where every element
+    /// is present (``Parameter/setSparseGradient(rows:values:)``); a rule that accepts sparse
+    /// gradients otherwise takes a zero gradient element as absent, as torch's `to_sparse()`.
+    public var rowSparse = false
 }
 
 /// One vector's worth of a fused update: reads the operands at `index` (`lanes` elements, fewer

@@ -208,6 +208,22 @@ KERNEL(asgd) {
     }
 }
 
+/* c: 1 - beta1, 1 - beta2, eps, -lr*sqrt(bias_correction2)/bias_correction1. s0: exp_avg,
+   s1: exp_avg_sq. Every element present (a dense gradient without zeros). */
+KERNEL(sparse_adam) {
+    const float one_minus_beta1 = c[0], one_minus_beta2 = c[1], eps = c[2], neg_step = c[3];
+    (void)s2;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i], m = s0[i], v = s1[i];
+        m = m + (grad - m) * one_minus_beta1;
+        v = v + (grad * grad - v) * one_minus_beta2;
+        s0[i] = m;
+        s1[i] = v;
+        p[i] = p[i] + m / (sqrtf(v) + eps) * neg_step;
+    }
+}
+
 /* Lookahead's synchronisation. c: alpha, 1 - alpha. */
 void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, const float *restrict c) {
     const float alpha = c[0], one_minus_alpha = c[1];
