@@ -161,7 +161,10 @@ import Testing
         #expect(want.values.map(bits) != (try scenario.makeParameters(rank: 0)).map { bits($0.valueArray) }, "the run must move the parameters")
     }
 
-    @Test("sharded state (ZeRO-1) equals a single process over 20 steps", arguments: OptimizerRegistry.names, [2, 3])
+    /// The optimizers ZeRO-1 takes: elementwise ones (the others are refused, tested below).
+    static let shardable = OptimizerRegistry.all.filter { !$0.updatesWholeTensors }.map(\.name)
+
+    @Test("sharded state (ZeRO-1) equals a single process over 20 steps", arguments: shardable, [2, 3])
     func shardedEqualsSingleProcess(_ name: String, ranks: Int) throws {
         let scenario = Scenario(name)
         let want = try Self.reference(scenario, ranks: ranks)
@@ -176,6 +179,21 @@ import Testing
         let unsharded = try Self.distributed(scenario, ranks: 3, sharded: false)
         let sharded = try Self.distributed(scenario, ranks: 3, sharded: true)
         for rank in 0..<3 { Self.expectEqual(sharded[rank], unsharded[rank], "rank \(rank)") }
+    }
+
+    @Test("whole-tensor optimizers are refused by ZeRO-1 with a message that says why",
+          arguments: OptimizerRegistry.all.filter(\.updatesWholeTensors).map(\.name))
+    func wholeTensorOptimizersAreNotSharded(_ name: String) throws {
+        let messages = try LocalCommunicatorGroup(size: 2, timeout: 60).run { communicator in
+            let w = try Parameter(name: "w", shape: [3, 4])
+            do {
+                _ = try ShardedOptimizer(OptimizerConfiguration(name: name), groups: [.init([w])], communicator: communicator)
+                return "sharded"
+            } catch {
+                return "\(error)"
+            }
+        }
+        for message in messages { #expect((try? message.get())?.contains("whole tensors") == true, "\(name): \(message)") }
     }
 
     @Test("reduced metrics equal single-process metrics", arguments: ["adamw", "sgd", "lion"])

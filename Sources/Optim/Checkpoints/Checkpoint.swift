@@ -23,7 +23,10 @@ public enum Checkpoint {
         func addBuffers(_ snapshot: OptimizerSnapshot, prefix: String) {
             for (name, state) in snapshot.parameters.sorted(by: { $0.key < $1.key }) {
                 for (buffer, values) in state.buffers.sorted(by: { $0.key < $1.key }) {
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shapes[name] ?? [values.count], floats: values))
+                    // A buffer of the parameter's size takes its shape; others (Adafactor's row and
+                    // column statistics) are stored flat.
+                    let shape = shapes[name].flatMap { $0.reduce(1, *) == values.count ? $0 : nil } ?? [values.count]
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shape, floats: values))
                 }
             }
             if let base = snapshot.base { addBuffers(base, prefix: prefix + "base/") }

@@ -55,9 +55,8 @@ extension GradientOptimizer {
     public func snapshot() -> OptimizerSnapshot {
         var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
         for slot in slots {
-            let names = Rule.stateNames(groups[slot.group].hyperparameters)
             var buffers: [String: [Float]] = [:]
-            for (name, buffer) in zip(names, slot.state) { buffers[name] = Array(buffer) }
+            for (buffer, storage) in zip(slot.layout, slot.state) { buffers[buffer.name] = Array(storage) }
             let scalarNames = Rule.scalarStateNames(groups[slot.group].hyperparameters)
             parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale,
                                                     scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)))
@@ -102,13 +101,16 @@ extension GradientOptimizer {
             guard state.stepCount >= 0, state.gradientScale.isFinite else {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': invalid step count \(state.stepCount) or gradient scale")
             }
-            let expected = Rule.stateNames(hyperparameters[slot.group])
+            let layout = Rule.stateLayout(hyperparameters[slot.group], shape: slot.parameter.shape)
+            let expected = layout.map(\.name)
             let names = Set(state.buffers.keys)
             guard names == Set(expected) || (names.isEmpty && state.stepCount == 0) else {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': state buffers \(names.sorted()), expected \(expected)")
             }
-            for (name, values) in state.buffers where values.count != slot.parameter.count {
-                throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(name)' holds \(values.count) values, the parameter \(slot.parameter.count)")
+            for buffer in layout {
+                if let values = state.buffers[buffer.name], values.count != buffer.count {
+                    throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(buffer.name)' holds \(values.count) values, expected \(buffer.count)")
+                }
             }
             let scalarNames = Rule.scalarStateNames(hyperparameters[slot.group])
             guard Set(state.scalars.keys) == Set(scalarNames) || (state.scalars.isEmpty && names.isEmpty) else {
@@ -121,13 +123,13 @@ extension GradientOptimizer {
         for index in groups.indices {
             groups[index].hyperparameters = hyperparameters[index]
             initialLearningRates[index] = snapshot.groups[index].initialLearningRate
-            stateCounts[index] = Rule.stateNames(hyperparameters[index]).count
+            refreshLayouts(group: index)
             scalarGroups[index] = !Rule.scalarStateNames(hyperparameters[index]).isEmpty
         }
         skippedSteps = snapshot.skippedSteps
         let needing = slots.indices.filter { index in
             let buffers = snapshot.parameters[slots[index].parameter.name]!.buffers
-            return !buffers.isEmpty && slots[index].state.count < stateCounts[slots[index].group]
+            return !buffers.isEmpty && slots[index].state.count < slots[index].layout.count
         }
         if !needing.isEmpty { allocateState(needing) }
         for index in slots.indices {
@@ -135,8 +137,7 @@ extension GradientOptimizer {
             slots[index].steps = state.stepCount
             slots[index].gradientScale = state.gradientScale
             slots[index].scalars = Rule.scalarStateNames(groups[slots[index].group].hyperparameters).compactMap { state.scalars[$0] }
-            let names = Rule.stateNames(groups[slots[index].group].hyperparameters)
-            for (position, name) in names.enumerated() where position < slots[index].state.count {
+            for (position, name) in slots[index].layout.map(\.name).enumerated() where position < slots[index].state.count {
                 let buffer = slots[index].state[position]
                 if let values = state.buffers[name] {
                     values.withUnsafeBufferPointer { source in buffer.baseAddress!.update(from: source.baseAddress!, count: values.count) }

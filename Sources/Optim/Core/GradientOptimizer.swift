@@ -23,6 +23,19 @@ public protocol UpdateRule: Sendable {
     /// Logs advice about hyperparameters that are valid but likely mistaken; called when a group
     /// is configured. The default says nothing.
     static func advise(_ hyperparameters: Hyperparameters)
+    /// The state buffers a parameter of `shape` keeps: names and element counts, in order. The
+    /// default: every name of ``stateNames(_:)``, each the parameter's size. (Adafactor keeps a
+    /// row and a column statistic for a matrix, a full `variance` for a vector.)
+    static func stateLayout(_ hyperparameters: Hyperparameters, shape: [Int]) -> [StateBuffer]
+    /// Whether the rule updates a whole tensor at a time (reductions over it, matrix products):
+    /// then each step calls ``updateTensor(_:shape:_:pool:collectingMetrics:)`` once per tensor,
+    /// on the calling thread, instead of chunking the elements across threads. Default: false.
+    static var updatesWholeTensors: Bool { get }
+    /// Updates one whole tensor of `shape` (see ``updatesWholeTensors``); it may run its passes on
+    /// `pool`. Returns the metric sums when `collectingMetrics`. The default runs the elementwise
+    /// update over the tensor.
+    static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
+                             collectingMetrics: Bool) -> MetricAccumulator
     /// Whether a step over a row-sparse gradient (``Parameter/sparseRows``) visits only its rows,
     /// with ``KernelOperands/rowSparse`` set (``SparseAdam``). Otherwise, the default, the
     /// gradient is stepped as the dense one it also is.
@@ -48,6 +61,17 @@ extension UpdateRule {
     public static func keepsMoment(_ hyperparameters: Hyperparameters) -> Bool { true }
     public static func initialState(_ hyperparameters: Hyperparameters) -> [Float] { [] }
     public static var acceptsSparseGradients: Bool { false }
+    public static func stateLayout(_ hyperparameters: Hyperparameters, shape: [Int]) -> [StateBuffer] {
+        let count = shape.reduce(1, *)
+        return stateNames(hyperparameters).map { StateBuffer(name: $0, count: count) }
+    }
+    public static var updatesWholeTensors: Bool { false }
+    public static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
+                                    collectingMetrics: Bool) -> MetricAccumulator {
+        if collectingMetrics { return updateCollecting(operands, 0..<operands.count, coefficients) }
+        update(operands, 0..<operands.count, coefficients)
+        return MetricAccumulator()
+    }
     public static func scalarStateNames(_ hyperparameters: Hyperparameters) -> [String] { [] }
     public static func initialScalars(_ hyperparameters: Hyperparameters) -> [Float] { [] }
     public static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
@@ -68,6 +92,31 @@ extension UpdateRule where Self: VectorKernel {
     }
 }
 
+/// One state buffer of a parameter: its PyTorch name and element count.
+public struct StateBuffer: Sendable, Equatable {
+    public var name: String
+    public var count: Int
+
+    public init(name: String, count: Int) {
+        self.name = name
+        self.count = count
+    }
+}
+
+/// What a rule that updates whole tensors (``UpdateRule/updatesWholeTensors``) needs not write:
+/// the range-wise update, which the optimizer never calls for it.
+public protocol WholeTensorRule: UpdateRule {}
+
+extension WholeTensorRule {
+    public static var updatesWholeTensors: Bool { true }
+    public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
+        preconditionFailure("\(name) updates whole tensors: GradientOptimizer calls updateTensor")
+    }
+    public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator {
+        preconditionFailure("\(name) updates whole tensors: GradientOptimizer calls updateTensor")
+    }
+}
+
 /// One parameter's bookkeeping. Deliberately outside the generic class: the class's methods run
 /// unspecialised (they are reached through its vtable), and copying a generic-context struct
 /// per tensor goes through runtime value witnesses — measured at ~1.5 µs a tensor.
@@ -76,6 +125,8 @@ struct Slot {
     let group: Int
     var steps = 0
     var state: [UnsafeMutableBufferPointer<Float>] = []
+    /// The state buffers its group's rule keeps for it (``UpdateRule/stateLayout(_:shape:)``).
+    var layout: [StateBuffer] = []
     /// Scalar state (``UpdateRule/scalarStateNames(_:)``), empty until the first update.
     var scalars: [Float] = []
     /// The factor on the gradient in the next step (``Optimizer/scaleNextGradient(of:by:)``).
@@ -118,8 +169,6 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     /// State storage: one allocation per state buffer for all tensors whose state starts in the
     /// same step, so a step over many small tensors streams through long contiguous runs.
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
-    /// State buffers each group keeps (updated when its hyperparameters change, not per step).
-    var stateCounts: [Int]
     /// Whether each group keeps scalar state (``UpdateRule/scalarStateNames(_:)``).
     var scalarGroups: [Bool]
     /// Scratch, kept between steps: slots awaiting state.
@@ -143,7 +192,6 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
             Rule.advise(group.hyperparameters)
         }
         self.groups = groups
-        self.stateCounts = groups.map { Rule.stateNames($0.hyperparameters).count }
         self.scalarGroups = groups.map { !Rule.scalarStateNames($0.hyperparameters).isEmpty }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
@@ -152,6 +200,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
             for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
         }
         self.slots = slots
+        for index in self.slots.indices {
+            self.slots[index].layout = Rule.stateLayout(groups[self.slots[index].group].hyperparameters, shape: self.slots[index].parameter.shape)
+        }
         self.slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { (ObjectIdentifier($1.parameter), $0) })
     }
 
@@ -204,8 +255,15 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         try hyperparameters.validate()
         Rule.advise(hyperparameters)
         groups[group].hyperparameters = hyperparameters
-        stateCounts[group] = Rule.stateNames(hyperparameters).count
+        refreshLayouts(group: group)
         scalarGroups[group] = !Rule.scalarStateNames(hyperparameters).isEmpty
+    }
+
+    /// Recomputes the state layout of a group's parameters after its hyperparameters changed.
+    func refreshLayouts(group: Int) {
+        for index in slots.indices where slots[index].group == group {
+            slots[index].layout = Rule.stateLayout(groups[group].hyperparameters, shape: slots[index].parameter.shape)
+        }
     }
 
     private func slot(of parameter: Parameter) throws(OptimError) -> Int {
@@ -219,9 +277,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
 
     public func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]] {
         let slot = slots[try slot(of: parameter)]
-        let names = Rule.stateNames(groups[slot.group].hyperparameters)
         var result: [String: [Float]] = [:]
-        for (name, buffer) in zip(names, slot.state) { result[name] = Array(buffer) }
+        for (buffer, storage) in zip(slot.layout, slot.state) { result[buffer.name] = Array(storage) }
         for (name, value) in zip(Rule.scalarStateNames(groups[slot.group].hyperparameters), slot.scalars) { result[name] = [value] }
         return result
     }
@@ -239,7 +296,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
             return nil
         }
         pending.removeAll(keepingCapacity: true)
-        for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < stateCounts[slots[index].group] {
+        for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < slots[index].layout.count {
             pending.append(index)
         }
         if !pending.isEmpty { allocateState(pending) }
@@ -306,7 +363,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                     }
                     active.append(ActiveTensor(operands: sparse, coefficients: lastCoefficients, slot: slot))
                 } else {
-                    plan.add(tensor: active.count, count: count)
+                    if Rule.updatesWholeTensors {
+                        plan.addWhole(tensor: active.count, count: count)
+                    } else {
+                        plan.add(tensor: active.count, count: count)
+                    }
                     active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot))
                 }
             }
@@ -328,6 +389,15 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     }
 
     private func runParts() {
+        if Rule.updatesWholeTensors {
+            // One tensor at a time, on this thread; the rule spreads its own passes over the pool.
+            for (index, tensor) in active.enumerated() {
+                let sums = Rule.updateTensor(tensor.operands, shape: slots[tensor.slot].parameter.shape, coefficientTable[tensor.coefficients],
+                                             pool: threadPool, collectingMetrics: metricOutput != nil)
+                metricOutput?[index] = sums
+            }
+            return
+        }
         if plan.isParallel(on: threadPool) {
             threadPool.run(threadPool.threadCount, job)
         } else {
@@ -385,13 +455,13 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         func padded(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
         var buffer = 0
         while true {
-            let needing = pending.filter { slots[$0].state.count <= buffer && buffer < stateCounts[slots[$0].group] }
+            let needing = pending.filter { slots[$0].state.count <= buffer && buffer < slots[$0].layout.count }
             if needing.isEmpty { break }
-            let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(slots[$1].parameter.count) })
+            let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
             arenas.append(arena)
             var offset = 0
             for index in needing {
-                let count = slots[index].parameter.count
+                let count = slots[index].layout[buffer].count
                 let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
                 let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
                 if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }

@@ -12,7 +12,10 @@ protocol ShardableOptimizer: Optimizer {
 }
 
 extension GradientOptimizer: ShardableOptimizer {
-    var isShardable: Bool { true }
+    /// ZeRO-1 here cuts the flat parameter space at arbitrary elements, so only elementwise rules
+    /// shard; a rule over whole tensors (Adafactor's factored statistics, Muon's Newton–Schulz)
+    /// would see pieces of a matrix.
+    var isShardable: Bool { !Rule.updatesWholeTensors }
 
     var stateElementCount: Int { slots.reduce(0) { total, slot in slot.state.reduce(total) { $0 + $1.count } } }
 

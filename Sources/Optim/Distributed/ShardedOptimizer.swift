@@ -111,7 +111,7 @@ public final class ShardedOptimizer: Optimizer {
         }
         let local = try OptimizerRegistry.makeOptimizer(configuration, groups: sliceGroups, threadPool: threadPool)
         guard let shardable = local as? any ShardableOptimizer, shardable.isShardable else {
-            throw DistributedError.unsupported("optimizer '\(configuration.name)' cannot be sharded")
+            throw DistributedError.unsupported("optimizer '\(configuration.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
         local.nonFinitePolicy = .propagate  // decided here, on the full gradients
 

@@ -30,6 +30,13 @@ struct ChunkPlan {
         add(tensor: tensor, range: 0..<count)
     }
 
+    /// Adds tensor number `tensor` as one item, not cut into chunks (for whole-tensor updates).
+    mutating func addWhole(tensor: Int, count: Int) {
+        items.append(Item(tensor: tensor, range: 0..<count))
+        offsets.append(totalCount)
+        totalCount += count
+    }
+
     /// Adds the elements `range` of tensor number `tensor` (a run of rows of a sparse gradient).
     mutating func add(tensor: Int, range: Range<Int>) {
         var start = range.lowerBound
