@@ -166,7 +166,7 @@ struct OptimizerOptions: ParsableArguments {
 
 /// Prints `optim <command>: <message>` on standard error and exits with status 1.
 func fail(_ command: String, _ error: any Error) -> ExitCode {
-    let message = "\(error)".split(separator: "\n").joined(separator: " ")
+    let message = describe(error)
     FileHandle.standardError.write(Data("optim \(command): \(message)\n".utf8))
     return ExitCode.failure
 }

@@ -14,6 +14,10 @@ struct Verify: ParsableCommand {
     @Option(help: "Threads for the optimizer kernels (default: all cores).")
     var threads: Int?
 
+    func validate() throws {
+        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+    }
+
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         var passed = 0, failed = 0

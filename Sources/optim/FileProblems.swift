@@ -1,0 +1,88 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an `errno` means for a user, in a few words (Foundation's own messages are often opaque:
+/// `NSCocoaErrorDomain error 512`, or "you don't have permission" for a path through a file).
+func describeErrno(_ code: Int32) -> String {
+    switch code {
+    case ENOENT: return "no such file or folder"
+    case ENOTDIR: return "a part of the path is a file, not a folder"
+    case EISDIR: return "it is a folder"
+    case EEXIST: return "it already exists"
+    case EACCES, EPERM: return "permission denied"
+    case EROFS: return "the file system is read-only"
+    case ENOSPC: return "no space left on the device"
+    case EDQUOT: return "the disk quota is exceeded"
+    case ENAMETOOLONG: return "the name is too long"
+    case ELOOP: return "too many symbolic links"
+    case EMFILE, ENFILE: return "too many open files"
+    case EIO: return "input/output error"
+    case ENOTEMPTY: return "the folder is not empty"
+    case ENXIO, ENODEV: return "no such device"
+    case ETXTBSY: return "the file is busy"
+    case EFBIG: return "the file is too large"
+    default: return String(cString: strerror(code))
+    }
+}
+
+/// One line for any error: Foundation's file errors mapped to their `errno` (with the path they
+/// name), other errors by their description, lines joined.
+func describe(_ error: any Error, parserMessage: String? = nil) -> String {
+    let text: String
+    let ns = error as NSError
+    if ns.domain == NSPOSIXErrorDomain {
+        text = pathPrefix(ns) + describeErrno(Int32(ns.code))
+    } else if ns.domain == NSCocoaErrorDomain {
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            text = pathPrefix(ns) + describeErrno(Int32(underlying.code))
+        } else {
+            let reason: String
+            switch CocoaError.Code(rawValue: ns.code) {
+            case .fileNoSuchFile, .fileReadNoSuchFile: reason = describeErrno(ENOENT)
+            case .fileWriteFileExists: reason = describeErrno(EEXIST)
+            case .fileReadNoPermission, .fileWriteNoPermission: reason = describeErrno(EACCES)
+            case .fileWriteOutOfSpace: reason = describeErrno(ENOSPC)
+            case .fileWriteVolumeReadOnly: reason = describeErrno(EROFS)
+            case .fileReadTooLarge: reason = "the file is too large to read"
+            case .fileReadCorruptFile: reason = "the file is not in the expected format"
+            case .fileReadInapplicableStringEncoding: reason = "the file is not UTF-8 text"
+            default: reason = "file error \(ns.code)"
+            }
+            text = pathPrefix(ns) + reason
+        }
+    } else {
+        text = parserMessage ?? "\(error)"
+    }
+    return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: " ")
+}
+
+private func pathPrefix(_ error: NSError) -> String {
+    if let path = error.userInfo[NSFilePathErrorKey] as? String { return path + ": " }
+    if let url = error.userInfo[NSURLErrorKey] as? URL { return url.path + ": " }
+    return ""
+}
+
+/// Checks that `path` (the value of `option`) names a regular file this process can read, before
+/// anything reads it: a folder, a FIFO or a device is refused (a FIFO would block the read).
+func checkInputFile(_ path: String, option: String) throws {
+    let option = option.isEmpty ? path : "\(option) \(path)"
+    var info = stat()
+    guard stat(path, &info) == 0 else { throw CLIError("\(option): \(describeErrno(errno))") }
+    switch info.st_mode & S_IFMT {
+    case S_IFREG: break
+    case S_IFDIR: throw CLIError("\(option): it is a folder, not a file")
+    case S_IFIFO: throw CLIError("\(option): it is a FIFO (named pipe), not a regular file")
+    case S_IFSOCK: throw CLIError("\(option): it is a socket, not a regular file")
+    case S_IFCHR, S_IFBLK: throw CLIError("\(option): it is a device, not a regular file")
+    default: throw CLIError("\(option): not a regular file")
+    }
+    guard access(path, R_OK) == 0 else { throw CLIError("\(option): \(describeErrno(errno))") }
+}
+
+/// A one-line command-line error.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
