@@ -87,6 +87,8 @@ public final class Trainer {
     /// The ranks of a data-parallel run, or nil.
     public let communicator: (any Communicator)?
     private let dataParallel: DataParallel?
+    /// More metadata for every checkpoint (the CLI's run options, for a resume to restore).
+    public var checkpointMetadata: [String: String] = [:]
     private var batchFeatures: [Float] = []
     private var batchLabels: [Int32] = []
 
@@ -299,15 +301,19 @@ public final class Trainer {
     /// data-parallel run it is collective (call it on every rank) and rank 0 writes the file; a
     /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike.
     public func saveCheckpoint(to url: URL) throws {
-        let metadata = [
+        let metadata = checkpointMetadata.merging([
             "training/features": String(train.featureCount),
             "training/hidden": configuration.hidden.map(String.init).joined(separator: ","),
             "training/step": String(step),
-        ]
-        if let sharded = optimizer as? ShardedOptimizer {
-            try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
-        } else if communicator?.isRoot ?? true {
-            try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
+        ]) { $1 }
+        do {
+            if let sharded = optimizer as? ShardedOptimizer {
+                try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
+            } else if communicator?.isRoot ?? true {
+                try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
+            }
+        } catch let error as SafetensorsError {
+            throw TrainingError.file("cannot save the checkpoint \(url.path): \(error)")
         }
     }
 
