@@ -77,6 +77,10 @@ struct Compare: ParsableCommand {
             let label = configuration.optimizer == "lookahead" ? "lookahead(\(configuration.baseOptimizer))" : configuration.optimizer
             let trainer = try firstTrainer ?? Trainer(configuration: configuration, train: data.train, test: data.test)
             firstTrainer = nil
+            var saved = settings
+            saved["optimizer"] = configuration.optimizer
+            saved["threads"] = String(configuration.threads)
+            trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(saved)
             let run = try RunFolder(folder.appendingPathComponent(configuration.optimizer), mode: force ? .replace : .new)
             let result = try trainer.run(recordingTo: run, checkpoint: run.checkpoint, extra: ["data": data.name],
                                          shouldStop: { Interrupts.signal != 0 })

@@ -112,6 +112,9 @@ public final class Trainer {
         guard configuration.batchSize >= world else {
             throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
         }
+        guard configuration.batchSize <= train.count else {
+            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is larger than the \(train.count) training examples; use at most \(train.count)")
+        }
         // Steps without overflow: the batch size may be anything up to Int.max.
         let stepsPerEpoch = train.count / configuration.batchSize + (train.count % configuration.batchSize == 0 ? 0 : 1)
         let (totalSteps, overflow) = stepsPerEpoch.multipliedReportingOverflow(by: configuration.epochs)
@@ -166,7 +169,7 @@ public final class Trainer {
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
         }
         if communicator == nil, !loss.isFinite {
-            throw TrainingError.diverged(step: step, message: "the training loss is \(loss) at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
+            throw TrainingError.diverged(step: step, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
         }
         if let dataParallel {
             // The model averaged over this rank's rows; weight by their share of the global
@@ -237,7 +240,7 @@ public final class Trainer {
                 var totals = [sums.loss, sums.correct, sums.count]
                 if let communicator { try totals.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) } }
                 guard totals[0].isFinite else {
-                    throw TrainingError.diverged(step: step, message: "the training loss is \(totals[0]) at step \(step) (epoch \(epoch + 1)): training diverged")
+                    throw TrainingError.diverged(step: step, message: "the training loss is \(totals[0].isNaN ? "NaN" : "\(totals[0])") at step \(step) (epoch \(epoch + 1)): training diverged")
                 }
                 lastLoss = totals[0] / max(totals[2], 1)
                 lastAccuracy = totals[1] / max(totals[2], 1)
@@ -246,7 +249,7 @@ public final class Trainer {
                     let evaluation = try model.evaluate(test, batchSize: 256)
                     lastTest = (Double(evaluation.loss), evaluation.accuracy)
                     guard evaluation.loss.isFinite else {
-                        throw TrainingError.diverged(step: step, message: "the test loss is \(evaluation.loss) after step \(step) (epoch \(epoch + 1)): training diverged")
+                        throw TrainingError.diverged(step: step, message: "the test loss is \(evaluation.loss.isNaN ? "NaN" : "\(evaluation.loss)") after step \(step) (epoch \(epoch + 1)): training diverged")
                     }
                 }
                 let entry = TrainingRecord(

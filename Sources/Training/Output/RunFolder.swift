@@ -85,16 +85,20 @@ public final class RunFolder: @unchecked Sendable {
     public static func makeFolder(_ url: URL, option: String) throws { try makeFolder(url, option: option, allowExisting: true) }
 
     /// Creates `url` and its parents (each `mkdir` checked, so the message names the real cause).
-    static func makeFolder(_ url: URL, option: String, allowExisting: Bool) throws {
+    static func makeFolder(_ url: URL, option: String, allowExisting: Bool, target: URL? = nil) throws {
+        let target = target ?? url
+        let inside = target.path == url.path ? "" : " (\(url.path))"
         var info = stat()
         if stat(url.path, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFDIR else { throw TrainingError.file("\(option) \(url.path): it is a file, not a folder") }
+            guard info.st_mode & S_IFMT == S_IFDIR else {
+                throw TrainingError.file("\(option) \(target.path): \(inside.isEmpty ? "it" : url.path) is a file, not a folder")
+            }
             return
         }
         let parent = url.deletingLastPathComponent()
-        if parent.path != url.path, !parent.path.isEmpty { try makeFolder(parent, option: option, allowExisting: true) }
+        if parent.path != url.path, !parent.path.isEmpty { try makeFolder(parent, option: option, allowExisting: true, target: target) }
         if mkdir(url.path, 0o755) != 0, errno != EEXIST {
-            throw TrainingError.file("\(option) \(url.path): cannot create the folder: \(describeErrno(errno))")
+            throw TrainingError.file("\(option) \(target.path): cannot create the folder\(inside): \(describeErrno(errno))")
         }
     }
 
