@@ -22,6 +22,13 @@ enum Interrupts {
             sigemptyset(&action.sa_mask)
             sigaction(number, &action, nil)
         }
+        // A parent may have started us with them blocked (a process spawned from a thread of
+        // libdispatch inherits its mask): unblock them, or the run could not be stopped cleanly.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     /// The first signal caught, or 0.
