@@ -39,6 +39,9 @@ struct Compare: ParsableCommand {
     }
 
     func compare() throws {
+        for (option, value) in [("--out", out), ("--data", options.data), ("--labels", options.labels)] where value?.isEmpty == true {
+            throw TrainingError.invalidOption("\(option) is empty; give a path")
+        }
         var given = options.given()
         given["optimizer"] = nil
         let settings = try RunSettings.resolve(given: given, hyperparameters: [:], saved: nil).settings

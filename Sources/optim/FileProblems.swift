@@ -41,21 +41,28 @@ private func pathPrefix(_ error: NSError) -> String {
     return ""
 }
 
-/// Checks that `path` (the value of `option`) names a regular file this process can read, before
-/// anything reads it: a folder, a FIFO or a device is refused (a FIFO would block the read).
-func checkInputFile(_ path: String, option: String) throws {
-    let option = option.isEmpty ? path : "\(option) \(path)"
+/// Why `path` cannot be read as a regular file, or nil if it can: missing, a folder, a FIFO
+/// (a read would block), a socket, a device, or no permission.
+func fileTypeProblem(_ path: String, allowFolder: Bool = false) -> String? {
+    guard !path.isEmpty else { return "the path is empty" }
     var info = stat()
-    guard stat(path, &info) == 0 else { throw CLIError("\(option): \(describeErrno(errno))") }
+    guard stat(path, &info) == 0 else { return describeErrno(errno) }
     switch info.st_mode & S_IFMT {
     case S_IFREG: break
-    case S_IFDIR: throw CLIError("\(option): it is a folder, not a file")
-    case S_IFIFO: throw CLIError("\(option): it is a FIFO (named pipe), not a regular file")
-    case S_IFSOCK: throw CLIError("\(option): it is a socket, not a regular file")
-    case S_IFCHR, S_IFBLK: throw CLIError("\(option): it is a device, not a regular file")
-    default: throw CLIError("\(option): not a regular file")
+    case S_IFDIR: if !allowFolder { return "it is a folder, not a file" }
+    case S_IFIFO: return "it is a FIFO (named pipe), not a regular file"
+    case S_IFSOCK: return "it is a socket, not a regular file"
+    case S_IFCHR, S_IFBLK: return "it is a device, not a regular file"
+    default: return "not a regular file"
     }
-    guard access(path, R_OK) == 0 else { throw CLIError("\(option): \(describeErrno(errno))") }
+    guard access(path, R_OK) == 0 else { return describeErrno(errno) }
+    return nil
+}
+
+/// Checks that `path` (the value of `option`) names a regular file this process can read, before
+/// anything reads it (``fileTypeProblem(_:allowFolder:)``).
+func checkInputFile(_ path: String, option: String) throws {
+    if let problem = fileTypeProblem(path) { throw CLIError("\(option.isEmpty ? path : "\(option) \(path)"): \(problem)") }
 }
 
 /// A one-line command-line error.

@@ -69,6 +69,9 @@ struct Train: ParsableCommand {
     func train(communicator: (any Communicator)?) throws {
         let isRoot = communicator?.isRoot ?? true
         func say(_ text: String) { if isRoot { sayOnStandardOutput(text) } }
+        for (option, value) in [("--out", out), ("--resume", resume), ("--data", options.data), ("--labels", options.labels)] where value?.isEmpty == true {
+            throw TrainingError.invalidOption("\(option) is empty; give a path")
+        }
         guard checkpointEvery >= 0 else { throw TrainingError.invalidOption("--checkpoint-every must be at least 0, got \(checkpointEvery)") }
         if stopAfterEpoch != nil, stopAfterEpoch! < 1 { throw TrainingError.invalidOption("--stop-after-epoch must be at least 1, got \(stopAfterEpoch!)") }
 

@@ -316,7 +316,7 @@ public final class Trainer {
                 try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
             }
         } catch let error as SafetensorsError {
-            throw TrainingError.file("cannot save the checkpoint \(url.path): \(error)")
+            throw TrainingError.file("cannot save the checkpoint: \(error)")
         }
     }
 
