@@ -14,7 +14,9 @@ struct Train: ParsableCommand {
         discussion: """
         With no options: DecoupledLionW (lr 5e-4) on the embedded digits, an MLP 64-256-128-10, batch 32, cosine schedule, 60 epochs. \
         Writes --out (default runs/<timestamp>): summary.json, metrics.jsonl, loss.svg, accuracy.svg, \
-        checkpoint.safetensors. --resume continues a run from its checkpoint.
+        checkpoint.safetensors (saved every epoch). A folder holding a run is refused without --force. \
+        --resume continues a run from its checkpoint, with the run's options, in its own folder. \
+        SIGINT/SIGTERM save the checkpoint and a summary marked interrupted, then exit 130/143.
         """)
 
     @OptionGroup var optimizerOptions: OptimizerOptions
