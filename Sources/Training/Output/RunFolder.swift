@@ -35,6 +35,8 @@ public final class RunFolder: @unchecked Sendable {
     public var accuracyChart: URL { url.appendingPathComponent("accuracy.svg") }
     /// The lines `metrics.jsonl` held when the folder was opened (0 unless continuing).
     public let earlierRecordCount: Int
+    /// The records read back from `metrics.jsonl` when continuing, for the charts of the whole run.
+    public let earlierRecords: [TrainingRecord]
     private let writer: MetricsWriter
 
     /// Opens (creating it and its parents) the run folder at `url`; `option` names where the path
@@ -55,6 +57,7 @@ public final class RunFolder: @unchecked Sendable {
         }
         writer = try MetricsWriter(url.appendingPathComponent("metrics.jsonl"), mode: mode, option: option)
         earlierRecordCount = mode == .continue ? writer.lineCount() : 0
+        earlierRecords = mode == .continue ? Self.readRecords(url.appendingPathComponent("metrics.jsonl")) : []
         if mode == .replace {
             // The replaced run's other files go now, so none is mistaken for this run's.
             for name in Self.runFiles where name != "metrics.jsonl" { unlink(url.appendingPathComponent(name).path) }
@@ -121,6 +124,20 @@ public final class RunFolder: @unchecked Sendable {
         return URL(fileURLWithPath: "runs").appendingPathComponent(formatter.string(from: now))
     }
 
+    /// The records of a `metrics.jsonl` (lines that do not parse are skipped).
+    static func readRecords(_ url: URL) -> [TrainingRecord] {
+        guard let data = FileManager.default.contents(atPath: url.path) else { return [] }
+        return data.split(separator: UInt8(ascii: "\n")).compactMap { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return nil }
+            func number(_ key: String) -> Double? { (object[key] as? NSNumber)?.doubleValue }
+            guard let step = number("step"), let loss = number("loss") else { return nil }
+            return TrainingRecord(step: Int(step), epoch: Int(number("epoch") ?? 0), seconds: number("seconds") ?? 0,
+                                  learningRate: number("lr") ?? 0, loss: loss, accuracy: number("accuracy") ?? 0,
+                                  testLoss: number("test_loss"), testAccuracy: number("test_accuracy"),
+                                  gradientNorm: number("grad_norm"), metrics: nil)
+        }
+    }
+
     /// The writer for `metrics.jsonl`, one record per line as the run goes.
     public func metricsWriter() -> MetricsWriter { writer }
 
@@ -128,8 +145,11 @@ public final class RunFolder: @unchecked Sendable {
     public func finish(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil) throws {
         do {
             try SafetensorsFile.writeAtomically(Self.summaryJSON(result, extra: extra, resume: resume), to: summary)
-            try SafetensorsFile.writeAtomically(Data(Self.lossChart([(result.configuration.optimizer, result)]).render().utf8), to: lossChart)
-            try SafetensorsFile.writeAtomically(Data(Self.accuracyChart([(result.configuration.optimizer, result)]).render().utf8), to: accuracyChart)
+            // A continued run's charts show the whole run: the earlier records up to where it resumed.
+            var whole = result
+            whole.records = earlierRecords.filter { $0.step <= result.startStep } + result.records
+            try SafetensorsFile.writeAtomically(Data(Self.lossChart([(result.configuration.optimizer, whole)]).render().utf8), to: lossChart)
+            try SafetensorsFile.writeAtomically(Data(Self.accuracyChart([(result.configuration.optimizer, whole)]).render().utf8), to: accuracyChart)
         } catch let error as SafetensorsError {
             throw TrainingError.file(error.description)
         }
