@@ -45,10 +45,10 @@ struct Bench: ParsableCommand {
         guard threads > 0, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
         // AdamW's), again for the C reference: refuse what the memory cannot hold before allocating.
-        let bytes = Double(params) * 4 * 5 * (noReference ? 1 : 2)
+        let bytes = Double(params) * 4 * 5 * (noReference ? 1 : 2) + Double(tensors) * 1024  // and each tensor's bookkeeping
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes < available else {
-            throw ValidationError("--params \(params) needs about \(formatBytes(bytes)) (parameters, gradients and optimizer state\(noReference ? "" : ", twice with the C reference")); this machine has \(formatBytes(available))")
+            throw ValidationError("--params \(params) with --tensors \(tensors) needs about \(formatBytes(bytes)) (parameters, gradients, optimizer state and per-tensor bookkeeping\(noReference ? "" : ", the C reference's copy")); this machine has \(formatBytes(available))")
         }
     }
 
