@@ -48,13 +48,13 @@ struct Train: ParsableCommand {
 
     func run() throws {
         guard distributed else {
+            let status: Int32?
             do {
-                try train(communicator: nil)
-            } catch let error as ExitCode {
-                throw error
+                status = try train(communicator: nil)
             } catch {
                 throw fail("train", error)
             }
+            if let status { throw ExitCode(status) }
             return
         }
         let communicator: any Communicator
@@ -64,11 +64,13 @@ struct Train: ParsableCommand {
             throw fail("train", error)
         }
         // Any rank's error is printed with its rank and ends the whole job (MPI_Abort).
-        try communicator.abortingOnError { try train(communicator: communicator) }
+        let status = try communicator.abortingOnError { try train(communicator: communicator) }
         try MPIRuntime.finalize()
+        if let status { throw ExitCode(status) }
     }
 
-    func train(communicator: (any Communicator)?) throws {
+    /// Trains; returns nil, or the exit status of a run stopped by a signal (128 + its number).
+    func train(communicator: (any Communicator)?) throws -> Int32? {
         let isRoot = communicator?.isRoot ?? true
         func say(_ text: String) { if isRoot { sayOnStandardOutput(text) } }
         for (option, value) in [("--out", out), ("--resume", resume), ("--data", options.data), ("--labels", options.labels)] where value?.isEmpty == true {
@@ -166,13 +168,13 @@ struct Train: ParsableCommand {
             if isRoot {
                 FileHandle.standardError.write(Data("optim train: interrupted by \(Interrupts.name(number)) at step \(trainer.step) of \(trainer.totalSteps); saved \(checkpoint.path) and a summary marked interrupted (continue with --resume \(checkpoint.path))\n".utf8))
             }
-            if communicator != nil { try MPIRuntime.finalize() }
-            throw ExitCode(128 + number)
+            return 128 + number
         }
-        guard let folder else { return }
+        guard let folder else { return nil }
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors")
+        return nil
     }
 
     /// The run folder: --out (refused if it holds a run, unless --force or it is the resumed
