@@ -108,4 +108,25 @@ import Testing
         #expect(try Self.summary(run)["steps"] as? Int == 23)
         try Self.expectCheckpoint(run, step: 23)
     }
+
+    @Test func aKilledRunKeepsItsEpochCheckpointAndEveryLine() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        // SIGKILL cannot be caught: what survives is the checkpoint of the last finished epoch.
+        let killed = try BadInputTests.optim(["train", "--epochs", "40", "--out", "run"] + Self.quick, in: root, signal: SIGKILL, after: "epoch 2/40")
+        #expect(killed.status == SIGKILL || killed.status == 128 + SIGKILL, "status \(killed.status)")
+        let file = try SafetensorsFile(contentsOf: run.appendingPathComponent("checkpoint.safetensors"))
+        let saved = try #require(file.metadata["scheduler_step"].flatMap { Int($0) })
+        #expect(saved >= 46 && saved % 23 == 0, "checkpoint at step \(saved)")
+        let before = try Self.lines(run)
+
+        // Resumed with --out naming its own folder: appended, never truncated.
+        let resumed = try BadInputTests.optim(["train", "--resume", "run/checkpoint.safetensors", "--out", "run", "--stop-after-epoch", String(saved / 23 + 1)] + Self.quick, in: root)
+        #expect(resumed.status == 0, "\(resumed.error)")
+        let after = try Self.lines(run)
+        #expect(Array(after.prefix(before.count)) == before && after.count > before.count)
+        try Self.expectCheckpoint(run, step: saved + 23)
+        #expect(try Self.summary(run)["start_step"] as? Int == saved)
+    }
 }

@@ -258,11 +258,12 @@ public final class Trainer {
                     gradientNorm: norm, metrics: result.metrics?.values)
                 records.append(entry)
                 record(entry)
+                // The epoch's checkpoint before its progress line: a line shown is a line saved.
+                if endOfEpoch { try epochEnded(step) }
                 progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, totalSteps: totalSteps, loss: lastLoss,
                                           accuracy: lastAccuracy, testAccuracy: lastTest?.accuracy,
                                           stepsPerSecond: trainingSeconds > 0 ? Double(step - startStep) / trainingSeconds : 0,
                                           learningRate: learningRate))
-                if endOfEpoch { try epochEnded(step) }
             }
         }
         let final = try lastTest.map { (loss: $0.loss, accuracy: $0.accuracy) } ?? {
