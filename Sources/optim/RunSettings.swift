@@ -83,8 +83,12 @@ enum RunSettings {
 
     /// The effective settings: the defaults, under the checkpoint's (`saved`), under the command
     /// line's (`given`, `hyperparameters`); and the options a resume changes.
-    static func resolve(given: [String: String], hyperparameters: HyperparameterDictionary, saved: [String: String]?) throws
+    static func resolve(given: [String: String], hyperparameters: HyperparameterDictionary, saved: [String: String]?, resuming: Bool = false) throws
         -> (settings: [String: String], hyperparameters: HyperparameterDictionary, changes: [String: ResumeRecord.Change]) {
+        if resuming, saved == nil, let name = hyperparameters.keys.sorted().first {
+            // A checkpoint from before the options were saved still restores the hyperparameters.
+            throw TrainingError.resume("\(optionName(forHyperparameter: name)) cannot apply: the checkpoint restores the optimizer's hyperparameters (it predates saved run options, so they cannot be compared); drop \(optionName(forHyperparameter: name))")
+        }
         var settings = defaults
         var explicit: HyperparameterDictionary = [:]
         var changes: [String: ResumeRecord.Change] = [:]

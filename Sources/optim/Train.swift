@@ -94,7 +94,7 @@ struct Train: ParsableCommand {
         var given = options.given()
         given["optimizer"] = optimizerOptions.optimizer
         given["base"] = optimizerOptions.base
-        let resolved = try RunSettings.resolve(given: given, hyperparameters: try optimizerOptions.hyperparameters(), saved: saved)
+        let resolved = try RunSettings.resolve(given: given, hyperparameters: try optimizerOptions.hyperparameters(), saved: saved, resuming: resume != nil)
         var settings = resolved.settings
 
         var configuration = try options.configuration(settings)

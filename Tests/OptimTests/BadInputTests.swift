@@ -77,6 +77,12 @@ import Testing
         #expect(run.status == 0, "\(run.error)")
         let compare = try optim(["compare", "--optimizers", "sgd", "--epochs", "1", "--hidden", "8", "--batch-size", "256", "--out", "compare"], in: root)
         #expect(compare.status == 0, "\(compare.error)")
+        // A checkpoint as written before run options were saved in it.
+        let file = try SafetensorsFile(contentsOf: root.appendingPathComponent("run/checkpoint.safetensors"), mapping: false)
+        let tensors = try file.tensors.map { TensorData(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: try file.bytes($0.name)) }
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("legacy"), withIntermediateDirectories: true)
+        try SafetensorsFile.write(tensors, metadata: file.metadata.filter { $0.key != "optim/options" },
+                                  to: root.appendingPathComponent("legacy/checkpoint.safetensors"))
         return root
     }
 
@@ -104,7 +110,7 @@ import Testing
         Case(arguments: ["train", "--hidden", "65536,65536,65536"], mentions: "needs about"),
         Case(arguments: ["train", "--hidden", "99999999999999999999"], mentions: "--hidden"),
         Case(arguments: ["train", "--hidden", "0"], mentions: "--hidden"),
-        Case(arguments: ["bench", "--params", "1000000000000"], mentions: "--params 1000000000000 needs about"),
+        Case(arguments: ["bench", "--params", "1000000000000"], mentions: "--params 1000000000000 with --tensors 1 needs about"),
         Case(arguments: ["bench", "--params", "-5"], mentions: "--params"),
         Case(arguments: ["bench", "--threads", "100000"], mentions: "--threads"),
         Case(arguments: ["bench", "--optimizer", "nosuch"], mentions: "nosuch"),
@@ -160,6 +166,7 @@ import Testing
         Case(arguments: ["train", "--resume", checkpoint, "--epochs", "3", "--warmup", "2"], mentions: "--warmup 2 contradicts"),
         Case(arguments: ["train", "--resume", checkpoint, "--epochs", "3", "--test-fraction", "0.3"], mentions: "--test-fraction 0.3 contradicts"),
         Case(arguments: ["train", "--resume", checkpoint, "--epochs", "3", "--data", "five.csv"], mentions: "--data"),
+        Case(arguments: ["train", "--resume", "legacy/checkpoint.safetensors", "--epochs", "3", "--hidden", "8", "--batch-size", "256", "--lr", "0.1"], mentions: "--lr cannot apply"),
         Case(arguments: ["train", "--resume", checkpoint], mentions: "nothing is left to train"),
         Case(arguments: ["train", "--resume", checkpoint, "--epochs", "2"], mentions: "nothing is left to train"),
         Case(arguments: ["train", "--resume", checkpoint, "--epochs", "1"], mentions: "past the"),
