@@ -112,7 +112,7 @@ struct Compare: ParsableCommand {
         say("wrote \(report.path)")
         if interrupted {
             let number = Interrupts.signal
-            FileHandle.standardError.write(Data("optim compare: interrupted by \(Interrupts.name(number)); the interrupted run saved its checkpoint and a summary marked interrupted, and \(report.path) shows the runs so far\n".utf8))
+            writeIgnoringErrors(STDERR_FILENO, "optim compare: interrupted by \(Interrupts.name(number)); the interrupted run saved its checkpoint and a summary marked interrupted, and \(report.path) shows the runs so far\n")
             throw ExitCode(128 + number)
         }
     }

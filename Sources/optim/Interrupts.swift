@@ -1,4 +1,5 @@
 import Foundation
+import Training
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -29,6 +30,8 @@ enum Interrupts {
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        // Output whose reader has gone (`optim train | head`) is dropped; the run goes on.
+        Glibc.signal(SIGPIPE, SIG_IGN)
     }
 
     /// The first signal caught, or 0.

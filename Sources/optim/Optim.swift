@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Training
 
 /// `optim`: the command-line face of swift-optim.
 @main
@@ -29,7 +30,7 @@ struct OptimCommand: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
-            FileHandle.standardError.write(Data("\(name): \(describe(error, parserMessage: message(for: error)))\n".utf8))
+            writeIgnoringErrors(STDERR_FILENO, "\(name): \(describe(error, parserMessage: message(for: error)))\n")
             Foundation.exit(1)
         }
     }

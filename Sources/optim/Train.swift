@@ -166,7 +166,7 @@ struct Train: ParsableCommand {
         if result.interrupted {
             let number = Interrupts.signal
             if isRoot {
-                FileHandle.standardError.write(Data("optim train: interrupted by \(Interrupts.name(number)) at step \(trainer.step) of \(trainer.totalSteps); saved \(checkpoint.path) and a summary marked interrupted (continue with --resume \(checkpoint.path))\n".utf8))
+                writeIgnoringErrors(STDERR_FILENO, "optim train: interrupted by \(Interrupts.name(number)) at step \(trainer.step) of \(trainer.totalSteps); saved \(checkpoint.path) and a summary marked interrupted (continue with --resume \(checkpoint.path))\n")
             }
             return 128 + number
         }

@@ -210,7 +210,7 @@ struct OptimizerOptions: ParsableArguments {
 /// Prints `optim <command>: <message>` on standard error and exits with status 1.
 func fail(_ command: String, _ error: any Error) -> ExitCode {
     let message = describe(error)
-    FileHandle.standardError.write(Data("optim \(command): \(message)\n".utf8))
+    writeIgnoringErrors(STDERR_FILENO, "optim \(command): \(message)\n")
     return ExitCode.failure
 }
 
@@ -218,5 +218,5 @@ func fail(_ command: String, _ error: any Error) -> ExitCode {
 func say(_ text: String) { sayOnStandardOutput(text) }
 
 func sayOnStandardOutput(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    writeIgnoringErrors(STDOUT_FILENO, text + "\n")
 }

@@ -27,3 +27,16 @@ public func describeErrno(_ code: Int32) -> String {
     }
 }
 
+
+/// Writes `text` to a file descriptor (standard output or error), retrying short writes and
+/// ignoring failures: a closed pipe (`optim train | head`, with SIGPIPE ignored) must not end a
+/// run, as Foundation's `FileHandle.write` would.
+public func writeIgnoringErrors(_ descriptor: Int32, _ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        if written < 0, errno == EINTR { continue }
+        guard written > 0 else { return }
+        bytes = bytes.dropFirst(written)
+    }
+}
