@@ -109,6 +109,8 @@ import Testing
         Case(arguments: ["train", "--warmup", "9223372036854775807"], mentions: "--warmup"),
         Case(arguments: ["train", "--hidden", "65536,65536,65536"], mentions: "needs about"),
         Case(arguments: ["train", "--hidden", "99999999999999999999"], mentions: "--hidden"),
+        Case(arguments: ["train", "--epochs", "1400000", "--batch-size", "1", "--log-every", "1"], mentions: "of records in memory"),
+        Case(arguments: ["train", "--epochs", "1000000", "--metrics-every", "1"], mentions: "of records in memory"),
         Case(arguments: ["train", "--hidden", "0"], mentions: "--hidden"),
         Case(arguments: ["bench", "--params", "1000000000000"], mentions: "--params 1000000000000 with --tensors 1 needs about"),
         Case(arguments: ["bench", "--params", "-5"], mentions: "--params"),

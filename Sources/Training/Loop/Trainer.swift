@@ -124,7 +124,7 @@ public final class Trainer {
         guard configuration.warmupSteps <= totalSteps else {
             throw TrainingError.invalidOption("--warmup \(configuration.warmupSteps) is longer than the run's \(totalSteps) steps")
         }
-        try Self.checkMemory(configuration, train: train, test: test)
+        try Self.checkMemory(configuration, train: train, test: test, totalSteps: totalSteps)
         self.stepsPerEpoch = stepsPerEpoch
         self.configuration = configuration
         self.train = train
@@ -281,7 +281,11 @@ public final class Trainer {
     /// Refuses a model whose parameters, gradients, optimizer state (up to four buffers per
     /// parameter, Lookahead's slow weights included) and activations would not fit in this
     /// machine's memory, before any of it is allocated.
-    static func checkMemory(_ configuration: TrainingConfiguration, train: Dataset, test: Dataset) throws {
+    ///
+    /// The records a run keeps for its result and charts (one per logged step, with the optimizer
+    /// metrics on the steps that collect them) are counted too: a very long run logged often is
+    /// refused rather than run out of memory hours in.
+    static func checkMemory(_ configuration: TrainingConfiguration, train: Dataset, test: Dataset, totalSteps: Int) throws {
         let sizes = [train.featureCount] + configuration.hidden + [max(train.classCount, test.classCount)]
         var parameters = 0.0
         for (fanIn, fanOut) in zip(sizes, sizes.dropFirst()) { parameters += Double(fanIn) * Double(fanOut) + Double(fanOut) }
@@ -289,6 +293,13 @@ public final class Trainer {
         let activations = rows * Double(sizes.reduce(0, +)) * 3
         let bytes = (parameters * 6 + activations) * 4
         let available = Double(ProcessInfo.processInfo.physicalMemory)
+        // About 256 bytes a record, and 16 metrics of ~128 bytes per parameter tensor collected.
+        let tensors = Double(2 * (configuration.hidden.count + 1))
+        let recordBytes = Double(totalSteps) / Double(configuration.logEvery) * 256
+            + (configuration.metricsEvery > 0 ? Double(totalSteps) / Double(configuration.metricsEvery) * tensors * 16 * 128 : 0)
+        guard recordBytes < available / 2 else {
+            throw TrainingError.invalidOption("\(totalSteps) steps logged every \(configuration.logEvery) (metrics every \(configuration.metricsEvery)) would keep about \(formatBytes(recordBytes)) of records in memory; this machine has \(formatBytes(available)): use fewer --epochs or a larger --log-every / --metrics-every")
+        }
         guard bytes < available else {
             let layers = sizes.map(String.init).joined(separator: "-")
             throw TrainingError.invalidOption("an MLP \(layers) (\(String(format: "%.3g", parameters)) parameters) needs about \(formatBytes(bytes)) for its weights, gradients, optimizer state and activations; this machine has \(formatBytes(available))")
