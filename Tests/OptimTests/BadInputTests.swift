@@ -197,7 +197,7 @@ import Testing
         Case(arguments: ["inspect", "fifo"], mentions: "FIFO"),
         Case(arguments: ["inspect", "missing.safetensors"], mentions: "no such file"),
         Case(arguments: ["inspect", "ragged.csv"], mentions: "ragged.csv"),
-        // A run that diverges stops with an error and writes no checkpoint or summary of NaNs.
+        // A run that diverges stops with an error and writes no checkpoint of NaNs.
         Case(arguments: ["train", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "3", "--out", "diverged"] + quick, mentions: "training diverged", writes: true),
     ]
 
@@ -216,9 +216,11 @@ import Testing
             let created = after.keys.filter { before[$0] == nil }
             #expect(testCase.writes || created.isEmpty, "\(testCase): created \(created.sorted())")
         }
-        // The diverged run kept its steps but wrote no summary and no checkpoint of NaNs.
+        // The diverged run kept its steps, wrote no checkpoint of NaNs, and a summary that says so.
         let diverged = root.appendingPathComponent("diverged")
-        #expect(!FileManager.default.fileExists(atPath: diverged.appendingPathComponent("summary.json").path))
+        #expect(!FileManager.default.fileExists(atPath: diverged.appendingPathComponent("checkpoint.safetensors").path))
+        let summary = try String(contentsOf: diverged.appendingPathComponent("summary.json"), encoding: .utf8)
+        #expect(summary.contains("\"status\" : \"diverged\"") && !summary.contains("NaN"), "\(summary)")
         if let text = try? String(contentsOf: diverged.appendingPathComponent("metrics.jsonl"), encoding: .utf8) {
             #expect(!text.lowercased().contains("nan"))
         }

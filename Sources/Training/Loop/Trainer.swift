@@ -169,7 +169,7 @@ public final class Trainer {
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
         }
         if communicator == nil, !loss.isFinite {
-            throw TrainingError.diverged(step: step, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
+            throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
         }
         if let dataParallel {
             // The model averaged over this rank's rows; weight by their share of the global

@@ -103,7 +103,7 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case invalidOption(String)
     case dataMismatch(String)
     case resume(String)
-    /// A loss that is not finite: the run stopped at global step `step`.
+    /// A loss that is not finite, that of global step `step` (counted from 1).
     case diverged(step: Int, message: String)
     /// A file-system problem with a run's files.
     case file(String)

@@ -142,9 +142,9 @@ public final class RunFolder: @unchecked Sendable {
     public func metricsWriter() -> MetricsWriter { writer }
 
     /// Writes `summary.json` and the two charts.
-    public func finish(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil) throws {
+    public func finish(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil, status: String? = nil) throws {
         do {
-            try SafetensorsFile.writeAtomically(Self.summaryJSON(result, extra: extra, resume: resume), to: summary)
+            try SafetensorsFile.writeAtomically(Self.summaryJSON(result, extra: extra, resume: resume, status: status), to: summary)
             // A continued run's charts show the whole run: the earlier records up to where it resumed.
             var whole = result
             whole.records = earlierRecords.filter { $0.step <= result.startStep } + result.records
@@ -174,7 +174,9 @@ public final class RunFolder: @unchecked Sendable {
     }
 
     /// The summary as pretty-printed JSON with sorted keys.
-    public static func summaryJSON(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil) throws -> Data {
+    /// `status` is `completed` or `interrupted` from the result unless given (`diverged`); values
+    /// that are not finite are written as null.
+    public static func summaryJSON(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil, status: String? = nil) throws -> Data {
         struct Summary: Encodable {
             var optimizer: String
             var base_optimizer: String?
@@ -189,8 +191,8 @@ public final class RunFolder: @unchecked Sendable {
             var activation: String
             var seed: UInt64
             var threads: Int
-            var test_accuracy: Double
-            var test_loss: Double
+            var test_accuracy: Double?
+            var test_loss: Double?
             var final_train_loss: Double?
             var steps: Int
             var start_step: Int
@@ -211,10 +213,11 @@ public final class RunFolder: @unchecked Sendable {
             base_hyperparameters: resolved.base?.hyperparameters, schedule: configuration.schedule.rawValue,
             warmup_steps: configuration.warmupSteps, clip_norm: configuration.clipNorm, batch_size: configuration.batchSize,
             epochs: configuration.epochs, hidden: configuration.hidden, activation: configuration.activation.rawValue,
-            seed: configuration.seed, threads: configuration.threads, test_accuracy: result.testAccuracy, test_loss: result.testLoss,
+            seed: configuration.seed, threads: configuration.threads, test_accuracy: result.testAccuracy.isFinite ? result.testAccuracy : nil,
+            test_loss: result.testLoss.isFinite ? result.testLoss : nil,
             final_train_loss: result.finalTrainLoss.isFinite ? result.finalTrainLoss : nil, steps: result.steps, start_step: result.startStep, seconds: result.seconds,
             wall_seconds: result.wallSeconds, steps_per_second: result.stepsPerSecond, parameter_count: result.parameterCount,
-            state_bytes_per_parameter: result.stateBytesPerParameter, status: result.interrupted ? "interrupted" : "completed",
+            state_bytes_per_parameter: result.stateBytesPerParameter, status: status ?? (result.interrupted ? "interrupted" : "completed"),
             resumed_from: resume?.checkpoint, changed_on_resume: resume.flatMap { $0.changed.isEmpty ? nil : $0.changed.mapValues { [$0.from, $0.to] } },
             extra: extra.isEmpty ? nil : extra)
         let encoder = JSONEncoder()
@@ -337,18 +340,21 @@ extension Trainer {
     /// When `shouldStop` says so (a signal) the run stops before its next step, saves the
     /// checkpoint and writes a summary marked `interrupted`. A metrics line that cannot be
     /// written stops the run the same way (the checkpoint is still saved) and is then thrown. A
-    /// diverged run throws ``TrainingError/diverged(step:message:)`` naming the last good
-    /// checkpoint, which it leaves as it was.
+    /// diverged run writes a summary marked `diverged` and throws
+    /// ``TrainingError/diverged(step:message:)`` naming the last good checkpoint, which it leaves
+    /// as it was.
     public func run(recordingTo folder: RunFolder?, checkpoint: URL, until: Int? = nil, checkpointEvery: Int = 1,
                     extra: [String: String] = [:], resume: ResumeRecord? = nil, shouldStop: () -> Bool = { false },
                     progress: (TrainingProgress) -> Void = { _ in }) throws -> TrainingResult {
         let writer = folder?.metricsWriter()
         var writeError: (any Error)?
+        var records: [TrainingRecord] = []
         var lastSaved: Int?
         let startStep = step
         let result: TrainingResult
         do {
             result = try run(until: until, progress: progress, record: { record in
+                records.append(record)
                 do { try writer?.write(record) } catch { writeError = writeError ?? error }
             }, shouldStop: { writeError != nil || shouldStop() }, epochEnded: { step in
                 guard checkpointEvery > 0, (step / stepsPerEpoch) % checkpointEvery == 0, step < min(until ?? totalSteps, totalSteps) else { return }
@@ -358,6 +364,16 @@ extension Trainer {
         } catch let TrainingError.diverged(step, message) {
             let kept = lastSaved.map { "the last checkpoint, of step \($0), is \(checkpoint.path)" }
                 ?? (startStep > 0 ? "the checkpoint it resumed from (step \(startStep)) is unchanged" : "no checkpoint was written")
+            // The summary says so; the checkpoint stays the last good one.
+            let parameterCount = model.parameters.reduce(0) { $0 + $1.count }
+            let partial = TrainingResult(
+                configuration: configuration, records: records, testAccuracy: .nan, testLoss: .nan,
+                finalTrainLoss: records.last?.loss ?? .nan, steps: step - startStep, startStep: startStep,
+                seconds: records.last?.seconds ?? 0, wallSeconds: 0, parameterCount: parameterCount, stateBytesPerParameter: 0)
+            var notes = extra
+            notes["diverged_at_step"] = String(step)
+            notes["checkpoint_step"] = lastSaved.map(String.init) ?? (startStep > 0 ? "\(startStep) (the resumed checkpoint)" : "none")
+            try? folder?.finish(partial, extra: notes, resume: resume, status: "diverged")
             throw TrainingError.diverged(step: step, message: "\(message); stopped, \(kept)")
         }
         if let writeError {
