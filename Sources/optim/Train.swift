@@ -188,7 +188,7 @@ struct Train: ParsableCommand {
             return try RunFolder(url, mode: same ? .continue : force ? .replace : .new)
         }
         if let checkpointFolder, FileManager.default.fileExists(atPath: checkpointFolder.appendingPathComponent("metrics.jsonl").path) {
-            return try RunFolder(checkpointFolder, mode: .continue)
+            return try RunFolder(checkpointFolder, mode: .continue, option: "the resumed run's folder")
         }
         return try RunFolder.unique()
     }
