@@ -129,4 +129,24 @@ import Testing
         try Self.expectCheckpoint(run, step: saved + 23)
         #expect(try Self.summary(run)["start_step"] as? Int == saved)
     }
+
+    @Test func aRunWhoseOutputGoesAwayStillFinishes() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        // `optim train | head -1`: the reader closes the pipe after the first line.
+        let process = Process()
+        process.executableURL = try CheckpointProcessTests.optimExecutable()
+        process.arguments = ["train", "--epochs", "6", "--out", "run"] + Self.quick
+        process.currentDirectoryURL = root
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        _ = output.fileHandleForReading.availableData
+        try output.fileHandleForReading.close()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && process.terminationReason == .exit)
+        #expect(try Self.summary(root.appendingPathComponent("run"))["status"] as? String == "completed")
+        try Self.expectCheckpoint(root.appendingPathComponent("run"), step: 6 * 23)
+    }
 }
