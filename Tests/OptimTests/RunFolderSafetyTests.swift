@@ -128,6 +128,7 @@ import Testing
         #expect(Array(after.prefix(before.count)) == before && after.count > before.count)
         try Self.expectCheckpoint(run, step: saved + 23)
         #expect(try Self.summary(run)["start_step"] as? Int == saved)
+        #expect(try Self.summary(run)["status"] as? String == "stopped")
     }
 
     @Test func aRunWhoseOutputGoesAwayStillFinishes() throws {

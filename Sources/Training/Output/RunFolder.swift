@@ -381,7 +381,8 @@ extension Trainer {
             throw writeError
         }
         try saveCheckpoint(to: checkpoint)
-        try folder?.finish(result, extra: extra, resume: resume)
+        // `stopped`: ended at `until` (--stop-after-epoch), before the configured end.
+        try folder?.finish(result, extra: extra, resume: resume, status: !result.interrupted && step < totalSteps ? "stopped" : nil)
         return result
     }
 }
