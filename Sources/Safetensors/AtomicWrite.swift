@@ -23,10 +23,10 @@ extension SafetensorsFile {
     public static func writeAtomically(_ data: Data, to url: URL) throws(SafetensorsError) {
         let folder = url.deletingLastPathComponent()
         let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp")
-        func failure(_ what: String) -> SafetensorsError { .io("\(what) \(temporary.path): \(String(cString: strerror(errno)))") }
+        func failure(_ what: String) -> SafetensorsError { .io("\(what) \(url.path) (via \(temporary.lastPathComponent)): \(String(cString: strerror(errno)))") }
 
         let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw failure("cannot create") }
+        guard descriptor >= 0 else { throw failure("cannot write") }
         var written = 0
         let complete: Bool = data.withUnsafeBytes { bytes in
             while written < bytes.count {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Optim
+import Training
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,8 +39,17 @@ struct Bench: ParsableCommand {
         guard OptimizerRegistry.names.contains(optimizer) else {
             throw ValidationError("unknown optimizer '\(optimizer)'; known: \(OptimizerRegistry.names.joined(separator: ", "))")
         }
-        guard params > 0, tensors > 0, tensors <= params else { throw ValidationError("need params >= tensors >= 1") }
-        guard steps > 0, threads > 0 else { throw ValidationError("steps and threads must be >= 1") }
+        guard params > 0 else { throw ValidationError("--params must be at least 1, got \(params)") }
+        guard tensors > 0, tensors <= params else { throw ValidationError("--tensors must be between 1 and --params (\(params)), got \(tensors)") }
+        guard steps > 0, steps <= 1_000_000 else { throw ValidationError("--steps must be between 1 and 1000000, got \(steps)") }
+        guard threads > 0, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+        // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
+        // AdamW's), again for the C reference: refuse what the memory cannot hold before allocating.
+        let bytes = Double(params) * 4 * 5 * (noReference ? 1 : 2) + Double(tensors) * 1024  // and each tensor's bookkeeping
+        let available = Double(ProcessInfo.processInfo.physicalMemory)
+        guard bytes < available else {
+            throw ValidationError("--params \(params) with --tensors \(tensors) needs about \(formatBytes(bytes)) (parameters, gradients, optimizer state and per-tensor bookkeeping\(noReference ? "" : ", the C reference's copy")); this machine has \(formatBytes(available))")
+        }
     }
 
     func run() throws {

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExampleModel
 import Foundation
 import Optim
+import Safetensors
 import Training
 
 /// `optim compare`: the same model from the same initial weights, trained with several
@@ -21,8 +22,11 @@ struct Compare: ParsableCommand {
 
     @OptionGroup var options: TrainingOptions
 
-    @Option(help: "The output folder (default: runs/compare-<timestamp>).")
+    @Option(help: "The output folder (default: runs/compare-<timestamp>). A folder that holds a compare report or runs is refused without --force.")
     var out: String?
+
+    @Flag(help: "Replace the report and runs in --out if it holds them.")
+    var force = false
 
     func run() throws {
         do {
@@ -35,10 +39,19 @@ struct Compare: ParsableCommand {
     }
 
     func compare() throws {
-        let base = try options.configuration()
-        let names = optimizers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        for (option, value) in [("--out", out), ("--data", options.data), ("--labels", options.labels)] where value?.isEmpty == true {
+            throw TrainingError.invalidOption("\(option) is empty; give a path")
+        }
+        var given = options.given()
+        given["optimizer"] = nil
+        let settings = try RunSettings.resolve(given: given, hyperparameters: [:], saved: nil).settings
+        let base = try options.configuration(settings)
+        let names = optimizers.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         guard !names.isEmpty, !names.contains("") else { throw TrainingError.invalidOption("--optimizers must list registry names, got '\(optimizers)'") }
-        // Check every name before training anything.
+        if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+            throw TrainingError.invalidOption("--optimizers lists \(twice) twice")
+        }
+        // Check every name, the data and the model before training anything or making a folder.
         var configurations: [TrainingConfiguration] = []
         for name in names {
             var configuration = base
@@ -46,27 +59,61 @@ struct Compare: ParsableCommand {
             _ = try configuration.optimizerConfiguration()
             configurations.append(configuration)
         }
-        let data = try options.datasets()
-        let folder = out.map { URL(fileURLWithPath: $0) }
-            ?? RunFolder.defaultURL().deletingLastPathComponent().appendingPathComponent("compare-" + RunFolder.defaultURL().lastPathComponent)
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let data = try options.datasets(settings)
+        var firstTrainer: Trainer? = try Trainer(configuration: configurations[0], train: data.train, test: data.test)
+
+        let folder: URL
+        if let out {
+            folder = URL(fileURLWithPath: out)
+            try RunFolder.makeFolder(folder, option: "--out")
+            let taken = (["report.html"] + names).filter { FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).path) }
+            if !force, !taken.isEmpty {
+                throw TrainingError.file("--out \(folder.path) already holds \(taken.joined(separator: ", ")); pass --force to replace them")
+            }
+        } else {
+            folder = try RunFolder.uniqueFolder(prefix: "compare-")
+        }
+        Interrupts.install()
         var runs: [(name: String, result: TrainingResult)] = []
+        var interrupted = false
         for configuration in configurations {
             let label = configuration.optimizer == "lookahead" ? "lookahead(\(configuration.baseOptimizer))" : configuration.optimizer
-            let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test)
-            let run = try RunFolder(folder.appendingPathComponent(configuration.optimizer))
-            let result = try trainer.run(recordingTo: run, checkpoint: run.checkpoint, extra: ["data": data.name])
+            let trainer = try firstTrainer ?? Trainer(configuration: configuration, train: data.train, test: data.test)
+            firstTrainer = nil
+            var saved = settings
+            saved["optimizer"] = configuration.optimizer
+            saved["threads"] = String(configuration.threads)
+            trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(saved)
+            let run = try RunFolder(folder.appendingPathComponent(configuration.optimizer), mode: force ? .replace : .new)
+            let result = try trainer.run(recordingTo: run, checkpoint: run.checkpoint, extra: ["data": data.name],
+                                         shouldStop: { Interrupts.signal != 0 })
+            let milliseconds = result.seconds / Double(max(result.steps, 1)) * 1000
             say(label.padding(toLength: 18, withPad: " ", startingAt: 0) + String(format: "test accuracy %6.2f%%  %7.3f ms/step  %2.0f B state/param",
-                         result.testAccuracy * 100, result.seconds / Double(max(result.steps, 1)) * 1000, result.stateBytesPerParameter))
+                         result.testAccuracy * 100, milliseconds, result.stateBytesPerParameter) + (result.interrupted ? "  (interrupted)" : ""))
             runs.append((label, result))
+            if result.interrupted {
+                interrupted = true
+                break
+            }
         }
         let hidden = base.hidden.map(String.init).joined(separator: "-")
-        let description = "MLP \(data.train.featureCount)-\(hidden)-\(runs.first.map { _ in String(max(data.train.classCount, data.test.classCount)) } ?? "?") (\(base.activation.rawValue)) on \(data.name), "
-            + "\(data.train.count) train / \(data.test.count) test examples; \(base.epochs) epochs, batch \(base.batchSize), schedule \(base.schedule.rawValue)"
-            + (base.warmupSteps > 0 ? " with \(base.warmupSteps) warm-up steps" : "") + (base.clipNorm.map { ", clip \($0)" } ?? "")
-            + "; seed \(base.seed), \(base.threads) thread(s). All runs start from the same weights."
+        let classes = String(max(data.train.classCount, data.test.classCount))
+        var description = "MLP \(data.train.featureCount)-\(hidden)-\(classes) (\(base.activation.rawValue)) on \(data.name), "
+        description += "\(data.train.count) train / \(data.test.count) test examples; \(base.epochs) epochs, batch \(base.batchSize), schedule \(base.schedule.rawValue)"
+        description += (base.warmupSteps > 0 ? " with \(base.warmupSteps) warm-up steps" : "") + (base.clipNorm.map { ", clip \($0)" } ?? "")
+        description += "; seed \(base.seed), \(base.threads) thread(s). All runs start from the same weights."
+        if interrupted { description += " Interrupted: the last run stopped early and later ones did not run." }
         let report = folder.appendingPathComponent("report.html")
-        try Data(CompareReport.html(title: "swift-optim: optimizers compared", description: description, runs: runs).utf8).write(to: report, options: .atomic)
+        do {
+            try SafetensorsFile.writeAtomically(Data(CompareReport.html(title: "swift-optim: optimizers compared", description: description, runs: runs).utf8), to: report)
+        } catch {
+            throw TrainingError.file("cannot write \(report.path): \(error)")
+        }
         say("wrote \(report.path)")
+        if interrupted {
+            let number = Interrupts.signal
+            writeIgnoringErrors(STDERR_FILENO, "optim compare: interrupted by \(Interrupts.name(number)); the interrupted run saved its checkpoint and a summary marked interrupted, and \(report.path) shows the runs so far\n")
+            throw ExitCode(128 + number)
+        }
     }
 }

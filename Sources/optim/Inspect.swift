@@ -12,11 +12,11 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let contents: SafetensorsFile
+        try checkInputFile(file, option: "")
         do {
             contents = try SafetensorsFile(contentsOf: URL(fileURLWithPath: file))
         } catch {
-            FileHandle.standardError.write(Data("optim inspect: \(file): \(error)\n".utf8))
-            throw ExitCode.failure
+            throw CLIError("\(file): \(error)")
         }
         print("\(contents.tensors.count) tensor(s)")
         let width = min(max(contents.tensors.map(\.name.count).max() ?? 4, 4), 60)

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExampleModel
 import Foundation
 import Optim
+import Safetensors
 import OptimMPI
 import Training
 
@@ -13,20 +14,28 @@ struct Train: ParsableCommand {
         discussion: """
         With no options: DecoupledLionW (lr 5e-4) on the embedded digits, an MLP 64-256-128-10, batch 32, cosine schedule, 60 epochs. \
         Writes --out (default runs/<timestamp>): summary.json, metrics.jsonl, loss.svg, accuracy.svg, \
-        checkpoint.safetensors. --resume continues a run from its checkpoint.
+        checkpoint.safetensors (saved every epoch). A folder holding a run is refused without --force. \
+        --resume continues a run from its checkpoint, with the run's options, in its own folder. \
+        SIGINT/SIGTERM save the checkpoint and a summary marked interrupted, then exit 130/143.
         """)
 
     @OptionGroup var optimizerOptions: OptimizerOptions
     @OptionGroup var options: TrainingOptions
 
-    @Option(help: "The run folder (default: runs/<timestamp>).")
+    @Option(help: "The run folder (default: runs/<timestamp>, or with --resume the checkpoint's own run folder). A folder that holds a run is refused without --force.")
     var out: String?
 
-    @Option(help: "Continue from a checkpoint written by optim train (same model and optimizer options).")
+    @Flag(help: "Replace the run in --out if it holds one.")
+    var force = false
+
+    @Option(help: "Continue from a checkpoint written by optim train: its run options are restored (see README: Resume).")
     var resume: String?
 
     @Option(name: .customLong("stop-after-epoch"), help: "Stop (and write the run folder) after this epoch; the schedule still spans --epochs, so --resume continues the same run.")
     var stopAfterEpoch: Int?
+
+    @Option(name: .customLong("checkpoint-every"), help: "Save the checkpoint every this many epochs (0: only at the end); it is also saved at the end and on SIGINT/SIGTERM.")
+    var checkpointEvery = 1
 
     @Flag(help: "Plain progress lines even on a terminal.")
     var plain = false
@@ -39,13 +48,13 @@ struct Train: ParsableCommand {
 
     func run() throws {
         guard distributed else {
+            let status: Int32?
             do {
-                try train(communicator: nil)
-            } catch let error as ExitCode {
-                throw error
+                status = try train(communicator: nil)
             } catch {
                 throw fail("train", error)
             }
+            if let status { throw ExitCode(status) }
             return
         }
         let communicator: any Communicator
@@ -55,34 +64,78 @@ struct Train: ParsableCommand {
             throw fail("train", error)
         }
         // Any rank's error is printed with its rank and ends the whole job (MPI_Abort).
-        try communicator.abortingOnError { try train(communicator: communicator) }
+        let status = try communicator.abortingOnError { try train(communicator: communicator) }
         try MPIRuntime.finalize()
+        if let status { throw ExitCode(status) }
     }
 
-    func train(communicator: (any Communicator)?) throws {
+    /// Trains; returns nil, or the exit status of a run stopped by a signal (128 + its number).
+    func train(communicator: (any Communicator)?) throws -> Int32? {
         let isRoot = communicator?.isRoot ?? true
         func say(_ text: String) { if isRoot { sayOnStandardOutput(text) } }
-        var configuration = try options.configuration()
-        if let communicator, options.threads == nil {
+        for (option, value) in [("--out", out), ("--resume", resume), ("--data", options.data), ("--labels", options.labels)] where value?.isEmpty == true {
+            throw TrainingError.invalidOption("\(option) is empty; give a path")
+        }
+        guard checkpointEvery >= 0 else { throw TrainingError.invalidOption("--checkpoint-every must be at least 0, got \(checkpointEvery)") }
+        if stopAfterEpoch != nil, stopAfterEpoch! < 1 { throw TrainingError.invalidOption("--stop-after-epoch must be at least 1, got \(stopAfterEpoch!)") }
+
+        // The run's options: the checkpoint's when resuming, under those given here.
+        var saved: [String: String]?
+        if let resume {
+            try checkInputFile(resume, option: "--resume")
+            let metadata: [String: String]
+            do {
+                metadata = try SafetensorsFile(contentsOf: URL(fileURLWithPath: resume)).metadata
+            } catch {
+                throw TrainingError.resume("--resume \(resume): \(error)")
+            }
+            saved = try RunSettings.saved(in: metadata)
+        }
+        var given = options.given()
+        given["optimizer"] = optimizerOptions.optimizer
+        given["base"] = optimizerOptions.base
+        let resolved = try RunSettings.resolve(given: given, hyperparameters: try optimizerOptions.hyperparameters(), saved: saved, resuming: resume != nil)
+        var settings = resolved.settings
+
+        var configuration = try options.configuration(settings)
+        if let communicator, settings["threads"] == nil {
             // Ranks sharing a machine share its cores.
             let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? communicator.size
             configuration.threads = max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
         }
-        configuration.optimizer = optimizerOptions.optimizer
-        configuration.baseOptimizer = optimizerOptions.base
-        configuration.hyperparameters = try optimizerOptions.hyperparameters()
+        settings["threads"] = String(configuration.threads)
+        configuration.optimizer = settings["optimizer"]!
+        configuration.baseOptimizer = settings["base"]!
+        configuration.hyperparameters = resolved.hyperparameters
         _ = try configuration.optimizerConfiguration()
-        let data = try options.datasets()
-        let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
-                                  communicator: communicator, shardState: shardState)
-        if let resume { try trainer.resume(from: URL(fileURLWithPath: resume)) }
-        // Rank 0 picks the folder and alone writes to it.
-        var outPath = out ?? RunFolder.defaultURL().path
-        if let communicator { outPath = try communicator.broadcast(outPath, from: 0) }
-        if let stopAfterEpoch, stopAfterEpoch < 1 || stopAfterEpoch > configuration.epochs {
+        if let stopAfterEpoch, stopAfterEpoch > configuration.epochs {
             throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and --epochs (\(configuration.epochs)), got \(stopAfterEpoch)")
         }
-        let folder = isRoot ? try RunFolder(URL(fileURLWithPath: outPath)) : nil
+        let data = try options.datasets(settings)
+        let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
+                                  communicator: communicator, shardState: shardState)
+        trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(RunSettings.saving(settings, resolved.hyperparameters))
+        if let resume {
+            do {
+                try trainer.resume(from: URL(fileURLWithPath: resume))
+            } catch let error as TrainingError {
+                throw error
+            } catch {
+                throw TrainingError.resume("--resume \(resume): \(error)")
+            }
+        }
+        let until = stopAfterEpoch.map { $0 * trainer.stepsPerEpoch } ?? trainer.totalSteps
+        guard trainer.step < until else {
+            throw TrainingError.resume("--resume \(resume ?? ""): the checkpoint is at step \(trainer.step), which already ends \(stopAfterEpoch.map { "epoch \($0)" } ?? "its \(configuration.epochs) epoch(s)"); nothing is left to train (pass a larger --epochs to train further)")
+        }
+
+        // Rank 0 claims the folder and alone writes to it.
+        let folder = isRoot ? try claimFolder() : nil
+        var outPath = folder?.url.path ?? ""
+        if let communicator { outPath = try communicator.broadcast(outPath, from: 0) }
+        let resumeRecord = resume.map { ResumeRecord(checkpoint: $0, changed: resolved.changes) }
+        Interrupts.install()
+
         let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
         say("training an MLP \(data.train.featureCount)-\(configuration.hidden.map(String.init).joined(separator: "-"))-\(trainer.model.outputs) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
@@ -93,15 +146,50 @@ struct Train: ParsableCommand {
             extra["ranks"] = String(communicator.size)
             extra["sharded_state"] = String(shardState)
         }
-        if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }
-        let result = try trainer.run(recordingTo: folder, checkpoint: URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors"),
-                                     until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch }, extra: extra) {
-            progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0)
+        if trainer.step > 0 {
+            let changed = resolved.changes.sorted { $0.key < $1.key }.map { "--\($0.key) \($0.value.from) → \($0.value.to)" }
+            say("resumed at step \(trainer.step) from \(resume ?? "")" + (changed.isEmpty ? "" : "; changed: " + changed.joined(separator: ", ")))
+        }
+        if let folder, folder.earlierRecordCount > 0 { say("continuing \(folder.url.path)/ (metrics.jsonl holds \(folder.earlierRecordCount) earlier record(s))") }
+        let checkpoint = URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors")
+        let result: TrainingResult
+        do {
+            result = try trainer.run(recordingTo: folder, checkpoint: checkpoint, until: until, checkpointEvery: checkpointEvery,
+                                     extra: extra, resume: resumeRecord, shouldStop: { Interrupts.signal != 0 }) {
+                progress.report($0, milestone: $0.step % trainer.stepsPerEpoch == 0)
+            }
+        } catch {
+            progress.finish()
+            throw error
         }
         progress.finish()
-        guard let folder else { return }
+        if result.interrupted {
+            let number = Interrupts.signal
+            if isRoot {
+                writeIgnoringErrors(STDERR_FILENO, "optim train: interrupted by \(Interrupts.name(number)) at step \(trainer.step) of \(trainer.totalSteps); saved \(checkpoint.path) and a summary marked interrupted (continue with --resume \(checkpoint.path))\n")
+            }
+            return 128 + number
+        }
+        guard let folder else { return nil }
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors")
+        return nil
+    }
+
+    /// The run folder: --out (refused if it holds a run, unless --force or it is the resumed
+    /// checkpoint's own folder, which is continued), the resumed checkpoint's run folder, or a
+    /// new runs/<timestamp>.
+    func claimFolder() throws -> RunFolder {
+        let checkpointFolder = resume.map { URL(fileURLWithPath: $0).standardizedFileURL.resolvingSymlinksInPath().deletingLastPathComponent() }
+        if let out {
+            let url = URL(fileURLWithPath: out)
+            let same = checkpointFolder.map { $0.path == url.standardizedFileURL.resolvingSymlinksInPath().path } ?? false
+            return try RunFolder(url, mode: same ? .continue : force ? .replace : .new)
+        }
+        if let checkpointFolder, FileManager.default.fileExists(atPath: checkpointFolder.appendingPathComponent("metrics.jsonl").path) {
+            return try RunFolder(checkpointFolder, mode: .continue, option: "the resumed run's folder")
+        }
+        return try RunFolder.unique()
     }
 }

@@ -3,32 +3,39 @@ import ExampleModel
 import Foundation
 import Optim
 import Training
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The model, data and loop options `optim train` and `optim compare` share.
+///
+/// Options that define a run are optional here, so a resume can tell those given on the command
+/// line from those it restores from the checkpoint (``RunSettings``); their defaults are in
+/// ``RunSettings/defaults``.
 struct TrainingOptions: ParsableArguments {
-    @Option(help: "Learning-rate schedule after the warm-up: \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var schedule = "cosine"
+    @Option(help: "Learning-rate schedule after the warm-up: \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", ")) (default: cosine).")
+    var schedule: String?
 
-    @Option(help: "Linear learning-rate warm-up steps.")
-    var warmup = 0
+    @Option(help: "Linear learning-rate warm-up steps (default: 0).")
+    var warmup: Int?
 
-    @Option(help: "Clip gradients to this global L2 norm.")
+    @Option(help: "Clip gradients to this global L2 norm (default: none).")
     var clip: Double?
 
-    @Option(name: .customLong("batch-size"), help: "Examples per step.")
-    var batchSize = 32
+    @Option(name: .customLong("batch-size"), help: "Examples per step (default: 32).")
+    var batchSize: Int?
 
-    @Option(help: "Passes over the training set.")
-    var epochs = 60
+    @Option(help: "Passes over the training set (default: 60).")
+    var epochs: Int?
 
-    @Option(help: "Hidden layer widths, comma-separated.")
-    var hidden = "256,128"
+    @Option(help: "Hidden layer widths, comma-separated (default: 256,128).")
+    var hidden: String?
 
-    @Option(help: "Hidden activation: relu or gelu.")
-    var activation = "relu"
+    @Option(help: "Hidden activation: relu or gelu (default: relu).")
+    var activation: String?
 
-    @Option(help: "Seed for the initial weights and the batch order.")
-    var seed: UInt64 = 0
+    @Option(help: "Seed for the initial weights, the train/test split and the batch order (default: 0).")
+    var seed: UInt64?
 
     @Option(help: "Threads for the model and the optimizer (default: all cores).")
     var threads: Int?
@@ -39,11 +46,11 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "IDX labels file, with an IDX --data images file.")
     var labels: String?
 
-    @Option(name: .customLong("label-column"), help: "Where a CSV file's label is: first or last.")
-    var labelColumn = "first"
+    @Option(name: .customLong("label-column"), help: "Where a CSV file's label is: first or last (default: first).")
+    var labelColumn: String?
 
-    @Option(name: .customLong("test-fraction"), help: "Share of the data held out for testing.")
-    var testFraction = 0.2
+    @Option(name: .customLong("test-fraction"), help: "Share of the data held out for testing (default: 0.2).")
+    var testFraction: Double?
 
     @Option(name: .customLong("log-every"), help: "Steps between progress records.")
     var logEvery = 10
@@ -51,44 +58,76 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("metrics-every"), help: "Steps between optimizer-metric collections (0: never).")
     var metricsEvery = 50
 
-    /// The configuration without the optimizer.
-    func configuration() throws -> TrainingConfiguration {
+    /// The options given on the command line, as canonical text (``RunSettings``).
+    func given() -> [String: String] {
+        var values: [String: String] = [:]
+        values["schedule"] = schedule
+        values["warmup"] = warmup.map(String.init)
+        values["clip"] = clip.map { RunSettings.text($0) }
+        values["batch-size"] = batchSize.map(String.init)
+        values["epochs"] = epochs.map(String.init)
+        values["hidden"] = hidden.map { text in
+            let widths = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            return widths.allSatisfy { $0 != nil } ? widths.map { String($0!) }.joined(separator: ",") : text
+        }
+        values["activation"] = activation
+        values["seed"] = seed.map(String.init)
+        values["threads"] = threads.map(String.init)
+        values["data"] = data.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        values["labels"] = labels.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        values["label-column"] = labelColumn
+        values["test-fraction"] = testFraction.map { RunSettings.text($0) }
+        return values
+    }
+
+    /// The configuration without the optimizer, from the effective settings.
+    func configuration(_ settings: [String: String]) throws -> TrainingConfiguration {
         var configuration = TrainingConfiguration()
-        guard let schedule = TrainingConfiguration.Schedule(rawValue: schedule) else {
-            throw TrainingError.invalidOption("unknown --schedule '\(schedule)'; expected one of \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", "))")
+        let scheduleName = settings["schedule"] ?? "cosine"
+        guard let schedule = TrainingConfiguration.Schedule(rawValue: scheduleName) else {
+            throw TrainingError.invalidOption("unknown --schedule '\(scheduleName)'; expected one of \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         configuration.schedule = schedule
-        configuration.warmupSteps = warmup
-        configuration.clipNorm = clip
-        configuration.batchSize = batchSize
-        configuration.epochs = epochs
+        configuration.warmupSteps = try RunSettings.int(settings, "warmup")
+        configuration.clipNorm = try settings["clip"].flatMap { $0 == "none" ? nil : try RunSettings.double(settings, "clip") }
+        configuration.batchSize = try RunSettings.int(settings, "batch-size")
+        configuration.epochs = try RunSettings.int(settings, "epochs")
+        let hidden = settings["hidden"] ?? ""
         let widths = hidden.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !widths.isEmpty, widths.allSatisfy({ $0 != nil }) else {
             throw TrainingError.invalidOption("--hidden must be comma-separated integers, got '\(hidden)'")
         }
         configuration.hidden = widths.map { $0! }
-        guard let activation = Activation(rawValue: activation) else {
-            throw TrainingError.invalidOption("unknown --activation '\(activation)'; expected relu or gelu")
+        let activationName = settings["activation"] ?? ""
+        guard let activation = Activation(rawValue: activationName) else {
+            throw TrainingError.invalidOption("unknown --activation '\(activationName)'; expected relu or gelu")
         }
         configuration.activation = activation
+        guard let seed = settings["seed"].flatMap({ UInt64($0) }) else { throw TrainingError.invalidOption("--seed must be an integer in 0...\(UInt64.max)") }
         configuration.seed = seed
-        if let threads { configuration.threads = threads }
+        if settings["threads"] != nil { configuration.threads = try RunSettings.int(settings, "threads") }
         configuration.logEvery = logEvery
         configuration.metricsEvery = metricsEvery
         try configuration.validate()
         return configuration
     }
 
-    /// The train and test sets: the embedded digits or the user's file, split by seed.
-    func datasets() throws -> (train: Dataset, test: Dataset, name: String) {
+    /// The train and test sets: the embedded digits or the user's file, split by seed. A split
+    /// that leaves either set empty is refused.
+    func datasets(_ settings: [String: String]) throws -> (train: Dataset, test: Dataset, name: String) {
+        let testFraction = try RunSettings.double(settings, "test-fraction")
         guard testFraction > 0, testFraction < 1 else {
-            throw TrainingError.invalidOption("--test-fraction must be between 0 and 1 (exclusive), got \(testFraction)")
+            throw TrainingError.invalidOption("--test-fraction must be between 0 and 1 (exclusive), got \(RunSettings.text(testFraction))")
         }
         let dataset: Dataset, name: String
+        let data = settings["data"].flatMap { $0 == "digits" ? nil : $0 }, labels = settings["labels"].flatMap { $0 == "none" ? nil : $0 }
         if let data {
+            try checkInputFile(data, option: "--data")
             if let labels {
+                try checkInputFile(labels, option: "--labels")
                 dataset = try Dataset.loadIDX(images: URL(fileURLWithPath: data), labels: URL(fileURLWithPath: labels))
             } else {
+                let labelColumn = settings["label-column"] ?? ""
                 guard let column = Dataset.LabelColumn(rawValue: labelColumn) else {
                     throw TrainingError.invalidOption("--label-column must be first or last, got '\(labelColumn)'")
                 }
@@ -100,18 +139,22 @@ struct TrainingOptions: ParsableArguments {
             dataset = try Dataset.digits()
             name = "digits (UCI, 1,797 8×8 images)"
         }
+        guard let seed = settings["seed"].flatMap({ UInt64($0) }) else { throw TrainingError.invalidOption("--seed must be an integer in 0...\(UInt64.max)") }
         let split = try dataset.split(testFraction: testFraction, seed: seed)
+        guard split.train.count > 0, split.test.count > 0 else {
+            throw TrainingError.dataMismatch("\(name): \(dataset.count) example(s) split at --test-fraction \(RunSettings.text(testFraction)) leave \(split.train.count) to train on and \(split.test.count) to test on; both need at least one")
+        }
         return (split.train, split.test, name)
     }
 }
 
 /// The optimizer options of `optim train`.
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: "Optimizer, by registry name (optim list).")
-    var optimizer = "decoupled_lionw"
+    @Option(help: "Optimizer, by registry name (optim list; default: decoupled_lionw).")
+    var optimizer: String?
 
-    @Option(help: "The optimizer lookahead wraps.")
-    var base = "adamw"
+    @Option(help: "The optimizer lookahead wraps (default: adamw).")
+    var base: String?
 
     @Option(help: "Learning rate (default: a suggested value per optimizer).")
     var lr: Double?
@@ -166,8 +209,8 @@ struct OptimizerOptions: ParsableArguments {
 
 /// Prints `optim <command>: <message>` on standard error and exits with status 1.
 func fail(_ command: String, _ error: any Error) -> ExitCode {
-    let message = "\(error)".split(separator: "\n").joined(separator: " ")
-    FileHandle.standardError.write(Data("optim \(command): \(message)\n".utf8))
+    let message = describe(error)
+    writeIgnoringErrors(STDERR_FILENO, "optim \(command): \(message)\n")
     return ExitCode.failure
 }
 
@@ -175,5 +218,5 @@ func fail(_ command: String, _ error: any Error) -> ExitCode {
 func say(_ text: String) { sayOnStandardOutput(text) }
 
 func sayOnStandardOutput(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    writeIgnoringErrors(STDOUT_FILENO, text + "\n")
 }

@@ -14,6 +14,10 @@ struct Verify: ParsableCommand {
     @Option(help: "Threads for the optimizer kernels (default: all cores).")
     var threads: Int?
 
+    func validate() throws {
+        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+    }
+
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         var passed = 0, failed = 0
@@ -22,7 +26,10 @@ struct Verify: ParsableCommand {
                   steps.leftPad(5), abs.leftPad(11), rel.leftPad(11), " ", status)
         }
         row("name", "optimizer", "steps", "max abs", "max rel", "result")
-        for (path, problem) in FixtureFiles.find(paths) {
+        // A FIFO or device named here would block or mislead the reader: refuse it by its type.
+        let typeProblems = Dictionary(paths.compactMap { path in fileTypeProblem(path, allowFolder: true).map { (path, $0) } }) { first, _ in first }
+        let found = FixtureFiles.find(paths.filter { typeProblems[$0] == nil }) + typeProblems.sorted { $0.key < $1.key }.map { (path: $0.key, error: Optional($0.value)) }
+        for (path, problem) in found {
             if let problem {
                 failed += 1
                 row(path, "-", "-", "-", "-", "FAIL: \(problem)")

@@ -114,7 +114,7 @@ import Testing
             (["train", "--data", ragged.path], "ragged.csv"),
             (["train", "--data", root.appendingPathComponent("missing.csv").path], "missing.csv"),
             (["train", "--data", notIDX.path, "--labels", notIDX.path], "images.idx"),
-            (["train", "--data", fiveFeatures.path, "--hidden", "8", "--batch-size", "256", "--resume", checkpoint.path], "features"),
+            (["train", "--data", fiveFeatures.path, "--hidden", "8", "--batch-size", "256", "--resume", checkpoint.path], "--data"),
             (["train", "--hidden", "16", "--batch-size", "256", "--resume", checkpoint.path], "hidden"),
             (["train", "--batch-size", "0"], "--batch-size"),
             (["train", "--schedule", "sideways"], "sideways"),

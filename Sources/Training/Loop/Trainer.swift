@@ -55,6 +55,8 @@ public struct TrainingResult: Sendable {
     public var parameterCount: Int
     /// Optimizer state bytes per model parameter (Lookahead's slow weights included).
     public var stateBytesPerParameter: Double
+    /// The run stopped early because `shouldStop` said so (a signal), before `until` or the end.
+    public var interrupted = false
 }
 
 /// Trains the example MLP with any optimizer of the registry: shuffled mini-batches (the order a
@@ -77,11 +79,16 @@ public final class Trainer {
     public let threadPool: ThreadPool
     public let stepsPerEpoch: Int
     public var totalSteps: Int { stepsPerEpoch * configuration.epochs }
+    /// The most steps a run may take (2^31 - 1): far beyond any run that finishes, and small
+    /// enough that every count, schedule and record of the run stays exact.
+    public static let maximumSteps = Int(Int32.max)
     /// The global step reached (steps taken, across resumes).
     public var step: Int { scheduler.stepCount }
     /// The ranks of a data-parallel run, or nil.
     public let communicator: (any Communicator)?
     private let dataParallel: DataParallel?
+    /// More metadata for every checkpoint (the CLI's run options, for a resume to restore).
+    public var checkpointMetadata: [String: String] = [:]
     private var batchFeatures: [Float] = []
     private var batchLabels: [Int32] = []
 
@@ -95,9 +102,30 @@ public final class Trainer {
                 shardState: Bool = false) throws {
         try configuration.validate()
         guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
+        guard test.count > 0 else {
+            throw TrainingError.dataMismatch("the test set is empty: \(train.count) example(s) leave none to test on; use more data or a larger --test-fraction")
+        }
         guard test.featureCount == train.featureCount else {
             throw TrainingError.dataMismatch("the test set has \(test.featureCount) features, the training set \(train.featureCount)")
         }
+        let world = communicator?.size ?? 1
+        guard configuration.batchSize >= world else {
+            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
+        }
+        guard configuration.batchSize <= train.count else {
+            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is larger than the \(train.count) training examples; use at most \(train.count)")
+        }
+        // Steps without overflow: the batch size may be anything up to Int.max.
+        let stepsPerEpoch = train.count / configuration.batchSize + (train.count % configuration.batchSize == 0 ? 0 : 1)
+        let (totalSteps, overflow) = stepsPerEpoch.multipliedReportingOverflow(by: configuration.epochs)
+        guard !overflow, totalSteps <= Self.maximumSteps else {
+            throw TrainingError.invalidOption("--epochs \(configuration.epochs) of \(stepsPerEpoch) step(s) make more than the \(Self.maximumSteps) steps a run may take")
+        }
+        guard configuration.warmupSteps <= totalSteps else {
+            throw TrainingError.invalidOption("--warmup \(configuration.warmupSteps) is longer than the run's \(totalSteps) steps")
+        }
+        try Self.checkMemory(configuration, train: train, test: test, totalSteps: totalSteps)
+        self.stepsPerEpoch = stepsPerEpoch
         self.configuration = configuration
         self.train = train
         self.test = test
@@ -118,11 +146,6 @@ public final class Trainer {
             guard !shardState else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
             optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
         }
-        let world = communicator?.size ?? 1
-        guard configuration.batchSize >= world else {
-            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
-        }
-        stepsPerEpoch = (train.count + configuration.batchSize - 1) / configuration.batchSize
         scheduler = try LearningRateScheduler(optimizer, schedule: configuration.learningRateSchedule(totalSteps: stepsPerEpoch * configuration.epochs))
     }
 
@@ -141,6 +164,9 @@ public final class Trainer {
         train.gather(rows: rows, features: &batchFeatures, labels: &batchLabels)
         let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
             try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
+        }
+        if communicator == nil, !loss.isFinite {
+            throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
         }
         if let dataParallel {
             // The model averaged over this rank's rows; weight by their share of the global
@@ -162,8 +188,17 @@ public final class Trainer {
 
     /// Trains to the configured number of epochs (from where a resume left off), or up to global
     /// step `until`, calling `progress` on every record and `record` with each logged step.
+    ///
+    /// `shouldStop` is asked before every step (a data-parallel run agrees on the answer across
+    /// ranks); when it says so the run ends there, marked ``TrainingResult/interrupted``.
+    /// `epochEnded` is called after each epoch's test evaluation, with the global step.
+    ///
+    /// - Throws: ``TrainingError/diverged(step:message:)`` as soon as a loss is not finite (before
+    ///   the optimizer steps on it, in a single process), so nothing non-finite reaches
+    ///   `epochEnded` or a checkpoint.
     public func run(until: Int? = nil, progress: (TrainingProgress) -> Void = { _ in },
-                    record: (TrainingRecord) -> Void = { _ in }) throws -> TrainingResult {
+                    record: (TrainingRecord) -> Void = { _ in }, shouldStop: () -> Bool = { false },
+                    epochEnded: (Int) throws -> Void = { _ in }) throws -> TrainingResult {
         let lastStep = min(until ?? totalSteps, totalSteps)
         let startStep = step
         let wallStart = ProcessInfo.processInfo.systemUptime
@@ -172,10 +207,21 @@ public final class Trainer {
         var sums = (loss: 0.0, correct: 0.0, count: 0.0), lastLoss = Double.nan, lastAccuracy = Double.nan
         var lastTest: (loss: Double, accuracy: Double)?
         var norm: Double?
-        while step < lastStep {
+        var interrupted = false
+        func stopRequested() throws -> Bool {
+            guard let communicator else { return shouldStop() }
+            var flag = [shouldStop() ? 1.0 : 0.0]
+            try flag.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+            return flag[0] > 0
+        }
+        training: while step < lastStep {
             let epoch = step / stepsPerEpoch
             let order = train.batchOrder(epoch: epoch, seed: configuration.seed)
             while step < min((epoch + 1) * stepsPerEpoch, lastStep) {
+                if try stopRequested() {
+                    interrupted = true
+                    break training
+                }
                 let batch = step % stepsPerEpoch
                 let learningRate = try optimizer.learningRate(group: 0)
                 let collect = configuration.metricsEvery > 0 && (step + 1) % configuration.metricsEvery == 0
@@ -190,12 +236,18 @@ public final class Trainer {
                 guard step % configuration.logEvery == 0 || endOfEpoch || result.metrics != nil else { continue }
                 var totals = [sums.loss, sums.correct, sums.count]
                 if let communicator { try totals.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) } }
+                guard totals[0].isFinite else {
+                    throw TrainingError.diverged(step: step, message: "the training loss is \(totals[0].isNaN ? "NaN" : "\(totals[0])") at step \(step) (epoch \(epoch + 1)): training diverged")
+                }
                 lastLoss = totals[0] / max(totals[2], 1)
                 lastAccuracy = totals[1] / max(totals[2], 1)
                 sums = (0, 0, 0)
                 if endOfEpoch {
                     let evaluation = try model.evaluate(test, batchSize: 256)
                     lastTest = (Double(evaluation.loss), evaluation.accuracy)
+                    guard evaluation.loss.isFinite else {
+                        throw TrainingError.diverged(step: step, message: "the test loss is \(evaluation.loss.isNaN ? "NaN" : "\(evaluation.loss)") after step \(step) (epoch \(epoch + 1)): training diverged")
+                    }
                 }
                 let entry = TrainingRecord(
                     step: step, epoch: epoch, seconds: trainingSeconds, learningRate: learningRate, loss: lastLoss, accuracy: lastAccuracy,
@@ -203,6 +255,8 @@ public final class Trainer {
                     gradientNorm: norm, metrics: result.metrics?.values)
                 records.append(entry)
                 record(entry)
+                // The epoch's checkpoint before its progress line: a line shown is a line saved.
+                if endOfEpoch { try epochEnded(step) }
                 progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, totalSteps: totalSteps, loss: lastLoss,
                                           accuracy: lastAccuracy, testAccuracy: lastTest?.accuracy,
                                           stepsPerSecond: trainingSeconds > 0 ? Double(step - startStep) / trainingSeconds : 0,
@@ -218,7 +272,35 @@ public final class Trainer {
             configuration: configuration, records: records, testAccuracy: final.accuracy, testLoss: final.loss, finalTrainLoss: lastLoss,
             steps: step - startStep, startStep: startStep, seconds: trainingSeconds,
             wallSeconds: ProcessInfo.processInfo.systemUptime - wallStart, parameterCount: parameterCount,
-            stateBytesPerParameter: Double(Self.stateBytes(optimizer.snapshot())) / Double(max(parameterCount, 1)))
+            stateBytesPerParameter: Double(Self.stateBytes(optimizer.snapshot())) / Double(max(parameterCount, 1)), interrupted: interrupted)
+    }
+
+    /// Refuses a model whose parameters, gradients, optimizer state (up to four buffers per
+    /// parameter, Lookahead's slow weights included) and activations would not fit in this
+    /// machine's memory, before any of it is allocated.
+    ///
+    /// The records a run keeps for its result and charts (one per logged step, with the optimizer
+    /// metrics on the steps that collect them) are counted too: a very long run logged often is
+    /// refused rather than run out of memory hours in.
+    static func checkMemory(_ configuration: TrainingConfiguration, train: Dataset, test: Dataset, totalSteps: Int) throws {
+        let sizes = [train.featureCount] + configuration.hidden + [max(train.classCount, test.classCount)]
+        var parameters = 0.0
+        for (fanIn, fanOut) in zip(sizes, sizes.dropFirst()) { parameters += Double(fanIn) * Double(fanOut) + Double(fanOut) }
+        let rows = Double(max(min(configuration.batchSize, train.count), min(256, test.count)))
+        let activations = rows * Double(sizes.reduce(0, +)) * 3
+        let bytes = (parameters * 6 + activations) * 4
+        let available = Double(ProcessInfo.processInfo.physicalMemory)
+        // About 256 bytes a record, and 16 metrics of ~128 bytes per parameter tensor collected.
+        let tensors = Double(2 * (configuration.hidden.count + 1))
+        let recordBytes = Double(totalSteps) / Double(configuration.logEvery) * 256
+            + (configuration.metricsEvery > 0 ? Double(totalSteps) / Double(configuration.metricsEvery) * tensors * 16 * 128 : 0)
+        guard recordBytes < available / 2 else {
+            throw TrainingError.invalidOption("\(totalSteps) steps logged every \(configuration.logEvery) (metrics every \(configuration.metricsEvery)) would keep about \(formatBytes(recordBytes)) of records in memory; this machine has \(formatBytes(available)): use fewer --epochs or a larger --log-every / --metrics-every")
+        }
+        guard bytes < available else {
+            let layers = sizes.map(String.init).joined(separator: "-")
+            throw TrainingError.invalidOption("an MLP \(layers) (\(String(format: "%.3g", parameters)) parameters) needs about \(formatBytes(bytes)) for its weights, gradients, optimizer state and activations; this machine has \(formatBytes(available))")
+        }
     }
 
     /// Bytes of every state buffer of a snapshot, wrapped optimizers included.
@@ -231,15 +313,19 @@ public final class Trainer {
     /// data-parallel run it is collective (call it on every rank) and rank 0 writes the file; a
     /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike.
     public func saveCheckpoint(to url: URL) throws {
-        let metadata = [
+        let metadata = checkpointMetadata.merging([
             "training/features": String(train.featureCount),
             "training/hidden": configuration.hidden.map(String.init).joined(separator: ","),
             "training/step": String(step),
-        ]
-        if let sharded = optimizer as? ShardedOptimizer {
-            try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
-        } else if communicator?.isRoot ?? true {
-            try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
+        ]) { $1 }
+        do {
+            if let sharded = optimizer as? ShardedOptimizer {
+                try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
+            } else if communicator?.isRoot ?? true {
+                try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
+            }
+        } catch let error as SafetensorsError {
+            throw TrainingError.file("cannot save the checkpoint: \(error)")
         }
     }
 

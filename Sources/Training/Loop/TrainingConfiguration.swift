@@ -92,10 +92,26 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case invalidOption(String)
     case dataMismatch(String)
     case resume(String)
+    /// A loss that is not finite, that of global step `step` (counted from 1).
+    case diverged(step: Int, message: String)
+    /// A file-system problem with a run's files.
+    case file(String)
 
     public var description: String {
         switch self {
-        case let .invalidOption(message), let .dataMismatch(message), let .resume(message): return message
+        case let .invalidOption(message), let .dataMismatch(message), let .resume(message), let .file(message): return message
+        case let .diverged(_, message): return message
         }
     }
+}
+
+/// `1.5 GB`, `512 MB`, … (powers of 1000).
+public func formatBytes(_ bytes: Double) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+    var value = bytes, unit = 0
+    while value >= 1000, unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return String(format: unit == 0 ? "%.0f" : "%.1f", value) + " " + units[unit]
 }

@@ -51,5 +51,5 @@ public final class ProgressReporter: @unchecked Sendable {
         drewBar = false
     }
 
-    private func write(_ text: String) { output.write(Data(text.utf8)) }
+    private func write(_ text: String) { writeIgnoringErrors(output.fileDescriptor, text) }
 }
