@@ -29,13 +29,15 @@ public struct SyntheticProblem: Sendable {
         ]
     }
 
-    /// The registry's defaults, in two groups (the bias without weight decay), Lookahead around AdamW.
+    /// The registry's defaults, in two groups (the bias without weight decay, for an optimizer
+    /// that decays weights), Lookahead around AdamW.
     public func makeOptimizer(_ parameters: [Parameter]) throws(OptimError) -> any Optimizer {
         let configuration = OptimizerConfiguration(
             name: optimizer, base: optimizer == "lookahead" ? OptimizerConfiguration(name: "adamw") : nil)
+        let decays = try OptimizerRegistry.info(named: configuration.base?.name ?? optimizer).defaults["weight_decay"] != nil
         return try OptimizerRegistry.makeOptimizer(configuration, groups: [
             ParameterGroupConfiguration([parameters[0]]),
-            ParameterGroupConfiguration([parameters[1]], overrides: ["weight_decay": .number(0)]),
+            ParameterGroupConfiguration([parameters[1]], overrides: decays ? ["weight_decay": .number(0)] : [:]),
         ])
     }
 

@@ -44,6 +44,8 @@ enum RunSettings {
         case let .bool(flag): return String(flag)
         case let .numbers(numbers): return numbers.map(text).joined(separator: ",")
         case .null: return "none"
+        case let .string(string): return string
+        case let .list(values): return values.map(text).joined(separator: ",")
         }
     }
 
