@@ -167,7 +167,16 @@ struct FixtureParser {
             throw fail("name", "'\(name)' must match [a-z0-9_-]+")
         }
         let reference = try string(root["reference"], "reference")
-        let configuration = try configuration(root, "")
+        var configuration = try configuration(root, "")
+        // This project's extension of the format: Muon fixtures whose reference ran Newton–Schulz
+        // in float32 say so with a top-level "ns_dtype" (tools/reference/README.md).
+        if let precision = root["ns_dtype"] {
+            let text = try string(precision, "ns_dtype")
+            guard configuration.name == "muon", configuration.hyperparameters["ns_dtype"] == nil else {
+                throw fail("ns_dtype", "only a muon fixture may say ns_dtype, once")
+            }
+            configuration.hyperparameters["ns_dtype"] = .string(text)
+        }
 
         var parameters: [Fixture.Tensor] = []
         var counts: [String: Int] = [:]

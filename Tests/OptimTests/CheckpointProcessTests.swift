@@ -76,7 +76,7 @@ import Testing
     }
 
     /// k steps here, save; the child loads in a new process and runs to N; equals N steps straight.
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func resumeInANewProcessIsBitExact(optimizer name: String) throws {
         let problem = try SyntheticProblem(optimizer: name, parameterCount: 4096)
         let folder = try Self.temporaryFolder()

@@ -49,7 +49,7 @@ import Testing
         return result
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func resumeIsBitExact(name: String) throws {
         let straight = try Self.build(name, seed: 1)
         try Self.train(straight, steps: 0..<10)

@@ -47,7 +47,7 @@ import Testing
         #expect(b.valueArray == [-0.3, -0.4])
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func foldedScaleEqualsScalingTheGradientFirst(name: String) throws {
         var random = SplitMix(seed: 21)
         let start = random.floats(100_000), gradients = [random.floats(100_000).map { $0 * 10 }, random.floats(100_000).map { $0 * 10 }]
@@ -121,7 +121,7 @@ import Testing
         return (optimizer, a, b)
     }
 
-    @Test(arguments: OptimizerRegistry.names, poisons)
+    @Test(arguments: vectorOptimizers, poisons)
     func skipStepLeavesEverythingUntouched(name: String, poison: Float) throws {
         let (optimizer, a, b) = try setUp(name)
         optimizer.nonFinitePolicy = .skipStep
@@ -145,7 +145,7 @@ import Testing
         #expect(finite)
     }
 
-    @Test(arguments: OptimizerRegistry.names, poisons)
+    @Test(arguments: vectorOptimizers, poisons)
     func throwNamesTheParameterAndChangesNothing(name: String, poison: Float) throws {
         let (optimizer, a, b) = try setUp(name)
         optimizer.nonFinitePolicy = .throw
@@ -156,7 +156,7 @@ import Testing
         #expect(bits(a.valueArray) == before.0 && bits(b.valueArray) == before.1)
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func propagateLetsTheValuesThrough(name: String) throws {
         let (optimizer, a, _) = try setUp(name)
         var gradient = [Float](repeating: 0.5, count: 40)

@@ -7,7 +7,7 @@ import Testing
 /// adaptive methods settle instead of hovering at the scale of their last step.
 @Suite struct ConvergenceTests {
     /// The samples of every registry entry (``OptimizerInfo/samples``).
-    static let names = OptimizerRegistry.names
+    static let names = vectorOptimizers
 
     /// Runs `steps` steps from `start` with a linearly decaying learning rate.
     func minimize(_ configuration: OptimizerConfiguration, start: [Float], steps: Int, gradient: ([Double]) -> [Double]) throws -> [Double] {

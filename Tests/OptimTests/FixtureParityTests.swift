@@ -61,7 +61,7 @@ import Testing
         var random = SplitMix(seed: 7)
         let count = 300_001
         let initial = random.floats(count), gradients = (0..<3).map { _ in random.floats(count) }
-        for name in OptimizerRegistry.names {
+        for name in vectorOptimizers {
             var results: [[Float]] = []
             for threads in [1, 2] {
                 let parameter = try Parameter(name: "w", shape: [count], values: initial)

@@ -26,7 +26,7 @@ import Testing
         }
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func missingGradientLeavesParameterAndStateUntouched(name: String) throws {
         var random = SplitMix(seed: 5)
         let a = try Parameter(name: "a", shape: [3, 5], values: random.floats(15))
@@ -52,7 +52,7 @@ import Testing
         #expect(try optimizer.stepCount(of: b) == 7)
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func stepWithClosureReturnsTheLossAndUsesItsGradient(name: String) throws {
         let w = try Parameter(name: "w", shape: [4], values: [1, -2, 3, -4])
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, name == "lookahead" ? [:] : ["lr": .number(0.1)]), parameters: [w])
@@ -141,7 +141,7 @@ import Testing
         let starts = (0..<4).map { _ in random.floats(count) }, gradient = random.floats(count)
         @Sendable func train(_ index: Int) throws -> [Float] {
             let w = try Parameter(name: "w", shape: [count], values: starts[index])
-            let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(OptimizerRegistry.names[index]), parameters: [w])
+            let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(vectorOptimizers[index]), parameters: [w])
             for _ in 0..<20 {
                 try w.setGradient(gradient)
                 try optimizer.step()
@@ -154,7 +154,7 @@ import Testing
         nonisolated(unsafe) let pointer = results.baseAddress!
         DispatchQueue.concurrentPerform(iterations: 4) { index in (pointer + index).initialize(to: (try? train(index)) ?? []) }
         for index in 0..<4 {
-            #expect(bits(results[index]) == bits(sequential[index]), "\(OptimizerRegistry.names[index])")
+            #expect(bits(results[index]) == bits(sequential[index]), "\(vectorOptimizers[index])")
         }
     }
 }

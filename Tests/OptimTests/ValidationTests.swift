@@ -19,7 +19,7 @@ import Testing
         }
     }
 
-    static let withLearningRate = OptimizerRegistry.names.filter { $0 != "lookahead" }
+    static let withLearningRate = vectorOptimizers.filter { $0 != "lookahead" }
 
     @Test(arguments: withLearningRate)
     func learningRateMustBePositiveAndFinite(name: String) throws {
@@ -28,7 +28,7 @@ import Testing
         }
     }
 
-    @Test(arguments: OptimizerRegistry.all.filter { $0.defaults["weight_decay"] != nil }.map(\.name))
+    @Test(arguments: OptimizerRegistry.all.filter { $0.defaults["weight_decay"] != nil && !$0.requiresMatrices }.map(\.name))
     func weightDecayMustBeNonNegativeAndFinite(name: String) throws {
         for bad in [-1e-4, .nan, .infinity] {
             try expectInvalid(name, ["weight_decay": .number(bad)], mentions: ["weight_decay", ">= 0"])
@@ -86,7 +86,7 @@ import Testing
         }
     }
 
-    @Test(arguments: OptimizerRegistry.names)
+    @Test(arguments: vectorOptimizers)
     func emptyAndDuplicatedParameterLists(name: String) throws {
         let configuration = defaultConfiguration(name)
         #expect(throws: OptimError.emptyParameterList(optimizer: name == "lookahead" ? "adamw" : name)) {

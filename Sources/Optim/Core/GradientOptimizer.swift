@@ -36,6 +36,9 @@ public protocol UpdateRule: Sendable {
     /// update over the tensor.
     static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
                              collectingMetrics: Bool) -> MetricAccumulator
+    /// Whether the rule takes only 2-D parameters (Muon); others are refused when the optimizer
+    /// is built, naming the parameter. Default: false.
+    static var requiresMatrices: Bool { get }
     /// Whether a step over a row-sparse gradient (``Parameter/sparseRows``) visits only its rows,
     /// with ``KernelOperands/rowSparse`` set (``SparseAdam``). Otherwise, the default, the
     /// gradient is stepped as the dense one it also is.
@@ -66,6 +69,7 @@ extension UpdateRule {
         return stateNames(hyperparameters).map { StateBuffer(name: $0, count: count) }
     }
     public static var updatesWholeTensors: Bool { false }
+    public static var requiresMatrices: Bool { false }
     public static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
         if collectingMetrics { return updateCollecting(operands, 0..<operands.count, coefficients) }
@@ -190,6 +194,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         for group in groups {
             try group.hyperparameters.validate()
             Rule.advise(group.hyperparameters)
+            if Rule.requiresMatrices, let bad = group.parameters.first(where: { $0.shape.count != 2 }) {
+                throw OptimError.invalidConfiguration(
+                    "\(Rule.name): parameter '\(bad.name)' has shape \(bad.shape); it updates 2-D matrices only — give this parameter to another optimizer (AdamW, as Muon's authors do for biases, norms and embeddings)")
+            }
         }
         self.groups = groups
         self.scalarGroups = groups.map { !Rule.scalarStateNames($0.hyperparameters).isEmpty }

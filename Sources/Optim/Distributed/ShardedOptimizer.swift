@@ -92,6 +92,10 @@ public final class ShardedOptimizer: Optimizer {
         try communicator.verifySameParameters(groups.map(\.parameters), settings: settings)
         try validateParameterLists(groups.map(\.parameters), optimizer: configuration.name)
 
+        let updated = configuration.base ?? configuration
+        if try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
+            throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
+        }
         let parameters = groups.flatMap(\.parameters)
         let layout = FlatLayout(counts: parameters.map(\.count))
         let ranks = communicator.size, total = layout.total

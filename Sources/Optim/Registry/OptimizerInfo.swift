@@ -21,6 +21,8 @@ public struct OptimizerInfo: Sendable {
     /// Whether its update reads a whole tensor at a time (``UpdateRule/updatesWholeTensors``:
     /// Adafactor, Muon), so that ZeRO-1 sharding, which splits tensors, does not take it.
     public let updatesWholeTensors: Bool
+    /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
+    public let requiresMatrices: Bool
     /// Hyperparameters for the example tasks (`optim train`, `optim compare`): the learning rate
     /// and anything else that differs from the defaults there. Empty only for a wrapper, whose
     /// wrapped optimizer brings its own.
@@ -36,7 +38,7 @@ public struct OptimizerInfo: Sendable {
                                   suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark) {
         self.init(name: Rule.name, typeName: typeName, reference: reference,
                   defaults: (try? Rule.Hyperparameters([:]))?.dictionary ?? [:], isWrapper: false,
-                  updatesWholeTensors: Rule.updatesWholeTensors, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
+                  updatesWholeTensors: Rule.updatesWholeTensors, requiresMatrices: Rule.requiresMatrices, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
             }
@@ -51,7 +53,7 @@ public struct OptimizerInfo: Sendable {
 
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
-                updatesWholeTensors: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -59,6 +61,7 @@ public struct OptimizerInfo: Sendable {
         self.defaults = defaults
         self.isWrapper = isWrapper
         self.updatesWholeTensors = updatesWholeTensors
+        self.requiresMatrices = requiresMatrices
         self.suggested = suggested
         self.samples = samples
         self.benchmark = benchmark

@@ -1,0 +1,234 @@
+import Foundation
+
+/// Muon (Jordan et al., 2024): SGD momentum whose update, for a weight matrix, is replaced by the
+/// nearest semi-orthogonal matrix — approximately `U·Vᵀ` of its SVD, found by a few Newton–Schulz
+/// iterations — matching `torch.optim.Muon`.
+///
+/// ```
+/// B ← lerp(B, G, 1 − μ);   M = lerp(G, B, μ) if nesterov, else B
+/// X = M / max(‖M‖_F, ε)   (transposed when R > C)
+/// repeat ns_steps:  A = X·Xᵀ;  X ← a·X + (b·A + c·A·A)·X
+/// P ← P·(1 − lr·λ) − lr·s·X,   s = √max(1, R/C) ("original"), 0.2·√max(R, C)
+///                              ("match_rms_adamw") or √(R/C) ("spectral_unclamped")
+/// ```
+/// The matrix products run on the library's GEMM (``MatMul``), threaded. torch runs
+/// Newton–Schulz in bfloat16: `ns_dtype` "bfloat16" (the default) emulates that — every stored
+/// result rounded to bfloat16, products accumulated in float32 — and "float32" keeps float32
+/// throughout (closer to the exact orthogonalisation). `ns_dtype` is this library's key; the
+/// others are torch's.
+///
+/// Only 2-D parameters: any other shape is refused when the optimizer is built, naming the
+/// parameter — give biases, norms and embeddings to AdamW in a second optimizer, as Muon's
+/// authors do. Defaults: `lr` 1e-3, `weight_decay` 0.1, `momentum` 0.95, `nesterov` true,
+/// `ns_coefficients` (3.4445, −4.775, 2.0315), `eps` 1e-7, `ns_steps` 5, `adjust_lr_fn` None
+/// ("original"). State: `momentum_buffer` (4 bytes per parameter). Reference:
+/// `torch.optim.Muon`; Jordan et al., 2024, "Muon: An optimizer for hidden layers in neural
+/// networks" (kellerjordan.github.io/posts/muon); Liu et al., 2025, arXiv:2502.16982.
+public typealias Muon = GradientOptimizer<MuonRule>
+
+public enum MuonRule: WholeTensorRule {
+    public static let name = "muon"
+
+    /// How the learning rate is scaled for an `R × C` matrix (torch's `adjust_lr_fn`).
+    public enum LearningRateAdjustment: String, Sendable, CaseIterable {
+        /// `√max(1, R/C)` (Keller Jordan's original).
+        case original
+        /// `0.2·√max(R, C)`, which gives updates the RMS of AdamW's (Moonshot's).
+        case matchRMSAdamW = "match_rms_adamw"
+        /// `√(R/C)`.
+        case spectralUnclamped = "spectral_unclamped"
+
+        func ratio(rows: Int, columns: Int) -> Double {
+            let r = Double(rows), c = Double(columns)
+            switch self {
+            case .original: return max(1, r / c).squareRoot()
+            case .matchRMSAdamW: return 0.2 * max(r, c).squareRoot()
+            case .spectralUnclamped: return (r / c).squareRoot()
+            }
+        }
+    }
+
+    /// The precision of the Newton–Schulz iterations.
+    public enum NewtonSchulzPrecision: String, Sendable, CaseIterable {
+        /// As torch: bfloat16 values, float32 accumulation.
+        case bfloat16
+        /// float32 throughout.
+        case float32
+    }
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        /// Decoupled decay, `p ← p·(1 − lr·λ)` with the unadjusted learning rate.
+        public var weightDecay: Double
+        public var momentum: Double
+        public var nesterov: Bool
+        /// (a, b, c) of the quintic iteration.
+        public var nsCoefficients: [Double]
+        public var eps: Double
+        public var nsSteps: Int
+        /// `nil` is torch's `None`, which means ``LearningRateAdjustment/original``.
+        public var adjustLearningRate: LearningRateAdjustment?
+        public var nsPrecision: NewtonSchulzPrecision
+
+        public init(learningRate: Double = 1e-3, weightDecay: Double = 0.1, momentum: Double = 0.95, nesterov: Bool = true,
+                    nsCoefficients: [Double] = [3.4445, -4.775, 2.0315], eps: Double = 1e-7, nsSteps: Int = 5,
+                    adjustLearningRate: LearningRateAdjustment? = nil, nsPrecision: NewtonSchulzPrecision = .bfloat16) {
+            self.learningRate = learningRate
+            self.weightDecay = weightDecay
+            self.momentum = momentum
+            self.nesterov = nesterov
+            self.nsCoefficients = nsCoefficients
+            self.eps = eps
+            self.nsSteps = nsSteps
+            self.adjustLearningRate = adjustLearningRate
+            self.nsPrecision = nsPrecision
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            let steps = try reader.number("ns_steps", default: Double(d.nsSteps))
+            guard steps == steps.rounded(), steps >= 0, steps < 100 else {
+                throw .invalidHyperparameter(optimizer: name, name: "nsSteps (ns_steps)", value: HyperparameterValue.format(steps),
+                                             expected: "an integer in [0, 100)")
+            }
+            let adjustment = try reader.choice("adjust_lr_fn", LearningRateAdjustment.allCases.map(\.rawValue), default: "", nullChoice: "")
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      momentum: try reader.number("momentum", default: d.momentum),
+                      nesterov: try reader.bool("nesterov", default: d.nesterov),
+                      nsCoefficients: try reader.numbers("ns_coefficients", count: 3, default: d.nsCoefficients),
+                      eps: try reader.number("eps", default: d.eps),
+                      nsSteps: Int(steps),
+                      adjustLearningRate: LearningRateAdjustment(rawValue: adjustment),
+                      nsPrecision: NewtonSchulzPrecision(rawValue: try reader.choice(
+                          "ns_dtype", NewtonSchulzPrecision.allCases.map(\.rawValue), default: d.nsPrecision.rawValue))!)
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "weight_decay": .number(weightDecay), "momentum": .number(momentum),
+             "nesterov": .bool(nesterov), "ns_coefficients": .numbers(nsCoefficients), "eps": .number(eps),
+             "ns_steps": .number(Double(nsSteps)), "adjust_lr_fn": adjustLearningRate.map { .string($0.rawValue) } ?? .null,
+             "ns_dtype": .string(nsPrecision.rawValue)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            try Validate.weightDecay(weightDecay, name)
+            try Validate.nonNegative(momentum, "momentum", name)
+            for (index, value) in nsCoefficients.enumerated() { try Validate.finite(value, "nsCoefficients[\(index)] (ns_coefficients)", name) }
+            try Validate.nonNegative(eps, "eps", name)
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        var oneMinusMomentum: Float
+        var oneMinusMomentumComplement: Float
+        var momentum: Float
+        var momentumComplement: Float
+        var nesterov: Bool
+        var a: Float, b: Float, c: Float
+        var eps: Float
+        var steps: Int
+        var learningRate: Double
+        var decay: Float
+        var adjustment: LearningRateAdjustment
+        var bfloat16: Bool
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["momentum_buffer"] }
+
+    public static var requiresMatrices: Bool { true }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        let weight = Float(1 - h.momentum), momentum = Float(h.momentum)
+        return Coefficients(oneMinusMomentum: weight, oneMinusMomentumComplement: 1 - weight, momentum: momentum,
+                            momentumComplement: 1 - momentum, nesterov: h.nesterov,
+                            a: Float(h.nsCoefficients[0]), b: Float(h.nsCoefficients[1]), c: Float(h.nsCoefficients[2]),
+                            eps: Float(h.eps), steps: h.nsSteps, learningRate: h.learningRate,
+                            decay: Float(1 - h.learningRate * h.weightDecay), adjustment: h.adjustLearningRate ?? .original,
+                            bfloat16: h.nsPrecision == .bfloat16)
+    }
+
+    /// torch's `lerp` with a scalar weight, one element.
+    @inline(__always)
+    static func lerp(_ start: Float, _ end: Float, _ weight: Float, _ complement: Float) -> Float {
+        abs(weight) < 0.5 ? start + weight * (end - start) : end - (end - start) * complement
+    }
+
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+                                    collectingMetrics: Bool) -> MetricAccumulator {
+        let rows = shape[0], columns = shape[1], n = rows * columns
+        guard n > 0 else { return MetricAccumulator() }
+        let round: (Float) -> Float = c.bfloat16 ? BFloat16.round : { $0 }
+        // X: the momentum update, transposed to short × long, in the iteration's precision.
+        let short = min(rows, columns), long = max(rows, columns), transposed = rows > columns
+        let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let next = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let gram = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
+        let square = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
+        defer { [x, next, gram, square].forEach { $0.deallocate() } }
+        var sumOfSquares = 0.0
+        for i in 0..<n {
+            let g = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
+            let buffer = lerp(o.state0[i], g, c.oneMinusMomentum, c.oneMinusMomentumComplement)
+            o.state0[i] = buffer
+            let update = round(c.nesterov ? lerp(g, buffer, c.momentum, c.momentumComplement) : buffer)
+            let (r, column) = (i / columns, i % columns)
+            x[transposed ? column * rows + r : i] = update
+            sumOfSquares += Double(update) * Double(update)
+        }
+        let norm = max(round(Float(sumOfSquares.squareRoot())), round(c.eps))
+        for i in 0..<n { x[i] = round(x[i] / norm) }
+        let workspace = MatMul.Workspace()
+        var current = x, other = next
+        for _ in 0..<c.steps {
+            // A = X·Xᵀ;  B = b·A + c·A·A;  X ← a·X + B·X, each result stored in the precision.
+            MatMul.gemm(m: short, n: short, k: long, UnsafeBufferPointer(current), transposeA: false,
+                        UnsafeBufferPointer(current), transposeB: true, gram, workspace: workspace, pool: pool)
+            for i in gram.indices { gram[i] = round(gram[i]) }
+            MatMul.gemm(m: short, n: short, k: short, UnsafeBufferPointer(gram), transposeA: false,
+                        UnsafeBufferPointer(gram), transposeB: false, square, workspace: workspace, pool: pool)
+            for i in square.indices { square[i] = round(c.b * gram[i] + c.c * square[i]) }
+            MatMul.gemm(m: short, n: long, k: short, UnsafeBufferPointer(square), transposeA: false,
+                        UnsafeBufferPointer(current), transposeB: false, other, workspace: workspace, pool: pool)
+            for i in 0..<n { other[i] = round(c.a * current[i] + other[i]) }
+            swap(&current, &other)
+        }
+        let negativeStep = Float(-(c.learningRate * c.adjustment.ratio(rows: rows, columns: columns)))
+        var sums = MetricAccumulator()
+        for i in 0..<n {
+            let (r, column) = (i / columns, i % columns)
+            let orthogonal = current[transposed ? column * rows + r : i]
+            let before = o.parameter[i]
+            let after = before * c.decay + negativeStep * orthogonal
+            o.parameter[i] = after
+            if collectingMetrics {
+                let change = Double(before) - Double(after), g = Double(o.gradient[i]) * Double(o.gradientScale)
+                let m = Double(o.state0[i])
+                sums.momentSquared += m * m
+                sums.momentDotGradient += m * g
+                sums.parameterSquared += Double(after) * Double(after)
+                sums.updateSquared += change * change
+                sums.gradientSquared += g * g
+                sums.updateDotGradient += change * g
+            }
+        }
+        return sums
+    }
+}
+
+extension MuonRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "Muon",
+        reference: .init(library: "PyTorch", version: "2.15", symbol: "torch.optim.Muon",
+                         paper: "Jordan et al., 2024, \"Muon: An optimizer for hidden layers in neural networks\"; Liu et al., 2025, \"Muon is Scalable for LLM Training\", arXiv:2502.16982"),
+        suggested: ["lr": .number(0.02)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.01)])),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .none(reason: "Newton–Schulz is matrix products; timed against torch.optim.Muon on one 4096 × 4096 matrix")))
+}
