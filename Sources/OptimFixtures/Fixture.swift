@@ -31,6 +31,8 @@ public struct Fixture: Sendable {
         public var learningRates: [Int: Double]
         /// Parameters expected right after the step.
         public var expected: [String: [Float]]?
+        /// For a fixture with an ``Fixture/objective``: the reference's closure calls since the start.
+        public var evaluations: Int?
     }
 
     public var name: String
@@ -40,6 +42,9 @@ public struct Fixture: Sendable {
     public var parameters: [Tensor]
     public var steps: [Step]
     public var expected: [String: [Float]]
+    /// The objective a closure-driven optimizer's steps evaluate (L-BFGS), or `nil` when the
+    /// steps give gradients.
+    public var objective: Objective?
     public var relativeTolerance: Double
     public var absoluteTolerance: Double
 
@@ -216,6 +221,18 @@ struct FixtureParser {
             guard !groups!.isEmpty else { throw fail("groups", "empty; omit it for a single group") }
         }
         let groupCount = groups?.count ?? 1
+        var objective: Objective?
+        if let objectiveValue = root["objective"] {
+            let entry = try object(objectiveValue, "objective")
+            let total = parameters.reduce(0) { $0 + $1.data.count }
+            switch try string(entry["function"], "objective.function") {
+            case "rosenbrock": objective = .rosenbrock
+            case "quadratic":
+                objective = .quadratic(curvature: try floats(entry["curvature"], "objective.curvature", count: total),
+                                       center: try floats(entry["center"], "objective.center", count: total))
+            case let other: throw fail("objective.function", "unknown objective '\(other)'; known: rosenbrock, quadratic")
+            }
+        }
 
         var steps: [Fixture.Step] = []
         for (index, item) in try array(root["steps"], "steps").enumerated() {
@@ -230,10 +247,18 @@ struct FixtureParser {
                     learningRates[group] = try number(rate, "\(field).lr.\(key)")
                 }
             }
+            var evaluations: Int?
+            if objective != nil {
+                guard entry["grads"] == nil else { throw fail(field + ".grads", "a fixture with an objective gives no gradients") }
+                let count = try number(entry["evaluations"], field + ".evaluations")
+                guard count >= 0, count == count.rounded(), count < 1e9 else { throw fail(field + ".evaluations", "expected a non-negative integer, got \(count)") }
+                evaluations = Int(count)
+            }
             steps.append(.init(
-                gradients: try tensors(entry["grads"], field + ".grads", counts: counts),
+                gradients: objective == nil ? try tensors(entry["grads"], field + ".grads", counts: counts) : [:],
                 learningRates: learningRates,
-                expected: try entry["expected"].map { value throws(FixtureError) in try tensors(value, field + ".expected", counts: counts) }))
+                expected: try entry["expected"].map { value throws(FixtureError) in try tensors(value, field + ".expected", counts: counts) },
+                evaluations: evaluations))
         }
         guard !steps.isEmpty else { throw fail("steps", "no steps") }
 
@@ -246,6 +271,6 @@ struct FixtureParser {
             guard relativeTolerance >= 0, absoluteTolerance >= 0 else { throw fail("tolerance", "rtol and atol must be >= 0") }
         }
         return Fixture(name: name, reference: reference, configuration: configuration, groups: groups, parameters: parameters,
-                       steps: steps, expected: expected, relativeTolerance: relativeTolerance, absoluteTolerance: absoluteTolerance)
+                       steps: steps, expected: expected, objective: objective, relativeTolerance: relativeTolerance, absoluteTolerance: absoluteTolerance)
     }
 }

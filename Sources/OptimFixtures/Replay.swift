@@ -70,9 +70,34 @@ extension Fixture {
             }
         }
 
+        // A closure-driven fixture: every closure call evaluates the objective at the parameters.
+        var calls = 0
+        let closure = { () -> Float in
+            calls += 1
+            let x = ordered.flatMap(\.valueArray)
+            var gradient = [Float](repeating: 0, count: x.count)
+            let loss = objective!.evaluate(x, gradient: &gradient)
+            var offset = 0
+            for parameter in ordered {
+                try parameter.setGradient(Array(gradient[offset..<(offset + parameter.count)]))
+                offset += parameter.count
+            }
+            return loss
+        }
         for (index, step) in steps.enumerated() {
             do {
                 for (group, rate) in step.learningRates { try optimizer.setLearningRate(rate, group: group) }
+                if objective != nil {
+                    try optimizer.step(closure: closure)
+                    if let wanted = step.evaluations, wanted != calls {
+                        result.mismatches += 1
+                        if result.firstMismatch == nil {
+                            result.firstMismatch = "after step \(index + 1): \(calls) closure evaluations, the reference \(wanted)"
+                        }
+                    }
+                    if let expected = step.expected { compare(expected, after: index) }
+                    continue
+                }
                 for parameter in ordered {
                     if let gradient = step.gradients[parameter.name] {
                         try parameter.setGradient(gradient)

@@ -83,6 +83,14 @@ import Testing
     func buildsFromNameAndReportsItsHyperparameters(name: String) throws {
         let a = try Parameter(name: "a", shape: testShape(name, 2), values: [1, 2])
         let b = try Parameter(name: "b", shape: testShape(name, 3), values: [1, 2, 3])
+        if name == "lbfgs" {
+            // torch's L-BFGS takes one group; so does ours.
+            #expect(throws: OptimError.self) { try OptimizerRegistry.makeOptimizer(defaultConfiguration(name), groups: [.init([a]), .init([b])]) }
+            let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, ["lr": .number(0.5)]), groups: [.init([a, b])])
+            #expect(optimizer.parameters == [a, b] && optimizer.groupCount == 1)
+            #expect(try optimizer.hyperparameters(group: 0)["lr"] == .number(0.5))
+            return
+        }
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name), groups: [.init([a]), .init([b], overrides: ["lr": .number(0.5)])])
         #expect(optimizer.name == name)
         #expect(optimizer.groupCount == 2)

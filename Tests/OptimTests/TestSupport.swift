@@ -40,8 +40,9 @@ func defaultConfiguration(_ name: String, _ hyperparameters: HyperparameterDicti
 func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
 
 /// The registry's optimizers that take parameters of any shape: the generic tests, written over
-/// vectors, run them; the matrix-only ones (Muon) have their own suite over matrices.
-let vectorOptimizers = OptimizerRegistry.all.filter { !$0.requiresMatrices }.map(\.name)
+/// vectors and stepped without a closure, run them; the matrix-only (Muon) and closure-driven
+/// (L-BFGS) ones have suites of their own.
+let vectorOptimizers = OptimizerRegistry.all.filter { !$0.requiresMatrices && !$0.requiresClosure }.map(\.name)
 
 /// A shape of `count` elements that optimizer `name` takes: `[count]`, or `[1, count]` for a
 /// matrix-only optimizer.

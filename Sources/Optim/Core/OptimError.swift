@@ -31,6 +31,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
     case checkpointMismatch(String)
     /// A configuration that is inconsistent as a whole (e.g. `lookahead` without a base optimizer).
     case invalidConfiguration(String)
+    /// An optimizer that evaluates the loss itself (LBFGS) was stepped without a closure.
+    case closureRequired(optimizer: String)
     /// A row-sparse gradient names a row the parameter does not have.
     case sparseRowOutOfRange(parameter: String, row: Int, rows: Int)
 
@@ -64,6 +66,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
             return "checkpoint mismatch: \(message)"
         case let .invalidConfiguration(message):
             return message
+        case let .closureRequired(optimizer):
+            return "\(optimizer) evaluates the loss several times per step: call step(closure:) with a closure that runs the forward and backward passes; nothing was changed"
         case let .sparseRowOutOfRange(parameter, row, rows):
             return "the sparse gradient of '\(parameter)' names row \(row); the parameter has rows 0..<\(rows); nothing was changed"
         }

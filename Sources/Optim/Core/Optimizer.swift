@@ -25,6 +25,11 @@ public protocol Optimizer: AnyObject {
     /// Returns `nil` without metrics, or when the step was skipped (``NonFinitePolicy/skipStep``).
     @discardableResult
     func step(collectingMetrics: Bool) throws -> OptimizerMetrics?
+    /// PyTorch's `step(closure)`: `closure` runs the forward and backward passes (it writes the
+    /// gradients) and returns the loss. Most optimizers evaluate it once and step; ``LBFGS``
+    /// evaluates it as often as its search needs. Returns the loss of the first evaluation.
+    @discardableResult
+    func step(closure: () throws -> Float) throws -> Float
     /// How many steps have updated `parameter` (steps where it had no gradient don't count).
     func stepCount(of parameter: Parameter) throws(OptimError) -> Int
     /// Copies of `parameter`'s state buffers by PyTorch name (`exp_avg`, `momentum_buffer`, …);
@@ -65,7 +70,7 @@ extension Optimizer {
     /// Evaluates `closure` (which typically runs the forward and backward passes), then steps,
     /// and returns the closure's loss — PyTorch's `step(closure)`.
     @discardableResult
-    public func step<Loss>(closure: () throws -> Loss) throws -> Loss {
+    public func step(closure: () throws -> Float) throws -> Float {
         let loss = try closure()
         try step()
         return loss

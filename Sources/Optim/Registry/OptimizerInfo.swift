@@ -23,6 +23,9 @@ public struct OptimizerInfo: Sendable {
     public let updatesWholeTensors: Bool
     /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
     public let requiresMatrices: Bool
+    /// Whether a step needs a closure that re-evaluates the loss (``LBFGS``):
+    /// ``Optimizer/step(closure:)`` rather than ``Optimizer/step(collectingMetrics:)``.
+    public let requiresClosure: Bool
     /// Hyperparameters for the example tasks (`optim train`, `optim compare`): the learning rate
     /// and anything else that differs from the defaults there. Empty only for a wrapper, whose
     /// wrapped optimizer brings its own.
@@ -53,7 +56,7 @@ public struct OptimizerInfo: Sendable {
 
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
-                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -62,6 +65,7 @@ public struct OptimizerInfo: Sendable {
         self.isWrapper = isWrapper
         self.updatesWholeTensors = updatesWholeTensors
         self.requiresMatrices = requiresMatrices
+        self.requiresClosure = requiresClosure
         self.suggested = suggested
         self.samples = samples
         self.benchmark = benchmark
