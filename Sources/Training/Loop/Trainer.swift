@@ -75,6 +75,8 @@ public final class Trainer {
     public let test: Dataset
     public let model: MLP
     public let optimizer: any Optimizer
+    /// Whether the optimizer evaluates the batch itself, through a closure (L-BFGS).
+    let optimizerNeedsClosure: Bool
     public let scheduler: LearningRateScheduler
     public let threadPool: ThreadPool
     public let stepsPerEpoch: Int
@@ -134,6 +136,10 @@ public final class Trainer {
         model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
                         activation: configuration.activation, seed: configuration.seed, pool: threadPool)
         let optimizerConfiguration = try configuration.optimizerConfiguration()
+        optimizerNeedsClosure = try OptimizerRegistry.info(named: optimizerConfiguration.name).requiresClosure
+        if optimizerNeedsClosure, configuration.clipNorm != nil {
+            throw TrainingError.invalidOption("--clip does not apply to \(optimizerConfiguration.name): it evaluates its own gradients through the loss closure")
+        }
         // The weights keep the optimizer's weight decay; biases get none.
         let groups = try ParameterGrouping.weightDecayGroups(model.parameters, for: optimizerConfiguration)
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
@@ -162,23 +168,37 @@ public final class Trainer {
     func trainStep(batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
         let rows = rows(batch: batch, order: order)
         train.gather(rows: rows, features: &batchFeatures, labels: &batchLabels)
-        let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
-            try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
-        }
-        if communicator == nil, !loss.isFinite {
-            throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
-        }
-        if let dataParallel {
-            // The model averaged over this rank's rows; weight by their share of the global
-            // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
-            let globalCount = min(configuration.batchSize, order.count - batch * configuration.batchSize)
-            let weight = Float(rows.count) / Float(globalCount)
-            for parameter in model.parameters {
-                guard let gradient = parameter.gradient else { continue }
-                for index in gradient.indices { gradient[index] *= weight }
+        // The forward and backward pass over the batch: once, or as often as a closure-driven
+        // optimizer (L-BFGS) asks; the records keep the first evaluation, as torch's step returns it.
+        var first: (loss: Float, correct: Int)?
+        let evaluate = { [self] () throws -> Float in
+            let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
+                try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
             }
-            try dataParallel.sumGradients()
+            if communicator == nil, !loss.isFinite {
+                throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
+            }
+            if let dataParallel {
+                // The model averaged over this rank's rows; weight by their share of the global
+                // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
+                let globalCount = min(configuration.batchSize, order.count - batch * configuration.batchSize)
+                let weight = Float(rows.count) / Float(globalCount)
+                for parameter in model.parameters {
+                    guard let gradient = parameter.gradient else { continue }
+                    for index in gradient.indices { gradient[index] *= weight }
+                }
+                try dataParallel.sumGradients()
+            }
+            if first == nil { first = (loss, correct) }
+            return loss
         }
+        if optimizerNeedsClosure {
+            try optimizer.step(closure: evaluate)
+            try scheduler.step()
+            return (Double(first!.loss) * Double(rows.count), first!.correct, rows.count, nil, nil)
+        }
+        _ = try evaluate()
+        let (loss, correct) = first!
         var norm: Double?
         if let clip = configuration.clipNorm { norm = try optimizer.clipGradientNorm(maxNorm: clip, threadPool: threadPool) }
         let metrics = try optimizer.step(collectingMetrics: collectMetrics)
