@@ -59,4 +59,24 @@ import Testing
         try Checkpoint.load(from: URL(fileURLWithPath: path), into: adamw, scheduler: scheduler)
         #expect(adamw.snapshot() == saved && scheduler.stepCount == 1)
     }
+
+    @Test func lbfgsExampleRuns() throws {
+        let x = try Parameter(name: "x", shape: [2], values: [1.5, 1.5])
+        let lbfgs = try LBFGS([x], hyperparameters: .init(strongWolfe: true))
+        let loss = try lbfgs.step {
+            let (a, b) = (x.values[0], x.values[1])
+            try x.setGradient([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])   // Rosenbrock
+            return (1 - a) * (1 - a) + 100 * (b - a * a) * (b - a * a)
+        }
+        #expect(loss > 0)
+        #expect(abs(x.values[0] - 1) < 1e-3 && abs(x.values[1] - 1) < 1e-3, "\(x.valueArray)")
+    }
+
+    @Test func sparseGradientExampleRuns() throws {
+        let embedding = try Parameter(name: "wte", shape: [20, 4])
+        let rowValues = [Float](repeating: 0.5, count: 8)
+        try embedding.setSparseGradient(rows: [3, 17], values: rowValues)
+        try SparseAdam([embedding], hyperparameters: .init()).step()
+        #expect(embedding.values[3 * 4] != 0 && embedding.values[0] == 0)
+    }
 }
