@@ -40,6 +40,9 @@ struct Bench: ParsableCommand {
             throw ValidationError("unknown optimizer '\(optimizer)'; known: \(OptimizerRegistry.names.joined(separator: ", "))")
         }
         guard params > 0 else { throw ValidationError("--params must be at least 1, got \(params)") }
+        if let info = try? OptimizerRegistry.info(named: optimizer), info.requiresClosure {
+            throw ValidationError("\(optimizer) evaluates the model several times per step; optim bench times single steps of a given gradient")
+        }
         guard tensors > 0, tensors <= params else { throw ValidationError("--tensors must be between 1 and --params (\(params)), got \(tensors)") }
         guard steps > 0, steps <= 1_000_000 else { throw ValidationError("--steps must be between 1 and 1000000, got \(steps)") }
         guard threads > 0, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
@@ -55,16 +58,18 @@ struct Bench: ParsableCommand {
     func run() throws {
         let pool = ThreadPool(threadCount: threads)
         // Our side: `tensors` library-owned parameters with gradients.
+        let info = try OptimizerRegistry.info(named: optimizer)
         var parameters: [Parameter] = []
         let base = params / tensors
         for index in 0..<tensors {
             let count = index == tensors - 1 ? params - base * (tensors - 1) : base
-            let parameter = try Parameter(name: "p\(index)", shape: [count])
+            // A matrix-only optimizer (Muon) gets square matrices of at most `count` elements.
+            let side = Int(Double(count).squareRoot())
+            let parameter = try Parameter(name: "p\(index)", shape: info.requiresMatrices ? [side, side] : [count])
             fillBenchmarkValues(parameter.values, seed: UInt64(2 * index + 1))
             fillBenchmarkValues(parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
             parameters.append(parameter)
         }
-        let info = try OptimizerRegistry.info(named: optimizer)
         let configuration = info.benchmark.configuration
         let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
         let before = FloatStorage.liveBytes
@@ -77,7 +82,9 @@ struct Bench: ParsableCommand {
         let bytesPerStep = Double(params) * 12 + 2 * Double(stateBytes - lookaheadState)
 
         var reference: CReferenceWorkload?
-        if !noReference {
+        if case let .none(reason) = info.benchmark.reference, !noReference {
+            print("\(optimizer) has no C reference: \(reason)")
+        } else if !noReference {
             let kernels = try CReferenceKernels.load()
             kernels.setThreads(Int32(threads))
             reference = try CReferenceWorkload(kernels: kernels, info: info, count: params)

@@ -5,7 +5,10 @@
 
 One JSON object per (optimizer, implementation) and line:
   torch.optim AdamW / Adam / SGD (momentum 0.9) with fused=True and with foreach=True,
-  lion-pytorch's Lion (its default single-tensor path), torch-adopt's ADOPT (foreach).
+  the rest of torch.optim's elementwise optimizers on their fastest CPU path (fused where torch has
+  it, else foreach), SparseAdam on `grad.to_sparse()`, Muon on one square matrix (`--params` is
+  rounded down to a square), lion-pytorch's Lion (its default single-tensor path), torch-adopt's
+  ADOPT (foreach).
 Each runs `--steps` timed steps after 2 warm-up steps; `seconds_per_step` is the median.
 Needs torch (and lion-pytorch, torch-adopt for those rows); never used by the tests or CI.
 """
@@ -22,6 +25,10 @@ import torch
 warnings.filterwarnings("ignore", category=UserWarning)
 
 
+# torch 2.15's fused CPU kernels (fused=True works on CPU tensors for these).
+FUSED_ON_CPU = {"adagrad"}
+
+
 def implementations():
     """(optimizer name, implementation name, constructor) for everything available."""
     rows = []
@@ -32,6 +39,21 @@ def implementations():
     ]:
         for mode in ("fused", "foreach"):
             rows.append((name, f"torch-{mode}", lambda ps, cls=cls, kw=kwargs, mode=mode: cls(ps, **kw, **{mode: True})))
+    for name, cls, kwargs in [
+        ("adagrad", torch.optim.Adagrad, {"lr": 1e-2}),
+        ("rmsprop", torch.optim.RMSprop, {"lr": 1e-2}),
+        ("adamax", torch.optim.Adamax, {"lr": 2e-3}),
+        ("radam", torch.optim.RAdam, {"lr": 1e-3}),
+        ("nadam", torch.optim.NAdam, {"lr": 2e-3}),
+        ("adadelta", torch.optim.Adadelta, {"lr": 1.0}),
+        ("rprop", torch.optim.Rprop, {"lr": 1e-2}),
+        ("asgd", torch.optim.ASGD, {"lr": 1e-2, "t0": 0}),
+        ("adafactor", torch.optim.Adafactor, {"lr": 1e-2}),
+    ]:
+        mode = "fused" if "fused" in cls.__init__.__code__.co_varnames and name in FUSED_ON_CPU else "foreach"
+        rows.append((name, f"torch-{mode}", lambda ps, cls=cls, kw=kwargs, mode=mode: cls(ps, **kw, **{mode: True})))
+    rows.append(("sparse_adam", "torch-sparse", lambda ps: torch.optim.SparseAdam(ps, lr=1e-3)))
+    rows.append(("muon", "torch", lambda ps: torch.optim.Muon(ps, lr=1e-3)))
     try:
         from lion_pytorch import Lion
         rows.append(("lion", "lion-pytorch", lambda ps: Lion(ps, lr=1e-4, weight_decay=0.0)))
@@ -45,14 +67,20 @@ def implementations():
     return rows
 
 
-def bench(make, params, tensors, steps):
+def bench(make, params, tensors, steps, name=""):
     base = params // tensors
     sizes = [base] * (tensors - 1) + [params - base * (tensors - 1)]
     generator = torch.Generator().manual_seed(0)
     ps = []
     for size in sizes:
-        p = torch.nn.Parameter(torch.rand(size, generator=generator) * 2 - 1)
-        p.grad = torch.rand(size, generator=generator) * 2 - 1
+        shape = (size,)
+        if name == "muon":
+            side = int(size ** 0.5)
+            shape = (side, side)
+        p = torch.nn.Parameter(torch.rand(shape, generator=generator) * 2 - 1)
+        p.grad = torch.rand(shape, generator=generator) * 2 - 1
+        if name == "sparse_adam":
+            p.grad = p.grad.to_sparse()
         ps.append(p)
     optimizer = make(ps)
     for _ in range(2):
@@ -79,7 +107,7 @@ def main():
     for name, implementation, make in implementations():
         if args.only and name not in args.only:
             continue
-        seconds = bench(make, args.params, args.tensors, args.steps)
+        seconds = bench(make, args.params, args.tensors, args.steps, name)
         print(json.dumps({
             "optimizer": name, "implementation": implementation, "params": args.params, "tensors": args.tensors,
             "threads": args.threads, "steps": args.steps, "seconds_per_step": seconds,
