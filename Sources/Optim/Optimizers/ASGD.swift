@@ -102,7 +102,13 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         let gradient = Elementwise.gradient(o, i, n)
         let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
         let after = before * c.decay + c.negativeEta * g
-        let average = c.averaging ? Elementwise.load(o.state0, i, n) + (after - Elementwise.load(o.state0, i, n)) * c.mu : after
+        let average: FloatVector
+        if c.averaging {
+            let previous = Elementwise.load(o.state0, i, n)
+            average = previous + (after - previous) * c.mu
+        } else {
+            average = after
+        }
         Elementwise.store(average, o.state0, i, n)
         Elementwise.store(after, o.parameter, i, n)
         return UpdateLanes(before: before, after: after, gradient: gradient, moment: FloatVector())
