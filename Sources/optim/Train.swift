@@ -37,6 +37,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("checkpoint-every"), help: "Save the checkpoint every this many epochs (0: only at the end); it is also saved at the end and on SIGINT/SIGTERM.")
     var checkpointEvery = 1
 
+    @Option(help: "Also write TensorBoard event files into this folder: every scalar of metrics.jsonl, at its step (view with `tensorboard --logdir DIR`).")
+    var tensorboard: String?
+
     @Flag(help: "Plain progress lines even on a terminal.")
     var plain = false
 
@@ -130,7 +133,13 @@ struct Train: ParsableCommand {
         }
 
         // Rank 0 claims the folder and alone writes to it.
+        if tensorboard?.isEmpty == true { throw TrainingError.invalidOption("--tensorboard needs a folder, got an empty path") }
         let folder = isRoot ? try claimFolder() : nil
+        if let folder, let tensorboard {
+            let writer = try TensorBoardWriter(directory: URL(fileURLWithPath: tensorboard))
+            folder.metricsWriter().tensorboard = writer
+            say("TensorBoard events: \(writer.url.path)")
+        }
         var outPath = folder?.url.path ?? ""
         if let communicator { outPath = try communicator.broadcast(outPath, from: 0) }
         let resumeRecord = resume.map { ResumeRecord(checkpoint: $0, changed: resolved.changes) }

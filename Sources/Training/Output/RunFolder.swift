@@ -232,6 +232,8 @@ public final class RunFolder: @unchecked Sendable {
 public final class MetricsWriter {
     private let descriptor: Int32
     private let url: URL
+    /// Also writes every record's scalars as TensorBoard events, when set.
+    public var tensorboard: TensorBoardWriter?
 
     init(_ url: URL, mode: RunFolder.Mode, option: String) throws {
         self.url = url
@@ -305,6 +307,7 @@ public final class MetricsWriter {
         if let code = Self.writeAll(descriptor, Data((try Self.line(record) + "\n").utf8)) {
             throw TrainingError.file("cannot write \(url.path): \(describeErrno(code))")
         }
+        try tensorboard?.write(record)
     }
 }
 
