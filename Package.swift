@@ -80,7 +80,7 @@ let package = Package(
             path: "Tests/MPITests"
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
-        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim"]),
+        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim", "Safetensors"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "ExampleModel", "Optim", "Safetensors"]),
     ]
 )
