@@ -28,13 +28,23 @@ public struct TextCorpus: Sendable {
     public init(text: String, source: String) throws(TextCorpusError) {
         let scalars = Array(text.unicodeScalars)
         guard !scalars.isEmpty else { throw .emptyText(source: source) }
-        let vocabulary = Set(scalars).sorted { $0.value < $1.value }
+        // The Basic Multilingual Plane by table (a set of 4 M scalars hashes slowly), the rest by set.
+        var seen = [Bool](repeating: false, count: 0x10000)
+        var others = Set<Unicode.Scalar>()
+        for scalar in scalars {
+            if scalar.value < 0x10000 { seen[Int(scalar.value)] = true } else { others.insert(scalar) }
+        }
+        let vocabulary = seen.indices.filter { seen[$0] }.map { Unicode.Scalar(UInt32($0))! } + others.sorted { $0.value < $1.value }
         var ids: [Unicode.Scalar: Int32] = [:]
-        for (id, scalar) in vocabulary.enumerated() { ids[scalar] = Int32(id) }
+        var table = [Int32](repeating: -1, count: 0x10000)
+        for (id, scalar) in vocabulary.enumerated() {
+            ids[scalar] = Int32(id)
+            if scalar.value < 0x10000 { table[Int(scalar.value)] = Int32(id) }
+        }
         self.source = source
         self.vocabulary = vocabulary
         self.ids = ids
-        tokens = scalars.map { ids[$0]! }
+        tokens = scalars.map { $0.value < 0x10000 ? table[Int($0.value)] : ids[$0]! }
         validationStart = tokens.count * 9 / 10
     }
 

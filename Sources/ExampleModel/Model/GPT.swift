@@ -292,6 +292,7 @@ public final class GPT: @unchecked Sendable {
         var middle = 0            // per layer, x after the attention's residual add
         var ln2 = 0, ln2Mean = 0, ln2Rstd = 0
         var fc = 0, gelu = 0      // per layer, N × 4C
+        var tanh = 0              // per layer, N × 4C: the GELU's tanh, for its backward pass
         var lnf = 0, lnfMean = 0, lnfRstd = 0
         var logits = 0            // N × V (the gradient of the logits overwrites them)
         var qkv = 0               // N × 3C: c_attn's output, and in backward its gradient
@@ -319,7 +320,7 @@ public final class GPT: @unchecked Sendable {
         l.attended = take(L * N * C)
         l.middle = take(L * N * C)
         l.ln2 = take(L * N * C); l.ln2Mean = take(L * N); l.ln2Rstd = take(L * N)
-        l.fc = take(L * N * F); l.gelu = take(L * N * F)
+        l.fc = take(L * N * F); l.gelu = take(L * N * F); l.tanh = take(L * N * F)
         l.lnf = take(N * C); l.lnfMean = take(N); l.lnfRstd = take(N)
         l.logits = take(N * V)
         l.qkv = take(N * 3 * C)
@@ -367,10 +368,10 @@ public final class GPT: @unchecked Sendable {
             for pair in share(part, of: batch * H) { attentionBackward(layer: layer, pair: pair, part: part) }
         case let .gelu(layer):
             let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
-            TransformerKernels.gelu(pointer(layout.fc + offset), pointer(layout.gelu + offset), count: range.count)
+            TransformerKernels.gelu(pointer(layout.fc + offset), pointer(layout.gelu + offset), tanhOut: pointer(layout.tanh + offset), count: range.count)
         case let .geluBackward(layer):
-            let range = share(part, of: rows * 4 * C, unit: 16)
-            TransformerKernels.geluBackward(pointer(layout.fc + layer * rows * 4 * C + range.lowerBound), pointer(layout.dFc + range.lowerBound), count: range.count)
+            let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
+            TransformerKernels.geluBackward(pointer(layout.fc + offset), tanh: pointer(layout.tanh + offset), pointer(layout.dFc + range.lowerBound), count: range.count)
         case let .crossEntropy(gradient):
             losses[part] = crossEntropyRows(share(part, of: rows), gradient: gradient)
         }

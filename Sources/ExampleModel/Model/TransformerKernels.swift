@@ -62,30 +62,31 @@ enum TransformerKernels {
     static let geluB: Float = 0.044_715
 
     /// `output = GELU(input)` for `count` elements, PyTorch's `approximate="tanh"`:
-    /// GELU(x) = x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³))).
-    static func gelu(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, count: Int) {
+    /// GELU(x) = x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³))); the tanh is kept in `tanhOut` for the
+    /// backward pass (which then needs no exp).
+    static func gelu(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, tanhOut: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i < count {
             let width = min(16, count - i)
             let x = load(input + i, width)
-            let u = Vector(repeating: geluA) * (x + Vector(repeating: geluB) * x * x * x)
-            store(Vector(repeating: 0.5) * x * (Vector(repeating: 1) + tanh(u)), output + i, width)
+            let t = tanh(Vector(repeating: geluA) * (x + Vector(repeating: geluB) * x * x * x))
+            store(t, tanhOut + i, width)
+            store(Vector(repeating: 0.5) * x * (Vector(repeating: 1) + t), output + i, width)
             i += 16
         }
     }
 
-    /// `gradient *= GELU′(input)` for `count` elements: with t = tanh(u),
+    /// `gradient *= GELU′(input)` for `count` elements, with `tanh` from the forward pass:
     /// GELU′(x) = ½(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²).
-    static func geluBackward(_ input: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, count: Int) {
+    static func geluBackward(_ input: UnsafePointer<Float>, tanh: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i < count {
             let width = min(16, count - i)
             let x = load(input + i, width)
-            let x2 = x * x
-            let t = tanh(Vector(repeating: geluA) * (x + Vector(repeating: geluB) * x2 * x))
-            let half = Vector(repeating: 0.5)
-            let derivative = half * (Vector(repeating: 1) + t)
-                + half * x * (Vector(repeating: 1) - t * t) * Vector(repeating: geluA) * (Vector(repeating: 1) + Vector(repeating: 3 * geluB) * x2)
+            let t = load(tanh + i, width)
+            let half = Vector(repeating: 0.5), one = Vector(repeating: 1)
+            let slope: Vector = Vector(repeating: geluA) * (one + Vector(repeating: 3 * geluB) * (x * x))
+            let derivative: Vector = half * (one + t) + half * x * (one - t * t) * slope
             store(load(gradient + i, width) * derivative, gradient + i, width)
             i += 16
         }
@@ -102,16 +103,26 @@ enum TransformerKernels {
                           gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, rows: Range<Int>, width: Int) {
         for row in rows {
             let input = x + row * width, output = out + row * width
-            var sum: Float = 0
-            for j in 0..<width { sum += input[j] }
-            let m = sum / Float(width)
-            var squares: Float = 0
-            for j in 0..<width {
-                let d = input[j] - m
+            var sum = Vector()
+            var j = 0
+            while j < width { sum += load(input + j, min(16, width - j)); j += 16 }
+            let m = sum.sum() / Float(width)
+            var squares = Vector()
+            j = 0
+            while j < width {
+                let w = min(16, width - j)
+                var d = load(input + j, w) - Vector(repeating: m)
+                if w < 16 { for lane in w..<16 { d[lane] = 0 } }
                 squares += d * d
+                j += 16
             }
-            let r = 1 / (squares / Float(width) + layerNormEpsilon).squareRoot()
-            for j in 0..<width { output[j] = (input[j] - m) * r * gamma[j] + beta[j] }
+            let r = 1 / (squares.sum() / Float(width) + layerNormEpsilon).squareRoot()
+            j = 0
+            while j < width {
+                let w = min(16, width - j)
+                store((load(input + j, w) - Vector(repeating: m)) * Vector(repeating: r) * load(gamma + j, w) + load(beta + j, w), output + j, w)
+                j += 16
+            }
             mean[row] = m
             rstd[row] = r
         }
@@ -125,20 +136,29 @@ enum TransformerKernels {
                                   dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>, rows: Range<Int>, width: Int) {
         for row in rows {
             let d = dout + row * width, input = x + row * width, gradient = dx + row * width
-            let m = mean[row], r = rstd[row]
-            var sumG: Float = 0, sumGX: Float = 0
-            for j in 0..<width {
-                let xhat = (input[j] - m) * r
-                let g = d[j] * gamma[j]
+            let m = Vector(repeating: mean[row]), r = Vector(repeating: rstd[row])
+            var sumG = Vector(), sumGX = Vector()
+            var j = 0
+            while j < width {
+                let w = min(16, width - j)
+                let xhat = (load(input + j, w) - m) * r
+                let dv = load(d + j, w)
+                let g = dv * load(gamma + j, w)
                 sumG += g
                 sumGX += g * xhat
-                dGamma[j] += d[j] * xhat
-                dBeta[j] += d[j]
+                store(load(dGamma + j, w) + dv * xhat, dGamma + j, w)
+                store(load(dBeta + j, w) + dv, dBeta + j, w)
+                j += 16
             }
-            let meanG = sumG / Float(width), meanGX = sumGX / Float(width)
-            for j in 0..<width {
-                let xhat = (input[j] - m) * r
-                gradient[j] += r * (d[j] * gamma[j] - meanG - xhat * meanGX)
+            // Lanes past the width load zeros for d, so they add nothing to the sums.
+            let meanG = Vector(repeating: sumG.sum() / Float(width)), meanGX = Vector(repeating: sumGX.sum() / Float(width))
+            j = 0
+            while j < width {
+                let w = min(16, width - j)
+                let xhat = (load(input + j, w) - m) * r
+                let g = load(d + j, w) * load(gamma + j, w)
+                store(load(gradient + j, w) + r * (g - meanG - xhat * meanGX), gradient + j, w)
+                j += 16
             }
         }
     }
