@@ -16,8 +16,12 @@ struct Train: ParsableCommand {
         checkpoint.safetensors. --resume continues a run from its checkpoint.
         """)
 
+    @Option(help: "What to train: digits (an MLP on the digits, or on --data) or austen (a character GPT on Jane Austen's novels, nanoGPT's CPU recipe).")
+    var task = "digits"
+
     @OptionGroup var optimizerOptions: OptimizerOptions
     @OptionGroup var options: TrainingOptions
+    @OptionGroup(title: "Task austen") var textOptions: TextTaskOptions
 
     @Option(help: "The run folder (default: runs/<timestamp>).")
     var out: String?
@@ -38,6 +42,19 @@ struct Train: ParsableCommand {
     var shardState = false
 
     func run() throws {
+        if task == TrainingConfiguration.Task.austen.rawValue {
+            do {
+                try trainText()
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                throw fail("train", error)
+            }
+            return
+        }
+        guard task == TrainingConfiguration.Task.digits.rawValue else {
+            throw fail("train", TrainingError.invalidOption("unknown --task '\(task)'; expected digits or austen"))
+        }
         guard distributed else {
             do {
                 try train(communicator: nil)
@@ -85,7 +102,7 @@ struct Train: ParsableCommand {
         let folder = isRoot ? try RunFolder(URL(fileURLWithPath: outPath)) : nil
         let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
-        say("training an MLP \(data.train.featureCount)-\(configuration.hidden.map(String.init).joined(separator: "-"))-\(trainer.model.outputs) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
+        say("training an \(trainer.model.architecture) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), schedule \(configuration.schedule.rawValue), \(configuration.epochs) epochs of \(trainer.stepsPerEpoch) steps, \(configuration.threads) thread(s)")
         var extra = ["data": data.name]
         if let communicator {

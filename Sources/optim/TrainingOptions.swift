@@ -9,14 +9,14 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Learning-rate schedule after the warm-up: \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", ")).")
     var schedule = "cosine"
 
-    @Option(help: "Linear learning-rate warm-up steps.")
-    var warmup = 0
+    @Option(help: "Linear learning-rate warm-up steps (default 0; task austen 100).")
+    var warmup: Int?
 
-    @Option(help: "Clip gradients to this global L2 norm.")
+    @Option(help: "Clip gradients to this global L2 norm (task austen: default 1).")
     var clip: Double?
 
-    @Option(name: .customLong("batch-size"), help: "Examples per step.")
-    var batchSize = 32
+    @Option(name: .customLong("batch-size"), help: "Examples per step (default 32; task austen: sequences, 12).")
+    var batchSize: Int?
 
     @Option(help: "Passes over the training set.")
     var epochs = 60
@@ -58,9 +58,9 @@ struct TrainingOptions: ParsableArguments {
             throw TrainingError.invalidOption("unknown --schedule '\(schedule)'; expected one of \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         configuration.schedule = schedule
-        configuration.warmupSteps = warmup
+        configuration.warmupSteps = warmup ?? 0
         configuration.clipNorm = clip
-        configuration.batchSize = batchSize
+        configuration.batchSize = batchSize ?? 32
         configuration.epochs = epochs
         let widths = hidden.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !widths.isEmpty, widths.allSatisfy({ $0 != nil }) else {
@@ -107,8 +107,10 @@ struct TrainingOptions: ParsableArguments {
 
 /// The optimizer options of `optim train`.
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: "Optimizer, by registry name (optim list).")
-    var optimizer = "decoupled_lionw"
+    @Option(name: .customLong("optimizer"), help: "Optimizer, by registry name (optim list); default decoupled_lionw, for task austen adamw.")
+    var optimizerName: String?
+
+    var optimizer: String { optimizerName ?? "decoupled_lionw" }
 
     @Option(help: "The optimizer lookahead wraps.")
     var base = "adamw"

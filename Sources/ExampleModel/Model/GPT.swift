@@ -108,6 +108,10 @@ public final class GPT: @unchecked Sendable {
     private var capacity = 0
     private var layout = Layout()
     private var losses: UnsafeMutablePointer<Double>
+    private var rightCounts: UnsafeMutablePointer<Int>
+    /// How many positions of the last batch (``lossAndGradient(inputs:targets:batchSize:)`` or
+    /// ``loss(inputs:targets:batchSize:)``) had their largest logit at the target.
+    public private(set) var lastCorrect = 0
     private var targetScratch: UnsafeMutablePointer<Int32>?
 
     /// What the thread pool's job does: set before each ``runParallel(_:_:)``.
@@ -162,12 +166,14 @@ public final class GPT: @unchecked Sendable {
         maximumParts = max(1, pool.threadCount * 4)
         partWorkspaces = (0..<maximumParts).map { _ in MatMul.Workspace() }
         losses = .allocate(capacity: maximumParts)
+        rightCounts = .allocate(capacity: maximumParts)
     }
 
     deinit {
         storage?.deallocate()
         targetScratch?.deallocate()
         losses.deallocate()
+        rightCounts.deallocate()
     }
 
     /// The total number of parameters (the tied output head counted once).
@@ -373,7 +379,7 @@ public final class GPT: @unchecked Sendable {
             let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
             TransformerKernels.geluBackward(pointer(layout.fc + offset), tanh: pointer(layout.tanh + offset), pointer(layout.dFc + range.lowerBound), count: range.count)
         case let .crossEntropy(gradient):
-            losses[part] = crossEntropyRows(share(part, of: rows), gradient: gradient)
+            (losses[part], rightCounts[part]) = crossEntropyRows(share(part, of: rows), gradient: gradient)
         }
     }
 
@@ -473,19 +479,27 @@ public final class GPT: @unchecked Sendable {
         let parts = min(maximumParts, max(1, rows / 64))
         runParallel(.crossEntropy(gradient), parts)
         var sum = 0.0
-        for part in 0..<taskParts { sum += losses[part] }
+        lastCorrect = 0
+        for part in 0..<taskParts {
+            sum += losses[part]
+            lastCorrect += rightCounts[part]
+        }
         return Float(sum / Double(rows))
     }
 
     /// The summed loss of `range`'s rows; with `gradient`, the logits become ∂(mean loss)/∂logits.
-    private func crossEntropyRows(_ range: Range<Int>, gradient: Bool) -> Double {
-        var sum = 0.0
+    private func crossEntropyRows(_ range: Range<Int>, gradient: Bool) -> (Double, Int) {
+        var sum = 0.0, correct = 0
         let V = self.V, scale = 1 / Float(rows)
         for row in range {
             let z = pointer(layout.logits + row * V)
             let target = Int(targetScratch![row])
-            var largest = z[0]
-            for j in 1..<V { largest = max(largest, z[j]) }
+            var largest = z[0], best = 0
+            for j in 1..<V where z[j] > largest {
+                largest = z[j]
+                best = j
+            }
+            if best == target { correct += 1 }
             var total: Float = 0
             for j in 0..<V { total += expf(z[j] - largest) }
             sum += Double(largest + logf(total) - z[target])
@@ -495,7 +509,7 @@ public final class GPT: @unchecked Sendable {
                 z[target] -= scale
             }
         }
-        return sum
+        return (sum, correct)
     }
 
     // MARK: - Backward
