@@ -250,11 +250,15 @@ def make_optimizer(model, lr, weight_decay, betas):
 
 
 def learning_rate(step, args):
-    """The Swift Trainer's warm-up then cosine (see TrainingConfiguration.learningRateSchedule)."""
+    """The Swift Trainer's schedule (TrainingConfiguration.learningRateSchedule): a linear warm-up
+    from lr/warmup to lr over `warmup` steps (LinearSchedule.warmup), then a cosine decay to
+    min_lr spanning the remaining steps plus one (CosineDecaySchedule with floor min_lr/lr)."""
     if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    ratio = min(1.0, (step - args.warmup) / max(1, args.iters - args.warmup))
-    return args.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (args.lr - args.min_lr)
+        start = 1 / args.warmup
+        return args.lr * (start + (1 - start) * step / args.warmup)
+    rest = max(1, args.iters - args.warmup) + 1
+    floor = args.min_lr / args.lr
+    return args.lr * (floor + (1 - floor) * (1 + math.cos(math.pi * min(step - args.warmup, rest) / rest)) / 2)
 
 
 @torch.no_grad()
