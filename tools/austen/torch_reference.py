@@ -346,7 +346,7 @@ def main():
     t.add_argument("--clip", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, default=250)
-    t.add_argument("--eval-batches", type=int, default=50)
+    t.add_argument("--eval-batches", type=int, default=20)
     b = sub.choices["bench"]
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--warmup-steps", type=int, default=5)

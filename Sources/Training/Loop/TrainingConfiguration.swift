@@ -47,7 +47,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// Steps of the text task, and steps between its validation evaluations (its "epochs").
     public var iterations = 2000, evaluateEvery = 250
     /// Validation batches per evaluation of the text task (the same ones every time).
-    public var evaluationBatches = 50
+    public var evaluationBatches = 20
 
     public init() {}
 
