@@ -138,6 +138,19 @@ func referenceGPTLoss(_ p: [[Double]], _ c: GPTConfiguration, inputs: [Int32], t
         #expect(checked == 5 * model.parameters.count)
     }
 
+    @Test func oneAndTwoThreadsGiveTheSameGradientsBitForBit() throws {
+        let config = GPTConfiguration(vocabularySize: 11, contextLength: 32, layers: 2, heads: 4, embedding: 64)
+        let inputs: [Int32] = (0..<(6 * 32)).map { Int32(($0 * 7) % 11) }, targets: [Int32] = (0..<(6 * 32)).map { Int32(($0 * 5 + 3) % 11) }
+        var results: [(Float, [[UInt32]])] = []
+        for pool in [Pools.one, Pools.two] {
+            let model = try GPT(config, seed: 2, pool: pool)
+            let loss = try inputs.withUnsafeBufferPointer { i in try targets.withUnsafeBufferPointer { t in try model.lossAndGradient(inputs: i, targets: t, batchSize: 6) } }
+            results.append((loss, model.parameters.map { $0.gradientArray!.map(\.bitPattern) }))
+        }
+        #expect(results[0].0 == results[1].0)
+        #expect(results[0].1 == results[1].1)
+    }
+
     @Test func aStepAllocatesNothingNewAndRepeatsExactly() throws {
         let model = try GPT(Self.small, seed: 1, pool: Pools.two)
         let inputs: [Int32] = (0..<14).map { Int32($0 % 11) }, targets: [Int32] = (0..<14).map { Int32(($0 + 1) % 11) }
