@@ -33,12 +33,13 @@ let package = Package(
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
         // A small example model for the CLI's training jobs: data sets (the embedded digits, CSV,
-        // IDX), an MLP with hand-written forward and backward passes, and the matrix multiply.
+        // IDX), an MLP with hand-written forward and backward passes, and the matrix multiply;
+        // Jane Austen's novels and a character-level GPT.
         .target(
             name: "ExampleModel",
             dependencies: ["Optim"],
-            exclude: ["Resources/DIGITS.md"],
-            resources: [.copy("Resources/digits.csv")]
+            exclude: ["Resources/DIGITS.md", "Resources/AUSTEN.md"],
+            resources: [.copy("Resources/digits.csv"), .copy("Resources/austen.txt")]
         ),
         // The training loop around an optimizer and a model: run folders, charts, reports.
         .target(
@@ -79,7 +80,7 @@ let package = Package(
             path: "Tests/MPITests"
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
-        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim"]),
+        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim", "Safetensors"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "ExampleModel", "Optim", "Safetensors"]),
     ]
 )

@@ -8,9 +8,9 @@ struct OptimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "optim",
         abstract: "Optimizers for neural networks in Swift: verify, benchmark and train.",
-        subcommands: [Train.self, Compare.self, Verify.self, Bench.self, Inspect.self, List.self, CheckpointStress.self])
+        subcommands: [Train.self, Compare.self, Verify.self, Bench.self, BenchModel.self, Inspect.self, List.self, CheckpointStress.self])
 
-    static let commandNames = ["train", "compare", "verify", "bench", "inspect", "list", "checkpoint-stress"]
+    static let commandNames = ["train", "compare", "verify", "bench", "bench-model", "inspect", "list", "checkpoint-stress"]
 
     /// Parses and runs a command. Every error ends as one line on standard error,
     /// `optim <command>: <message>`, and status 1 (help and `--version` print in full, status 0);

@@ -19,8 +19,12 @@ struct Train: ParsableCommand {
         SIGINT/SIGTERM save the checkpoint and a summary marked interrupted, then exit 130/143.
         """)
 
+    @Option(help: "What to train: digits (an MLP on the digits, or on --data) or austen (a character GPT on Jane Austen's novels, nanoGPT's CPU recipe).")
+    var task = "digits"
+
     @OptionGroup var optimizerOptions: OptimizerOptions
     @OptionGroup var options: TrainingOptions
+    @OptionGroup(title: "Task austen") var textOptions: TextTaskOptions
 
     @Option(help: "The run folder (default: runs/<timestamp>, or with --resume the checkpoint's own run folder). A folder that holds a run is refused without --force.")
     var out: String?
@@ -50,6 +54,19 @@ struct Train: ParsableCommand {
     var shardState = false
 
     func run() throws {
+        if task == TrainingConfiguration.Task.austen.rawValue {
+            do {
+                try trainText()
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                throw fail("train", error)
+            }
+            return
+        }
+        guard task == TrainingConfiguration.Task.digits.rawValue else {
+            throw fail("train", TrainingError.invalidOption("unknown --task '\(task)'; expected digits or austen"))
+        }
         guard distributed else {
             let status: Int32?
             do {
@@ -147,7 +164,7 @@ struct Train: ParsableCommand {
 
         let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
-        say("training an MLP \(data.train.featureCount)-\(configuration.hidden.map(String.init).joined(separator: "-"))-\(trainer.model.outputs) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
+        say("training an \(trainer.model.architecture) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), schedule \(configuration.schedule.rawValue), \(configuration.epochs) epochs of \(trainer.stepsPerEpoch) steps, \(configuration.threads) thread(s)")
         var extra = ["data": data.name]
         if let communicator {

@@ -16,13 +16,13 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Learning-rate schedule after the warm-up: \(TrainingConfiguration.Schedule.allCases.map(\.rawValue).joined(separator: ", ")) (default: cosine).")
     var schedule: String?
 
-    @Option(help: "Linear learning-rate warm-up steps (default: 0).")
+    @Option(help: "Linear learning-rate warm-up steps (default: 0; task austen 100).")
     var warmup: Int?
 
-    @Option(help: "Clip gradients to this global L2 norm (default: none).")
+    @Option(help: "Clip gradients to this global L2 norm (default: none; task austen 1).")
     var clip: Double?
 
-    @Option(name: .customLong("batch-size"), help: "Examples per step (default: 32).")
+    @Option(name: .customLong("batch-size"), help: "Examples per step (default: 32; task austen: sequences, 12).")
     var batchSize: Int?
 
     @Option(help: "Passes over the training set (default: 60).")
@@ -150,7 +150,7 @@ struct TrainingOptions: ParsableArguments {
 
 /// The optimizer options of `optim train`.
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: "Optimizer, by registry name (optim list; default: decoupled_lionw).")
+    @Option(help: "Optimizer, by registry name (optim list; default: decoupled_lionw, for task austen adamw).")
     var optimizer: String?
 
     @Option(help: "The optimizer lookahead wraps (default: adamw).")

@@ -13,16 +13,19 @@ extension Dataset {
         try bundledDigits.get()
     }
 
-    /// The bundled `digits.csv`, looked up beside the executable (where SwiftPM puts the
+    /// The bundled `digits.csv`, looked up beside the executable (``resourceURL(_:)``).
+    static var digitsURL: URL? { resourceURL("digits.csv") }
+
+    /// A resource of the module, looked up beside the executable (where SwiftPM puts the
     /// module's resource bundle) without `Bundle.module`, whose generated accessor traps when
     /// the bundle is missing; a binary copied without its bundle gets a clear error instead.
-    static var digitsURL: URL? {
+    static func resourceURL(_ name: String) -> URL? {
         let bundleName = "swift-optim_ExampleModel.resources"
         var folders = [Bundle.main.bundleURL]
         if let executable = Bundle.main.executableURL?.resolvingSymlinksInPath() { folders.append(executable.deletingLastPathComponent()) }
         for folder in folders {
-            for candidate in [folder.appendingPathComponent(bundleName).appendingPathComponent("digits.csv"),
-                              folder.appendingPathComponent(bundleName).appendingPathComponent("Resources").appendingPathComponent("digits.csv")]
+            for candidate in [folder.appendingPathComponent(bundleName).appendingPathComponent(name),
+                              folder.appendingPathComponent(bundleName).appendingPathComponent("Resources").appendingPathComponent(name)]
             where FileManager.default.isReadableFile(atPath: candidate.path) {
                 return candidate
             }

@@ -207,6 +207,23 @@ public final class MLP: @unchecked Sendable {
         return (Float(lossSum / Double(dataset.count)), Double(correct) / Double(dataset.count))
     }
 
+    /// The summed loss and the correct count of `rows` rows, forward only (gradients untouched).
+    ///
+    /// - Throws: ``ModelError`` for buffers that do not match `rows` or a label out of range.
+    public func evaluateRows(features: UnsafeBufferPointer<Float>, labels: [Int32], rows: Int) throws(ModelError) -> BatchOutcome {
+        try checkBatch(features: features, labelCount: labels.count, batchSize: rows)
+        for (index, label) in labels.enumerated() where label < 0 || Int(label) >= outputs {
+            throw .labelOutOfRange(label: Int(label), index: index, outputs: outputs)
+        }
+        reserve(rows: rows)
+        forward(features.baseAddress!, rows: rows)
+        let (sum, correct) = labels.withUnsafeBufferPointer {
+            SoftmaxCrossEntropy.evaluate(logits: preActivations[layers.count - 1], labels: $0.baseAddress!, rows: rows, classes: outputs,
+                                         gradient: nil, scale: 1)
+        }
+        return BatchOutcome(lossSum: sum, correct: correct, count: rows)
+    }
+
     /// The predicted class of each row of `features` (`rows × inputs` values, row-major): the
     /// index of its largest logit, the first on a tie.
     ///

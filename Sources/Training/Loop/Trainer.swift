@@ -59,10 +59,23 @@ public struct TrainingResult: Sendable {
     public var interrupted = false
 }
 
-/// Trains the example MLP with any optimizer of the registry: shuffled mini-batches (the order a
-/// pure function of seed and epoch), a learning-rate schedule with warm-up, optional global-norm
-/// clipping, biases and other 1-D parameters without weight decay, the test set evaluated after
-/// every epoch. Deterministic for a given seed and thread count.
+/// The data a ``Trainer`` trains on: rows of features with labels (the MLP's task), or a text for
+/// next-character prediction (the GPT's).
+public enum TrainingData: Sendable {
+    case rows(train: Dataset, test: Dataset)
+    case text(TextCorpus)
+
+    /// Whether it is a text (validated) rather than rows (tested).
+    var isText: Bool { if case .text = self { return true } else { return false } }
+}
+
+/// Trains an example model (any ``ExampleModel/TrainableModel``: the MLP on rows of features, the
+/// GPT on a text) with any optimizer of the registry: mini-batches (for rows, shuffled in an order
+/// that is a pure function of seed and epoch; for a text, windows drawn from seed and step), a
+/// learning-rate schedule with warm-up, optional global-norm clipping, biases and other 1-D
+/// parameters without weight decay, the held-out data evaluated after every epoch (for a text, an
+/// "epoch" is ``TrainingConfiguration/evaluateEvery`` steps). Deterministic for a given seed and
+/// thread count.
 ///
 /// Data parallel when given a ``Communicator``: every rank builds the same model, rank 0's weights
 /// are broadcast, each rank takes its share of every global batch, gradients are summed so every
@@ -71,16 +84,18 @@ public struct TrainingResult: Sendable {
 /// state (``ShardedOptimizer``, ZeRO stage 1).
 public final class Trainer {
     public let configuration: TrainingConfiguration
-    public let train: Dataset
-    public let test: Dataset
-    public let model: MLP
+    public let data: TrainingData
+    public let model: any TrainableModel
     public let optimizer: any Optimizer
     /// Whether the optimizer evaluates the batch itself, through a closure (L-BFGS).
     let optimizerNeedsClosure: Bool
     public let scheduler: LearningRateScheduler
     public let threadPool: ThreadPool
     public let stepsPerEpoch: Int
-    public var totalSteps: Int { stepsPerEpoch * configuration.epochs }
+    /// Epochs of the run: ``TrainingConfiguration/epochs`` passes over rows, or for a text
+    /// ``TrainingConfiguration/iterations`` / ``TrainingConfiguration/evaluateEvery`` intervals.
+    public let epochs: Int
+    public var totalSteps: Int { stepsPerEpoch * epochs }
     /// The most steps a run may take (2^31 - 1): far beyond any run that finishes, and small
     /// enough that every count, schedule and record of the run stays exact.
     public static let maximumSteps = Int(Int32.max)
@@ -91,17 +106,16 @@ public final class Trainer {
     private let dataParallel: DataParallel?
     /// More metadata for every checkpoint (the CLI's run options, for a resume to restore).
     public var checkpointMetadata: [String: String] = [:]
-    private var batchFeatures: [Float] = []
-    private var batchLabels: [Int32] = []
+    private var batch = ModelBatch()
 
-    /// Builds the model (weights from `configuration.seed`) and the optimizer.
+    /// Builds the MLP (weights from `configuration.seed`) for rows of features, and the optimizer.
     ///
     /// - Parameters:
     ///   - communicator: the ranks of a data-parallel run (collective: every rank builds its
     ///     trainer with the same configuration).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
-    public init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, communicator: (any Communicator)? = nil,
-                shardState: Bool = false) throws {
+    public convenience init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, communicator: (any Communicator)? = nil,
+                            shardState: Bool = false) throws {
         try configuration.validate()
         guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
         guard test.count > 0 else {
@@ -127,14 +141,42 @@ public final class Trainer {
             throw TrainingError.invalidOption("--warmup \(configuration.warmupSteps) is longer than the run's \(totalSteps) steps")
         }
         try Self.checkMemory(configuration, train: train, test: test, totalSteps: totalSteps)
-        self.stepsPerEpoch = stepsPerEpoch
+        let threadPool = ThreadPool(threadCount: configuration.threads)
+        let model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
+                            activation: configuration.activation, seed: configuration.seed, pool: threadPool)
+        try self.init(configuration: configuration, model: model, data: .rows(train: train, test: test), threadPool: threadPool,
+                      stepsPerEpoch: stepsPerEpoch, epochs: configuration.epochs,
+                      communicator: communicator, shardState: shardState)
+    }
+
+    /// Builds the GPT of the configuration's shape (weights from `configuration.seed`) for
+    /// next-character prediction on `corpus`, and the optimizer. One process only (no
+    /// data-parallel run).
+    public convenience init(configuration: TrainingConfiguration, corpus: TextCorpus) throws {
+        try configuration.validate()
+        guard configuration.iterations % configuration.evaluateEvery == 0 else {
+            throw TrainingError.invalidOption("--iters (\(configuration.iterations)) must be a multiple of --eval-every (\(configuration.evaluateEvery))")
+        }
+        try corpus.checkContext(configuration.context)
+        guard configuration.warmupSteps <= configuration.iterations else {
+            throw TrainingError.invalidOption("--warmup \(configuration.warmupSteps) is longer than the run's \(configuration.iterations) steps")
+        }
+        let threadPool = ThreadPool(threadCount: configuration.threads)
+        let model = try GPT(GPTConfiguration(vocabularySize: corpus.vocabularySize, contextLength: configuration.context, layers: configuration.layers,
+                                             heads: configuration.heads, embedding: configuration.embedding),
+                            seed: configuration.seed, pool: threadPool)
+        try self.init(configuration: configuration, model: model, data: .text(corpus), threadPool: threadPool,
+                      stepsPerEpoch: configuration.evaluateEvery, epochs: configuration.iterations / configuration.evaluateEvery,
+                      communicator: nil, shardState: false)
+    }
+
+    private init(configuration: TrainingConfiguration, model: any TrainableModel, data: TrainingData, threadPool: ThreadPool,
+                 stepsPerEpoch: Int, epochs: Int, communicator: (any Communicator)?, shardState: Bool) throws {
         self.configuration = configuration
-        self.train = train
-        self.test = test
+        self.data = data
         self.communicator = communicator
-        threadPool = ThreadPool(threadCount: configuration.threads)
-        model = try MLP(inputs: train.featureCount, hidden: configuration.hidden, outputs: max(train.classCount, test.classCount),
-                        activation: configuration.activation, seed: configuration.seed, pool: threadPool)
+        self.threadPool = threadPool
+        self.model = model
         let optimizerConfiguration = try configuration.optimizerConfiguration()
         optimizerNeedsClosure = try OptimizerRegistry.info(named: optimizerConfiguration.name).requiresClosure
         if optimizerNeedsClosure, configuration.clipNorm != nil {
@@ -144,7 +186,6 @@ public final class Trainer {
         let groups = try ParameterGrouping.weightDecayGroups(model.parameters, for: optimizerConfiguration)
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
         // before the optimizer is built (Lookahead copies the weights it starts from).
-        let model = self.model
         dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0) }
         if let communicator, shardState {
             optimizer = try ShardedOptimizer(optimizerConfiguration, groups: groups, communicator: communicator, threadPool: threadPool)
@@ -152,7 +193,13 @@ public final class Trainer {
             guard !shardState else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
             optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
         }
-        scheduler = try LearningRateScheduler(optimizer, schedule: configuration.learningRateSchedule(totalSteps: stepsPerEpoch * configuration.epochs))
+        let world = communicator?.size ?? 1
+        guard configuration.batchSize >= world else {
+            throw TrainingError.invalidOption("--batch-size \(configuration.batchSize) is smaller than the \(world) ranks sharing each batch")
+        }
+        self.stepsPerEpoch = stepsPerEpoch
+        self.epochs = epochs
+        scheduler = try LearningRateScheduler(optimizer, schedule: configuration.learningRateSchedule(totalSteps: stepsPerEpoch * epochs))
     }
 
     /// The rows of global batch `batch` (of the epoch's `order`) that this rank trains on.
@@ -163,47 +210,117 @@ public final class Trainer {
         return order[(start + count * rank / world)..<(start + count * (rank + 1) / world)]
     }
 
-    /// One optimizer step on global batch `batch` of the epoch's `order`: this rank's loss sum, correct
-    /// count and example count, and the gradient norm when clipping.
-    func trainStep(batch: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
-        let rows = rows(batch: batch, order: order)
-        train.gather(rows: rows, features: &batchFeatures, labels: &batchLabels)
+    /// One optimizer step on global step `step` (for rows, batch `step % stepsPerEpoch` of the
+    /// epoch's `order`): this rank's loss sum, correct count and prediction count, and the gradient
+    /// norm when clipping.
+    func trainStep(step: Int, order: [Int], collectMetrics: Bool) throws -> (loss: Double, correct: Int, count: Int, norm: Double?, metrics: OptimizerMetrics?) {
+        // The batch's share of the global batch, for a data-parallel run over rows.
+        var share: Float = 1
+        switch data {
+        case let .rows(train, _):
+            let batchIndex = step % stepsPerEpoch
+            let rows = rows(batch: batchIndex, order: order)
+            gather(train, rows: rows)
+            let globalCount = min(configuration.batchSize, order.count - batchIndex * configuration.batchSize)
+            share = Float(rows.count) / Float(globalCount)
+        case let .text(corpus):
+            fillTextBatch(corpus, .train, index: step)
+        }
         // The forward and backward pass over the batch: once, or as often as a closure-driven
         // optimizer (L-BFGS) asks; the records keep the first evaluation, as torch's step returns it.
-        var first: (loss: Float, correct: Int)?
+        var first: BatchOutcome?
+        let weight = share
         let evaluate = { [self] () throws -> Float in
-            let (loss, correct) = try batchFeatures.withUnsafeBufferPointer { buffer in
-                try model.lossAndGradient(features: buffer, labels: batchLabels, batchSize: rows.count)
-            }
+            let outcome = try model.lossAndGradient(batch)
+            let loss = outcome.lossSum / Double(max(outcome.count, 1))
             if communicator == nil, !loss.isFinite {
                 throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
             }
             if let dataParallel {
                 // The model averaged over this rank's rows; weight by their share of the global
                 // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
-                let globalCount = min(configuration.batchSize, order.count - batch * configuration.batchSize)
-                let weight = Float(rows.count) / Float(globalCount)
-                for parameter in model.parameters {
+                for parameter in model.parameters where weight != 1 {
                     guard let gradient = parameter.gradient else { continue }
                     for index in gradient.indices { gradient[index] *= weight }
                 }
                 try dataParallel.sumGradients()
             }
-            if first == nil { first = (loss, correct) }
-            return loss
+            if first == nil { first = outcome }
+            return Float(loss)
         }
         if optimizerNeedsClosure {
             try optimizer.step(closure: evaluate)
             try scheduler.step()
-            return (Double(first!.loss) * Double(rows.count), first!.correct, rows.count, nil, nil)
+            return (first!.lossSum, first!.correct, first!.count, nil, nil)
         }
         _ = try evaluate()
-        let (loss, correct) = first!
+        let outcome = first!
         var norm: Double?
         if let clip = configuration.clipNorm { norm = try optimizer.clipGradientNorm(maxNorm: clip, threadPool: threadPool) }
         let metrics = try optimizer.step(collectingMetrics: collectMetrics)
         try scheduler.step()
-        return (Double(loss) * Double(rows.count), correct, rows.count, norm, metrics)
+        return (outcome.lossSum, outcome.correct, outcome.count, norm, metrics)
+    }
+
+    /// `rows` of a data set into the batch. (Its arrays are moved out and back, without copying:
+    /// two `inout` accesses to one stored property would overlap.)
+    private func gather(_ dataset: Dataset, rows: some Collection<Int>) {
+        var features: [Float] = [], labels: [Int32] = []
+        swap(&features, &batch.features)
+        swap(&labels, &batch.targets)
+        dataset.gather(rows: rows, features: &features, labels: &labels)
+        swap(&features, &batch.features)
+        swap(&labels, &batch.targets)
+        batch.size = rows.count
+    }
+
+    /// Batch `index` of a split of the text: `batchSize` windows of `context` tokens.
+    private func fillTextBatch(_ corpus: TextCorpus, _ split: TextCorpus.Split, index: Int) {
+        let count = configuration.batchSize * configuration.context
+        var inputs: [Int32] = [], targets: [Int32] = []
+        swap(&inputs, &batch.tokens)
+        swap(&targets, &batch.targets)
+        if inputs.count != count || targets.count != count {
+            inputs = [Int32](repeating: 0, count: count)
+            targets = [Int32](repeating: 0, count: count)
+        }
+        inputs.withUnsafeMutableBufferPointer { inputs in
+            targets.withUnsafeMutableBufferPointer { targets in
+                corpus.fillBatch(split, index: index, seed: configuration.seed, batchSize: configuration.batchSize, context: configuration.context,
+                                 inputs: inputs, targets: targets)
+            }
+        }
+        swap(&inputs, &batch.tokens)
+        swap(&targets, &batch.targets)
+        batch.size = configuration.batchSize
+    }
+
+    /// The mean loss and the accuracy on the held-out data: the test rows, or for a text
+    /// ``TrainingConfiguration/evaluationBatches`` validation batches (the same ones every time).
+    public func evaluate() throws -> (loss: Double, accuracy: Double) {
+        var total = BatchOutcome(lossSum: 0, correct: 0, count: 0)
+        func add(_ outcome: BatchOutcome) {
+            total.lossSum += outcome.lossSum
+            total.correct += outcome.correct
+            total.count += outcome.count
+        }
+        switch data {
+        case let .rows(_, test):
+            var start = 0
+            while start < test.count {
+                let end = min(start + 256, test.count)
+                gather(test, rows: start..<end)
+                add(try model.evaluate(batch))
+                start = end
+            }
+        case let .text(corpus):
+            for index in 0..<configuration.evaluationBatches {
+                fillTextBatch(corpus, .validation, index: index)
+                add(try model.evaluate(batch))
+            }
+        }
+        guard total.count > 0 else { return (.nan, .nan) }
+        return (total.lossSum / Double(total.count), Double(total.correct) / Double(total.count))
     }
 
     /// Trains to the configured number of epochs (from where a resume left off), or up to global
@@ -236,17 +353,17 @@ public final class Trainer {
         }
         training: while step < lastStep {
             let epoch = step / stepsPerEpoch
-            let order = train.batchOrder(epoch: epoch, seed: configuration.seed)
+            let order: [Int]
+            if case let .rows(train, _) = data { order = train.batchOrder(epoch: epoch, seed: configuration.seed) } else { order = [] }
             while step < min((epoch + 1) * stepsPerEpoch, lastStep) {
                 if try stopRequested() {
                     interrupted = true
                     break training
                 }
-                let batch = step % stepsPerEpoch
                 let learningRate = try optimizer.learningRate(group: 0)
                 let collect = configuration.metricsEvery > 0 && (step + 1) % configuration.metricsEvery == 0
                 let started = ProcessInfo.processInfo.systemUptime
-                let result = try trainStep(batch: batch, order: order, collectMetrics: collect)
+                let result = try trainStep(step: step, order: order, collectMetrics: collect)
                 trainingSeconds += ProcessInfo.processInfo.systemUptime - started
                 sums.loss += result.loss
                 sums.correct += Double(result.correct)
@@ -263,10 +380,9 @@ public final class Trainer {
                 lastAccuracy = totals[1] / max(totals[2], 1)
                 sums = (0, 0, 0)
                 if endOfEpoch {
-                    let evaluation = try model.evaluate(test, batchSize: 256)
-                    lastTest = (Double(evaluation.loss), evaluation.accuracy)
-                    guard evaluation.loss.isFinite else {
-                        throw TrainingError.diverged(step: step, message: "the test loss is \(evaluation.loss.isNaN ? "NaN" : "\(evaluation.loss)") after step \(step) (epoch \(epoch + 1)): training diverged")
+                    lastTest = try evaluate()
+                    guard lastTest!.loss.isFinite else {
+                        throw TrainingError.diverged(step: step, message: "the \(data.isText ? "validation" : "test") loss is \(lastTest!.loss.isNaN ? "NaN" : "\(lastTest!.loss)") after step \(step) (epoch \(epoch + 1)): training diverged")
                     }
                 }
                 let entry = TrainingRecord(
@@ -277,16 +393,13 @@ public final class Trainer {
                 record(entry)
                 // The epoch's checkpoint before its progress line: a line shown is a line saved.
                 if endOfEpoch { try epochEnded(step) }
-                progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, totalSteps: totalSteps, loss: lastLoss,
+                progress(TrainingProgress(epoch: epoch, epochs: epochs, step: step, totalSteps: totalSteps, loss: lastLoss,
                                           accuracy: lastAccuracy, testAccuracy: lastTest?.accuracy,
                                           stepsPerSecond: trainingSeconds > 0 ? Double(step - startStep) / trainingSeconds : 0,
                                           learningRate: learningRate))
             }
         }
-        let final = try lastTest.map { (loss: $0.loss, accuracy: $0.accuracy) } ?? {
-            let evaluation = try model.evaluate(test, batchSize: 256)
-            return (loss: Double(evaluation.loss), accuracy: evaluation.accuracy)
-        }()
+        let final = try lastTest ?? evaluate()
         let parameterCount = model.parameters.reduce(0) { $0 + $1.count }
         return TrainingResult(
             configuration: configuration, records: records, testAccuracy: final.accuracy, testLoss: final.loss, finalTrainLoss: lastLoss,
@@ -323,6 +436,9 @@ public final class Trainer {
         }
     }
 
+    /// The GPT's shape as saved in a checkpoint: layers,heads,embedding,context.
+    private var gptShape: String { [configuration.layers, configuration.heads, configuration.embedding, configuration.context].map(String.init).joined(separator: ",") }
+
     /// Bytes of every state buffer of a snapshot, wrapped optimizers included.
     static func stateBytes(_ snapshot: OptimizerSnapshot) -> Int {
         snapshot.parameters.values.reduce(0) { total, state in total + state.buffers.values.reduce(0) { $0 + $1.count * 4 } }
@@ -333,11 +449,16 @@ public final class Trainer {
     /// data-parallel run it is collective (call it on every rank) and rank 0 writes the file; a
     /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike.
     public func saveCheckpoint(to url: URL) throws {
-        let metadata = checkpointMetadata.merging([
-            "training/features": String(train.featureCount),
-            "training/hidden": configuration.hidden.map(String.init).joined(separator: ","),
-            "training/step": String(step),
-        ]) { $1 }
+        var metadata = checkpointMetadata
+        metadata["training/step"] = String(step)
+        switch data {
+        case let .rows(train, _):
+            metadata["training/features"] = String(train.featureCount)
+            metadata["training/hidden"] = configuration.hidden.map(String.init).joined(separator: ",")
+        case .text:
+            metadata["training/task"] = configuration.task.rawValue
+            metadata["training/gpt"] = gptShape
+        }
         do {
             if let sharded = optimizer as? ShardedOptimizer {
                 try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
@@ -353,14 +474,21 @@ public final class Trainer {
     /// and optimizer); the run then continues from its step. Refused loads change nothing.
     public func resume(from url: URL) throws {
         let file = try SafetensorsFile(contentsOf: url)
-        if let features = file.metadata["training/features"], features != String(train.featureCount) {
-            throw TrainingError.dataMismatch("the checkpoint's model takes \(features) features, the data has \(train.featureCount)")
-        }
-        if let hidden = file.metadata["training/hidden"], hidden != configuration.hidden.map(String.init).joined(separator: ",") {
-            throw TrainingError.resume("the checkpoint's hidden layers are \(hidden), not \(configuration.hidden.map(String.init).joined(separator: ",")); pass --hidden \(hidden)")
+        switch data {
+        case let .rows(train, _):
+            if let features = file.metadata["training/features"], features != String(train.featureCount) {
+                throw TrainingError.dataMismatch("the checkpoint's model takes \(features) features, the data has \(train.featureCount)")
+            }
+            if let hidden = file.metadata["training/hidden"], hidden != configuration.hidden.map(String.init).joined(separator: ",") {
+                throw TrainingError.resume("the checkpoint's hidden layers are \(hidden), not \(configuration.hidden.map(String.init).joined(separator: ",")); pass --hidden \(hidden)")
+            }
+        case .text:
+            if file.metadata["training/task"] != configuration.task.rawValue || file.metadata["training/gpt"] != gptShape {
+                throw TrainingError.resume("the checkpoint is not of a \(configuration.task.rawValue) GPT with layers,heads,embedding,context \(gptShape)")
+            }
         }
         if let saved = file.metadata["scheduler_step"].flatMap({ Int($0) }), saved > totalSteps {
-            throw TrainingError.resume("the checkpoint is at step \(saved), past the \(totalSteps) steps of \(configuration.epochs) epoch(s)")
+            throw TrainingError.resume("the checkpoint is at step \(saved), past the \(totalSteps) steps of \(epochs) epoch(s)")
         }
         try Checkpoint.load(from: url, into: optimizer, scheduler: scheduler)
     }

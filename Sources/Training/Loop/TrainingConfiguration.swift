@@ -2,9 +2,15 @@ import ExampleModel
 import Foundation
 import Optim
 
-/// Everything that defines a training run of the example MLP; saved in `summary.json` and in the
+/// Everything that defines a training run of an example model; saved in `summary.json` and in the
 /// checkpoint so a run can be resumed and reproduced.
 public struct TrainingConfiguration: Sendable, Equatable {
+    /// What to train: the MLP on rows of features (the digits, or `--data`), or the GPT on Jane
+    /// Austen's novels.
+    public enum Task: String, Sendable, CaseIterable, Codable {
+        case digits, austen
+    }
+
     /// A learning-rate schedule over the whole run, applied after the warm-up.
     public enum Schedule: String, Sendable, CaseIterable, Codable {
         case constant, cosine, linear, wsd, exponential, step, onecycle
@@ -32,6 +38,16 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public var logEvery = 10
     /// Steps between optimizer-metric collections (0: never).
     public var metricsEvery = 50
+    /// The cosine schedule's final learning rate as a fraction of the peak (0: decay to 0).
+    public var finalLearningRateFactor = 0.0
+
+    public var task = Task.digits
+    /// The GPT (task austen): blocks, heads, embedding width and context length.
+    public var layers = 4, heads = 4, embedding = 128, context = 64
+    /// Steps of the text task, and steps between its validation evaluations (its "epochs").
+    public var iterations = 2000, evaluateEvery = 250
+    /// Validation batches per evaluation of the text task (the same ones every time).
+    public var evaluationBatches = 20
 
     public init() {}
 
@@ -61,7 +77,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
         let main: any LearningRateSchedule
         switch schedule {
         case .constant: main = ConstantSchedule()
-        case .cosine: main = CosineDecaySchedule(steps: rest, floor: 0)
+        case .cosine: main = CosineDecaySchedule(steps: rest, floor: finalLearningRateFactor)
         case .linear: main = LinearSchedule.decay(steps: rest, to: 0)
         case .wsd: main = WarmupStableDecaySchedule(warmupSteps: 0, stableSteps: rest * 4 / 5, decaySteps: max(1, rest - rest * 4 / 5))
         case .exponential: main = ExponentialSchedule(gamma: pow(0.01, 1 / Double(rest)))
@@ -84,6 +100,15 @@ public struct TrainingConfiguration: Sendable, Equatable {
         guard threads >= 1, threads <= 1024 else { throw .invalidOption("--threads must be between 1 and 1024, got \(threads)") }
         guard logEvery >= 1 else { throw .invalidOption("the log interval must be at least 1, got \(logEvery)") }
         guard metricsEvery >= 0 else { throw .invalidOption("the metrics interval must be at least 0, got \(metricsEvery)") }
+        guard finalLearningRateFactor >= 0, finalLearningRateFactor <= 1 else {
+            throw .invalidOption("the final learning-rate factor must be between 0 and 1, got \(finalLearningRateFactor)")
+        }
+        if task == .austen {
+            for (name, value) in [("--layers", layers), ("--heads", heads), ("--embedding", embedding), ("--context", context),
+                                  ("--iters", iterations), ("--eval-every", evaluateEvery), ("--eval-batches", evaluationBatches)] where value < 1 {
+                throw .invalidOption("\(name) must be at least 1, got \(value)")
+            }
+        }
     }
 }
 

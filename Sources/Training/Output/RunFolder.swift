@@ -178,6 +178,11 @@ public final class RunFolder: @unchecked Sendable {
     /// that are not finite are written as null.
     public static func summaryJSON(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil, status: String? = nil) throws -> Data {
         struct Summary: Encodable {
+            var task: String
+            /// Task austen: the validation loss (test_loss under its own name), and the GPT's shape.
+            var val_loss: Double?
+            var gpt: [String: Int]?
+            var iterations: Int?
             var optimizer: String
             var base_optimizer: String?
             var hyperparameters: HyperparameterDictionary
@@ -208,7 +213,11 @@ public final class RunFolder: @unchecked Sendable {
         }
         let configuration = result.configuration
         let resolved = try configuration.optimizerConfiguration()
+        let text = configuration.task == .austen
         let summary = Summary(
+            task: configuration.task.rawValue, val_loss: text ? result.testLoss : nil,
+            gpt: text ? ["layers": configuration.layers, "heads": configuration.heads, "embedding": configuration.embedding, "context": configuration.context] : nil,
+            iterations: text ? configuration.iterations : nil,
             optimizer: configuration.optimizer, base_optimizer: resolved.base?.name, hyperparameters: resolved.hyperparameters,
             base_hyperparameters: resolved.base?.hyperparameters, schedule: configuration.schedule.rawValue,
             warmup_steps: configuration.warmupSteps, clip_norm: configuration.clipNorm, batch_size: configuration.batchSize,

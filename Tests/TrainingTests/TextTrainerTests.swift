@@ -1,0 +1,75 @@
+import ExampleModel
+import Foundation
+import Optim
+import Testing
+@testable import Training
+
+/// A GPT small enough to train for a few dozen steps in a debug build.
+func quickTextConfiguration() -> TrainingConfiguration {
+    var configuration = TrainingConfiguration()
+    configuration.task = .austen
+    configuration.optimizer = "adamw"
+    configuration.hyperparameters = ["lr": .number(3e-3), "betas": .numbers([0.9, 0.99]), "weight_decay": .number(0.1)]
+    configuration.layers = 1
+    configuration.heads = 2
+    configuration.embedding = 16
+    configuration.context = 16
+    configuration.batchSize = 4
+    configuration.iterations = 30
+    configuration.evaluateEvery = 10
+    configuration.evaluationBatches = 2
+    configuration.warmupSteps = 5
+    configuration.clipNorm = 1
+    configuration.finalLearningRateFactor = 0.1
+    configuration.threads = 2
+    configuration.metricsEvery = 0
+    return configuration
+}
+
+@Suite struct TextTrainerTests {
+    @Test func theGPTLearnsAndValidatesEveryInterval() throws {
+        let trainer = try Trainer(configuration: quickTextConfiguration(), corpus: try TextCorpus.austen())
+        #expect(trainer.model is GPT)
+        #expect(trainer.stepsPerEpoch == 10 && trainer.epochs == 3 && trainer.totalSteps == 30)
+        let result = try trainer.run()
+        let validations = result.records.compactMap(\.testLoss)
+        #expect(validations.count == 3)
+        #expect(validations.last! < validations.first! && validations.first! < log(81.0))
+        let summary = try JSONSerialization.jsonObject(with: RunFolder.summaryJSON(result)) as? [String: Any]
+        #expect(summary?["task"] as? String == "austen")
+        #expect(summary?["val_loss"] as? Double == result.testLoss)
+    }
+
+    @Test func resumingMidRunMatchesTheRunStraightThrough() throws {
+        let corpus = try TextCorpus.austen()
+        let straight = try Trainer(configuration: quickTextConfiguration(), corpus: corpus)
+        _ = try straight.run()
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("checkpoint.safetensors")
+        let partial = try Trainer(configuration: quickTextConfiguration(), corpus: corpus)
+        _ = try partial.run(until: 13)
+        try partial.saveCheckpoint(to: file)
+        let resumed = try Trainer(configuration: quickTextConfiguration(), corpus: corpus)
+        try resumed.resume(from: file)
+        _ = try resumed.run()
+        #expect(parameterBits(resumed) == parameterBits(straight))
+
+        var wider = quickTextConfiguration()
+        wider.embedding = 32
+        #expect(throws: TrainingError.self) { try Trainer(configuration: wider, corpus: corpus).resume(from: file) }
+    }
+
+    @Test func badTextTasksAreTypedErrors() throws {
+        let short = try TextCorpus(text: String(repeating: "abc", count: 10), source: "short")
+        #expect(throws: TextCorpusError.contextTooLong(context: 16, available: 3, split: "validation", source: "short")) {
+            try Trainer(configuration: quickTextConfiguration(), corpus: short)
+        }
+        var uneven = quickTextConfiguration()
+        uneven.iterations = 25
+        #expect(throws: TrainingError.self) { try Trainer(configuration: uneven, corpus: try TextCorpus.austen()) }
+        var heads = quickTextConfiguration()
+        heads.heads = 3
+        #expect(throws: ModelError.self) { try Trainer(configuration: heads, corpus: try TextCorpus.austen()) }
+    }
+}
