@@ -115,15 +115,8 @@ public final class GPT: @unchecked Sendable {
     private var targetScratch: UnsafeMutablePointer<Int32>?
 
     /// What the thread pool's job does: set before each ``runParallel(_:_:)``.
-    private enum Task { case none, attentionForward(Int), attentionBackward(Int), gelu(Int), geluBackward(Int), crossEntropy(Bool), linearBackward }
+    private enum Task { case none, attentionForward(Int), attentionBackward(Int), gelu(Int), geluBackward(Int), crossEntropy(Bool) }
     private var task = Task.none
-    /// The operands of a Linear layer's backward pass, for ``Task/linearBackward``.
-    private struct LinearBackward {
-        var dOut, input, dInput: UnsafeMutablePointer<Float>
-        var weight, bias: Parameter
-        var inputs, outputs: Int
-    }
-    private var pendingLinear: LinearBackward?
     private var taskParts = 1
     private lazy var job: (Int) -> Void = { [unowned self] part in self.runPart(part) }
 
@@ -385,13 +378,6 @@ public final class GPT: @unchecked Sendable {
         case let .geluBackward(layer):
             let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
             TransformerKernels.geluBackward(pointer(layout.fc + offset), tanh: pointer(layout.tanh + offset), pointer(layout.dFc + range.lowerBound), count: range.count)
-        case .linearBackward:
-            let p = pendingLinear!
-            if part == 0 {
-                weightGradient(p, workspace: partWorkspaces[0])
-            } else {
-                inputGradient(p, workspace: partWorkspaces[1])
-            }
         case let .crossEntropy(gradient):
             (losses[part], rightCounts[part]) = crossEntropyRows(share(part, of: rows), gradient: gradient)
         }
@@ -579,40 +565,19 @@ public final class GPT: @unchecked Sendable {
     }
 
     /// For out = input·Wᵀ + b: dW = dOutᵀ·input, db = Σ_rows dOut, dInput = dOut·W (overwritten).
-    ///
-    /// On two threads the two products run side by side, one per thread (each GEMM then on the
-    /// calling thread alone): one hand-over to the pool instead of two, and no product split in
-    /// halves. Either way every value is the same, bit for bit (``Optim/MatMul`` never splits an
-    /// element between threads).
     private func linearBackward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, weight: Parameter, bias: Parameter,
                                 dInput: UnsafeMutablePointer<Float>, inputs: Int, outputs: Int) {
-        let operands = LinearBackward(dOut: dOut, input: input, dInput: dInput, weight: weight, bias: bias, inputs: inputs, outputs: outputs)
-        if pool.threadCount == 2 {
-            pendingLinear = operands
-            runParallel(.linearBackward, 2)
-            pendingLinear = nil
-        } else {
-            weightGradient(operands, workspace: workspace)
-            inputGradient(operands, workspace: workspace)
-        }
-    }
-
-    private func weightGradient(_ p: LinearBackward, workspace: MatMul.Workspace) {
         let N = rows
-        MatMul.gemm(m: p.outputs, n: p.inputs, k: N, buffer(p.dOut, N * p.outputs), transposeA: true, buffer(p.input, N * p.inputs), transposeB: false,
-                    p.weight.gradientStorage(zeroed: false), workspace: workspace, pool: pool)
-        let db = p.bias.gradientStorage(zeroed: false).baseAddress!
-        db.update(from: p.dOut, count: p.outputs)
+        MatMul.gemm(m: outputs, n: inputs, k: N, buffer(dOut, N * outputs), transposeA: true, buffer(input, N * inputs), transposeB: false,
+                    weight.gradientStorage(zeroed: false), workspace: workspace, pool: pool)
+        let db = bias.gradientStorage(zeroed: false).baseAddress!
+        db.update(from: dOut, count: outputs)
         for row in 1..<N {
-            let source = p.dOut + row * p.outputs
-            for j in 0..<p.outputs { db[j] += source[j] }
+            let source = dOut + row * outputs
+            for j in 0..<outputs { db[j] += source[j] }
         }
-    }
-
-    private func inputGradient(_ p: LinearBackward, workspace: MatMul.Workspace) {
-        let N = rows
-        MatMul.gemm(m: N, n: p.inputs, k: p.outputs, buffer(p.dOut, N * p.outputs), transposeA: false, UnsafeBufferPointer(p.weight.values), transposeB: false,
-                    UnsafeMutableBufferPointer(start: p.dInput, count: N * p.inputs), workspace: workspace, pool: pool)
+        MatMul.gemm(m: N, n: inputs, k: outputs, buffer(dOut, N * outputs), transposeA: false, UnsafeBufferPointer(weight.values), transposeB: false,
+                    UnsafeMutableBufferPointer(start: dInput, count: N * inputs), workspace: workspace, pool: pool)
     }
 
     /// The backward pass of one (sequence, head) pair: from ∂loss/∂(merged output) in dTemp to
