@@ -67,15 +67,15 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var negativeLearningRate: Float
-        var alpha: Float
-        var oneMinusAlpha: Float
-        var lerpComplement: Float
-        var eps: Float
-        var l2: Float
-        var momentum: Float
-        var centered: Bool
-        var maximize: Bool
+        @usableFromInline var negativeLearningRate: Float
+        @usableFromInline var alpha: Float
+        @usableFromInline var oneMinusAlpha: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var momentum: Float
+        @usableFromInline var centered: Bool
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] {
@@ -91,7 +91,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
                             centered: h.centered, maximize: h.maximize)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
