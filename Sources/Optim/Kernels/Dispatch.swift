@@ -12,8 +12,13 @@ import Darwin
 /// `baseline` is the code of the `Optim` module itself, built for whatever the package is built
 /// for (x86-64 without `-target-cpu`: SSE2, four lanes, no FMA; arm64: NEON). The others are the
 /// same Swift kernels compiled again by the kernel modules `OptimKernelsAVX2`
-/// (`-target-cpu x86-64-v3`) and `OptimKernelsAVX512` (`-target-cpu x86-64-v4`), chosen once at
-/// start-up from what the CPU reports (``KernelDispatch``).
+/// (`-target-cpu haswell`: AVX2, FMA, BMI1/2, F16C, MOVBE, LZCNT — the x86-64-v3 level, which
+/// Swift's `-target-cpu` does not accept by that name) and `OptimKernelsAVX512`
+/// (`-target-cpu skylake-avx512`: v3 plus AVX-512 F/CD/BW/DQ/VL, the x86-64-v4 level), chosen
+/// once at start-up from what the CPU reports (``KernelDispatch``). The kernels do the same
+/// arithmetic on every path, bit for bit: Swift never contracts a multiply and an add into a
+/// fused multiply-add (no `vfmadd` is emitted), and square roots and divisions are correctly
+/// rounded in every instruction set.
 public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConvertible {
     case baseline, avx2, avx512
 
@@ -28,8 +33,8 @@ public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConverti
     public var description: String {
         switch self {
         case .baseline: "baseline (the build's own target)"
-        case .avx2: "avx2 (x86-64-v3: AVX2, FMA, 8 lanes)"
-        case .avx512: "avx512 (x86-64-v4: AVX-512, 16 lanes)"
+        case .avx2: "avx2 (x86-64-v3 level, -target-cpu haswell: 8-lane vectors)"
+        case .avx512: "avx512 (x86-64-v4 level, -target-cpu skylake-avx512: 16-lane vectors)"
         }
     }
 }
@@ -86,6 +91,11 @@ public struct KernelTable: @unchecked Sendable {
 /// message (it would stop on an illegal instruction).
 public enum KernelDispatch {
     private static let tables = Mutex<[String: KernelTable]>([:])
+    /// The tables once ``available`` has installed the modules (read without a lock after).
+    private static let installed: [String: KernelTable] = {
+        _ = available
+        return tables.withLock { $0 }
+    }()
 
     /// Called by a kernel module's installer.
     public static func register(_ instructionSet: InstructionSet, _ table: KernelTable) {
@@ -135,7 +145,7 @@ public enum KernelDispatch {
     /// The table of a path, once the kernel modules are installed.
     static func table(_ instructionSet: InstructionSet) -> KernelTable? {
         guard instructionSet != .baseline, available.contains(instructionSet) else { return nil }
-        return tables.withLock { $0[instructionSet.rawValue] }
+        return installed[instructionSet.rawValue]
     }
 
     /// A rule's kernels on `instructionSet` and the path they really are: the kernel module's,
