@@ -65,8 +65,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--package-benchmark", help="output of `swift package benchmark` to read malloc counts from")
     parser.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--repetitions", type=int, help="runs per figure (default 3; --quick: 1)")
     args = parser.parse_args()
     repetitions, steps = (1, 8) if args.quick else (3, 20)
+    repetitions = args.repetitions or repetitions
     info = machine()
     default, native = build(*DEFAULT), build(*NATIVE)
     common = ["--params", args.params, "--threads", args.threads, "--steps", steps]
@@ -95,8 +97,12 @@ def main():
         for _ in range(repetitions):
             swift_runs.append(bench(default, "--optimizer", name, *common, "--no-reference")["swift"]["seconds_per_step"])
             if info["torch"]:
-                output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads",
-                              str(args.threads), "--steps", str(steps), "--only", name])
+                try:
+                    output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads",
+                                  str(args.threads), "--steps", str(steps), "--only", name])
+                except subprocess.CalledProcessError as error:  # a torch run that fails loses its row only
+                    print(f"pytorch_bench.py --only {name} failed: {error}", file=sys.stderr)
+                    continue
                 for row in map(json.loads, output.strip().splitlines()):
                     torch_runs.setdefault((name, row["implementation"]), []).append(row)
         alone[name] = statistics.median(swift_runs)
