@@ -10,7 +10,20 @@
 import Optim
 
 #if arch(x86_64)
-@inline(__always)
+/// The rule's loops, inlined here. The closures must be written in this module: a closure (or an
+/// out-of-line specialization) of a generic function of Optim has the same symbol name in both
+/// kernel modules and in Optim, the linker keeps one copy of such weak symbols, and a path would
+/// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
+func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
+    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) })
+}
+
+extension KernelTable {
+    mutating func add<Rule: UpdateRule>(_ rule: Rule.Type) {
+        add(rule, compiled(rule))
+    }
+}
+
 func compiledKernels() -> KernelTable {
     var table = KernelTable()
     table.add(SGDRule.self)
@@ -29,7 +42,7 @@ func compiledKernels() -> KernelTable {
     table.add(RpropRule.self)
     table.add(ASGDRule.self)
     table.add(SparseAdamRule.self)
-    table.setMatrixMultiply(MatMul.compiledBlock())
+    table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     return table
 }
 

@@ -55,7 +55,9 @@ enum MultiplyAddMoment: FirstMomentForm {
 
 @usableFromInline
 enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
-    @inlinable @inline(__always)
+    // Transparent (always inlined): an out-of-line specialization of a generic kernel is a weak
+    // symbol of the same name in every kernel module, and the linker would keep only one.
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before

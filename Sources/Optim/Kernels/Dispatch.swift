@@ -65,14 +65,6 @@ public struct KernelTable: @unchecked Sendable {
 
     public init() {}
 
-    /// Adds a rule's kernels as the calling module compiles them: its update and metrics loops,
-    /// inlined here, with the caller's instruction set.
-    @inlinable @inline(__always)
-    public mutating func add<Rule: UpdateRule>(_ rule: Rule.Type) {
-        add(rule, RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) },
-                                                 updateCollecting: { Rule.updateCollecting($0, $1, $2) }))
-    }
-
     /// Adds a rule's kernels.
     public mutating func add<Rule: UpdateRule>(_ rule: Rule.Type, _ kernels: RuleKernels<Rule.Coefficients>) {
         rules[ObjectIdentifier(rule)] = kernels

@@ -125,7 +125,7 @@ public enum Elementwise {
     /// The kernel is a static function forced inline, not a closure: a closure this size stays
     /// an out-of-line function called once per vector, which reloads and re-broadcasts every
     /// coefficient each time and runs several times slower.
-    @inlinable @inline(__always)
+    @_transparent
     public static func run<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
                                                  _ coefficients: Kernel.Coefficients) {
         var index = range.lowerBound
@@ -141,7 +141,7 @@ public enum Elementwise {
     /// sums over blocks of 16 vectors, blocks summed lane-wise over the range (a chunk of at most
     /// 32K elements), then the lanes in Double. The two levels keep the rounding near 1e-6
     /// relative; horizontal sums inside the loop measured several times slower.
-    @inlinable @inline(__always)
+    @_transparent
     public static func runCollecting<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
                                                            _ coefficients: Kernel.Coefficients) -> MetricAccumulator {
         var total = VectorSums()

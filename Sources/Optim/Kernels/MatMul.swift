@@ -42,11 +42,12 @@ public enum MatMul {
     /// The block loop as compiled into `Optim` itself.
     static let baselineBlock: BlockKernel = { multiplyBlock($0, rows: $1, columns: $2, scratch: $3) }
 
-    /// The block loop compiled by the caller's module, with the caller's instruction set: kernel
-    /// modules register it (``KernelTable/setMatrixMultiply(_:)``).
-    @inlinable @inline(__always)
-    public static func compiledBlock() -> BlockKernel {
-        { multiplyBlock($0, rows: $1, columns: $2, scratch: $3) }
+    /// The block loop, inlined into the caller and compiled with the caller's instruction set:
+    /// kernel modules wrap it in a closure of their own and register that
+    /// (``KernelTable/setMatrixMultiply(_:)``).
+    @_transparent
+    public static func block(_ p: Problem, rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        multiplyBlock(p, rows: rows, columns: columns, scratch: scratch)
     }
 
     /// Below this many multiply-adds (m · n · k) a product runs on the calling thread alone:

@@ -116,7 +116,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     }
 
     /// Steps after the first: normalise, clip, average, update.
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before
@@ -138,7 +138,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     /// A parameter's first step: `v ← v + g²` only.
     @usableFromInline
     enum Initialise: VectorKernel {
-        @inlinable @inline(__always)
+        @_transparent @usableFromInline
         static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
             let p = Elementwise.load(o.parameter, i, n)
             let gradient = Elementwise.gradient(o, i, n)

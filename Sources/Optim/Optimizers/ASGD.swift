@@ -96,7 +96,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         return coefficients
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -76,7 +76,7 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         return Coefficients(negativeLearningRate: Float(-clr), l2: Float(h.weightDecay), eps: Float(h.eps), maximize: h.maximize)
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

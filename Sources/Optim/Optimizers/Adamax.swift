@@ -75,7 +75,7 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
                             beta2: Float(h.betas.second), eps: Float(h.eps), l2: Float(h.weightDecay), maximize: h.maximize)
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -36,7 +36,7 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
 
     public static func advise(_ h: LionHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledLionW") }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before

@@ -30,7 +30,7 @@ public enum LionRule: LionVariant, VectorKernel {
                      beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1), negativeLearningRate: Float(-h.learningRate))
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let g = Elementwise.gradient(o, i, n)

@@ -106,7 +106,7 @@ public enum NAdamRule: UpdateRule, VectorKernel {
             gradientFactor: Float(-lr * (1 - mu) / (1 - product)), momentFactor: Float((-lr * muNext) / (1 - productNext)))
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = c.applyDecay ? before * c.decay : before

@@ -96,7 +96,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
             biasCorrection2Sqrt: Float(biasCorrection2.squareRoot()), rectification: Float(rectification), eps: Float(h.eps))
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let p = c.applyDecay ? before * c.decay : before

@@ -91,7 +91,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
                             centered: h.centered, maximize: h.maximize)
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

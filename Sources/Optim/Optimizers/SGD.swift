@@ -80,7 +80,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
     /// as its own loop without the general kernel's per-vector branches (same arithmetic).
     @usableFromInline
     enum Momentum: VectorKernel {
-        @inlinable @inline(__always)
+        @_transparent @usableFromInline
         static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
             let before = Elementwise.load(o.parameter, i, n)
             let g = Elementwise.gradient(o, i, n)
@@ -118,7 +118,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
                      nesterov: h.nesterov, maximize: h.maximize)
     }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
