@@ -1,11 +1,34 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// The kernels compiled again for wider instruction sets, one module each, chosen at run time
+// (Sources/Optim/Kernels/Dispatch.swift). Both modules compile the same file
+// (Sources/OptimKernelsAVX2/Kernels.swift; the AVX-512 module's is a symlink to it) and are
+// always optimised, also in debug builds, so that tests exercise the code that runs.
+// `-target-cpu` names an x86-64 level, which no other architecture accepts, and a manifest
+// condition cannot test the architecture; the manifest is compiled for the machine that builds,
+// so `#if arch(x86_64)` selects them on x86-64 hosts. (A cross-compilation from x86-64 to another
+// architecture would get them too: not supported.)
+#if arch(x86_64)
+let kernelModules: [(name: String, cpu: String, define: String)] = [
+    ("OptimKernelsAVX2", "haswell", "OPTIM_KERNELS_AVX2"),
+    ("OptimKernelsAVX512", "skylake-avx512", "OPTIM_KERNELS_AVX512"),
+]
+#else
+let kernelModules: [(name: String, cpu: String, define: String)] = []
+#endif
+let kernelTargets: [Target] = kernelModules.map { module in
+    .target(name: module.name, dependencies: ["Optim"],
+            swiftSettings: [.define(module.define), .unsafeFlags(["-target-cpu", module.cpu, "-O"])])
+}
+/// Optim with its kernel modules, for targets that link a program.
+let optimLinked: [Target.Dependency] = ["Optim"] + kernelModules.map { .target(name: $0.name) }
+
 let package = Package(
     name: "swift-optim",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "Optim", targets: ["Optim"]),
+        .library(name: "Optim", targets: ["Optim"] + kernelModules.map(\.name)),
         .executable(name: "optim", targets: ["optim"]),
     ],
     traits: [
@@ -52,8 +75,8 @@ let package = Package(
         // The command-line tool.
         .executableTarget(
             name: "optim",
-            dependencies: [
-                "Optim", "OptimFixtures", "Safetensors", "ExampleModel", "Training", "OptimMPI",
+            dependencies: optimLinked + [
+                "OptimFixtures", "Safetensors", "ExampleModel", "Training", "OptimMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The C reference kernels are compiled by `optim bench` itself, never by the build.
@@ -61,8 +84,8 @@ let package = Package(
         ),
         .testTarget(
             name: "OptimTests",
-            dependencies: [
-                "Optim", "OptimFixtures",
+            dependencies: optimLinked + [
+                "OptimFixtures",
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
@@ -76,11 +99,11 @@ let package = Package(
         // The MPI test runner, under mpirun (tools/mpi/run-tests.sh) or in-process (`--local N`).
         .executableTarget(
             name: "optim-mpi-tests",
-            dependencies: ["Optim", "OptimMPI", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+            dependencies: optimLinked + ["OptimMPI", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
             path: "Tests/MPITests"
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
-        .testTarget(name: "ExampleModelTests", dependencies: ["ExampleModel", "Optim", "Safetensors"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "ExampleModel", "Optim", "Safetensors"]),
-    ]
+        .testTarget(name: "ExampleModelTests", dependencies: optimLinked + ["ExampleModel", "Safetensors"]),
+        .testTarget(name: "TrainingTests", dependencies: optimLinked + ["Training", "ExampleModel", "Safetensors"]),
+    ] + kernelTargets
 )

@@ -111,6 +111,7 @@ struct Bench: ParsableCommand {
                     "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
                     "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
                     "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
+                    "isa": ours.instructionSet.rawValue,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
@@ -119,6 +120,7 @@ struct Bench: ParsableCommand {
         }
         print("optimizer \(configuration.displayName), \(params) params in \(tensors) tensor(s), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
+        print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         if let reference { print("C reference: \(reference.kernels.compileCommand)") }
         print("implementation   s/step      params/s      GB/s")
         for (implementation, seconds) in medians {

@@ -166,6 +166,7 @@ struct Train: ParsableCommand {
         let parameters = trainer.model.parameters.reduce(0) { $0 + $1.count }
         say("training an \(trainer.model.architecture) (\(parameters) parameters) on \(data.name): \(data.train.count) train / \(data.test.count) test")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), schedule \(configuration.schedule.rawValue), \(configuration.epochs) epochs of \(trainer.stepsPerEpoch) steps, \(configuration.threads) thread(s)")
+        say("kernels: optimizer \(trainer.optimizer.instructionSet.rawValue), matrix multiply \(KernelDispatch.current.rawValue) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         var extra = ["data": data.name]
         if let communicator {
             say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")

@@ -4,11 +4,13 @@
     python3 tools/bench/make_benchmarks.py            # full run (~10 minutes)
     python3 tools/bench/make_benchmarks.py --quick    # fewer repetitions, for a smoke test
 
-Builds `optim` twice in release mode — tuned for this CPU (`-Xswiftc -target-cpu -Xswiftc native`,
-the counterpart of the C reference's -march=native) and portable (no flags) — then runs
-`optim bench --json` for every optimizer (Swift beside the C reference, alternating, in one
+Builds `optim` twice in release mode — the default build (`swift build -c release`, no flags: the
+kernels for this CPU are chosen at run time) and one tuned for this CPU throughout
+(`-Xswiftc -target-cpu -Xswiftc native`, the counterpart of the C reference's -march=native) — then
+runs `optim bench --json` for every optimizer (Swift beside the C reference, alternating, in one
 process), tools/bench/pytorch_bench.py (if torch is installed), the multi-tensor comparison,
 256M-parameter memory runs, and reads package-benchmark's malloc counts if a results file is given.
+Every figure but the native column is the default build's.
 """
 import argparse
 import json
@@ -23,7 +25,7 @@ from datetime import datetime, timezone
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTIMIZERS = ["sgd", "adam", "adamw", "decoupled_adamw", "lion", "decoupled_lionw", "adopt", "lookahead"]
 NATIVE = [".build-native", ["-Xswiftc", "-target-cpu", "-Xswiftc", "native"]]
-PORTABLE = [".build", []]
+DEFAULT = [".build", []]
 
 
 def run(command, **kwargs):
@@ -63,16 +65,18 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--package-benchmark", help="output of `swift package benchmark` to read malloc counts from")
     parser.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--repetitions", type=int, help="runs per figure (default 3; --quick: 1)")
     args = parser.parse_args()
     repetitions, steps = (1, 8) if args.quick else (3, 20)
+    repetitions = args.repetitions or repetitions
     info = machine()
-    native, portable = build(*NATIVE), build(*PORTABLE)
+    default, native = build(*DEFAULT), build(*NATIVE)
     common = ["--params", args.params, "--threads", args.threads, "--steps", steps]
 
     # Swift vs C, both builds: median over repetitions of each run's median.
     results = {}
     for name in OPTIMIZERS:
-        for label, binary in [("native", native), ("portable", portable)]:
+        for label, binary in [("default", default), ("native", native)]:
             runs = [bench(binary, "--optimizer", name, *common) for _ in range(repetitions)]
             results[(name, label)] = {
                 "swift": statistics.median(r["swift"]["seconds_per_step"] for r in runs),
@@ -82,6 +86,7 @@ def main():
                 "c_gbps": statistics.median(r["c-reference"]["gb_per_second"] for r in runs),
                 "state": runs[0]["swift"]["state_bytes_per_param"],
                 "bytes": runs[0]["swift"]["bytes_per_step"] / args.params,
+                "isa": runs[0]["swift"].get("isa", "?"),
             }
 
     # Swift alone (no C steps in between) against PyTorch, alternating Swift and torch runs per
@@ -90,10 +95,14 @@ def main():
     for name in ["adamw", "adam", "sgd", "lion", "adopt"]:
         swift_runs = []
         for _ in range(repetitions):
-            swift_runs.append(bench(native, "--optimizer", name, *common, "--no-reference")["swift"]["seconds_per_step"])
+            swift_runs.append(bench(default, "--optimizer", name, *common, "--no-reference")["swift"]["seconds_per_step"])
             if info["torch"]:
-                output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads",
-                              str(args.threads), "--steps", str(steps), "--only", name])
+                try:
+                    output = run([sys.executable, "tools/bench/pytorch_bench.py", "--params", str(args.params), "--threads",
+                                  str(args.threads), "--steps", str(steps), "--only", name])
+                except subprocess.CalledProcessError as error:  # a torch run that fails loses its row only
+                    print(f"pytorch_bench.py --only {name} failed: {error}", file=sys.stderr)
+                    continue
                 for row in map(json.loads, output.strip().splitlines()):
                     torch_runs.setdefault((name, row["implementation"]), []).append(row)
         alone[name] = statistics.median(swift_runs)
@@ -106,22 +115,22 @@ def main():
     # A step collecting the optimizer metrics, beside the same step without (alternating).
     overhead = {}
     for name in OPTIMIZERS:
-        runs = [bench(native, "--optimizer", name, *common, "--metrics", "--no-reference") for _ in range(repetitions)]
+        runs = [bench(default, "--optimizer", name, *common, "--metrics", "--no-reference") for _ in range(repetitions)]
         overhead[name] = statistics.median(r["swift-metrics"]["seconds_per_step"] / r["swift"]["seconds_per_step"] for r in runs)
 
     # Multi-tensor: 20,000 x 4,096 against one tensor of the same size, alternating runs.
     one, many = [], []
     for _ in range(repetitions + 2):
-        one.append(bench(native, "--optimizer", "adamw", "--params", 81920000, "--tensors", 1, "--threads", args.threads,
+        one.append(bench(default, "--optimizer", "adamw", "--params", 81920000, "--tensors", 1, "--threads", args.threads,
                          "--steps", steps, "--no-reference")["swift"]["seconds_per_step"])
-        many.append(bench(native, "--optimizer", "adamw", "--params", 81920000, "--tensors", 20000, "--threads", args.threads,
+        many.append(bench(default, "--optimizer", "adamw", "--params", 81920000, "--tensors", 20000, "--threads", args.threads,
                           "--steps", steps, "--no-reference")["swift"]["seconds_per_step"])
     multi = (statistics.median(one), statistics.median(many))
 
     # Peak resident memory of a run at 256M parameters (Swift side only).
     peaks = {}
     for name in OPTIMIZERS:
-        row = bench(native, "--optimizer", name, "--params", 256 << 20, "--threads", args.threads, "--steps", 3, "--no-reference")["swift"]
+        row = bench(default, "--optimizer", name, "--params", 256 << 20, "--threads", args.threads, "--steps", 3, "--no-reference")["swift"]
         peaks[name] = (row["peak_rss_bytes"], row["state_bytes_per_param"])
 
     mallocs = {}
@@ -159,25 +168,27 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
         f"medians of {steps} steps; each row is the median of {repetitions} such runs. GB/s counts the bytes a step must",
         "move: parameter read and write, gradient read, each state buffer read and write.",
         "",
-        "Two Swift builds: **native** (`swift build -c release -Xswiftc -target-cpu -Xswiftc native`, the same CPU",
-        "tuning the C reference gets) and **portable** (`swift build -c release`, baseline x86-64: SSE, 4 lanes).",
+        "Two Swift builds: **default** (`swift build -c release`, no flags: the library compiles its kernels for",
+        "baseline x86-64, AVX2 and AVX-512 and chooses at start-up from what the CPU reports; the path is in the",
+        "table) and **native** (`swift build -c release -Xswiftc -target-cpu -Xswiftc native`, everything tuned for",
+        "this CPU as the C reference is). Every figure except the native column is the default build's.",
         "",
         f"## Swift kernels against the C roofline ({args.params:,} float32 parameters, {args.threads} threads)",
         "",
-        "| optimizer | bytes/param/step | Swift s/step | Swift GB/s | C s/step | C GB/s | Swift ÷ C (native) | Swift ÷ C (portable) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| optimizer | bytes/param/step | kernel path | Swift s/step | Swift GB/s | C s/step | C GB/s | Swift ÷ C (default) | Swift ÷ C (native) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in OPTIMIZERS:
-        n, p = results[(name, "native")], results[(name, "portable")]
-        lines.append(f"| {name} | {n['bytes']:.0f} | {n['swift']:.4f} | {n['gbps']:.1f} | {n['c']:.4f} | {n['c_gbps']:.1f} | "
-                     f"{n['ratio']:.3f} | {p['ratio']:.3f} |")
+        d, n = results[(name, "default")], results[(name, "native")]
+        lines.append(f"| {name} | {d['bytes']:.0f} | {d['isa']} | {d['swift']:.4f} | {d['gbps']:.1f} | {d['c']:.4f} | {d['c_gbps']:.1f} | "
+                     f"{d['ratio']:.3f} | {n['ratio']:.3f} |")
     lines += ["", "Lookahead wraps AdamW (k = 5); its synchronisation pass, every fifth step, is in the times but not in the byte count.", ""]
 
     if torch_rows:
         lines += [f"## Against PyTorch CPU ({torch_rows[0]['torch']}, same size and threads)", "",
                   "`tools/bench/pytorch_bench.py --only NAME` and `optim bench --no-reference` (Swift alone, not alternating with C)",
                   f"run in turn, {repetitions} times per optimizer, so both see the same machine; medians.", "",
-                  "| optimizer | implementation | torch s/step | Swift native s/step | Swift speed-up |", "| --- | --- | ---: | ---: | ---: |"]
+                  "| optimizer | implementation | torch s/step | Swift s/step (default build) | Swift speed-up |", "| --- | --- | ---: | ---: | ---: |"]
         for row in torch_rows:
             ours = alone.get(row["optimizer"])
             if ours:
@@ -188,16 +199,16 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
     lion, adamw = alone["lion"], alone["adamw"]
     torch_by = {(r["optimizer"], r["implementation"]): r["seconds_per_step"] for r in torch_rows}
     targets = [
-        ("ours ÷ C reference throughput, every optimizer (native)", "≥ 0.95",
+        ("ours ÷ C reference throughput, every optimizer (default build)", "≥ 0.95",
+         f"{min(results[(n, 'default')]['ratio'] for n in OPTIMIZERS):.3f} (min) … {max(results[(n, 'default')]['ratio'] for n in OPTIMIZERS):.3f}",
+         min(results[(n, 'default')]['ratio'] for n in OPTIMIZERS) >= 0.95),
+        ("ours ÷ C reference throughput, every optimizer (native build)", "≥ 0.95",
          f"{min(results[(n, 'native')]['ratio'] for n in OPTIMIZERS):.3f} (min) … {max(results[(n, 'native')]['ratio'] for n in OPTIMIZERS):.3f}",
          min(results[(n, 'native')]['ratio'] for n in OPTIMIZERS) >= 0.95),
-        ("ours ÷ C reference throughput, every optimizer (portable)", "≥ 0.95",
-         f"{min(results[(n, 'portable')]['ratio'] for n in OPTIMIZERS):.3f} (min) … {max(results[(n, 'portable')]['ratio'] for n in OPTIMIZERS):.3f}",
-         min(results[(n, 'portable')]['ratio'] for n in OPTIMIZERS) >= 0.95),
     ]
     if ("lion", "lion-pytorch") in torch_by:
         speedup = torch_by[("lion", "lion-pytorch")] / lion
-        targets.append(("Lion vs lion-pytorch", "≥ 6×", f"{speedup:.1f}×", speedup >= 6))
+        targets.append(("Lion vs lion-pytorch", "≥ 8×", f"{speedup:.1f}×", speedup >= 8))
     if ("adamw", "torch-fused") in torch_by:
         speedup = torch_by[("adamw", "torch-fused")] / adamw
         targets.append(("AdamW vs torch fused AdamW", "≥ 1.0× (aim 1.15×)", f"{speedup:.2f}×", speedup >= 1.0))
@@ -205,10 +216,10 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
         speedup = torch_by[("sgd", "torch-fused")] / alone["sgd"]
         targets.append(("SGD momentum vs torch fused SGD", "≥ 1.0×", f"{speedup:.2f}×", speedup >= 1.0))
     targets.append(("Lion step time ÷ AdamW step time", "≤ 0.75", f"{lion / adamw:.3f}", lion / adamw <= 0.75))
-    targets.append(("20,000 tensors × 4,096 vs one tensor of 81.92M (AdamW)", "≤ 1.15×",
-                    f"{multi[1] / multi[0]:.3f}× ({multi[1]:.4f} s vs {multi[0]:.4f} s)", multi[1] / multi[0] <= 1.15))
+    targets.append(("20,000 tensors × 4,096 vs one tensor of 81.92M (AdamW)", "≤ 1.10×",
+                    f"{multi[1] / multi[0]:.3f}× ({multi[1]:.4f} s vs {multi[0]:.4f} s)", multi[1] / multi[0] <= 1.10))
     worst_overhead = max(overhead.values())
-    targets.append(("a step with metrics ÷ a step without (every optimizer, native)", "≤ 1.15",
+    targets.append(("a step with metrics ÷ a step without (every optimizer)", "≤ 1.15",
                     f"{min(overhead.values()):.3f} … {worst_overhead:.3f}", worst_overhead <= 1.15))
     if mallocs:
         worst = max(int(cells[-1].replace(",", "")) for cells in mallocs.values() if cells and cells[-1].replace(",", "").isdigit())
@@ -217,7 +228,7 @@ def write(args, info, results, multi, peaks, torch_rows, mallocs, steps, repetit
     lines += [f"| {t} | {g} | {m} | {'yes' if ok else '**no**'} |" for t, g, m, ok in targets]
     lines.append("")
 
-    lines += [f"## Optimizer metrics in the fused pass ({args.params:,} parameters, native)", "",
+    lines += [f"## Optimizer metrics in the fused pass ({args.params:,} parameters)", "",
               "`optim bench --metrics --no-reference`: a step that also accumulates the six metric sums (Σm², Σp², Σu², Σg²,",
               "Σu·g, Σm·g) in the same pass, timed alternately with the same step without.", "",
               "| optimizer | with ÷ without |", "| --- | ---: |"]

@@ -13,4 +13,17 @@ static inline __attribute__((always_inline)) optim_float16 optim_sqrt16(optim_fl
     return __builtin_elementwise_sqrt(x);
 }
 
+/*
+ * Run-time choice of the kernels (optim_simd.c): instruction sets by number, whether this CPU
+ * (and its OS) can run one, and installing the kernel module built for one when it is linked.
+ */
+#define OPTIM_ISA_BASELINE 0
+#define OPTIM_ISA_AVX2 1
+#define OPTIM_ISA_AVX512 2
+
+/* 1 when the CPU reports every feature the instruction set's kernel module is compiled for. */
+int optim_cpu_supports(int isa);
+/* Calls the kernel module's installer; 1 if it is linked into this program, else 0. */
+int optim_install_kernels(int isa);
+
 #endif

@@ -85,12 +85,12 @@ extension UpdateRule {
 }
 
 extension UpdateRule where Self: VectorKernel {
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
         Elementwise.run(Self.self, operands, range, coefficients)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator {
         Elementwise.runCollecting(Self.self, operands, range, coefficients)
     }
@@ -165,6 +165,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     public internal(set) var initialLearningRates: [Double]
     /// The threads the update runs on.
     public let threadPool: ThreadPool
+    /// The instruction set the update's kernels were compiled for, chosen when the optimizer was
+    /// built (``KernelDispatch/current``; `baseline` for rules that update whole tensors).
+    public let instructionSet: InstructionSet
+    /// The update's kernels on ``instructionSet``.
+    private let kernels: RuleKernels<Rule.Coefficients>
 
     var slots: [Slot]
     private var slotIndex: [ObjectIdentifier: Int]
@@ -203,6 +208,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         self.scalarGroups = groups.map { !Rule.scalarStateNames($0.hyperparameters).isEmpty }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
+        (self.kernels, self.instructionSet) = KernelDispatch.kernels(Rule.self, on: KernelDispatch.current)
         var slots: [Slot] = []
         for (index, group) in groups.enumerated() {
             for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
@@ -432,16 +438,16 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     /// Updates the chunks of part `part` of the step (all of them for `nil`).
     private func runPart(_ part: Int?) {
         let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
-        let output = metricOutput
+        let output = metricOutput, kernels = self.kernels
         plan.items.withUnsafeBufferPointer { items in
             active.withUnsafeBufferPointer { active in
                 coefficientTable.withUnsafeBufferPointer { table in
                     for index in range {
                         let item = items[index], tensor = active[item.tensor]
                         if let output {
-                            output[index] = Rule.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])
+                            output[index] = kernels.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])
                         } else {
-                            Rule.update(tensor.operands, item.range, table[tensor.coefficients])
+                            kernels.update(tensor.operands, item.range, table[tensor.coefficients])
                         }
                     }
                 }

@@ -43,6 +43,8 @@ public protocol Optimizer: AnyObject {
     var nonFinitePolicy: NonFinitePolicy { get set }
     /// Steps skipped under ``NonFinitePolicy/skipStep``.
     var skippedSteps: Int { get }
+    /// The instruction set its update kernels run with (``KernelDispatch``).
+    var instructionSet: InstructionSet { get }
     /// A copy of everything the optimizer holds beyond the parameters' values (for checkpoints).
     func snapshot() -> OptimizerSnapshot
     /// Restores a snapshot of an optimizer of the same kind over the same parameters; checks all
@@ -62,6 +64,10 @@ public enum NonFinitePolicy: String, Sendable, CaseIterable {
 }
 
 extension Optimizer {
+    /// `baseline` unless the optimizer says otherwise (an optimizer whose update is not made of
+    /// dispatched kernels).
+    public var instructionSet: InstructionSet { .baseline }
+
     /// Updates every parameter that has a gradient.
     public func step() throws {
         try step(collectingMetrics: false)

@@ -58,6 +58,9 @@ public final class ShardedOptimizer: Optimizer {
     let indexByName: [String: Int]
     let layout: FlatLayout
     private let shardable: any ShardableOptimizer
+
+    /// The shard optimizer's.
+    public var instructionSet: InstructionSet { shardOptimizer.instructionSet }
     private let threadPool: ThreadPool
     /// Stands in for the storage of an empty part (the kernels want a non-nil pointer, and never
     /// read or write through it); kept for the life of the process.

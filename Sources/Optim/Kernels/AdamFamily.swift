@@ -4,24 +4,24 @@ import Foundation
 /// ``DecoupledAdamWRule``, which differ only in how they decay weights and average moments.
 public struct AdamCoefficients: Sendable {
     /// Multiply the parameter by ``decay`` before the update (decoupled weight decay).
-    var applyDecay: Bool
-    var decay: Float
+    @usableFromInline var applyDecay: Bool
+    @usableFromInline var decay: Float
     /// L2 penalty added to the gradient (`g + l2·p`), 0 for none.
-    var l2: Float
-    var maximize: Bool
+    @usableFromInline var l2: Float
+    @usableFromInline var maximize: Bool
     /// First moment by `lerp` (torch.optim) or by `m·β1 + (1 − β1)·g` (composer); chooses the
     /// kernel, so each loop is compiled for one form.
-    var lerpFirstMoment: Bool
-    var beta1: Float
-    var oneMinusBeta1: Float
+    @usableFromInline var lerpFirstMoment: Bool
+    @usableFromInline var beta1: Float
+    @usableFromInline var oneMinusBeta1: Float
     /// `1 - oneMinusBeta1` in Float, as `lerp` computes it.
-    var lerpComplement: Float
-    var beta2: Float
-    var oneMinusBeta2: Float
-    var amsgrad: Bool
-    var biasCorrection2Sqrt: Float
-    var eps: Float
-    var negativeStepSize: Float
+    @usableFromInline var lerpComplement: Float
+    @usableFromInline var beta2: Float
+    @usableFromInline var oneMinusBeta2: Float
+    @usableFromInline var amsgrad: Bool
+    @usableFromInline var biasCorrection2Sqrt: Float
+    @usableFromInline var eps: Float
+    @usableFromInline var negativeStepSize: Float
 }
 
 /// The fused Adam update: state0 = `exp_avg`, state1 = `exp_avg_sq`, state2 = `max_exp_avg_sq`.
@@ -30,28 +30,34 @@ public struct AdamCoefficients: Sendable {
 /// `m ← β1-average(m, g)`, `v ← v·β2 + (1 − β2)·g·g`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − step·m / (√v / √(1 − β2ᵗ) + ε)` with `step = lr / (1 − β1ᵗ)`.
 /// How a kernel averages the first moment: a compile-time choice, so that no loop branches on it.
+@usableFromInline
 protocol FirstMomentForm {
     static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector
 }
 
 /// `lerp(m, g, 1 − β1)`, as torch.optim's Adam and AdamW.
+@usableFromInline
 enum LerpMoment: FirstMomentForm {
-    @inline(__always)
+    @inlinable @inline(__always)
     static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector {
         Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
     }
 }
 
 /// `m·β1 + (1 − β1)·g`, as composer's DecoupledAdamW.
+@usableFromInline
 enum MultiplyAddMoment: FirstMomentForm {
-    @inline(__always)
+    @inlinable @inline(__always)
     static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector {
         m * c.beta1 + c.oneMinusBeta1 * g
     }
 }
 
+@usableFromInline
 enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
-    @inline(__always)
+    // Transparent (always inlined): an out-of-line specialization of a generic kernel is a weak
+    // symbol of the same name in every kernel module, and the linker would keep only one.
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before
@@ -159,6 +165,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
 extension AdamVariant {
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.stateNames }
 
+    @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
         if coefficients.lerpFirstMoment {
             Elementwise.run(AdamKernel<LerpMoment>.self, operands, range, coefficients)
@@ -167,6 +174,7 @@ extension AdamVariant {
         }
     }
 
+    @inlinable @inline(__always)
     public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) -> MetricAccumulator {
         coefficients.lerpFirstMoment
             ? Elementwise.runCollecting(AdamKernel<LerpMoment>.self, operands, range, coefficients)

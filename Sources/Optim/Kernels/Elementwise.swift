@@ -39,7 +39,7 @@ public struct UpdateLanes {
     public var gradient: FloatVector
     public var moment: FloatVector
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public init(before: FloatVector, after: FloatVector, gradient: FloatVector, moment: FloatVector) {
         self.before = before
         self.after = after
@@ -49,10 +49,13 @@ public struct UpdateLanes {
 }
 
 /// The six metric sums of a block of vectors, lane by lane (kept in registers by the loop).
+@usableFromInline
 struct VectorSums {
-    var mm = FloatVector(), pp = FloatVector(), uu = FloatVector(), gg = FloatVector(), ug = FloatVector(), mg = FloatVector()
+    @usableFromInline var mm = FloatVector(), pp = FloatVector(), uu = FloatVector(), gg = FloatVector(), ug = FloatVector(), mg = FloatVector()
 
-    @inline(__always)
+    @inlinable init() {}
+
+    @inlinable @inline(__always)
     mutating func add(_ lanes: UpdateLanes) {
         let update = lanes.before - lanes.after
         mm += lanes.moment * lanes.moment
@@ -64,7 +67,7 @@ struct VectorSums {
     }
 
     /// Adds another block lane by lane (no horizontal sums in the loop: they are slow here).
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func add(_ other: VectorSums) {
         mm += other.mm
         pp += other.pp
@@ -75,7 +78,7 @@ struct VectorSums {
     }
 
     /// The totals, in Double.
-    var accumulator: MetricAccumulator {
+    @usableFromInline var accumulator: MetricAccumulator {
         var total = MetricAccumulator()
         total.momentSquared = Double(mm.sum())
         total.parameterSquared = Double(pp.sum())
@@ -114,7 +117,7 @@ public struct MetricAccumulator: Sendable {
 /// ``FloatVector`` steps, and the last partial vector goes through the very same arithmetic on
 /// zero-padded lanes, so every element gets bit-identical treatment wherever it falls.
 public enum Elementwise {
-    public static let width = FloatVector.scalarCount
+    @inlinable public static var width: Int { FloatVector.scalarCount }
 
     /// Applies `Kernel` to each vector of `range`: full vectors in the loop, then the last partial
     /// vector through the same arithmetic on zero-padded lanes.
@@ -122,7 +125,7 @@ public enum Elementwise {
     /// The kernel is a static function forced inline, not a closure: a closure this size stays
     /// an out-of-line function called once per vector, which reloads and re-broadcasts every
     /// coefficient each time and runs several times slower.
-    @inline(__always)
+    @_transparent
     public static func run<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
                                                  _ coefficients: Kernel.Coefficients) {
         var index = range.lowerBound
@@ -138,7 +141,7 @@ public enum Elementwise {
     /// sums over blocks of 16 vectors, blocks summed lane-wise over the range (a chunk of at most
     /// 32K elements), then the lanes in Double. The two levels keep the rounding near 1e-6
     /// relative; horizontal sums inside the loop measured several times slower.
-    @inline(__always)
+    @_transparent
     public static func runCollecting<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
                                                            _ coefficients: Kernel.Coefficients) -> MetricAccumulator {
         var total = VectorSums()
@@ -171,7 +174,7 @@ public enum Elementwise {
         return total.accumulator
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func load(_ pointer: UnsafePointer<Float>, _ index: Int, _ lanes: Int) -> FloatVector {
         if lanes == width {
             return UnsafeRawPointer(pointer + index).loadUnaligned(as: FloatVector.self)
@@ -181,19 +184,19 @@ public enum Elementwise {
         return vector
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func load(_ pointer: UnsafeMutablePointer<Float>, _ index: Int, _ lanes: Int) -> FloatVector {
         load(UnsafePointer(pointer), index, lanes)
     }
 
     /// The gradient at `index`, times the operands' ``KernelOperands/gradientScale``.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func gradient(_ operands: KernelOperands, _ index: Int, _ lanes: Int) -> FloatVector {
         let g = load(operands.gradient, index, lanes)
         return operands.gradientScale == 1 ? g : g * operands.gradientScale
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func store(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>, _ index: Int, _ lanes: Int) {
         if lanes == width {
             UnsafeMutableRawPointer(pointer + index).storeBytes(of: vector, as: FloatVector.self)
@@ -203,7 +206,7 @@ public enum Elementwise {
     }
 
     /// PyTorch's `sign`: 1, -1, or 0 for zero (and for NaN, which has neither sign).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func sign(_ x: FloatVector) -> FloatVector {
         FloatVector.zero.replacing(with: 1, where: x .> 0).replacing(with: -1, where: x .< 0)
     }
@@ -211,7 +214,7 @@ public enum Elementwise {
     /// PyTorch's `lerp(start, end, weight)` for a scalar weight: `start + w·(end − start)` when
     /// |w| < 0.5, else `end − (end − start)·(1 − w)`, the form that keeps the result exact at the
     /// ends. `oneMinusWeight` is `1 - weight` rounded to Float as PyTorch computes it.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func lerp(_ start: FloatVector, _ end: FloatVector, weight: Float, oneMinusWeight: Float) -> FloatVector {
         if abs(weight) < 0.5 {
             return start + weight * (end - start)
@@ -221,17 +224,17 @@ public enum Elementwise {
 
     /// The element-wise square root as one vector instruction (`SIMD.squareRoot()` is scalarised
     /// by the standard library, with a libm call per lane).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func squareRoot(_ x: FloatVector) -> FloatVector { optim_sqrt16(x) }
 
     /// `max(x, lower)`, propagating NaN like `torch.clamp(min:)`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func clampBelow(_ x: FloatVector, _ lower: Float) -> FloatVector {
         x.replacing(with: lower, where: x .< lower)
     }
 
     /// `min(max(x, lower), upper)`, propagating NaN like `torch.clamp`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func clamp(_ x: FloatVector, _ lower: Float, _ upper: Float) -> FloatVector {
         x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
     }
@@ -239,14 +242,14 @@ public enum Elementwise {
 
 extension Elementwise {
     /// `torch.maximum`: the larger of each pair, NaN where either is NaN.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func maximum(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
         a.replacing(with: b, where: b .> a).replacing(with: b, where: b .!= b)
     }
 
     /// The gradient as the torch.optim optimizers first transform it: negated when maximising,
     /// plus the L2 term `λ·p` (`grad.add(param, alpha=weight_decay)`) when `l2` is not zero.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func torchGradient(_ gradient: FloatVector, parameter: FloatVector, maximize: Bool, l2: Float) -> FloatVector {
         let g = maximize ? -gradient : gradient
         return l2 != 0 ? g + l2 * parameter : g
@@ -255,7 +258,7 @@ extension Elementwise {
 
 extension Elementwise {
     /// `|x|` lane by lane (NaN stays NaN).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func absolute(_ x: FloatVector) -> FloatVector {
         x.replacing(with: -x, where: x .< 0)
     }

@@ -22,22 +22,38 @@
 /// Products of fewer than ``parallelThreshold`` multiply-adds run on the calling thread.
 public enum MatMul {
     /// Rows of the micro-kernel's tile of C.
-    static let tileRows = 6
+    @inlinable static var tileRows: Int { 6 }
     /// Columns of the micro-kernel's tile of C: one `SIMD16<Float>`.
-    static let tileColumns = 16
+    @inlinable static var tileColumns: Int { 16 }
     /// Depth (k) of a packed block: a 256 × 16 panel of op(B) is 16 KB, in L1.
-    static let blockDepth = 256
+    @inlinable static var blockDepth: Int { 256 }
     /// Rows of a packed block of op(A) (a multiple of ``tileRows``): 72 × 256 floats, 72 KB, in L2.
     static let blockRows = 72
     /// Columns of a packed block of op(B) (a multiple of ``tileColumns``).
     static let blockColumns = 256
 
+    /// The loops around the micro-kernel for one part of a product (``multiplyBlock``), as
+    /// compiled for one instruction set (``KernelDispatch``): the problem, the rows and the
+    /// columns of C to compute, and the part's scratch memory.
+    public typealias BlockKernel = @Sendable (Problem, Range<Int>, Range<Int>, UnsafeMutablePointer<Float>) -> Void
+
+    @usableFromInline typealias Vector = SIMD16<Float>
+
+    /// The block loop as compiled into `Optim` itself.
+    static let baselineBlock: BlockKernel = { multiplyBlock($0, rows: $1, columns: $2, scratch: $3) }
+
+    /// The block loop, inlined into the caller and compiled with the caller's instruction set:
+    /// kernel modules wrap it in a closure of their own and register that
+    /// (``KernelTable/setMatrixMultiply(_:)``).
+    @_transparent
+    public static func block(_ p: Problem, rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        multiplyBlock(p, rows: rows, columns: columns, scratch: scratch)
+    }
+
     /// Below this many multiply-adds (m · n · k) a product runs on the calling thread alone:
     /// 2²⁰ take about 50–100 µs on one core, where waking the pool and waiting for the slowest
     /// part (a worker the OS has descheduled, on a shared machine) costs more than it saves.
     public static let parallelThreshold = 1 << 20
-
-    typealias Vector = SIMD16<Float>
 
     /// Reusable scratch memory for the packed panels, and the job handed to the thread pool.
     ///
@@ -71,21 +87,23 @@ public enum MatMul {
             let last = min(first + p.partSize, p.splitRows ? p.m : p.n)
             let rows = p.splitRows ? first..<last : 0..<p.m
             let columns = p.splitRows ? 0..<p.n : first..<last
-            MatMul.multiplyBlock(p, rows: rows, columns: columns, scratch: storage! + part * p.scratchPerPart)
+            p.block(p, rows, columns, storage! + part * p.scratchPerPart)
         }
     }
 
     /// One call's operands, read by the parts running on the pool.
-    fileprivate struct Problem {
-        var m: Int, n: Int, k: Int
-        var a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
-        var transposeA: Bool, transposeB: Bool, accumulate: Bool
+    public struct Problem {
+        @usableFromInline var m: Int, n: Int, k: Int
+        @usableFromInline var a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+        @usableFromInline var transposeA: Bool, transposeB: Bool, accumulate: Bool
         /// Whether the parts are runs of rows of C (else runs of columns), each `partSize` long.
         var splitRows = true
         var partSize = 0
         /// Floats of scratch per part, and the sizes of its packed blocks.
         var scratchPerPart = 0
-        var packedARows = 0, packedBColumns = 0, depth = 0
+        @usableFromInline var packedARows = 0, packedBColumns = 0, depth = 0
+        /// The block loop of the instruction set chosen for this call.
+        var block: BlockKernel = MatMul.baselineBlock
     }
 
     /// C ← op(A)·op(B), or C ← C + op(A)·op(B) when `accumulate`; all row-major and contiguous.
@@ -124,6 +142,7 @@ public enum MatMul {
         let workspace = workspace ?? Workspace()
         var p = Problem(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!,
                         transposeA: transposeA, transposeB: transposeB, accumulate: accumulate)
+        p.block = KernelDispatch.gemmBlock(KernelDispatch.current).0
 
         // Split the longer side of C into equal runs of whole tiles, one per thread.
         let (work, overflow) = mn.multipliedReportingOverflow(by: k)
@@ -150,11 +169,12 @@ public enum MatMul {
         workspace.problem = nil
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func roundUp(_ value: Int, _ multiple: Int) -> Int { (value + multiple - 1) / multiple * multiple }
 
     /// Computes the block `rows × columns` of C: the loops around the micro-kernel.
-    fileprivate static func multiplyBlock(_ p: Problem, rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+    @inlinable @inline(__always)
+    static func multiplyBlock(_ p: Problem, rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
         let packedA = scratch
         let packedB = scratch + p.depth * p.packedARows
         let edgeTile = packedB + p.depth * p.packedBColumns
@@ -198,8 +218,8 @@ public enum MatMul {
 
     /// Packs op(A)[rowStart..., depthStart...] into panels of ``tileRows`` rows: for each k, the
     /// panel's rows side by side; rows past the end are zero.
-    @inline(__always)
-    fileprivate static func packA(_ p: Problem, rowStart: Int, rowCount: Int, depthStart: Int, depth: Int, into packed: UnsafeMutablePointer<Float>) {
+    @inlinable @inline(__always)
+    static func packA(_ p: Problem, rowStart: Int, rowCount: Int, depthStart: Int, depth: Int, into packed: UnsafeMutablePointer<Float>) {
         var panel = 0
         while panel < rowCount {
             let out = packed + panel * depth
@@ -229,8 +249,8 @@ public enum MatMul {
 
     /// Packs op(B)[depthStart..., columnStart...] into panels of ``tileColumns`` columns: for each
     /// k, the panel's 16 values contiguous; columns past the end are zero.
-    @inline(__always)
-    fileprivate static func packB(_ p: Problem, depthStart: Int, depth: Int, columnStart: Int, columnCount: Int, into packed: UnsafeMutablePointer<Float>) {
+    @inlinable @inline(__always)
+    static func packB(_ p: Problem, depthStart: Int, depth: Int, columnStart: Int, columnCount: Int, into packed: UnsafeMutablePointer<Float>) {
         var panel = 0
         while panel < columnCount {
             let out = packed + panel * depth
@@ -265,7 +285,7 @@ public enum MatMul {
 
     /// A partial tile at the bottom or right edge of C: computed in a full scratch tile, of which
     /// only the valid part is read from and written back to C.
-    @inline(never)
+    @inlinable @inline(__always)
     static func edge(_ depth: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      load: Bool, height: Int, width: Int, tile: UnsafeMutablePointer<Float>) {
         tile.update(repeating: 0, count: tileRows * tileColumns)
@@ -278,7 +298,7 @@ public enum MatMul {
 
     /// The micro-kernel: a 6 × 16 tile of C, in registers, plus the product of a packed 6 × depth
     /// panel of op(A) and a packed depth × 16 panel of op(B).
-    @inline(__always)
+    @inlinable @inline(__always)
     static func kernel(_ depth: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool) {
         var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
         if load {
@@ -301,17 +321,17 @@ public enum MatMul {
         storeVector(c3, c + 3 * ldc); storeVector(c4, c + 4 * ldc); storeVector(c5, c + 5 * ldc)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func loadVector(_ pointer: UnsafePointer<Float>) -> Vector {
         UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func loadVector(_ pointer: UnsafeMutablePointer<Float>) -> Vector {
         UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func storeVector(_ vector: Vector, _ pointer: UnsafeMutablePointer<Float>) {
         UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: Vector.self)
     }

@@ -74,18 +74,18 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var maximize: Bool
-        var l2: Float
-        var initialise: Bool
-        var decoupledDecay: Float
-        var eps: Float
-        var clip: Bool
-        var clipValue: Float
-        var oneMinusBeta1: Float
-        var lerpComplement: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
-        var negativeLearningRate: Float
+        @usableFromInline var maximize: Bool
+        @usableFromInline var l2: Float
+        @usableFromInline var initialise: Bool
+        @usableFromInline var decoupledDecay: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var clip: Bool
+        @usableFromInline var clipValue: Float
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var negativeLearningRate: Float
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
@@ -101,6 +101,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
             negativeLearningRate: Float(-h.learningRate))
     }
 
+    @inlinable @inline(__always)
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
         if c.initialise {
             Elementwise.run(Initialise.self, o, range, c)
@@ -109,12 +110,13 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         }
     }
 
+    @inlinable @inline(__always)
     public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
         c.initialise ? Elementwise.runCollecting(Initialise.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)
     }
 
     /// Steps after the first: normalise, clip, average, update.
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before
@@ -134,8 +136,9 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     }
 
     /// A parameter's first step: `v ← v + g²` only.
+    @usableFromInline
     enum Initialise: VectorKernel {
-        @inline(__always)
+        @_transparent @usableFromInline
         static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
             let p = Elementwise.load(o.parameter, i, n)
             let gradient = Elementwise.gradient(o, i, n)

@@ -69,12 +69,12 @@ public enum ASGDRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var decay: Float
-        var negativeEta: Float
-        var mu: Float
-        var averaging: Bool
-        var l2: Float
-        var maximize: Bool
+        @usableFromInline var decay: Float
+        @usableFromInline var negativeEta: Float
+        @usableFromInline var mu: Float
+        @usableFromInline var averaging: Bool
+        @usableFromInline var l2: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["ax"] }
@@ -96,7 +96,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         return coefficients
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

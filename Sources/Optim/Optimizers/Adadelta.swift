@@ -57,12 +57,12 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var negativeLearningRate: Float
-        var rho: Float
-        var oneMinusRho: Float
-        var eps: Float
-        var l2: Float
-        var maximize: Bool
+        @usableFromInline var negativeLearningRate: Float
+        @usableFromInline var rho: Float
+        @usableFromInline var oneMinusRho: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["square_avg", "acc_delta"] }
@@ -73,7 +73,7 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
                      l2: Float(h.weightDecay), maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -61,10 +61,10 @@ public enum AdagradRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var negativeLearningRate: Float
-        var l2: Float
-        var eps: Float
-        var maximize: Bool
+        @usableFromInline var negativeLearningRate: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["sum"] }
@@ -76,7 +76,7 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         return Coefficients(negativeLearningRate: Float(-clr), l2: Float(h.weightDecay), eps: Float(h.eps), maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -57,13 +57,13 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var negativeStepSize: Float
-        var oneMinusBeta1: Float
-        var lerpComplement: Float
-        var beta2: Float
-        var eps: Float
-        var l2: Float
-        var maximize: Bool
+        @usableFromInline var negativeStepSize: Float
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_inf"] }
@@ -75,7 +75,7 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
                             beta2: Float(h.betas.second), eps: Float(h.eps), l2: Float(h.weightDecay), maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

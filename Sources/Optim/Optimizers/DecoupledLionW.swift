@@ -16,13 +16,13 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
     public static let name = "decoupled_lionw"
 
     public struct Coefficients: Sendable {
-        var applyDecay: Bool
-        var decay: Float
-        var oneMinusBeta1: Float
-        var lerpComplement1: Float
-        var oneMinusBeta2: Float
-        var lerpComplement2: Float
-        var negativeLearningRate: Float
+        @usableFromInline var applyDecay: Bool
+        @usableFromInline var decay: Float
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var lerpComplement1: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var lerpComplement2: Float
+        @usableFromInline var negativeLearningRate: Float
     }
 
     public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
@@ -36,7 +36,7 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
 
     public static func advise(_ h: LionHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledLionW") }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = before

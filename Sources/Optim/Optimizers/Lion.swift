@@ -17,12 +17,12 @@ public enum LionRule: LionVariant, VectorKernel {
     public static let name = "lion"
 
     public struct Coefficients: Sendable {
-        var decay: Float
-        var beta1: Float
-        var oneMinusBeta1: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
-        var negativeLearningRate: Float
+        @usableFromInline var decay: Float
+        @usableFromInline var beta1: Float
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var negativeLearningRate: Float
     }
 
     public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
@@ -30,7 +30,7 @@ public enum LionRule: LionVariant, VectorKernel {
                      beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1), negativeLearningRate: Float(-h.learningRate))
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let g = Elementwise.gradient(o, i, n)

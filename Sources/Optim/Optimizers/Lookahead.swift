@@ -75,6 +75,9 @@ public final class Lookahead: Optimizer {
 
     public var skippedSteps: Int { base.skippedSteps }
 
+    /// The wrapped optimizer's (the synchronisation pass, every `k` steps, runs the baseline).
+    public var instructionSet: InstructionSet { base.instructionSet }
+
     /// Steps the wrapped optimizer (its metrics are those returned: the synchronisation every
     /// `k` steps is not part of them), then synchronises every `k` steps.
     @discardableResult

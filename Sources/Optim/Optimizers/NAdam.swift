@@ -68,18 +68,18 @@ public enum NAdamRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var applyDecay: Bool
-        var decay: Float
-        var l2: Float
-        var maximize: Bool
-        var oneMinusBeta1: Float
-        var lerpComplement: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
-        var biasCorrection2: Float
-        var eps: Float
-        var gradientFactor: Float
-        var momentFactor: Float
+        @usableFromInline var applyDecay: Bool
+        @usableFromInline var decay: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var maximize: Bool
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var biasCorrection2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var gradientFactor: Float
+        @usableFromInline var momentFactor: Float
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
@@ -106,7 +106,7 @@ public enum NAdamRule: UpdateRule, VectorKernel {
             gradientFactor: Float(-lr * (1 - mu) / (1 - product)), momentFactor: Float((-lr * muNext) / (1 - productNext)))
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         var p = c.applyDecay ? before * c.decay : before

@@ -63,20 +63,20 @@ public enum RAdamRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var applyDecay: Bool
-        var decay: Float
-        var l2: Float
-        var maximize: Bool
-        var oneMinusBeta1: Float
-        var lerpComplement: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
-        var biasCorrection1: Float
-        var learningRate: Float
-        var rectified: Bool
-        var biasCorrection2Sqrt: Float
-        var rectification: Float
-        var eps: Float
+        @usableFromInline var applyDecay: Bool
+        @usableFromInline var decay: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var maximize: Bool
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var biasCorrection1: Float
+        @usableFromInline var learningRate: Float
+        @usableFromInline var rectified: Bool
+        @usableFromInline var biasCorrection2Sqrt: Float
+        @usableFromInline var rectification: Float
+        @usableFromInline var eps: Float
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
@@ -96,7 +96,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
             biasCorrection2Sqrt: Float(biasCorrection2.squareRoot()), rectification: Float(rectification), eps: Float(h.eps))
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let p = c.applyDecay ? before * c.decay : before

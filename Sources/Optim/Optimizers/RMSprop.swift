@@ -13,7 +13,7 @@
 /// 2012, Neural Networks for Machine Learning, lecture 6e; Graves, 2013, arXiv:1308.0850.
 public typealias RMSprop = GradientOptimizer<RMSpropRule>
 
-public enum RMSpropRule: UpdateRule {
+public enum RMSpropRule: UpdateRule, VectorKernel {
     public static let name = "rmsprop"
 
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -67,15 +67,15 @@ public enum RMSpropRule: UpdateRule {
     }
 
     public struct Coefficients: Sendable {
-        var negativeLearningRate: Float
-        var alpha: Float
-        var oneMinusAlpha: Float
-        var lerpComplement: Float
-        var eps: Float
-        var l2: Float
-        var momentum: Float
-        var centered: Bool
-        var maximize: Bool
+        @usableFromInline var negativeLearningRate: Float
+        @usableFromInline var alpha: Float
+        @usableFromInline var oneMinusAlpha: Float
+        @usableFromInline var lerpComplement: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var l2: Float
+        @usableFromInline var momentum: Float
+        @usableFromInline var centered: Bool
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] {
@@ -91,61 +91,35 @@ public enum RMSpropRule: UpdateRule {
                             centered: h.centered, maximize: h.maximize)
     }
 
-    /// Each combination of `centered` and momentum is its own loop, so that none branches per vector.
-    public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
-        switch (c.centered, c.momentum > 0) {
-        case (false, false): Elementwise.run(Kernel<Off, Off>.self, o, range, c)
-        case (false, true): Elementwise.run(Kernel<Off, On>.self, o, range, c)
-        case (true, false): Elementwise.run(Kernel<On, Off>.self, o, range, c)
-        case (true, true): Elementwise.run(Kernel<On, On>.self, o, range, c)
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
+        let squareAverage = Elementwise.load(o.state0, i, n) * c.alpha + c.oneMinusAlpha * g * g
+        Elementwise.store(squareAverage, o.state0, i, n)
+        var average: FloatVector
+        if c.centered {
+            // grad_avg follows momentum_buffer when both are kept.
+            let gradAveragePointer = c.momentum > 0 ? o.state2 : o.state1
+            let gradAverage = Elementwise.lerp(Elementwise.load(gradAveragePointer, i, n), g, weight: c.oneMinusAlpha, oneMinusWeight: c.lerpComplement)
+            Elementwise.store(gradAverage, gradAveragePointer, i, n)
+            average = Elementwise.squareRoot(squareAverage - gradAverage * gradAverage)
+        } else {
+            average = Elementwise.squareRoot(squareAverage)
         }
-    }
-
-    public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
-        switch (c.centered, c.momentum > 0) {
-        case (false, false): return Elementwise.runCollecting(Kernel<Off, Off>.self, o, range, c)
-        case (false, true): return Elementwise.runCollecting(Kernel<Off, On>.self, o, range, c)
-        case (true, false): return Elementwise.runCollecting(Kernel<On, Off>.self, o, range, c)
-        case (true, true): return Elementwise.runCollecting(Kernel<On, On>.self, o, range, c)
+        average = average + c.eps
+        let after: FloatVector
+        var buffer = FloatVector()
+        if c.momentum > 0 {
+            buffer = Elementwise.load(o.state1, i, n) * c.momentum + g / average
+            Elementwise.store(buffer, o.state1, i, n)
+            after = before + c.negativeLearningRate * buffer
+        } else {
+            after = before + c.negativeLearningRate * g / average
         }
-    }
-
-    /// A compile-time switch of a kernel.
-    protocol Switch { static var isOn: Bool { get } }
-    enum On: Switch { static var isOn: Bool { true } }
-    enum Off: Switch { static var isOn: Bool { false } }
-
-    enum Kernel<Centered: Switch, Momentum: Switch>: VectorKernel {
-        @inline(__always)
-        static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
-            let before = Elementwise.load(o.parameter, i, n)
-            let gradient = Elementwise.gradient(o, i, n)
-            let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
-            let squareAverage = Elementwise.load(o.state0, i, n) * c.alpha + c.oneMinusAlpha * g * g
-            Elementwise.store(squareAverage, o.state0, i, n)
-            var average: FloatVector
-            if Centered.isOn {
-                // grad_avg follows momentum_buffer when both are kept.
-                let gradAveragePointer = Momentum.isOn ? o.state2 : o.state1
-                let gradAverage = Elementwise.lerp(Elementwise.load(gradAveragePointer, i, n), g, weight: c.oneMinusAlpha, oneMinusWeight: c.lerpComplement)
-                Elementwise.store(gradAverage, gradAveragePointer, i, n)
-                average = Elementwise.squareRoot(squareAverage - gradAverage * gradAverage)
-            } else {
-                average = Elementwise.squareRoot(squareAverage)
-            }
-            average = average + c.eps
-            let after: FloatVector
-            var buffer = FloatVector()
-            if Momentum.isOn {
-                buffer = Elementwise.load(o.state1, i, n) * c.momentum + g / average
-                Elementwise.store(buffer, o.state1, i, n)
-                after = before + c.negativeLearningRate * buffer
-            } else {
-                after = before + c.negativeLearningRate * g / average
-            }
-            Elementwise.store(after, o.parameter, i, n)
-            return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
-        }
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
     }
 }
 

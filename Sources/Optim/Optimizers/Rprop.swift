@@ -60,11 +60,11 @@ public enum RpropRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var etaMinus: Float
-        var etaPlus: Float
-        var minimum: Float
-        var maximum: Float
-        var maximize: Bool
+        @usableFromInline var etaMinus: Float
+        @usableFromInline var etaPlus: Float
+        @usableFromInline var minimum: Float
+        @usableFromInline var maximum: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["prev", "step_size"] }
@@ -76,7 +76,7 @@ public enum RpropRule: UpdateRule, VectorKernel {
                      maximum: Float(h.stepSizes.second), maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

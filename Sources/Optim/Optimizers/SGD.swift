@@ -63,13 +63,13 @@ public enum SGDRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var negativeLearningRate: Float
-        var weightDecay: Float
-        var momentum: Float
-        var oneMinusDampening: Float
-        var firstStep: Bool
-        var nesterov: Bool
-        var maximize: Bool
+        @usableFromInline var negativeLearningRate: Float
+        @usableFromInline var weightDecay: Float
+        @usableFromInline var momentum: Float
+        @usableFromInline var oneMinusDampening: Float
+        @usableFromInline var firstStep: Bool
+        @usableFromInline var nesterov: Bool
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.momentum != 0 ? ["momentum_buffer"] : [] }
@@ -78,8 +78,9 @@ public enum SGDRule: UpdateRule, VectorKernel {
 
     /// The common case — momentum after the first step, no L2 term, not maximising — compiled
     /// as its own loop without the general kernel's per-vector branches (same arithmetic).
+    @usableFromInline
     enum Momentum: VectorKernel {
-        @inline(__always)
+        @_transparent @usableFromInline
         static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
             let before = Elementwise.load(o.parameter, i, n)
             let g = Elementwise.gradient(o, i, n)
@@ -92,10 +93,12 @@ public enum SGDRule: UpdateRule, VectorKernel {
         }
     }
 
+    @inlinable
     static func usesMomentumKernel(_ c: Coefficients) -> Bool {
         c.momentum != 0 && !c.firstStep && !c.maximize && c.weightDecay == 0
     }
 
+    @inlinable @inline(__always)
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
         if usesMomentumKernel(c) {
             Elementwise.run(Momentum.self, o, range, c)
@@ -104,6 +107,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
         }
     }
 
+    @inlinable @inline(__always)
     public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
         usesMomentumKernel(c) ? Elementwise.runCollecting(Momentum.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)
     }
@@ -114,7 +118,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
                      nesterov: h.nesterov, maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -57,11 +57,11 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
     }
 
     public struct Coefficients: Sendable {
-        var oneMinusBeta1: Float
-        var oneMinusBeta2: Float
-        var eps: Float
-        var negativeStepSize: Float
-        var maximize: Bool
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var negativeStepSize: Float
+        @usableFromInline var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
@@ -74,7 +74,7 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
                             negativeStepSize: Float(-stepSize), maximize: h.maximize)
     }
 
-    @inline(__always)
+    @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)

@@ -1,0 +1,60 @@
+// The kernels of every elementwise update rule and of the matrix multiply, compiled once per
+// instruction set: this one file is the source of both OptimKernelsAVX2 (-target-cpu x86-64-v3)
+// and OptimKernelsAVX512 (-target-cpu x86-64-v4; its Kernels.swift is a symlink to this file).
+// The arithmetic is Optim's own: each rule's `update` and `updateCollecting` (and the loops and
+// kernels under them) are `@inlinable @inline(__always)`, so they are inlined and compiled here,
+// for this module's CPU. Optim finds the installer below through a weak reference and calls it
+// once, when it chooses the path (KernelDispatch).
+//
+// A new elementwise optimizer needs one line here; RegistryTests fails for one left out.
+import Optim
+
+#if arch(x86_64)
+/// The rule's loops, inlined here. The closures must be written in this module: a closure (or an
+/// out-of-line specialization) of a generic function of Optim has the same symbol name in both
+/// kernel modules and in Optim, the linker keeps one copy of such weak symbols, and a path would
+/// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
+func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
+    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) })
+}
+
+extension KernelTable {
+    mutating func add<Rule: UpdateRule>(_ rule: Rule.Type) {
+        add(rule, compiled(rule))
+    }
+}
+
+func compiledKernels() -> KernelTable {
+    var table = KernelTable()
+    table.add(SGDRule.self)
+    table.add(AdamRule.self)
+    table.add(AdamWRule.self)
+    table.add(DecoupledAdamWRule.self)
+    table.add(LionRule.self)
+    table.add(DecoupledLionWRule.self)
+    table.add(ADOPTRule.self)
+    table.add(AdagradRule.self)
+    table.add(RMSpropRule.self)
+    table.add(AdamaxRule.self)
+    table.add(RAdamRule.self)
+    table.add(NAdamRule.self)
+    table.add(AdadeltaRule.self)
+    table.add(RpropRule.self)
+    table.add(ASGDRule.self)
+    table.add(SparseAdamRule.self)
+    table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
+    return table
+}
+
+#if OPTIM_KERNELS_AVX512
+@_cdecl("optim_install_kernels_avx512")
+public func optimInstallKernels() {
+    KernelDispatch.register(.avx512, compiledKernels())
+}
+#else
+@_cdecl("optim_install_kernels_avx2")
+public func optimInstallKernels() {
+    KernelDispatch.register(.avx2, compiledKernels())
+}
+#endif
+#endif

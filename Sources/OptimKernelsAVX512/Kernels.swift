@@ -1,0 +1,1 @@
+../OptimKernelsAVX2/Kernels.swift

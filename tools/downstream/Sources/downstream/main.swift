@@ -1,0 +1,26 @@
+// Steps AdamW over a million parameters and multiplies two matrices, on the path the library
+// chose, and prints it; exits with 1 if a path this CPU supports is missing.
+import Optim
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+let weight = try Parameter(name: "w", shape: [1024, 1024], values: (0..<(1 << 20)).map { Float($0 % 97) / 97 - 0.5 })
+let optimizer = try AdamW([weight], learningRate: 1e-3)
+for _ in 0..<5 {
+    let gradient = weight.gradientStorage()
+    for i in gradient.indices { gradient[i] = weight.values[i] }
+    try optimizer.step()
+}
+var c = [Float](repeating: 0, count: 64 * 64)
+let a = [Float](repeating: 1, count: 64 * 64)
+a.withUnsafeBufferPointer { a in
+    c.withUnsafeMutableBufferPointer { c in MatMul.gemm(m: 64, n: 64, k: 64, a, transposeA: false, a, transposeB: false, c) }
+}
+print("downstream: adamw ran on \(optimizer.instructionSet.rawValue); available \(KernelDispatch.available.map(\.rawValue)); CPU supports \(KernelDispatch.supportedByCPU.map(\.rawValue)); w[0] = \(weight.values[0]), c[0] = \(c[0])")
+if KernelDispatch.available != KernelDispatch.supportedByCPU || c[0] != 64 {
+    print("downstream: the kernel modules of a path this CPU supports are missing")
+    exit(1)
+}
