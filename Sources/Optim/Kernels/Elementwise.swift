@@ -101,6 +101,17 @@ public struct MetricAccumulator: Sendable {
 
     public init() {}
 
+    /// Adds one element's terms, in Double (the rules that loop over scalars: Adafactor, Muon).
+    public mutating func add(before: Float, after: Float, gradient: Float, moment: Float = 0) {
+        let change = Double(before) - Double(after), g = Double(gradient), m = Double(moment)
+        momentSquared += m * m
+        momentDotGradient += m * g
+        parameterSquared += Double(after) * Double(after)
+        updateSquared += change * change
+        gradientSquared += g * g
+        updateDotGradient += change * g
+    }
+
     public static func + (a: Self, b: Self) -> Self {
         var sum = a
         sum.momentSquared += b.momentSquared
@@ -220,6 +231,12 @@ public enum Elementwise {
             return start + weight * (end - start)
         }
         return end - (end - start) * oneMinusWeight
+    }
+
+    /// ``lerp(_:_:weight:oneMinusWeight:)`` of one element, for the rules that loop over scalars.
+    @inlinable @inline(__always)
+    public static func lerp(_ start: Float, _ end: Float, weight: Float, oneMinusWeight: Float) -> Float {
+        abs(weight) < 0.5 ? start + weight * (end - start) : end - (end - start) * oneMinusWeight
     }
 
     /// The element-wise square root as one vector instruction (`SIMD.squareRoot()` is scalarised

@@ -111,10 +111,10 @@ public enum AdafactorRule: WholeTensorRule {
                             decay: Float(1 - h.learningRate * h.weightDecay), applyDecay: h.weightDecay != 0, maximize: h.maximize)
     }
 
-    /// torch's `lerp` with a scalar weight, one element.
+    /// torch's `lerp` with the step's weight `t^beta2_decay`, one element.
     @inline(__always)
     static func lerp(_ start: Float, _ end: Float, _ c: Coefficients) -> Float {
-        abs(c.weight) < 0.5 ? start + c.weight * (end - start) : end - (end - start) * c.weightComplement
+        Elementwise.lerp(start, end, weight: c.weight, oneMinusWeight: c.weightComplement)
     }
 
     /// The float32 2-norm of `count` values `stride` apart, as torch's `vector_norm`: the sum of
@@ -181,13 +181,7 @@ public enum AdafactorRule: WholeTensorRule {
             let before = p[i]
             let after = (c.applyDecay ? before * c.decay : before) + factor * update(i)
             p[i] = after
-            if collectingMetrics {
-                let change = Double(before) - Double(after), gradient = Double(scale == 1 ? o.gradient[i] : o.gradient[i] * scale)
-                sums.parameterSquared += Double(after) * Double(after)
-                sums.updateSquared += change * change
-                sums.gradientSquared += gradient * gradient
-                sums.updateDotGradient += change * gradient
-            }
+            if collectingMetrics { sums.add(before: before, after: after, gradient: scale == 1 ? o.gradient[i] : o.gradient[i] * scale) }
         }
         return sums
     }

@@ -151,12 +151,6 @@ public enum MuonRule: WholeTensorRule {
                             bfloat16: h.nsPrecision == .bfloat16)
     }
 
-    /// torch's `lerp` with a scalar weight, one element.
-    @inline(__always)
-    static func lerp(_ start: Float, _ end: Float, _ weight: Float, _ complement: Float) -> Float {
-        abs(weight) < 0.5 ? start + weight * (end - start) : end - (end - start) * complement
-    }
-
     public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
         let rows = shape[0], columns = shape[1], n = rows * columns
@@ -172,9 +166,9 @@ public enum MuonRule: WholeTensorRule {
         var sumOfSquares = 0.0
         for i in 0..<n {
             let g = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
-            let buffer = lerp(o.state0[i], g, c.oneMinusMomentum, c.oneMinusMomentumComplement)
+            let buffer = Elementwise.lerp(o.state0[i], g, weight: c.oneMinusMomentum, oneMinusWeight: c.oneMinusMomentumComplement)
             o.state0[i] = buffer
-            let update = round(c.nesterov ? lerp(g, buffer, c.momentum, c.momentumComplement) : buffer)
+            let update = round(c.nesterov ? Elementwise.lerp(g, buffer, weight: c.momentum, oneMinusWeight: c.momentumComplement) : buffer)
             let (r, column) = (i / columns, i % columns)
             x[transposed ? column * rows + r : i] = update
             sumOfSquares += Double(update) * Double(update)
@@ -205,14 +199,7 @@ public enum MuonRule: WholeTensorRule {
             let after = before * c.decay + negativeStep * orthogonal
             o.parameter[i] = after
             if collectingMetrics {
-                let change = Double(before) - Double(after), g = Double(o.gradient[i]) * Double(o.gradientScale)
-                let m = Double(o.state0[i])
-                sums.momentSquared += m * m
-                sums.momentDotGradient += m * g
-                sums.parameterSquared += Double(after) * Double(after)
-                sums.updateSquared += change * change
-                sums.gradientSquared += g * g
-                sums.updateDotGradient += change * g
+                sums.add(before: before, after: after, gradient: o.gradient[i] * o.gradientScale, moment: o.state0[i])
             }
         }
         return sums
