@@ -34,7 +34,7 @@ public struct SyntheticProblem: Sendable {
     public func makeOptimizer(_ parameters: [Parameter]) throws(OptimError) -> any Optimizer {
         let configuration = OptimizerConfiguration(
             name: optimizer, base: optimizer == "lookahead" ? OptimizerConfiguration(name: "adamw") : nil)
-        let decays = try OptimizerRegistry.info(named: configuration.base?.name ?? optimizer).defaults["weight_decay"] != nil
+        let decays = try ParameterGrouping.decaysWeights(configuration)
         return try OptimizerRegistry.makeOptimizer(configuration, groups: [
             ParameterGroupConfiguration([parameters[0]]),
             ParameterGroupConfiguration([parameters[1]], overrides: decays ? ["weight_decay": .number(0)] : [:]),

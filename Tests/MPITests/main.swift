@@ -77,7 +77,7 @@ struct Scenario {
     }
 
     func groups(_ parameters: [Parameter]) -> [ParameterGroupConfiguration] {
-        OptimizerRegistry.all.first { $0.name == (configuration.base ?? configuration).name }?.defaults["weight_decay"] == nil
+        (try? ParameterGrouping.decaysWeights(configuration)) != true
             ? [ParameterGroupConfiguration(parameters)]
             : ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
     }

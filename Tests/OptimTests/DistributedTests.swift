@@ -33,7 +33,7 @@ import Testing
 
         func groups(_ parameters: [Parameter]) -> [ParameterGroupConfiguration] {
             // composer's decoupled decay is not scaled by lr (and warns from 1e-3 on).
-            OptimizerRegistry.all.first { $0.name == (configuration.base ?? configuration).name }?.defaults["weight_decay"] == nil
+            (try? ParameterGrouping.decaysWeights(configuration)) != true
             ? [ParameterGroupConfiguration(parameters)]
             : ParameterGrouping.weightDecayGroups(parameters, weightDecay: configuration.name.hasPrefix("decoupled") ? 5e-4 : 0.05)
         }

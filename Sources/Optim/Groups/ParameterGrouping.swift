@@ -24,17 +24,19 @@ public enum ParameterGrouping {
         ].filter { !$0.parameters.isEmpty }
     }
 
+    /// Whether the optimizer a configuration builds takes a `weight_decay` (for a wrapper such as
+    /// Lookahead, the wrapped optimizer's); Rprop, for one, does not.
+    public static func decaysWeights(_ configuration: OptimizerConfiguration) throws(OptimError) -> Bool {
+        try OptimizerRegistry.info(named: (configuration.base ?? configuration).name).defaults["weight_decay"] != nil
+    }
+
     /// The weight-decay groups for an optimizer: the parameters that decay keep the
     /// configuration's `weight_decay` (no override), those `noDecay` picks get `weight_decay` 0.
     /// An optimizer without weight decay (Rprop; for a wrapper, the wrapped one's) gets one group
     /// of all the parameters. Empty groups are left out; order is preserved.
     public static func weightDecayGroups(_ parameters: [Parameter], for configuration: OptimizerConfiguration,
                                          noDecay: (Parameter) -> Bool = isNoDecayByConvention) throws(OptimError) -> [ParameterGroupConfiguration] {
-        let info = try OptimizerRegistry.info(named: configuration.name)
-        let decays = info.isWrapper
-            ? try configuration.base.map { base throws(OptimError) in try OptimizerRegistry.info(named: base.name).defaults["weight_decay"] != nil } ?? false
-            : info.defaults["weight_decay"] != nil
-        guard decays else { return [ParameterGroupConfiguration(parameters)] }
+        guard try decaysWeights(configuration) else { return [ParameterGroupConfiguration(parameters)] }
         return [
             ParameterGroupConfiguration(parameters.filter { !noDecay($0) }),
             ParameterGroupConfiguration(parameters.filter(noDecay), overrides: ["weight_decay": .number(0)]),
