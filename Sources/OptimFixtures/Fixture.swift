@@ -33,6 +33,11 @@ public struct Fixture: Sendable {
         public var expected: [String: [Float]]?
         /// For a fixture with an ``Fixture/objective``: the reference's closure calls since the start.
         public var evaluations: Int?
+        /// A mode switch instead of a gradient step (`{"mode": "train"}` / `{"mode": "eval"}`):
+        /// schedule-free's `train()` / `eval()`, which move the parameters.
+        public var mode: Mode?
+
+        public enum Mode: String, Sendable { case train, eval }
     }
 
     public var name: String
@@ -247,6 +252,15 @@ struct FixtureParser {
                     learningRates[group] = try number(rate, "\(field).lr.\(key)")
                 }
             }
+            if let modeValue = entry["mode"] {
+                let text = try string(modeValue, field + ".mode")
+                guard let mode = Fixture.Step.Mode(rawValue: text) else { throw fail(field + ".mode", "expected \"train\" or \"eval\", got '\(text)'") }
+                guard entry["grads"] == nil, entry["lr"] == nil else { throw fail(field, "a mode step holds no gradients and no learning rates") }
+                steps.append(.init(gradients: [:], learningRates: [:],
+                                   expected: try entry["expected"].map { value throws(FixtureError) in try tensors(value, field + ".expected", counts: counts) },
+                                   evaluations: nil, mode: mode))
+                continue
+            }
             var evaluations: Int?
             if objective != nil {
                 guard entry["grads"] == nil else { throw fail(field + ".grads", "a fixture with an objective gives no gradients") }
@@ -258,7 +272,7 @@ struct FixtureParser {
                 gradients: objective == nil ? try tensors(entry["grads"], field + ".grads", counts: counts) : [:],
                 learningRates: learningRates,
                 expected: try entry["expected"].map { value throws(FixtureError) in try tensors(value, field + ".expected", counts: counts) },
-                evaluations: evaluations))
+                evaluations: evaluations, mode: nil))
         }
         guard !steps.isEmpty else { throw fail("steps", "no steps") }
 

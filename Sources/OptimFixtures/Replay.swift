@@ -87,6 +87,14 @@ extension Fixture {
         for (index, step) in steps.enumerated() {
             do {
                 for (group, rate) in step.learningRates { try optimizer.setLearningRate(rate, group: group) }
+                if let mode = step.mode {
+                    switch mode {
+                    case .train: optimizer.train()
+                    case .eval: optimizer.eval()
+                    }
+                    if let expected = step.expected { compare(expected, after: index) }
+                    continue
+                }
                 if objective != nil {
                     try optimizer.step(closure: closure)
                     if let wanted = step.evaluations, wanted != calls {

@@ -8,9 +8,10 @@ import Glibc
 /// `cc -O3 -march=native -fopenmp` into a temporary shared library and loaded with `dlopen`.
 struct CReferenceKernels {
     typealias SetThreads = @convention(c) (Int32) -> Void
-    /// `ref_<name>(p, g, s0, s1, s2, n, c)`, see ``CReference/kernel(symbol:stateBuffers:coefficients:)``.
+    /// `ref_<name>(p, g, s0, s1, s2, s3, n, c)`, see ``CReference/kernel(symbol:stateBuffers:coefficients:)``.
     typealias Kernel = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
-                                       UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>) -> Void
+                                       UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                       Int, UnsafePointer<Float>) -> Void
     /// `ref_<sync>(p, slow, n, c)`, see ``CReference/wrapper(sync:every:coefficients:)``.
     typealias Sync = @convention(c) (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>) -> Void
 
@@ -117,7 +118,7 @@ final class CReferenceWorkload {
     func step() {
         let state = { (index: Int) in self.buffers[min(2 + index, self.buffers.count - 1)] }
         coefficients.withUnsafeBufferPointer { c in
-            kernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), count, c.baseAddress!)
+            kernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), state(3), count, c.baseAddress!)
         }
         steps += 1
         if let sync, steps % sync.every == 0 {

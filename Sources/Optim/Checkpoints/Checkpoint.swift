@@ -95,6 +95,8 @@ public enum Checkpoint {
             var params: [String]
             var initial_lr: Double
             var hyperparameters: HyperparameterDictionary
+            /// Group state (absent in files of optimizers without it).
+            var state: [String: Double]?
         }
         struct State: Codable {
             var steps: Int
@@ -114,7 +116,8 @@ public enum Checkpoint {
             name = snapshot.optimizer
             skipped_steps = snapshot.skippedSteps
             wrapper = snapshot.wrapper
-            groups = snapshot.groups.map { Group(params: $0.parameterNames, initial_lr: $0.initialLearningRate, hyperparameters: $0.hyperparameters) }
+            groups = snapshot.groups.map { Group(params: $0.parameterNames, initial_lr: $0.initialLearningRate, hyperparameters: $0.hyperparameters,
+                                                  state: $0.state.isEmpty ? nil : $0.state) }
             parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale,
                                                                  scalars: $0.scalars.isEmpty ? nil : $0.scalars) }
             base = snapshot.base.map { [Description($0)] }
@@ -123,7 +126,7 @@ public enum Checkpoint {
         var snapshot: OptimizerSnapshot {
             OptimizerSnapshot(
                 optimizer: name,
-                groups: groups.map { .init(parameterNames: $0.params, hyperparameters: $0.hyperparameters, initialLearningRate: $0.initial_lr) },
+                groups: groups.map { .init(parameterNames: $0.params, hyperparameters: $0.hyperparameters, initialLearningRate: $0.initial_lr, state: $0.state ?? [:]) },
                 parameters: parameters.mapValues { state in
                     .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale,
                           scalars: state.scalars ?? [:])

@@ -4,6 +4,17 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         public var parameterNames: [String]
         public var hyperparameters: HyperparameterDictionary
         public var initialLearningRate: Double
+        /// The group's own state by name (``UpdateRule/groupStateNames(_:)``): per-group step
+        /// counters, schedule-free's `k`, `lr_max`, `weight_sum` and `train_mode`; empty for most.
+        public var state: [String: Double]
+
+        public init(parameterNames: [String], hyperparameters: HyperparameterDictionary, initialLearningRate: Double,
+                    state: [String: Double] = [:]) {
+            self.parameterNames = parameterNames
+            self.hyperparameters = hyperparameters
+            self.initialLearningRate = initialLearningRate
+            self.state = state
+        }
     }
 
     public struct ParameterState: Sendable, Equatable {
@@ -63,7 +74,8 @@ extension GradientOptimizer {
         }
         let groupStates = groups.enumerated().map { index, group in
             OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
-                                    initialLearningRate: initialLearningRates[index])
+                                    initialLearningRate: initialLearningRates[index],
+                                    state: Dictionary(uniqueKeysWithValues: zip(Rule.groupStateNames(group.hyperparameters), self.groupStates[index])))
         }
         return OptimizerSnapshot(optimizer: Rule.name, groups: groupStates, parameters: parameters, skippedSteps: skippedSteps)
     }
@@ -90,6 +102,10 @@ extension GradientOptimizer {
             try parsed.validate()
             guard saved.initialLearningRate.isFinite, saved.initialLearningRate > 0 else {
                 throw .checkpointMismatch("group \(index): invalid initial learning rate \(saved.initialLearningRate)")
+            }
+            let stateNames = Rule.groupStateNames(parsed)
+            guard Set(saved.state.keys) == Set(stateNames), saved.state.values.allSatisfy(\.isFinite) else {
+                throw .checkpointMismatch("group \(index): group state \(saved.state.keys.sorted()), expected \(stateNames.sorted()) (finite)")
             }
             hyperparameters.append(parsed)
         }
@@ -125,6 +141,7 @@ extension GradientOptimizer {
             initialLearningRates[index] = snapshot.groups[index].initialLearningRate
             refreshLayouts(group: index)
             scalarGroups[index] = !Rule.scalarStateNames(hyperparameters[index]).isEmpty
+            groupStates[index] = Rule.groupStateNames(hyperparameters[index]).map { snapshot.groups[index].state[$0]! }
         }
         skippedSteps = snapshot.skippedSteps
         let needing = slots.indices.filter { index in

@@ -57,6 +57,34 @@ public protocol UpdateRule: Sendable {
     /// and advances the parameter's `scalars`, as the reference does in its step.
     static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
                              scalars: inout [Float]) -> Coefficients
+    /// Scalar state a parameter group keeps — a per-group step counter (MARS, SOAP), schedule-free's
+    /// `k`, `lr_max`, `weight_sum` and mode — advanced once per ``Optimizer/step(collectingMetrics:)``
+    /// for every group, whether or not any of its parameters has a gradient; empty, the default,
+    /// for none. Checkpoints store it by name.
+    static func groupStateNames(_ hyperparameters: Hyperparameters) -> [String]
+    /// The group state before the first step, in ``groupStateNames(_:)`` order (default zeros).
+    static func initialGroupState(_ hyperparameters: Hyperparameters) -> [Double]
+    /// Refuses a step the group's state does not allow (schedule-free in eval mode); called for
+    /// every group before anything changes. The default allows every step.
+    static func checkStep(_ hyperparameters: Hyperparameters, groupState: [Double]) throws(OptimError)
+    /// Advances a group's state at the start of a step, before any coefficients are computed.
+    static func advanceGroup(_ hyperparameters: Hyperparameters, initialLearningRate: Double, state: inout [Double])
+    /// The coefficients of a parameter's step number `step` for a rule with group state: `groupState`
+    /// is its group's, already advanced for this step. The default ignores it.
+    static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
+                             groupState: [Double], scalars: inout [Float]) -> Coefficients
+    /// Fills the state buffers of a parameter at its first update, after they were set to
+    /// ``initialState(_:)``; `parameter` holds its values then. The default does nothing.
+    /// (Schedule-free's `z` starts as a copy of the parameter.)
+    static func initializeState(_ hyperparameters: Hyperparameters, parameter: UnsafeBufferPointer<Float>,
+                                state: [UnsafeMutableBufferPointer<Float>])
+    /// For a rule whose parameters move between a training and an evaluation point (schedule-free):
+    /// records the mode in `groupState` and returns whether the group's parameters must move —
+    /// false when the group is in that mode already, and always for other rules (the default).
+    static func setMode(training: Bool, _ hyperparameters: Hyperparameters, groupState: inout [Double]) -> Bool
+    /// Moves one parameter that has state to the mode ``setMode(training:_:groupState:)`` just set.
+    static func moveParameter(training: Bool, _ hyperparameters: Hyperparameters, groupState: [Double],
+                              parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>])
 }
 
 extension UpdateRule {
@@ -82,6 +110,21 @@ extension UpdateRule {
                                     scalars: inout [Float]) -> Coefficients {
         coefficients(hyperparameters, initialLearningRate: initialLearningRate, step: step)
     }
+    public static func groupStateNames(_ hyperparameters: Hyperparameters) -> [String] { [] }
+    public static func initialGroupState(_ hyperparameters: Hyperparameters) -> [Double] {
+        Array(repeating: 0, count: groupStateNames(hyperparameters).count)
+    }
+    public static func checkStep(_ hyperparameters: Hyperparameters, groupState: [Double]) throws(OptimError) {}
+    public static func advanceGroup(_ hyperparameters: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {}
+    public static func coefficients(_ hyperparameters: Hyperparameters, initialLearningRate: Double, step: Int,
+                                    groupState: [Double], scalars: inout [Float]) -> Coefficients {
+        coefficients(hyperparameters, initialLearningRate: initialLearningRate, step: step, scalars: &scalars)
+    }
+    public static func initializeState(_ hyperparameters: Hyperparameters, parameter: UnsafeBufferPointer<Float>,
+                                       state: [UnsafeMutableBufferPointer<Float>]) {}
+    public static func setMode(training: Bool, _ hyperparameters: Hyperparameters, groupState: inout [Double]) -> Bool { false }
+    public static func moveParameter(training: Bool, _ hyperparameters: Hyperparameters, groupState: [Double],
+                                     parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {}
 }
 
 extension UpdateRule where Self: VectorKernel {
@@ -180,6 +223,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
     /// Whether each group keeps scalar state (``UpdateRule/scalarStateNames(_:)``).
     var scalarGroups: [Bool]
+    /// Each group's own state (``UpdateRule/groupStateNames(_:)``); empty arrays for rules without.
+    var groupStates: [[Double]]
     /// Scratch, kept between steps: slots awaiting state.
     private var pending: [Int] = []
     /// The parallel part of a step, made once so that steps allocate nothing.
@@ -206,6 +251,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         }
         self.groups = groups
         self.scalarGroups = groups.map { !Rule.scalarStateNames($0.hyperparameters).isEmpty }
+        self.groupStates = groups.map { Rule.initialGroupState($0.hyperparameters) }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
         (self.kernels, self.instructionSet) = KernelDispatch.kernels(Rule.self, on: KernelDispatch.current)
@@ -271,6 +317,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         groups[group].hyperparameters = hyperparameters
         refreshLayouts(group: group)
         scalarGroups[group] = !Rule.scalarStateNames(hyperparameters).isEmpty
+        if groupStates[group].count != Rule.groupStateNames(hyperparameters).count {
+            groupStates[group] = Rule.initialGroupState(hyperparameters)
+        }
     }
 
     /// Recomputes the state layout of a group's parameters after its hyperparameters changed.
@@ -303,11 +352,15 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
 
     @discardableResult
     public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
+        for (group, state) in zip(groups, groupStates) { try Rule.checkStep(group.hyperparameters, groupState: state) }
         if nonFinitePolicy != .propagate, let bad = firstNonFiniteGradient() {
             if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
             skippedSteps += 1
             for index in slots.indices { slots[index].gradientScale = 1 }
             return nil
+        }
+        for index in groupStates.indices where !groupStates[index].isEmpty {
+            Rule.advanceGroup(groups[index].hyperparameters, initialLearningRate: initialLearningRates[index], state: &groupStates[index])
         }
         pending.removeAll(keepingCapacity: true)
         for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < slots[index].layout.count {
@@ -328,7 +381,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         index.removeAll(keepingCapacity: true)
         var lastKey = CoefficientKey(group: -1, steps: -1), lastCoefficients = 0
         let groups = self.groups, initialLearningRates = self.initialLearningRates, placeholder = self.placeholder.baseAddress!
-        let scalarGroups = self.scalarGroups
+        let scalarGroups = self.scalarGroups, groupStates = self.groupStates
+        var noScalars: [Float] = []
         slots.withUnsafeMutableBufferPointer { slots in
             for slot in slots.indices {
                 guard let gradient = slots[slot].parameter.gradient else { continue }
@@ -340,7 +394,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                     if slots[slot].scalars.isEmpty { slots[slot].scalars = Rule.initialScalars(hyperparameters) }
                     lastCoefficients = table.count
                     table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group],
-                                                   step: key.steps, scalars: &slots[slot].scalars))
+                                                   step: key.steps, groupState: groupStates[key.group], scalars: &slots[slot].scalars))
                     lastKey = CoefficientKey(group: -1, steps: -1)
                 } else if key != lastKey {
                     if let known = index[key] {
@@ -348,7 +402,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                     } else {
                         lastCoefficients = table.count
                         index[key] = lastCoefficients
-                        table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group], step: key.steps))
+                        table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group], step: key.steps,
+                                                       groupState: groupStates[key.group], scalars: &noScalars))
                     }
                     lastKey = key
                 }
@@ -360,6 +415,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                         state0: state.count > 0 ? state[0].baseAddress! : placeholder,
                         state1: state.count > 1 ? state[1].baseAddress! : placeholder,
                         state2: state.count > 2 ? state[2].baseAddress! : placeholder,
+                        state3: state.count > 3 ? state[3].baseAddress! : placeholder,
                         count: count, gradientScale: slots[slot].gradientScale)
                 }
                 slots[slot].gradientScale = 1
@@ -483,6 +539,27 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                 offset += padded(count)
             }
             buffer += 1
+        }
+        for index in pending {
+            Rule.initializeState(groups[slots[index].group].hyperparameters, parameter: UnsafeBufferPointer(slots[index].parameter.values),
+                                 state: slots[index].state)
+        }
+    }
+
+    /// Puts the parameters at the point for training, as schedule-free's `optimizer.train()`;
+    /// nothing for a rule without modes. Idempotent.
+    public func train() { switchMode(training: true) }
+
+    /// Puts the parameters at the point for evaluation, as schedule-free's `optimizer.eval()`;
+    /// nothing for a rule without modes. Idempotent.
+    public func eval() { switchMode(training: false) }
+
+    private func switchMode(training: Bool) {
+        for group in groups.indices where Rule.setMode(training: training, groups[group].hyperparameters, groupState: &groupStates[group]) {
+            for slot in slots where slot.group == group && !slot.state.isEmpty {
+                Rule.moveParameter(training: training, groups[group].hyperparameters, groupState: groupStates[group],
+                                   parameter: slot.parameter.values, state: slot.state)
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
     case closureRequired(optimizer: String)
     /// A row-sparse gradient names a row the parameter does not have.
     case sparseRowOutOfRange(parameter: String, row: Int, rows: Int)
+    /// A schedule-free optimizer was stepped in eval mode (its parameters at the average x).
+    case stepInEvalMode(optimizer: String)
 
     public var description: String {
         switch self {
@@ -70,6 +72,8 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(optimizer) evaluates the loss several times per step: call step(closure:) with a closure that runs the forward and backward passes; nothing was changed"
         case let .sparseRowOutOfRange(parameter, row, rows):
             return "the sparse gradient of '\(parameter)' names row \(row); the parameter has rows 0..<\(rows); nothing was changed"
+        case let .stepInEvalMode(optimizer):
+            return "\(optimizer) is in eval mode (the parameters are at the average x): call train() before step(); nothing was changed"
         }
     }
 }

@@ -50,6 +50,13 @@ public protocol Optimizer: AnyObject {
     /// Restores a snapshot of an optimizer of the same kind over the same parameters; checks all
     /// of it first and, on a mismatch, throws and changes nothing.
     func restore(_ snapshot: OptimizerSnapshot) throws(OptimError)
+    /// Puts the parameters at the point to train from — schedule-free's `optimizer.train()`, which
+    /// moves them from the average x back to y. Optimizers without modes ignore it. Idempotent.
+    func train()
+    /// Puts the parameters at the point to evaluate — schedule-free's `optimizer.eval()`, which
+    /// moves them to the average x; call ``train()`` before the next step. Optimizers without
+    /// modes ignore it. Idempotent.
+    func eval()
 }
 
 /// What a step does with a gradient that holds NaN or ±Inf.
@@ -64,6 +71,9 @@ public enum NonFinitePolicy: String, Sendable, CaseIterable {
 }
 
 extension Optimizer {
+    public func train() {}
+    public func eval() {}
+
     /// `baseline` unless the optimizer says otherwise (an optimizer whose update is not made of
     /// dispatched kernels).
     public var instructionSet: InstructionSet { .baseline }

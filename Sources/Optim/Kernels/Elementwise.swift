@@ -11,6 +11,7 @@ public struct KernelOperands: @unchecked Sendable {
     public var state0: UnsafeMutablePointer<Float>
     public var state1: UnsafeMutablePointer<Float>
     public var state2: UnsafeMutablePointer<Float>
+    public var state3: UnsafeMutablePointer<Float>
     public var count: Int
     /// A factor on the gradient, folded into the pass (gradient clipping by norm); 1 for none.
     public var gradientScale: Float = 1

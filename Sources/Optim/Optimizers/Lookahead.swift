@@ -9,6 +9,11 @@
 /// parameter of every group is synchronised, with or without a gradient that step.
 /// Defaults: `k` 5, `alpha` 0.5. Paper: arXiv:1907.08610.
 public final class Lookahead: Optimizer {
+    /// Forwards to the wrapped optimizer (schedule-free's mode switch).
+    public func train() { base.train() }
+    /// Forwards to the wrapped optimizer (schedule-free's mode switch).
+    public func eval() { base.eval() }
+
     public static let name = "lookahead"
 
     /// The wrapped optimizer.
@@ -109,7 +114,7 @@ public final class Lookahead: Optimizer {
         plan.items.withUnsafeBufferPointer { items in
             for item in items[range] {
                 let fast = tracked[item.tensor].values.baseAddress!, slow = slowWeights[item.tensor].baseAddress!
-                let operands = KernelOperands(parameter: fast, gradient: slow, state0: slow, state1: slow, state2: slow, count: 0)
+                let operands = KernelOperands(parameter: fast, gradient: slow, state0: slow, state1: slow, state2: slow, state3: slow, count: 0)
                 Elementwise.run(LookaheadSync.self, operands, item.range, coefficients)
             }
         }

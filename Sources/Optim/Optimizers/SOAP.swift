@@ -181,12 +181,26 @@ public enum SOAPRule: WholeTensorRule {
                                 precondition1D: h.precondition1D, channelsLast: h.dataFormat == .channelsLast)
         var buffers = [StateBuffer(name: "exp_avg", count: count), StateBuffer(name: "exp_avg_sq", count: count)]
         if geometry.factorTotal > 0 && count > 0 {
-            // INTERIM (3 state pointers): GG then Q in one buffer.
-            buffers.append(StateBuffer(name: "GG", count: 2 * geometry.factorTotal))
+            buffers.append(StateBuffer(name: "GG", count: geometry.factorTotal))
+            buffers.append(StateBuffer(name: "Q", count: geometry.factorTotal))
         }
         return buffers
     }
 
+    /// The group's step count: `step`, advanced at the start of every `step()` call.
+    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ["step"] }
+
+    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
+        state[0] += 1
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
+                                    scalars: inout [Float]) -> Coefficients {
+        coefficients(h, parameterStep: step, groupStep: Int(groupState[0]))
+    }
+
+    /// Without its group's state (not called by ``GradientOptimizer``, which has it): as if the
+    /// parameter had had a gradient at every step of its group.
     public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
         coefficients(h, parameterStep: step, groupStep: step)
     }
@@ -404,7 +418,7 @@ public enum SOAPRule: WholeTensorRule {
         @inline(__always) func source(_ w: Int) -> Int { sources?[w] ?? w }
         let scale = o.gradientScale
         @inline(__always) func gradient(_ i: Int) -> Float { scale == 1 ? o.gradient[i] : o.gradient[i] * scale }
-        let preconditioner = Preconditioner(geometry: geometry, count: n, gg: o.state2, q: o.state2 + geometry.factorTotal, pool: pool)
+        let preconditioner = Preconditioner(geometry: geometry, count: n, gg: o.state2, q: o.state3, pool: pool)
         let factors = geometry.factorTotal > 0
         // The gradient in the working layout (its sign does not matter to GG).
         var g = [Float](repeating: 0, count: n)

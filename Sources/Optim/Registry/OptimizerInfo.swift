@@ -135,7 +135,7 @@ public struct OptimizerBenchmark: Sendable {
 
 /// A C reference kernel in `optim bench`'s `reference_kernels.c`.
 public enum CReference: Sendable, Equatable {
-    /// `void ref_<symbol>(float *p, const float *g, float *s0, float *s1, float *s2, long n, const float *c)`:
+    /// `void ref_<symbol>(float *p, const float *g, float *s0, float *s1, float *s2, float *s3, long n, const float *c)`:
     /// one pass over `n` elements with `stateBuffers` state arrays and the step's scalars `c`
     /// (their order is the kernel's, documented beside it; values for the benchmark's
     /// configuration in its steady state).

@@ -38,7 +38,8 @@ public enum OptimizerRegistry {
         SGDRule.info, AdamRule.info, AdamWRule.info, DecoupledAdamWRule.info, LionRule.info, DecoupledLionWRule.info,
         ADOPTRule.info, Lookahead.info,
         AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
-        ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info, SOAPRule.info,
+        ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
+        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, SOAPRule.info,
     ]
 
     /// The registry names, in registry order.

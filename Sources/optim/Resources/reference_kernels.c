@@ -21,7 +21,8 @@ static inline float lerpf(float start, float end, float weight) {
 static inline float signf(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
 
 #define KERNEL(name) void ref_##name(float *restrict p, const float *restrict g, float *restrict s0, \
-                                    float *restrict s1, float *restrict s2, long n, const float *restrict c)
+                                    float *restrict s1, float *restrict s2, float *restrict s3, long n, \
+                                    const float *restrict c)
 
 /* c: neg_lr, momentum, 1 - dampening, weight_decay, nesterov (0/1). s0: momentum_buffer. */
 KERNEL(sgd) {
@@ -232,5 +233,35 @@ void ref_lookahead_sync(float *restrict p, float *restrict slow, long n, const f
         float fast = p[i] * alpha + one_minus_alpha * slow[i];
         p[i] = fast;
         slow[i] = fast;
+    }
+}
+
+/* c: beta2, 1 - beta2, 1 - beta2^k, eps, weight_decay, ckp1, lr*(beta1*(1 - ckp1) - 1), -lr.
+   s0: z, s1: exp_avg_sq; p holds y. */
+KERNEL(schedule_free_adamw) {
+    const float beta2 = c[0], one_minus_beta2 = c[1], bias_correction2 = c[2], eps = c[3], decay = c[4];
+    const float ckp1 = c[5], y_step = c[6], neg_lr = c[7];
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i], y = p[i], z = s0[i];
+        float v = s1[i] * beta2 + one_minus_beta2 * grad * grad;
+        s1[i] = v;
+        float u = grad / (sqrtf(v / bias_correction2) + eps);
+        if (decay != 0.0f) u = u + decay * y;
+        p[i] = lerpf(y, z, ckp1) + y_step * u;
+        s0[i] = z + neg_lr * u;
+    }
+}
+
+/* c: weight_decay, ckp1, lr*(momentum*(1 - ckp1) - 1), -lr. s0: z; p holds y. */
+KERNEL(schedule_free_sgd) {
+    const float decay = c[0], ckp1 = c[1], y_step = c[2], neg_lr = c[3];
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float y = p[i], z = s0[i];
+        float u = g[i];
+        if (decay != 0.0f) u = u + decay * y;
+        p[i] = lerpf(y, z, ckp1) + y_step * u;
+        s0[i] = z + neg_lr * u;
     }
 }

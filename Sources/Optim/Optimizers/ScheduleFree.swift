@@ -1,0 +1,78 @@
+import Foundation
+
+/// What schedule-free AdamW and SGD share (Defazio et al., 2024, arXiv:2405.15682): the averaging
+/// weights kept per group, and the train/eval switch that moves the parameters between the
+/// training point y and the average x.
+///
+/// Group state, as schedulefree 1.4.1 keeps it in each `param_group`: `k` (steps taken),
+/// `lr_max` (−1 at first), `weight_sum`, `train_mode` (1 in train mode; parameters start there).
+/// Each step, in doubles: `sched = (k+1)/warmup_steps` while `k < warmup_steps`, else 1;
+/// `lr = group_lr·sched`; `lr_max = max(lr_max, lr)`; `weight = (k+1)^r · lr_max^weight_lr_power`;
+/// `weight_sum += weight`; `ckp1 = weight/weight_sum` (0 if the sum is 0); `k += 1` — also for a
+/// group none of whose parameters has a gradient.
+public enum ScheduleFreeAveraging {
+    /// The group state names, in order.
+    public static let stateNames = ["k", "lr_max", "weight_sum", "train_mode"]
+    /// Before the first step: no steps, `lr_max` −1, no weight, train mode.
+    public static let initialState: [Double] = [0, -1, 0, 1]
+
+    static func advance(learningRate: Double, warmupSteps: Int, r: Double, weightLearningRatePower: Double, state: inout [Double]) {
+        let step = values(learningRate: learningRate, warmupSteps: warmupSteps, r: r, weightLearningRatePower: weightLearningRatePower,
+                          k: state[0], previousMaximum: state[1])
+        state[1] = step.learningRateMaximum
+        state[2] += step.weight
+        state[0] += 1
+    }
+
+    /// The scheduled learning rate and the interpolation weight `ckp1` of the step just advanced.
+    static func current(learningRate: Double, warmupSteps: Int, r: Double, weightLearningRatePower: Double,
+                        state: [Double]) -> (learningRate: Double, ckp1: Double, k: Double) {
+        let k = state[0] - 1
+        let step = values(learningRate: learningRate, warmupSteps: warmupSteps, r: r, weightLearningRatePower: weightLearningRatePower,
+                          k: k, previousMaximum: state[1])
+        let weightSum = state[2]
+        return (step.learningRate, weightSum != 0 ? step.weight / weightSum : 0, k)
+    }
+
+    private static func values(learningRate: Double, warmupSteps: Int, r: Double, weightLearningRatePower: Double,
+                               k: Double, previousMaximum: Double) -> (learningRate: Double, learningRateMaximum: Double, weight: Double) {
+        let schedule = k < Double(warmupSteps) ? (k + 1) / Double(warmupSteps) : 1
+        let lr = learningRate * schedule
+        let maximum = max(lr, previousMaximum)
+        return (lr, maximum, pow(k + 1, r) * pow(maximum, weightLearningRatePower))
+    }
+
+    static func checkStep(_ optimizer: String, state: [Double]) throws(OptimError) {
+        if state[3] == 0 { throw .stepInEvalMode(optimizer: optimizer) }
+    }
+
+    static func setMode(training: Bool, state: inout [Double]) -> Bool {
+        let target: Double = training ? 1 : 0
+        guard state[3] != target else { return false }
+        state[3] = target
+        return true
+    }
+
+    /// `p.lerp_(z, 1 − β)` to train (x → y), `p.lerp_(z, 1 − 1/β)` to evaluate (y → x), with
+    /// `z` the state buffer given.
+    static func move(training: Bool, beta: Double, parameter: UnsafeMutableBufferPointer<Float>, z: UnsafeMutableBufferPointer<Float>) {
+        let weight = Float(training ? 1 - beta : 1 - 1 / beta)
+        let complement = 1 - weight
+        for index in parameter.indices {
+            parameter[index] = Elementwise.lerp(parameter[index], z[index], weight: weight, oneMinusWeight: complement)
+        }
+    }
+
+    static func validate(_ optimizer: String, warmupSteps: Int, r: Double, weightLearningRatePower: Double) throws(OptimError) {
+        guard warmupSteps >= 0 else { throw Validate.fail(optimizer, "warmupSteps (warmup_steps)", Double(warmupSteps), "an integer >= 0") }
+        try Validate.finite(r, "r", optimizer)
+        try Validate.finite(weightLearningRatePower, "weightLearningRatePower (weight_lr_power)", optimizer)
+    }
+
+    static func integer(_ value: Double, _ name: String, _ optimizer: String) throws(OptimError) -> Int {
+        guard value.isFinite, value == value.rounded(), abs(value) < 1e15 else {
+            throw Validate.fail(optimizer, name, value, "an integer")
+        }
+        return Int(value)
+    }
+}

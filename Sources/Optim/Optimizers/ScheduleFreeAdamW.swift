@@ -1,0 +1,164 @@
+import Foundation
+
+/// Schedule-free AdamW (Defazio et al., 2024): no learning-rate schedule to choose — the
+/// parameters follow the interpolation y between a base sequence z and its weighted average x,
+/// matching `schedulefree.AdamWScheduleFree` step for step.
+///
+/// ```
+/// (per group, see ScheduleFreeAveraging: lr, ckp1 = weight/weight_sum, k)
+/// v ← β2·v + (1 − β2)·g²;  u ← g / (sqrt(v/(1 − β2^k)) + ε);  u ← u + λ·y
+/// y ← lerp(y, z, ckp1);  y ← y + lr·(β1·(1 − ckp1) − 1)·u;  z ← z − lr·u
+/// ```
+/// The parameter holds y while training. Call ``GradientOptimizer/eval()`` before evaluating (it
+/// moves the parameters to x = lerp(y, z, 1 − 1/β1)) and ``GradientOptimizer/train()`` before the
+/// next step (back to y); a step in eval mode throws ``OptimError/stepInEvalMode(optimizer:)``.
+/// `optim train` does both by itself.
+///
+/// Defaults: `lr` 0.0025, `betas` (0.9, 0.999), `eps` 1e-8, `weight_decay` 0, `warmup_steps` 0,
+/// `r` 0, `weight_lr_power` 2. State: `z` (a copy of the parameter at its first gradient),
+/// `exp_avg_sq` (8 bytes per parameter); per group `k`, `lr_max`, `weight_sum`, `train_mode`.
+/// Reference: schedulefree 1.4.1 `AdamWScheduleFree`; paper: "The Road Less Scheduled",
+/// arXiv:2405.15682.
+public typealias ScheduleFreeAdamW = GradientOptimizer<ScheduleFreeAdamWRule>
+
+public enum ScheduleFreeAdamWRule: UpdateRule, VectorKernel {
+    public static let name = "schedule_free_adamw"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        public var betas: Betas
+        public var eps: Double
+        /// Decay added to the normalised update, at y.
+        public var weightDecay: Double
+        /// Steps of linear learning-rate warm-up.
+        public var warmupSteps: Int
+        /// The averaging weight's power of the step count.
+        public var r: Double
+        /// The averaging weight's power of the largest learning rate so far.
+        public var weightLearningRatePower: Double
+
+        public init(learningRate: Double = 0.0025, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
+                    warmupSteps: Int = 0, r: Double = 0, weightLearningRatePower: Double = 2) {
+            self.learningRate = learningRate
+            self.betas = betas
+            self.eps = eps
+            self.weightDecay = weightDecay
+            self.warmupSteps = warmupSteps
+            self.r = r
+            self.weightLearningRatePower = weightLearningRatePower
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      eps: try reader.number("eps", default: d.eps),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      warmupSteps: try ScheduleFreeAveraging.integer(try reader.number("warmup_steps", default: Double(d.warmupSteps)),
+                                                                      "warmupSteps (warmup_steps)", name),
+                      r: try reader.number("r", default: d.r),
+                      weightLearningRatePower: try reader.number("weight_lr_power", default: d.weightLearningRatePower))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "betas": betas.value, "eps": .number(eps), "weight_decay": .number(weightDecay),
+             "warmup_steps": .number(Double(warmupSteps)), "r": .number(r), "weight_lr_power": .number(weightLearningRatePower)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            try Validate.betas(betas.pair, name)
+            // eval() moves the parameters by lerp(y, z, 1 − 1/β1): β1 = 0 would divide by zero.
+            guard betas.first > 0 else { throw Validate.fail(name, "betas.0 (betas[0])", betas.first, "a number in (0, 1)") }
+            try Validate.nonNegative(eps, "eps", name)
+            try Validate.weightDecay(weightDecay, name)
+            try ScheduleFreeAveraging.validate(name, warmupSteps: warmupSteps, r: r, weightLearningRatePower: weightLearningRatePower)
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
+        @usableFromInline var biasCorrection2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var weightDecay: Float
+        @usableFromInline var ckp1: Float
+        @usableFromInline var oneMinusCkp1: Float
+        /// `lr·(β1·(1 − ckp1) − 1)`, the factor on the update for y.
+        @usableFromInline var yStep: Float
+        @usableFromInline var negativeLearningRate: Float
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["z", "exp_avg_sq"] }
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
+    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ScheduleFreeAveraging.stateNames }
+    public static func initialGroupState(_ h: Hyperparameters) -> [Double] { ScheduleFreeAveraging.initialState }
+
+    public static func checkStep(_ h: Hyperparameters, groupState: [Double]) throws(OptimError) {
+        try ScheduleFreeAveraging.checkStep(name, state: groupState)
+    }
+
+    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
+        ScheduleFreeAveraging.advance(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                      weightLearningRatePower: h.weightLearningRatePower, state: &state)
+    }
+
+    public static func initializeState(_ h: Hyperparameters, parameter: UnsafeBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {
+        _ = state[0].update(fromContentsOf: parameter)
+    }
+
+    public static func setMode(training: Bool, _ h: Hyperparameters, groupState: inout [Double]) -> Bool {
+        ScheduleFreeAveraging.setMode(training: training, state: &groupState)
+    }
+
+    public static func moveParameter(training: Bool, _ h: Hyperparameters, groupState: [Double], parameter: UnsafeMutableBufferPointer<Float>,
+                                     state: [UnsafeMutableBufferPointer<Float>]) {
+        ScheduleFreeAveraging.move(training: training, beta: h.betas.first, parameter: parameter, z: state[0])
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        var none: [Float] = []
+        return coefficients(h, initialLearningRate: initialLearningRate, step: step, groupState: [1, h.learningRate, 0, 1], scalars: &none)
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
+                                    scalars: inout [Float]) -> Coefficients {
+        let (lr, ckp1, k) = ScheduleFreeAveraging.current(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                                          weightLearningRatePower: h.weightLearningRatePower, state: groupState)
+        let ckp1Float = Float(ckp1)
+        return Coefficients(beta2: Float(h.betas.second), oneMinusBeta2: Float(1 - h.betas.second),
+                            biasCorrection2: Float(1 - pow(h.betas.second, k + 1)), eps: Float(h.eps), weightDecay: Float(h.weightDecay),
+                            ckp1: ckp1Float, oneMinusCkp1: 1 - ckp1Float, yStep: Float(lr * (h.betas.first * (1 - ckp1) - 1)),
+                            negativeLearningRate: Float(-lr))
+    }
+
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let y = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        let v = Elementwise.load(o.state1, i, n) * c.beta2 + c.oneMinusBeta2 * gradient * gradient
+        Elementwise.store(v, o.state1, i, n)
+        var u = gradient / (Elementwise.squareRoot(v / c.biasCorrection2) + c.eps)
+        if c.weightDecay != 0 { u = u + c.weightDecay * y }
+        let z = Elementwise.load(o.state0, i, n)
+        let after = Elementwise.lerp(y, z, weight: c.ckp1, oneMinusWeight: c.oneMinusCkp1) + c.yStep * u
+        Elementwise.store(z + c.negativeLearningRate * u, o.state0, i, n)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: y, after: after, gradient: gradient, moment: FloatVector(repeating: 0))
+    }
+}
+
+extension ScheduleFreeAdamWRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "ScheduleFreeAdamW",
+        reference: .init(library: "schedulefree", version: "1.4.1", symbol: "schedulefree.AdamWScheduleFree",
+                         paper: "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"),
+        suggested: ["lr": .number(2.5e-3)],
+        samples: .adaptive(name),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .kernel(symbol: "schedule_free_adamw", stateBuffers: 2,
+                                            coefficients: [0.999, 0.001, 0.5, 1e-8, 0, 1e-3, -2.5e-3, -2.5e-3])))
+}

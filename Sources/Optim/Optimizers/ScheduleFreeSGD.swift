@@ -1,0 +1,152 @@
+import Foundation
+
+/// Schedule-free SGD (Defazio et al., 2024): SGD with momentum replaced by interpolation between
+/// a base sequence z and its weighted average x, no learning-rate schedule to choose, matching
+/// `schedulefree.SGDScheduleFree` step for step.
+///
+/// ```
+/// (per group, see ScheduleFreeAveraging: lr, ckp1 = weight/weight_sum)
+/// u ← g + λ·y
+/// y ← lerp(y, z, ckp1);  y ← y + lr·(μ·(1 − ckp1) − 1)·u;  z ← z − lr·u
+/// ```
+/// The parameter holds y while training; ``GradientOptimizer/eval()`` moves it to
+/// x = lerp(y, z, 1 − 1/μ), ``GradientOptimizer/train()`` back; a step in eval mode throws
+/// ``OptimError/stepInEvalMode(optimizer:)``. `optim train` switches by itself.
+///
+/// Defaults: `lr` 1.0, `momentum` 0.9, `weight_decay` 0, `warmup_steps` 0, `r` 0,
+/// `weight_lr_power` 2. State: `z` (a copy of the parameter at its first gradient; 4 bytes per
+/// parameter); per group `k`, `lr_max`, `weight_sum`, `train_mode`. Reference: schedulefree 1.4.1
+/// `SGDScheduleFree`; paper: "The Road Less Scheduled", arXiv:2405.15682.
+public typealias ScheduleFreeSGD = GradientOptimizer<ScheduleFreeSGDRule>
+
+public enum ScheduleFreeSGDRule: UpdateRule, VectorKernel {
+    public static let name = "schedule_free_sgd"
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        public var learningRate: Double
+        /// The interpolation that plays momentum's part, in (0, 1).
+        public var momentum: Double
+        /// L2 penalty added to the gradient, at y.
+        public var weightDecay: Double
+        /// Steps of linear learning-rate warm-up.
+        public var warmupSteps: Int
+        /// The averaging weight's power of the step count.
+        public var r: Double
+        /// The averaging weight's power of the largest learning rate so far.
+        public var weightLearningRatePower: Double
+
+        public init(learningRate: Double = 1.0, momentum: Double = 0.9, weightDecay: Double = 0, warmupSteps: Int = 0, r: Double = 0,
+                    weightLearningRatePower: Double = 2) {
+            self.learningRate = learningRate
+            self.momentum = momentum
+            self.weightDecay = weightDecay
+            self.warmupSteps = warmupSteps
+            self.r = r
+            self.weightLearningRatePower = weightLearningRatePower
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: name)
+            let d = Self()
+            self.init(learningRate: try reader.number("lr", default: d.learningRate),
+                      momentum: try reader.number("momentum", default: d.momentum),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      warmupSteps: try ScheduleFreeAveraging.integer(try reader.number("warmup_steps", default: Double(d.warmupSteps)),
+                                                                      "warmupSteps (warmup_steps)", name),
+                      r: try reader.number("r", default: d.r),
+                      weightLearningRatePower: try reader.number("weight_lr_power", default: d.weightLearningRatePower))
+            try reader.finish()
+        }
+
+        public var dictionary: HyperparameterDictionary {
+            ["lr": .number(learningRate), "momentum": .number(momentum), "weight_decay": .number(weightDecay),
+             "warmup_steps": .number(Double(warmupSteps)), "r": .number(r), "weight_lr_power": .number(weightLearningRatePower)]
+        }
+
+        public func validate() throws(OptimError) {
+            try Validate.learningRate(learningRate, name)
+            // The reference's own check: eval() divides by the momentum.
+            guard momentum > 0, momentum < 1 else { throw Validate.fail(name, "momentum", momentum, "a number in (0, 1)") }
+            try Validate.weightDecay(weightDecay, name)
+            try ScheduleFreeAveraging.validate(name, warmupSteps: warmupSteps, r: r, weightLearningRatePower: weightLearningRatePower)
+        }
+    }
+
+    public struct Coefficients: Sendable {
+        @usableFromInline var weightDecay: Float
+        @usableFromInline var ckp1: Float
+        @usableFromInline var oneMinusCkp1: Float
+        /// `lr·(μ·(1 − ckp1) − 1)`, the factor on the update for y.
+        @usableFromInline var yStep: Float
+        @usableFromInline var negativeLearningRate: Float
+    }
+
+    public static func stateNames(_ h: Hyperparameters) -> [String] { ["z"] }
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
+    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ScheduleFreeAveraging.stateNames }
+    public static func initialGroupState(_ h: Hyperparameters) -> [Double] { ScheduleFreeAveraging.initialState }
+
+    public static func checkStep(_ h: Hyperparameters, groupState: [Double]) throws(OptimError) {
+        try ScheduleFreeAveraging.checkStep(name, state: groupState)
+    }
+
+    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
+        ScheduleFreeAveraging.advance(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                      weightLearningRatePower: h.weightLearningRatePower, state: &state)
+    }
+
+    public static func initializeState(_ h: Hyperparameters, parameter: UnsafeBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {
+        _ = state[0].update(fromContentsOf: parameter)
+    }
+
+    public static func setMode(training: Bool, _ h: Hyperparameters, groupState: inout [Double]) -> Bool {
+        ScheduleFreeAveraging.setMode(training: training, state: &groupState)
+    }
+
+    public static func moveParameter(training: Bool, _ h: Hyperparameters, groupState: [Double], parameter: UnsafeMutableBufferPointer<Float>,
+                                     state: [UnsafeMutableBufferPointer<Float>]) {
+        ScheduleFreeAveraging.move(training: training, beta: h.momentum, parameter: parameter, z: state[0])
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        var none: [Float] = []
+        return coefficients(h, initialLearningRate: initialLearningRate, step: step, groupState: [1, h.learningRate, 0, 1], scalars: &none)
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
+                                    scalars: inout [Float]) -> Coefficients {
+        let (lr, ckp1, _) = ScheduleFreeAveraging.current(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                                          weightLearningRatePower: h.weightLearningRatePower, state: groupState)
+        let ckp1Float = Float(ckp1)
+        return Coefficients(weightDecay: Float(h.weightDecay), ckp1: ckp1Float, oneMinusCkp1: 1 - ckp1Float,
+                            yStep: Float(lr * (h.momentum * (1 - ckp1) - 1)), negativeLearningRate: Float(-lr))
+    }
+
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
+        let y = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var u = gradient
+        if c.weightDecay != 0 { u = u + c.weightDecay * y }
+        let z = Elementwise.load(o.state0, i, n)
+        let after = Elementwise.lerp(y, z, weight: c.ckp1, oneMinusWeight: c.oneMinusCkp1) + c.yStep * u
+        Elementwise.store(z + c.negativeLearningRate * u, o.state0, i, n)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: y, after: after, gradient: gradient, moment: FloatVector(repeating: 0))
+    }
+}
+
+extension ScheduleFreeSGDRule {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        rule: Self.self, typeName: "ScheduleFreeSGD",
+        reference: .init(library: "schedulefree", version: "1.4.1", symbol: "schedulefree.SGDScheduleFree",
+                         paper: "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"),
+        suggested: ["lr": .number(0.05)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
+                       // Averaging over every iterate is slow on Rosenbrock's valley: weigh late ones more (r 2).
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(2.5e-3), "r": .number(2)])),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .kernel(symbol: "schedule_free_sgd", stateBuffers: 1, coefficients: [0, 1e-3, -0.9, -1])))
+}
