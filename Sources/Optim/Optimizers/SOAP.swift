@@ -495,7 +495,8 @@ extension SOAPRule {
         suggested: ["lr": .number(3e-3)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
-                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.01)])),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
+                       warmupSteps: 1),
         benchmark: .init(configuration: .init(name: name),
                          reference: .none(reason: "each tensor takes matrix products, an eigendecomposition and QR refreshes; no elementwise C kernel")))
 }
