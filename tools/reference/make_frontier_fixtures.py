@@ -101,6 +101,10 @@ LAYOUTS["soap_1d"] = [("a", [5, 5]), ("q", [4, 4]), ("b", [2]), ("s", [])]
 # `s` becomes [1] (a 1x1 factor). No 1-D parameter: with merge_dims, pytorch-optimizer 4.1.0's
 # SOAP reshapes a 1-D gradient of n > 1 elements to [1] in `project` and raises.
 LAYOUTS["soap_maxdim"] = [("w", [7, 4]), ("m", [2, 2, 4]), ("s", [])]
+# data_format "channels_last" with merge_dims: the 4-D `k` [N, H, W, C] = [2, 2, 3, 2] is permuted
+# to [2, 2, 2, 3] and merged to [4, 2, 3] (channels first it would be [4, 3, 2]); every unfolding
+# has full rank. `a` [4, 4] stays [4, 4], the 0-d `s` becomes [1].
+LAYOUTS["soap_4d"] = [("k", [2, 2, 3, 2]), ("a", [4, 4]), ("s", [])]
 
 
 def dist_version(name: str) -> str:
@@ -727,6 +731,9 @@ fixture("soap-no-bias-correction-normalize", "soap",
          "weight_decay": 0.1, "precondition_frequency": 5}, layout="soap_small")
 fixture("soap-maxdim-merge", "soap", {"lr": 0.005, "max_precondition_dim": 4, "merge_dims": True,
                                       "precondition_frequency": 4}, layout="soap_maxdim")
+fixture("soap-channels-last-merge", "soap", {"lr": 0.005, "max_precondition_dim": 4, "merge_dims": True,
+                                             "data_format": "channels_last", "precondition_frequency": 3},
+        layout="soap_4d")
 fixture("soap-precondition-1d-maximize", "soap",
         {"lr": 0.005, "precondition_1d": True, "maximize": True, "data_format": "channels_last",
          "precondition_frequency": 4}, layout="soap_1d", scales=[1.0, 0.3, 3.0, 0.5])
