@@ -38,10 +38,14 @@ import Foundation
 /// `data_format` "channels_first", `eps` 1e-8, `maximize` false. State: `exp_avg` and
 /// `exp_avg_sq` (8 bytes per element; `exp_avg_sq` is kept in the rotated basis, in the
 /// parameter's own element order), and when the tensor has factors `GG` and `Q`, every factor's
-/// `d_i × d_i` matrix concatenated in dimension order (8·Σ d_i² bytes). The group's step count
-/// is group state (`step`), saved in checkpoints. Not in the reference, kept here: a 1-D
-/// parameter of `1 < n ≤ max_precondition_dim` elements with `merge_dims` (4.1.0 raises in its
-/// `project`) is treated as without `merge_dims`.
+/// `d_i × d_i` matrix concatenated in dimension order (8·Σ d_i² bytes; `GG` starts with one
+/// more float that records the factors' size). The group's step count is group state (`step`),
+/// saved in checkpoints. Not in the reference, kept here: a 1-D parameter of
+/// `1 < n ≤ max_precondition_dim` elements with `merge_dims` (4.1.0 raises in its `project`) is
+/// treated as without `merge_dims`. `max_precondition_dim`, `merge_dims`, `precondition_1d` and
+/// `data_format` shape a parameter's factors at its first gradient: changing them later in a way
+/// that changes a parameter's factor sizes traps (the reference fails too), and a parameter that
+/// had no factors at its first gradient gets none later (`precondition_1d` switched on).
 ///
 /// Reference: pytorch-optimizer 4.1.0, `pytorch_optimizer.SOAP`; paper: Vyas et al., 2024,
 /// "SOAP: Improving and Stabilizing Shampoo using Adam", arXiv:2409.11321.
@@ -181,7 +185,8 @@ public enum SOAPRule: WholeTensorRule {
                                 precondition1D: h.precondition1D, channelsLast: h.dataFormat == .channelsLast)
         var buffers = [StateBuffer(name: "exp_avg", count: count), StateBuffer(name: "exp_avg_sq", count: count)]
         if geometry.factorTotal > 0 && count > 0 {
-            buffers.append(StateBuffer(name: "GG", count: geometry.factorTotal))
+            // GG[0] records the factors' total size (``layoutMark``), then the factors.
+            buffers.append(StateBuffer(name: "GG", count: geometry.factorTotal + 1))
             buffers.append(StateBuffer(name: "Q", count: geometry.factorTotal))
         }
         return buffers
@@ -264,6 +269,13 @@ public enum SOAPRule: WholeTensorRule {
             factorTotal = offset
         }
 
+        /// No factor on any dimension (identity rotations).
+        mutating func removeFactors() {
+            factored = factored.map { _ in false }
+            offsets = offsets.map { _ in -1 }
+            factorTotal = 0
+        }
+
         /// The index in the parameter of each element of the working tensor (nil: the same).
         func sourceIndices() -> [Int]? {
             guard let shape = channelsLastShape else { return nil }
@@ -280,6 +292,9 @@ public enum SOAPRule: WholeTensorRule {
             return indices
         }
     }
+
+    /// The bit pattern GG[0] holds for factors of `total` elements (never 0).
+    static func layoutMark(_ total: Int) -> UInt32 { UInt32(truncatingIfNeeded: total) | 0x8000_0000 }
 
     /// pytorch-optimizer's `merge_small_dims`: neighbouring dimensions multiplied together while
     /// the product stays ≤ `maxDimension`; `[1]` when that leaves a single dimension.
@@ -412,19 +427,35 @@ public enum SOAPRule: WholeTensorRule {
                                     collectingMetrics: Bool) -> MetricAccumulator {
         let n = o.count
         guard n > 0 else { return MetricAccumulator() }
-        let geometry = Geometry(shape: shape, maxDimension: c.maxDimension, merge: c.merge, precondition1D: c.precondition1D,
+        var geometry = Geometry(shape: shape, maxDimension: c.maxDimension, merge: c.merge, precondition1D: c.precondition1D,
                                 channelsLast: c.channelsLast)
+        if geometry.factorTotal > 0 && o.state2 == o.state3 {
+            // No GG and Q buffers (both are the optimizer's one-float placeholder): the parameter got
+            // its state before these hyperparameters gave it factors, and keeps going without.
+            geometry.removeFactors()
+        }
         let sources = geometry.sourceIndices()
         @inline(__always) func source(_ w: Int) -> Int { sources?[w] ?? w }
         let scale = o.gradientScale
         @inline(__always) func gradient(_ i: Int) -> Float { scale == 1 ? o.gradient[i] : o.gradient[i] * scale }
-        let preconditioner = Preconditioner(geometry: geometry, count: n, gg: o.state2, q: o.state3, pool: pool)
+        let preconditioner = Preconditioner(geometry: geometry, count: n, gg: o.state2 + 1, q: o.state3, pool: pool)
         let factors = geometry.factorTotal > 0
+        let initialise = c.parameterStep == 1
+        if factors {
+            // The buffers were sized for the structural hyperparameters of the parameter's first
+            // gradient, which GG[0] records: refuse to run over buffers of another size.
+            if initialise {
+                o.state2[0] = Float(bitPattern: layoutMark(geometry.factorTotal))
+            } else {
+                precondition(o.state2[0].bitPattern == layoutMark(geometry.factorTotal),
+                             "soap: a parameter of shape \(shape) got its preconditioner under other max_precondition_dim, merge_dims, precondition_1d or data_format values; changing them after its first gradient is not supported")
+            }
+        }
         // The gradient in the working layout (its sign does not matter to GG).
         var g = [Float](repeating: 0, count: n)
         for w in 0..<n { g[w] = gradient(source(w)) }
 
-        if c.parameterStep == 1 && factors {
+        if initialise && factors {
             // init_group: the first statistics and their eigenbases (and a refresh if the group's
             // step count before this step is a multiple of the frequency).
             preconditioner.accumulate(g, c)
