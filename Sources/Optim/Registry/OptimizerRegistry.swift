@@ -39,7 +39,7 @@ public enum OptimizerRegistry {
         ADOPTRule.info, Lookahead.info,
         AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
-        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info,
+        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
     ]
 
     /// The registry names, in registry order.

@@ -265,3 +265,26 @@ KERNEL(schedule_free_sgd) {
         s0[i] = z + neg_lr * u;
     }
 }
+
+/* c: b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, 1 - b1^t, 1 - b2^t, 1 - b3^t, eps_root, eps, weight_decay,
+   -lr. s0: m, s1: v, s2: n, s3: the previous gradient (steady state: t > 1). */
+KERNEL(adan) {
+    const float b1 = c[0], one_minus_b1 = c[1], b2 = c[2], one_minus_b2 = c[3], b3 = c[4], one_minus_b3 = c[5];
+    const float bc1 = c[6], bc2 = c[7], bc3 = c[8], eps_root = c[9], eps = c[10], decay = c[11], neg_lr = c[12];
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i], x = p[i];
+        float d = grad - s3[i];
+        float m = one_minus_b1 * grad + b1 * s0[i];
+        float v = one_minus_b2 * d + b2 * s1[i];
+        float corrected = grad + one_minus_b2 * d;
+        float second = one_minus_b3 * (corrected * corrected) + b3 * s2[i];
+        s0[i] = m;
+        s1[i] = v;
+        s2[i] = second;
+        s3[i] = grad;
+        float u = (m / bc1 + one_minus_b2 * (v / bc2)) / (sqrtf(second / bc3 + eps_root) + eps);
+        u = u + decay * x;
+        p[i] = x + u * neg_lr;
+    }
+}
