@@ -42,6 +42,7 @@ func compiledKernels() -> KernelTable {
     table.add(RpropRule.self)
     table.add(ASGDRule.self)
     table.add(SparseAdamRule.self)
+    table.add(AdEMAMixRule.self)
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     return table
 }

@@ -39,6 +39,7 @@ public enum OptimizerRegistry {
         ADOPTRule.info, Lookahead.info,
         AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
+        AdEMAMixRule.info, LAMBRule.info, LARSRule.info,
     ]
 
     /// The registry names, in registry order.
