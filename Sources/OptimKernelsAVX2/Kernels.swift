@@ -45,6 +45,7 @@ func compiledKernels() -> KernelTable {
     table.add(ScheduleFreeAdamWRule.self)
     table.add(ScheduleFreeSGDRule.self)
     table.add(AdanRule.self)
+    table.add(AdEMAMixRule.self)
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     return table
 }
