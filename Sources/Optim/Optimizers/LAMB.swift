@@ -15,8 +15,8 @@ import Foundation
 /// the Double values are the exact ones it approximates).
 ///
 /// Defaults: `b1` 0.9, `b2` 0.999, `eps` 1e-6, `eps_root` 0, `weight_decay` 0. `optax.lamb` has
-/// no default learning rate; `lr` defaults to 1e-3 here, the value suggested for the example
-/// tasks. State: `mu` and `nu` (optax's names; the count is the parameter's step count) — 8 bytes
+/// no default learning rate; `lr` defaults to 1e-3 here (the example tasks suggest 1e-2: the
+/// trust ratio makes it a relative step). State: `mu` and `nu` (optax's names; the count is the parameter's step count) — 8 bytes
 /// per parameter.
 ///
 /// Each tensor is updated whole, in two passes spread over the thread pool in fixed chunks (so
@@ -168,7 +168,7 @@ extension LAMBRule {
         rule: Self.self, typeName: "LAMB",
         reference: .init(library: "optax", version: "0.2.8", symbol: "optax.lamb",
                          paper: "You et al., 2020, \"Large Batch Optimization for Deep Learning: Training BERT in 76 minutes\", arXiv:1904.00962"),
-        suggested: ["lr": .number(1e-3)],
+        suggested: ["lr": .number(1e-2)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
                        rosenbrock: .init(name: name, hyperparameters: ["lr": .number(0.02)])),

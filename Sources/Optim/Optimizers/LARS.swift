@@ -153,7 +153,7 @@ extension LARSRule {
         rule: Self.self, typeName: "LARS",
         reference: .init(library: "optax", version: "0.2.8", symbol: "optax.lars",
                          paper: "You, Gitman & Ginsburg, 2017, \"Large Batch Training of Convolutional Networks\", arXiv:1708.03888"),
-        suggested: ["lr": .number(1)],
+        suggested: ["lr": .number(3)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(10)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(1)]),
                        rosenbrock: .init(name: name, hyperparameters: ["lr": .number(1)])),
