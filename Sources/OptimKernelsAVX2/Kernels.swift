@@ -44,6 +44,8 @@ func compiledKernels() -> KernelTable {
     table.add(SparseAdamRule.self)
     table.add(ScheduleFreeAdamWRule.self)
     table.add(ScheduleFreeSGDRule.self)
+    table.add(AdanRule.self)
+    table.add(AdEMAMixRule.self)
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     return table
 }

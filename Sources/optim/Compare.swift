@@ -88,7 +88,7 @@ struct Compare: ParsableCommand {
             let result = try trainer.run(recordingTo: run, checkpoint: run.checkpoint, extra: ["data": data.name],
                                          shouldStop: { Interrupts.signal != 0 })
             let milliseconds = result.seconds / Double(max(result.steps, 1)) * 1000
-            say(label.padding(toLength: 18, withPad: " ", startingAt: 0) + String(format: "test accuracy %6.2f%%  %7.3f ms/step  %2.0f B state/param",
+            say(label.padding(toLength: max(20, label.count + 1), withPad: " ", startingAt: 0) + String(format: "test accuracy %6.2f%%  %7.3f ms/step  %2.0f B state/param",
                          result.testAccuracy * 100, milliseconds, result.stateBytesPerParameter) + (result.interrupted ? "  (interrupted)" : ""))
             runs.append((label, result))
             if result.interrupted {

@@ -112,7 +112,10 @@ import Testing
             close(sums.updateSquared, dot(update, update), "\(name) Σu²", rtol: 1e-6)
             close(sums.updateDotGradient, dot(update, gradient), "\(name) Σu·g", rtol: 1e-5)
             let state = try plain.optimizer.state(of: parameter)
-            if let moment = (state["exp_avg"] ?? state["momentum_buffer"])?.map(Double.init) {
+            // The first moment under the reference's name: torch's, or bitsandbytes' AdEMAMix's and optax's
+            // (ASGD's scalar `mu` is no moment).
+            let momentName = ["ademamix": "m1", "lamb": "mu", "lars": "trace", "adan": "m"][name]
+            if let moment = (state["exp_avg"] ?? state["momentum_buffer"] ?? momentName.flatMap { state[$0] })?.map(Double.init) {
                 close(sums.momentSquared, dot(moment, moment), "\(name) Σm²", rtol: 1e-6)
                 close(sums.momentDotGradient, dot(moment, gradient), "\(name) Σm·g", rtol: 1e-5)
             } else {

@@ -29,7 +29,13 @@ import Testing
         if FileManager.default.fileExists(atPath: learningRateFixture.path) {
             expected["lr"] = try Fixture(contentsOf: learningRateFixture).configuration.hyperparameters["lr"]
         }
-        #expect(try OptimizerRegistry.info(named: name).defaults.filter { !ownKeys.contains($0.key) } == expected)
+        var defaults = try OptimizerRegistry.info(named: name).defaults.filter { !ownKeys.contains($0.key) }
+        // optax's learning rate has no default (the fixtures always write one); ours is our own.
+        if try OptimizerRegistry.info(named: name).reference.library == "optax" {
+            #expect(defaults["lr"] != nil)
+            defaults["lr"] = expected["lr"]
+        }
+        #expect(defaults == expected)
     }
 
     @Test(arguments: OptimizerRegistry.names)

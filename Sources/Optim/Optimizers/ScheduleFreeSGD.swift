@@ -142,7 +142,7 @@ extension ScheduleFreeSGDRule {
         rule: Self.self, typeName: "ScheduleFreeSGD",
         reference: .init(library: "schedulefree", version: "1.4.1", symbol: "schedulefree.SGDScheduleFree",
                          paper: "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"),
-        suggested: ["lr": .number(0.05)],
+        suggested: ["lr": .number(1.0)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
                        // Averaging over every iterate is slow on Rosenbrock's valley: weigh late ones more (r 2).

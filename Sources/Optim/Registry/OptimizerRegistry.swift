@@ -39,7 +39,8 @@ public enum OptimizerRegistry {
         ADOPTRule.info, Lookahead.info,
         AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
-        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, SOAPRule.info,
+        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
+        AdEMAMixRule.info, LAMBRule.info, LARSRule.info, SOAPRule.info,
     ]
 
     /// The registry names, in registry order.

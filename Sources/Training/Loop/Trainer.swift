@@ -297,7 +297,11 @@ public final class Trainer {
 
     /// The mean loss and the accuracy on the held-out data: the test rows, or for a text
     /// ``TrainingConfiguration/evaluationBatches`` validation batches (the same ones every time).
+    /// The optimizer is put in eval mode for it and back in train mode after (schedule-free
+    /// evaluates at the average x; a no-op for the others).
     public func evaluate() throws -> (loss: Double, accuracy: Double) {
+        optimizer.eval()
+        defer { optimizer.train() }
         var total = BatchOutcome(lossSum: 0, correct: 0, count: 0)
         func add(_ outcome: BatchOutcome) {
             total.lossSum += outcome.lossSum

@@ -265,3 +265,102 @@ KERNEL(schedule_free_sgd) {
         s0[i] = z + neg_lr * u;
     }
 }
+
+/* c: b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, 1 - b1^t, 1 - b2^t, 1 - b3^t, eps_root, eps, weight_decay,
+   -lr. s0: m, s1: v, s2: n, s3: the previous gradient (steady state: t > 1). */
+KERNEL(adan) {
+    const float b1 = c[0], one_minus_b1 = c[1], b2 = c[2], one_minus_b2 = c[3], b3 = c[4], one_minus_b3 = c[5];
+    const float bc1 = c[6], bc2 = c[7], bc3 = c[8], eps_root = c[9], eps = c[10], decay = c[11], neg_lr = c[12];
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i], x = p[i];
+        float d = grad - s3[i];
+        float m = one_minus_b1 * grad + b1 * s0[i];
+        float v = one_minus_b2 * d + b2 * s1[i];
+        float corrected = grad + one_minus_b2 * d;
+        float second = one_minus_b3 * (corrected * corrected) + b3 * s2[i];
+        s0[i] = m;
+        s1[i] = v;
+        s2[i] = second;
+        s3[i] = grad;
+        float u = (m / bc1 + one_minus_b2 * (v / bc2)) / (sqrtf(second / bc3 + eps_root) + eps);
+        u = u + decay * x;
+        p[i] = x + u * neg_lr;
+/* c: beta1, 1 - beta1, beta2, 1 - beta2, beta3_t, 1 - beta3_t, alpha_t, 1 - beta1^t,
+   sqrt(1 - beta2^t), eps, decay (1 - lr*weight_decay; 1 for none), -lr.
+   s0: m1, s1: m2, s2: nu. */
+KERNEL(ademamix) {
+    const float beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2], one_minus_beta2 = c[3];
+    const float beta3 = c[4], one_minus_beta3 = c[5], alpha = c[6], correction1 = c[7];
+    const float correction2 = c[8], eps = c[9], decay = c[10], neg_lr = c[11];
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float m1 = s0[i] * beta1 + one_minus_beta1 * grad;
+        float m2 = s1[i] * beta3 + one_minus_beta3 * grad;
+        float nu = s2[i] * beta2 + one_minus_beta2 * grad * grad;
+        s0[i] = m1;
+        s1[i] = m2;
+        s2[i] = nu;
+        float mixed = m1 / correction1 + alpha * m2;
+        float adaptive = sqrtf(nu) / correction2 + eps;
+        p[i] = p[i] * decay + neg_lr * (mixed / adaptive);
+    }
+}
+
+/* LAMB, two passes over the tensor: the moments and the sums of squares of p and of the update
+   u (recomputed, not stored), then u again and the step scaled by the trust ratio ||p||/||u||
+   (1 when either is 0). c: beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, 1 - beta2^t, eps,
+   eps_root, weight_decay, -lr. s0: mu, s1: nu. */
+KERNEL(lamb) {
+    const float beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2], one_minus_beta2 = c[3];
+    const float correction1 = c[4], correction2 = c[5], eps = c[6], eps_root = c[7];
+    const float weight_decay = c[8], neg_lr = c[9];
+    double pp = 0.0, uu = 0.0;
+    (void)s2;
+    #pragma omp parallel for simd schedule(static) reduction(+:pp, uu)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float m = one_minus_beta1 * grad + beta1 * s0[i];
+        float v = one_minus_beta2 * (grad * grad) + beta2 * s1[i];
+        s0[i] = m;
+        s1[i] = v;
+        float u = (m / correction1) / (sqrtf(v / correction2 + eps_root) + eps) + weight_decay * p[i];
+        pp += (double)p[i] * p[i];
+        uu += (double)u * u;
+    }
+    const float p_norm = (float)sqrt(pp), u_norm = (float)sqrt(uu);
+    const float ratio = (p_norm == 0.0f || u_norm == 0.0f) ? 1.0f : p_norm / u_norm;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float u = (s0[i] / correction1) / (sqrtf(s1[i] / correction2 + eps_root) + eps) + weight_decay * p[i];
+        p[i] = p[i] + (u * ratio) * neg_lr;
+    }
+}
+
+/* LARS, two passes over the tensor: the sums of squares of p and of u = g + weight_decay*p,
+   then the step scaled by the trust ratio tc*||p||/(||u|| + eps) (1 when either norm is 0)
+   through the momentum buffer. c: weight_decay, trust_coefficient, eps, momentum,
+   nesterov (0/1), -lr. s0: trace. */
+KERNEL(lars) {
+    const float weight_decay = c[0], trust_coefficient = c[1], eps = c[2], momentum = c[3];
+    const int nesterov = c[4] != 0.0f;
+    const float neg_lr = c[5];
+    double pp = 0.0, uu = 0.0;
+    (void)s1; (void)s2;
+    #pragma omp parallel for simd schedule(static) reduction(+:pp, uu)
+    for (long i = 0; i < n; i++) {
+        float u = g[i] + weight_decay * p[i];
+        pp += (double)p[i] * p[i];
+        uu += (double)u * u;
+    }
+    const float p_norm = (float)sqrt(pp), u_norm = (float)sqrt(uu);
+    const float ratio = (p_norm == 0.0f || u_norm == 0.0f) ? 1.0f : trust_coefficient * p_norm / (u_norm + eps);
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float u = ((g[i] + weight_decay * p[i]) * ratio) * neg_lr;
+        float b = u + momentum * s0[i];
+        s0[i] = b;
+        p[i] = p[i] + (nesterov ? u + momentum * b : b);
+    }
+}
