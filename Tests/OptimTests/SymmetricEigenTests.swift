@@ -56,12 +56,12 @@ import Testing
 
     static func frobenius(_ a: [Double]) -> Double { a.reduce(0) { $0 + $1 * $1 }.squareRoot() }
 
-    @Test(arguments: file.symmetric)
-    func eigendecomposition(_ c: SymmetricCase) {
+    @Test(arguments: file.symmetric, [SymmetricEigen.Method.jacobi, .tridiagonalQR])
+    func eigendecomposition(_ c: SymmetricCase, method: SymmetricEigen.Method) {
         let n = c.n
         let a = Self.symmetric(c)
         let norm = max(Self.frobenius(a), .leastNormalMagnitude)
-        let result = SymmetricEigen.decompose(c.matrix, n: n)
+        let result = SymmetricEigen.decompose(c.matrix, n: n, method: method)
         #expect(result.values.count == n && result.vectors.count == n * n)
         // Eigenvalues: descending and equal to the reference's.
         for j in 1..<max(n, 1) { #expect(result.values[j - 1] >= result.values[j]) }
@@ -71,7 +71,7 @@ import Testing
         // The float32 eigenvectors, as SOAP gets them.
         var vectors32 = [Float](repeating: .nan, count: n * n)
         let values = c.matrix.map(Float.init).withUnsafeBufferPointer { m in
-            vectors32.withUnsafeMutableBufferPointer { SymmetricEigen.decompose(m, n: n, vectors: $0) }
+            vectors32.withUnsafeMutableBufferPointer { SymmetricEigen.decompose(m, n: n, vectors: $0, method: method) }
         }
         #expect(values == result.values)
         let v = vectors32.map(Double.init)
@@ -112,8 +112,10 @@ import Testing
         let repeated = Self.file.symmetric.first { $0.name == "repeated" }
         #expect(repeated != nil)
         if let repeated {
-            let values = SymmetricEigen.decompose(repeated.matrix, n: repeated.n).values
-            #expect(abs(values[1] - 2) < 1e-6 && abs(values[2] - 2) < 1e-6)
+            for method in [SymmetricEigen.Method.jacobi, .tridiagonalQR] {
+                let values = SymmetricEigen.decompose(repeated.matrix, n: repeated.n, method: method).values
+                #expect(abs(values[1] - 2) < 1e-6 && abs(values[2] - 2) < 1e-6)
+            }
         }
     }
 
@@ -158,6 +160,17 @@ import Testing
             }
             #expect(abs(projected - 1) <= 1e-12, "\(c.name): reference column \(j) outside span(Q)")
         }
+    }
+
+    /// The automatic choice: Jacobi up to 32 rows, tridiagonal QR above (the same decomposition
+    /// within rounding either way).
+    @Test func automaticMethodChoosesBySize() {
+        for c in Self.file.symmetric where c.n >= 3 {
+            let automatic = SymmetricEigen.decompose(c.matrix, n: c.n)
+            let expected = SymmetricEigen.decompose(c.matrix, n: c.n, method: c.n <= SymmetricEigen.automaticJacobiLimit ? .jacobi : .tridiagonalQR)
+            #expect(automatic.values == expected.values && automatic.vectors == expected.vectors, "\(c.name)")
+        }
+        #expect(Self.file.symmetric.contains { $0.n > SymmetricEigen.automaticJacobiLimit })
     }
 
     @Test func orthogonalFactorRoundsTheDoubleResult() {

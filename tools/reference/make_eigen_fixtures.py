@@ -70,7 +70,7 @@ def main() -> None:
         x = rng.standard_normal((n, n))
         add_symmetric(f"random-{n}", (x + x.T) / 2)
     # SOAP's factors: Gram matrices G·Gᵀ of gradients, positive semi-definite, widely spread.
-    for n, k, scale in ((4, 6, 1e-3), (6, 6, 1.0), (12, 20, 10.0), (7, 3, 1.0)):
+    for n, k, scale in ((4, 6, 1e-3), (6, 6, 1.0), (12, 20, 10.0), (7, 3, 1.0), (48, 64, 0.1), (40, 25, 1.0)):
         g = f32(rng.standard_normal((n, k)) * scale)
         add_symmetric(f"gram-{n}x{k}", g @ g.T)
     # A repeated eigenvalue (2 twice): only residual and orthogonality are meaningful there.
