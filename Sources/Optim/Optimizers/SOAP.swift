@@ -11,7 +11,9 @@ import Foundation
 /// GG_i ← lerp(0, G_i, 1 − β_s)        G_i = g_(i)·g_(i)ᵀ, the mode-i unfolding's Gram matrix
 /// Q_i  = eigenvectors of GG_i + 1e-30·I, columns by descending eigenvalue
 /// ```
-/// and on the group's first step (`T` = 1) nothing else happens. Later (`t = T − 1`):
+/// and on the group's first step (`T` = 1) nothing else happens; a parameter whose first gradient
+/// comes later is initialised and then updated in the same step, as in the reference. Later
+/// (`t = T − 1`):
 /// ```
 /// g ← −g if maximize;  η = lr·√(1 − β2ᵗ)/(1 − β1ᵗ)  (lr if not correct_bias)
 /// ĝ = g ×_1 Q_1ᵀ ×_2 Q_2ᵀ …                          (project: each axis rotated by its Qᵀ)
@@ -25,7 +27,8 @@ import Foundation
 ///   Q_i = Q of the QR decomposition of P[:, order]         (one power iteration instead of eigh)
 /// ```
 /// A dimension larger than `max_precondition_dim` has no factor (identity rotation); a 1-D
-/// parameter has one only with `precondition_1d`, a 0-d one none (so both are plain Adam).
+/// parameter has one only with `precondition_1d`, a 0-d one none (so both are plain Adam; with
+/// `merge_dims` a 0-d parameter is reshaped to `[1]` and gets a 1 × 1 factor, ±1).
 /// `merge_dims` first reshapes a tensor of two or more dimensions by merging neighbouring
 /// dimensions while their product stays ≤ `max_precondition_dim` (`[2, 2, 4]` → `[4, 4]`), after
 /// moving channels first (`[N, H, W, C]` → `[N, C, H, W]`) for a 4-D tensor when `data_format`
