@@ -89,8 +89,8 @@ extension Fixture {
                 for (group, rate) in step.learningRates { try optimizer.setLearningRate(rate, group: group) }
                 if let mode = step.mode {
                     switch mode {
-                    case .train: optimizer.train()
-                    case .eval: optimizer.eval()
+                    case .train: try optimizer.train()
+                    case .eval: try optimizer.eval()
                     }
                     if let expected = step.expected { compare(expected, after: index) }
                     continue

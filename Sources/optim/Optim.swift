@@ -8,7 +8,7 @@ struct OptimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "optim",
         abstract: "Optimizers for neural networks in Swift: verify, benchmark and train.",
-        subcommands: [Train.self, Compare.self, Verify.self, Bench.self, BenchModel.self, Inspect.self, List.self, CheckpointStress.self])
+        subcommands: [Train.self, Compare.self, Sweep.self, Verify.self, Bench.self, BenchModel.self, Inspect.self, List.self, CheckpointStress.self])
 
     static let commandNames = ["train", "compare", "verify", "bench", "bench-model", "inspect", "list", "checkpoint-stress"]
 

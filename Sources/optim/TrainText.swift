@@ -18,6 +18,42 @@ struct TextTaskOptions: ParsableArguments {
     @Option(help: "Text the sample starts from (characters of the novels only).") var prompt = "\n"
 }
 
+extension TextTaskOptions {
+    /// The austen task's configuration: nanoGPT's CPU recipe (lr 1e-3, weight decay 0.1 where the
+    /// optimizer takes one, betas 0.9/0.99 for the Adam family, 100 warm-up steps, clipping at 1)
+    /// under `hyperparameters` and the command's options.
+    func configuration(options: TrainingOptions, settings: [String: String], optimizer: String, base: String,
+                       hyperparameters: HyperparameterDictionary) throws -> TrainingConfiguration {
+        var configuration = try options.configuration(settings)
+        configuration.task = .austen
+        configuration.batchSize = options.batchSize ?? 12
+        configuration.warmupSteps = options.warmup ?? min(100, iterations)  // nanoGPT's 100, within a shorter run
+        configuration.clipNorm = options.clip ?? 1
+        configuration.layers = layers
+        configuration.heads = heads
+        configuration.embedding = embedding
+        configuration.context = context
+        configuration.iterations = iterations
+        configuration.evaluateEvery = evaluateEvery
+        configuration.evaluationBatches = evaluationBatches
+        configuration.epochs = max(1, iterations / max(evaluateEvery, 1))
+        configuration.optimizer = optimizer
+        configuration.baseOptimizer = base
+        var recipe: HyperparameterDictionary = ["lr": .number(1e-3)]
+        if try OptimizerRegistry.info(named: optimizer).defaults["weight_decay"] != nil { recipe["weight_decay"] = .number(0.1) }
+        if ["adamw", "adam", "decoupled_adamw", "adopt"].contains(configuration.optimizer) { recipe["betas"] = .numbers([0.9, 0.99]) }
+        configuration.hyperparameters = recipe.merging(hyperparameters) { $1 }
+        guard case let .number(lr)? = try configuration.optimizerConfiguration().hyperparameters["lr"] ?? configuration.hyperparameters["lr"], lr > 0 else {
+            throw TrainingError.invalidOption("--task austen needs a learning rate (--lr)")
+        }
+        let minimum = minimumLearningRate
+        guard minimum >= 0, minimum <= lr else { throw TrainingError.invalidOption("--min-lr must be between 0 and --lr (\(lr)), got \(minimum)") }
+        configuration.finalLearningRateFactor = minimum / lr
+        try configuration.validate()
+        return configuration
+    }
+}
+
 extension Train {
     /// `optim train --task austen`: nanoGPT's CPU recipe for a character model on Jane Austen —
     /// 4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, AdamW (lr 1e-3, betas
@@ -29,31 +65,9 @@ extension Train {
             throw TrainingError.invalidOption("--task austen trains on the bundled novels; --data and --labels are for --task digits")
         }
         let settings = try RunSettings.resolve(given: options.given(), hyperparameters: [:], saved: nil).settings
-        var configuration = try options.configuration(settings)
-        configuration.task = .austen
-        configuration.batchSize = options.batchSize ?? 12
-        configuration.warmupSteps = options.warmup ?? min(100, textOptions.iterations)  // nanoGPT's 100, within a shorter run
-        configuration.clipNorm = options.clip ?? 1
-        configuration.layers = textOptions.layers
-        configuration.heads = textOptions.heads
-        configuration.embedding = textOptions.embedding
-        configuration.context = textOptions.context
-        configuration.iterations = textOptions.iterations
-        configuration.evaluateEvery = textOptions.evaluateEvery
-        configuration.evaluationBatches = textOptions.evaluationBatches
-        configuration.epochs = max(1, textOptions.iterations / max(textOptions.evaluateEvery, 1))
-        configuration.optimizer = optimizerOptions.optimizer ?? "adamw"
-        configuration.baseOptimizer = optimizerOptions.base ?? "adamw"
-        var hyperparameters: HyperparameterDictionary = ["lr": .number(1e-3), "weight_decay": .number(0.1)]
-        if ["adamw", "adam", "decoupled_adamw", "adopt"].contains(configuration.optimizer) { hyperparameters["betas"] = .numbers([0.9, 0.99]) }
-        configuration.hyperparameters = hyperparameters.merging(try optimizerOptions.hyperparameters()) { $1 }
-        guard case let .number(lr)? = try configuration.optimizerConfiguration().hyperparameters["lr"] ?? configuration.hyperparameters["lr"], lr > 0 else {
-            throw TrainingError.invalidOption("--task austen needs a learning rate (--lr)")
-        }
+        let configuration = try textOptions.configuration(options: options, settings: settings, optimizer: optimizerOptions.optimizer ?? "adamw",
+                                                          base: optimizerOptions.base ?? "adamw", hyperparameters: try optimizerOptions.hyperparameters())
         let minimum = textOptions.minimumLearningRate
-        guard minimum >= 0, minimum <= lr else { throw TrainingError.invalidOption("--min-lr must be between 0 and --lr (\(lr)), got \(minimum)") }
-        configuration.finalLearningRateFactor = minimum / lr
-        try configuration.validate()
 
         let corpus = try TextCorpus.austen()
         let prompt = try corpus.encode(textOptions.prompt)

@@ -18,7 +18,7 @@ import Testing
             try x.setGradient(gradient(x.valueArray.map(Double.init)).map(Float.init))
             try optimizer.step()
         }
-        optimizer.eval()  // schedule-free's answer is the average x; a no-op for the others
+        try optimizer.eval()  // schedule-free's answer is the average x; a no-op for the others
         return x.valueArray.map(Double.init)
     }
 

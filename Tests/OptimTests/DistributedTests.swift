@@ -21,6 +21,8 @@ import Testing
         var metricsSteps: Set<Int> = [9, 19]
         var nonFinite: (step: Int, rank: Int)?
         var policy = NonFinitePolicy.propagate
+        /// Switch to eval mode after the last step (schedule-free: the parameters move to x).
+        var evaluateAtEnd = false
 
         init(_ name: String) {
             configuration = defaultConfiguration(name, name == "lookahead" ? ["k": .number(3)] : ["lr": .number(0.01)])
@@ -95,6 +97,7 @@ import Testing
             if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
             try scheduler.step()
         }
+        if scenario.evaluateAtEnd { try optimizer.eval() }
         outcome.values = parameters.map(\.valueArray)
         outcome.snapshot = optimizer.snapshot()
         outcome.stateBytes = optimizer.optimizerStateBytes
@@ -120,6 +123,7 @@ import Testing
                 if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
                 try scheduler.step()
             }
+            if scenario.evaluateAtEnd { try optimizer.eval() }
             outcome.values = parameters.map(\.valueArray)
             outcome.snapshot = try (optimizer as? ShardedOptimizer)?.gatherSnapshot() ?? optimizer.snapshot()
             outcome.stateBytes = optimizer.optimizerStateBytes
@@ -170,6 +174,20 @@ import Testing
         let want = try Self.reference(scenario, ranks: ranks)
         let outcomes = try Self.distributed(scenario, ranks: ranks, sharded: true)
         for (rank, got) in outcomes.enumerated() { Self.expectEqual(got, want, "\(name) sharded, rank \(rank) of \(ranks)") }
+    }
+
+    @Test("schedule-free's eval() on sharded state moves every rank's parameters to the single process's x",
+          arguments: ["schedule_free_adamw", "schedule_free_sgd"])
+    func shardedScheduleFreeEvaluatesAtTheAverage(_ name: String) throws {
+        var scenario = Scenario(name)
+        scenario.evaluateAtEnd = true
+        let want = try Self.reference(scenario, ranks: 3)
+        var trainMode = scenario
+        trainMode.evaluateAtEnd = false
+        #expect(want.values.map(bits) != (try Self.reference(trainMode, ranks: 3)).values.map(bits), "eval() must move the parameters")
+        for (rank, got) in try Self.distributed(scenario, ranks: 3, sharded: true).enumerated() {
+            Self.expectEqual(got, want, "\(name) sharded eval, rank \(rank) of 3")
+        }
     }
 
     @Test("sharded equals unsharded data parallel, with the default bucket size")

@@ -27,14 +27,14 @@ import Testing
         let (optimizer, parameters) = try makeRun(name)
         try step(optimizer, parameters, seed: 1)
         try step(optimizer, parameters, seed: 2)
-        optimizer.eval()
+        try optimizer.eval()
         let before = parameters.map { bits($0.valueArray) }, snapshot = optimizer.snapshot()
         var random = SplitMix(seed: 3)
         for parameter in parameters { try parameter.setGradient(random.floats(parameter.count)) }
         #expect(throws: OptimError.stepInEvalMode(optimizer: name)) { try optimizer.step() }
         #expect(parameters.map { bits($0.valueArray) } == before)
         #expect(optimizer.snapshot() == snapshot)
-        optimizer.train()
+        try optimizer.train()
         try optimizer.step()
         #expect(parameters.map { bits($0.valueArray) } != before)
     }
@@ -42,17 +42,17 @@ import Testing
     @Test(arguments: names)
     func modeSwitchesAreIdempotentAndMoveTheParameters(name: String) throws {
         let (optimizer, parameters) = try makeRun(name)
-        optimizer.eval()  // before any state: nothing to move
-        optimizer.train()
+        try optimizer.eval()  // before any state: nothing to move
+        try optimizer.train()
         for seed: UInt64 in 1...4 { try step(optimizer, parameters, seed: seed) }
         let y = parameters.map(\.valueArray)
-        optimizer.eval()
+        try optimizer.eval()
         let x = parameters.map(\.valueArray)
         #expect(x != y)
-        optimizer.eval()
+        try optimizer.eval()
         #expect(parameters.map(\.valueArray) == x)
-        optimizer.train()
-        optimizer.train()
+        try optimizer.train()
+        try optimizer.train()
         // Back at y up to the rounding of two interpolations.
         for (got, want) in zip(parameters.map(\.valueArray), y) {
             for (g, w) in zip(got, want) { #expect(abs(g - w) <= 1e-6 * max(1, abs(w))) }
@@ -65,7 +65,7 @@ import Testing
         for saveInEval in [false, true] {
             let (reference, referenceParameters) = try makeRun(name)
             for seed: UInt64 in 1...3 { try step(reference, referenceParameters, seed: seed) }
-            if saveInEval { reference.eval() }
+            if saveInEval { try reference.eval() }
             let url = FileManager.default.temporaryDirectory.appendingPathComponent("optim-sf-\(UUID().uuidString).safetensors")
             defer { try? FileManager.default.removeItem(at: url) }
             try Checkpoint.save(reference, to: url)
@@ -77,8 +77,8 @@ import Testing
             #expect(resumedParameters.map { bits($0.valueArray) } == referenceParameters.map { bits($0.valueArray) })
             if saveInEval {
                 #expect(throws: OptimError.stepInEvalMode(optimizer: name)) { try step(resumed, resumedParameters, seed: 4) }
-                reference.train()
-                resumed.train()
+                try reference.train()
+                try resumed.train()
             }
             for seed: UInt64 in 4...6 {
                 try step(reference, referenceParameters, seed: seed)

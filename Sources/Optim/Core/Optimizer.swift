@@ -52,11 +52,12 @@ public protocol Optimizer: AnyObject {
     func restore(_ snapshot: OptimizerSnapshot) throws(OptimError)
     /// Puts the parameters at the point to train from — schedule-free's `optimizer.train()`, which
     /// moves them from the average x back to y. Optimizers without modes ignore it. Idempotent.
-    func train()
+    /// Collective for a ``ShardedOptimizer`` (it gathers the moved parameters).
+    func train() throws
     /// Puts the parameters at the point to evaluate — schedule-free's `optimizer.eval()`, which
     /// moves them to the average x; call ``train()`` before the next step. Optimizers without
-    /// modes ignore it. Idempotent.
-    func eval()
+    /// modes ignore it. Idempotent. Collective for a ``ShardedOptimizer``.
+    func eval() throws
 }
 
 /// What a step does with a gradient that holds NaN or ±Inf.

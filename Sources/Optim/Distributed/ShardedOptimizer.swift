@@ -240,6 +240,20 @@ public final class ShardedOptimizer: Optimizer {
         return try reduce(metrics)
     }
 
+    /// The shard optimizer's mode switch on this rank's parts, then the moved parts gathered
+    /// into the full parameters on every rank. Collective.
+    public func train() throws {
+        try shardOptimizer.train()
+        try gatherParameters()
+    }
+
+    /// The shard optimizer's mode switch on this rank's parts, then the moved parts gathered
+    /// into the full parameters on every rank. Collective.
+    public func eval() throws {
+        try shardOptimizer.eval()
+        try gatherParameters()
+    }
+
     private func firstNonFiniteGradient() -> Parameter? {
         let withGradient = parameters.filter { $0.gradient != nil && $0.count > 0 }
         let flags = Finiteness.check(withGradient.map { UnsafeBufferPointer($0.gradient!) }, on: threadPool)

@@ -10,9 +10,9 @@
 /// Defaults: `k` 5, `alpha` 0.5. Paper: arXiv:1907.08610.
 public final class Lookahead: Optimizer {
     /// Forwards to the wrapped optimizer (schedule-free's mode switch).
-    public func train() { base.train() }
+    public func train() throws { try base.train() }
     /// Forwards to the wrapped optimizer (schedule-free's mode switch).
-    public func eval() { base.eval() }
+    public func eval() throws { try base.eval() }
 
     public static let name = "lookahead"
 

@@ -300,8 +300,13 @@ public final class Trainer {
     /// The optimizer is put in eval mode for it and back in train mode after (schedule-free
     /// evaluates at the average x; a no-op for the others).
     public func evaluate() throws -> (loss: Double, accuracy: Double) {
-        optimizer.eval()
-        defer { optimizer.train() }
+        try optimizer.eval()
+        let result = try evaluateHere()
+        try optimizer.train()
+        return result
+    }
+
+    private func evaluateHere() throws -> (loss: Double, accuracy: Double) {
         var total = BatchOutcome(lossSum: 0, correct: 0, count: 0)
         func add(_ outcome: BatchOutcome) {
             total.lossSum += outcome.lossSum

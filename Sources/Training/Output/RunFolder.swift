@@ -163,6 +163,16 @@ public final class RunFolder: @unchecked Sendable {
                  }, logarithmicY: true)
     }
 
+    /// Held-out loss (test or validation, at each evaluation) against step, one series per run.
+    public static func heldOutLossChart(_ runs: [(name: String, result: TrainingResult)], againstTime: Bool = false) -> SVGChart {
+        SVGChart(title: againstTime ? "Held-out loss against time" : "Held-out loss", xLabel: againstTime ? "seconds" : "step", yLabel: "loss",
+                 series: runs.map { run in
+                     .init(name: run.name, points: run.result.records.compactMap { record in
+                         record.testLoss.map { (againstTime ? record.seconds : Double(record.step), $0) }
+                     })
+                 }, logarithmicY: true)
+    }
+
     /// Test accuracy (at the end of each epoch) against step, one series per run.
     public static func accuracyChart(_ runs: [(name: String, result: TrainingResult)], againstTime: Bool = false) -> SVGChart {
         SVGChart(title: againstTime ? "Test accuracy against time" : "Test accuracy", xLabel: againstTime ? "seconds" : "step",
