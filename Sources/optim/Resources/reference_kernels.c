@@ -286,6 +286,9 @@ KERNEL(adan) {
         float u = (m / bc1 + one_minus_b2 * (v / bc2)) / (sqrtf(second / bc3 + eps_root) + eps);
         u = u + decay * x;
         p[i] = x + u * neg_lr;
+    }
+}
+
 /* c: beta1, 1 - beta1, beta2, 1 - beta2, beta3_t, 1 - beta3_t, alpha_t, 1 - beta1^t,
    sqrt(1 - beta2^t), eps, decay (1 - lr*weight_decay; 1 for none), -lr.
    s0: m1, s1: m2, s2: nu. */
