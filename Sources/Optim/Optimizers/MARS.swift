@@ -413,6 +413,7 @@ extension MARSRule {
     static func makeGroups(_ configuration: OptimizerConfiguration,
                            _ groups: [ParameterGroupConfiguration]) throws(OptimError) -> [ParameterGroup<Hyperparameters>] {
         let constructor = try Hyperparameters(configuration.hyperparameters)
+        try constructor.validate()
         var built: [ParameterGroup<Hyperparameters>] = []
         for (index, group) in groups.enumerated() {
             if group.overrides["lr_1d"] != nil {
