@@ -46,8 +46,8 @@ import Foundation
 ///
 /// Each tensor is updated whole: a first pass sums ‖c‖² (reads g, g₋), a second updates the
 /// moments and g₋ and, without cautious, the parameter (reads p, g, g₋, m, v; writes p, m, v,
-/// g₋) — 40 bytes per parameter a step on the MARS path, 28 on the 1-D path, which needs no
-/// norm. The cautious mask's count needs a third pass for the parameter; "shampoo" orthogonalises
+/// g₋) — 44 bytes per parameter a step on the MARS path, 32 on the 1-D path, which needs no
+/// norm (one pass that does not read g₋). The cautious mask's count needs a third pass for the parameter; "shampoo" orthogonalises
 /// the whole matrix. The passes run over the thread pool in fixed chunks, so the results do not
 /// depend on the thread count. ZeRO-1 sharding, which splits tensors, does not take it.
 ///
