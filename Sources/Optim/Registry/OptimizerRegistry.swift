@@ -41,6 +41,7 @@ public enum OptimizerRegistry {
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
         ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
         AdEMAMixRule.info, LAMBRule.info, LARSRule.info,
+        MARSRule.info,
     ]
 
     /// The registry names, in registry order.
