@@ -158,38 +158,18 @@ public enum MuonRule: WholeTensorRule {
         let round: (Float) -> Float = c.bfloat16 ? BFloat16.round : { $0 }
         // X: the momentum update, transposed to short × long, in the iteration's precision.
         let short = min(rows, columns), long = max(rows, columns), transposed = rows > columns
-        let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
-        let next = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
-        let gram = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
-        let square = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
-        defer { [x, next, gram, square].forEach { $0.deallocate() } }
-        var sumOfSquares = 0.0
+        let current = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { current.deallocate() }
         for i in 0..<n {
             let g = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
             let buffer = Elementwise.lerp(o.state0[i], g, weight: c.oneMinusMomentum, oneMinusWeight: c.oneMinusMomentumComplement)
             o.state0[i] = buffer
             let update = round(c.nesterov ? Elementwise.lerp(g, buffer, weight: c.momentum, oneMinusWeight: c.momentumComplement) : buffer)
             let (r, column) = (i / columns, i % columns)
-            x[transposed ? column * rows + r : i] = update
-            sumOfSquares += Double(update) * Double(update)
+            current[transposed ? column * rows + r : i] = update
         }
-        let norm = max(round(Float(sumOfSquares.squareRoot())), round(c.eps))
-        for i in 0..<n { x[i] = round(x[i] / norm) }
-        let workspace = MatMul.Workspace()
-        var current = x, other = next
-        for _ in 0..<c.steps {
-            // A = X·Xᵀ;  B = b·A + c·A·A;  X ← a·X + B·X, each result stored in the precision.
-            MatMul.gemm(m: short, n: short, k: long, UnsafeBufferPointer(current), transposeA: false,
-                        UnsafeBufferPointer(current), transposeB: true, gram, workspace: workspace, pool: pool)
-            for i in gram.indices { gram[i] = round(gram[i]) }
-            MatMul.gemm(m: short, n: short, k: short, UnsafeBufferPointer(gram), transposeA: false,
-                        UnsafeBufferPointer(gram), transposeB: false, square, workspace: workspace, pool: pool)
-            for i in square.indices { square[i] = round(c.b * gram[i] + c.c * square[i]) }
-            MatMul.gemm(m: short, n: long, k: short, UnsafeBufferPointer(square), transposeA: false,
-                        UnsafeBufferPointer(current), transposeB: false, other, workspace: workspace, pool: pool)
-            for i in 0..<n { other[i] = round(c.a * current[i] + other[i]) }
-            swap(&current, &other)
-        }
+        NewtonSchulz.orthogonalize(current, short: short, long: long, a: c.a, b: c.b, c: c.c, steps: c.steps, eps: c.eps,
+                                   bfloat16: c.bfloat16, pool: pool)
         let negativeStep = Float(-(c.learningRate * c.adjustment.ratio(rows: rows, columns: columns)))
         var sums = MetricAccumulator()
         for i in 0..<n {

@@ -367,3 +367,34 @@ KERNEL(lars) {
         p[i] = p[i] + (nesterov ? u + momentum * b : b);
     }
 }
+
+/* MARS ("adamw", the MARS path: optimize_1d, no weight decay), two passes over the tensor: the
+   norm of the corrected gradient c = (g - last_grad)*k + g, then c divided by it when above 1,
+   the moments on c, last_grad = g and the step. c: k = gamma*beta1/(1 - beta1), 1 - beta1,
+   beta2, 1 - beta2, 1 - beta1^t, sqrt(1 - beta2^t), eps, -lr. s0: exp_avg, s1: exp_avg_sq,
+   s2: last_grad. */
+KERNEL(mars) {
+    const float k = c[0], one_minus_beta1 = c[1], beta2 = c[2], one_minus_beta2 = c[3];
+    const float correction1 = c[4], correction2_root = c[5], eps = c[6], neg_lr = c[7];
+    double cc = 0.0;
+    (void)s3;
+    #pragma omp parallel for simd schedule(static) reduction(+:cc)
+    for (long i = 0; i < n; i++) {
+        float x = (g[i] - s2[i]) * k + g[i];
+        cc += (double)x * x;
+    }
+    const float norm = (float)sqrt(cc);
+    const float divisor = norm > 1.0f ? norm : 1.0f;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float grad = g[i];
+        float x = ((grad - s2[i]) * k + grad) / divisor;
+        float m = lerpf(s0[i], x, one_minus_beta1);
+        float v = s1[i] * beta2 + one_minus_beta2 * x * x;
+        s0[i] = m;
+        s1[i] = v;
+        s2[i] = grad;
+        float denom = (sqrtf(v + 1e-15f) + eps) / correction2_root * correction1;
+        p[i] = p[i] + neg_lr * (m / denom);
+    }
+}
