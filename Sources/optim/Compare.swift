@@ -72,6 +72,9 @@ struct Compare: ParsableCommand {
             }
         }
 
+        // The first run's trainer, built before any folder is made (it refuses what the
+        // configuration's checks cannot see, such as a step count that overflows).
+        var firstTrainer: Trainer? = try experiment.trainer(plan[0][0])
         let folder: URL
         if let out {
             folder = URL(fileURLWithPath: out)
@@ -91,7 +94,8 @@ struct Compare: ParsableCommand {
                 let label = Self.label(configuration)
                 var runFolder = folder.appendingPathComponent(configuration.optimizer)
                 if seeds > 1 { runFolder = runFolder.appendingPathComponent("seed-\(configuration.seed)") }
-                let result = try experiment.run(configuration, in: runFolder, force: force)
+                let result = try experiment.run(configuration, in: runFolder, force: force, trainer: firstTrainer)
+                firstTrainer = nil
                 let milliseconds = result.seconds / Double(max(result.steps, 1)) * 1000
                 let seedNote = seeds > 1 ? String(format: "seed %-4d ", index) : ""
                 say(label.padding(toLength: max(20, label.count + 1), withPad: " ", startingAt: 0) + seedNote

@@ -88,8 +88,10 @@ struct Experiment {
     }
 
     /// Trains `configuration` into `folder` (created with its parents; `force` replaces a run there).
-    func run(_ configuration: TrainingConfiguration, in folder: URL, force: Bool) throws -> TrainingResult {
-        let trainer = try self.trainer(configuration)
+    /// `trainer`, when given, is one built from `configuration` beforehand (to check a run can start
+    /// before any folder is made).
+    func run(_ configuration: TrainingConfiguration, in folder: URL, force: Bool, trainer prebuilt: Trainer? = nil) throws -> TrainingResult {
+        let trainer = try prebuilt ?? self.trainer(configuration)
         var saved = settings
         saved["optimizer"] = configuration.optimizer
         saved["threads"] = String(configuration.threads)

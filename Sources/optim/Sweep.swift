@@ -71,6 +71,7 @@ struct Sweep: ParsableCommand {
             for lr in rates { _ = try experiment.configuration(optimizer: name, learningRate: lr, seed: firstSeed) }  // checked before any run
             plan.append((name, rates))
         }
+        var firstTrainer: Trainer? = try experiment.trainer(try experiment.configuration(optimizer: plan[0].name, learningRate: plan[0].rates[0], seed: firstSeed))
         let folder: URL
         if let out {
             folder = URL(fileURLWithPath: out)
@@ -91,7 +92,8 @@ struct Sweep: ParsableCommand {
                 for index in 0..<seeds {
                     let configuration = try experiment.configuration(optimizer: name, learningRate: lr, seed: firstSeed + UInt64(index))
                     let runFolder = folder.appendingPathComponent(name).appendingPathComponent(String(format: "lr-%g", lr)).appendingPathComponent("seed-\(configuration.seed)")
-                    let result = try experiment.run(configuration, in: runFolder, force: force)
+                    let result = try experiment.run(configuration, in: runFolder, force: force, trainer: firstTrainer)
+                    firstTrainer = nil
                     say(name.padding(toLength: max(20, name.count + 1), withPad: " ", startingAt: 0) + String(format: "lr %-9.3g seed %-4d ", lr, index)
                         + experiment.describe(result) + (result.interrupted ? "  (interrupted)" : ""))
                     if result.interrupted {
