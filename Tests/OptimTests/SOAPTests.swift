@@ -110,6 +110,25 @@ import Testing
         #expect(bits(switched) != bits(start))
     }
 
+    /// Hyperparameters that would resize the factors a matrix already has are refused, and the
+    /// optimizer is left as it was.
+    @Test func resizingExistingFactorsIsRefused() throws {
+        var random = SplitMix(seed: 8)
+        let w = try Parameter(name: "w", shape: [4, 3], values: random.floats(12))
+        let optimizer = try SOAP([w], hyperparameters: .init(learningRate: 0.01))
+        for _ in 0..<2 {
+            try w.setGradient(random.floats(12))
+            try optimizer.step()
+        }
+        let before = optimizer.snapshot()
+        var h = SOAPRule.Hyperparameters(learningRate: 0.01)
+        h.maxPreconditionDimension = 3  // the 4-row factor goes away: GG and Q change size
+        #expect(throws: OptimError.self) { try optimizer.setHyperparameters(h, group: 0) }
+        #expect(optimizer.snapshot() == before)
+        try w.setGradient(random.floats(12))
+        try optimizer.step()  // still steps with its own factors
+    }
+
     @Test func hyperparameterKeys() throws {
         let defaults = SOAPRule.Hyperparameters()
         #expect(try SOAPRule.Hyperparameters(defaults.dictionary) == defaults)

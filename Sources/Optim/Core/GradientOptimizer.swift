@@ -313,6 +313,14 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
     public func setHyperparameters(_ hyperparameters: Hyperparameters, group: Int) throws(OptimError) {
         try checkGroup(group)
         try hyperparameters.validate()
+        // State already allocated keeps its sizes: hyperparameters that would resize a buffer a
+        // parameter has (SOAP's factor shapes) are refused, with nothing changed.
+        for slot in slots where slot.group == group && !slot.state.isEmpty {
+            let layout = Rule.stateLayout(hyperparameters, shape: slot.parameter.shape)
+            for (buffer, storage) in zip(layout, slot.state) where buffer.count != storage.count {
+                throw .invalidConfiguration("\(Rule.name): these hyperparameters would resize parameter '\(slot.parameter.name)''s state '\(buffer.name)' from \(storage.count) to \(buffer.count) values; build a new optimizer to change them. Nothing was changed")
+            }
+        }
         Rule.advise(hyperparameters)
         groups[group].hyperparameters = hyperparameters
         refreshLayouts(group: group)

@@ -47,7 +47,8 @@ import Foundation
 /// `1 < n ≤ max_precondition_dim` elements with `merge_dims` (4.1.0 raises in its `project`) is
 /// treated as without `merge_dims`. `max_precondition_dim`, `merge_dims`, `precondition_1d` and
 /// `data_format` shape a parameter's factors at its first gradient: changing them later in a way
-/// that changes a parameter's factor sizes traps (the reference fails too), and a parameter that
+/// that changes a parameter's factor sizes is refused by `setHyperparameters` with an error
+/// (nothing changes; the reference fails too), and a parameter that
 /// had no factors at its first gradient gets none later (`precondition_1d` switched on).
 ///
 /// Reference: pytorch-optimizer 4.1.0, `pytorch_optimizer.SOAP`; paper: Vyas et al., 2024,
