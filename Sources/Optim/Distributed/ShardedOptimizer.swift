@@ -96,6 +96,9 @@ public final class ShardedOptimizer: Optimizer {
         try validateParameterLists(groups.map(\.parameters), optimizer: configuration.name)
 
         let updated = configuration.base ?? configuration
+        if updated.name == Prodigy.name {
+            throw DistributedError.unsupported("optimizer 'prodigy' cannot be sharded: its step size d comes from sums over the whole tensors of every parameter (⟨g, p0 − p⟩ and |s|), and ZeRO-1 here splits tensors between ranks; use DataParallel without sharding")
+        }
         if try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }

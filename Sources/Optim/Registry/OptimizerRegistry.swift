@@ -40,7 +40,7 @@ public enum OptimizerRegistry {
         AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
         ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
-        AdEMAMixRule.info, LAMBRule.info, LARSRule.info,
+        AdEMAMixRule.info, LAMBRule.info, LARSRule.info, Prodigy.info,
     ]
 
     /// The registry names, in registry order.
