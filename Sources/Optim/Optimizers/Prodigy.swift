@@ -161,6 +161,9 @@ public final class Prodigy: Optimizer {
     struct Slot {
         let parameter: Parameter
         let group: Int
+        /// Where the parameter starts in its full tensor: 0, or its shard's start under ZeRO-1
+        /// (the `s`/`p0` slices take the full tensor's every `slice_p`-th element).
+        var offset = 0
         var steps = 0
         var gradientScale: Float = 1
         var expAvg: UnsafeMutableBufferPointer<Float>?
@@ -183,6 +186,10 @@ public final class Prodigy: Optimizer {
     public private(set) var d: Double
     /// The largest estimate so far.
     public private(set) var dMax: Double
+    /// The ranks whose shards of the parameters this optimizer steps with the others (ZeRO-1,
+    /// set by ``ShardedOptimizer``): the two sums of pass 1 are all-reduced through it.
+    private var communicator: (any Communicator)?
+
     /// The weighted sum `r` of ⟨g, p0 − p⟩ terms (prodigyopt's `d_numerator`).
     public private(set) var dNumerator = 0.0
     /// The last step's `d̂` and Σ|s| (prodigyopt's `d_hat`, `d_denom`; informational).
@@ -329,10 +336,10 @@ public final class Prodigy: Optimizer {
         var negativeGradientStep: Float
     }
 
-    /// Sums of one chunk of the first pass.
-    private struct Sums {
-        var dot = 0.0
-        var absolute = 0.0
+    /// Sums of one chunk of the first pass, exact.
+    struct Sums {
+        var dot = ExactSum()
+        var absolute = ExactSum()
     }
 
     @discardableResult
@@ -364,7 +371,9 @@ public final class Prodigy: Optimizer {
         }
 
         // Pass 1: moments, s, and the two sums.
-        var delta = 0.0, denominator = 0.0
+        // Per group (its own d/d0), the exact sum of its dot products; then the exact Σ|s|. Exact
+        // sums do not depend on how the tensors are cut, so ZeRO-1 shards give the unsharded d.
+        var sums = [ExactSum](repeating: ExactSum(), count: groups.count + 1)
         for index in slots.indices {
             guard let gradient = slots[index].parameter.gradient else { continue }
             let h = groups[slots[index].group].hyperparameters
@@ -375,10 +384,17 @@ public final class Prodigy: Optimizer {
                                     beta1: Float(beta1), beta2: Float(beta2), beta3: Float(beta3),
                                     momentScale: Float(d * (1 - beta1)), squareScale: Float(d * d * (1 - beta2)),
                                     sliceScale: Float(ratio * (h.safeguardWarmup ? d : dlr)), sliceP: h.sliceP)
-            let sums = firstPass(slots[index], gradient: gradient, scalars)
-            delta += ratio * dlr * sums.dot
-            denominator += sums.absolute
+            let tensor = firstPass(slots[index], gradient: gradient, scalars)
+            sums[slots[index].group].add(tensor.dot)
+            sums[groups.count].add(tensor.absolute)
         }
+        if let communicator { try ExactSum.allreduce(&sums, communicator: communicator) }
+        // Σ (d/d0)·dlr·⟨ĝ, p̂₀ − p̂⟩, group by group.
+        var delta = 0.0
+        for (group, sum) in zip(groups, sums) where group.hyperparameters.learningRate > 0 {
+            delta += d / group.hyperparameters.d0 * dlr * sum.value
+        }
+        let denominator = sums[groups.count].value
 
         if denominator == 0 {
             // prodigyopt returns here: the moments were updated, nothing else changes.
@@ -397,7 +413,7 @@ public final class Prodigy: Optimizer {
         (dNumerator, dDenominator, d, dMax, dHat) = (globalNumerator, denominator, newD, newMax, estimate)
 
         // Pass 2: the update, with the old dlr and the new d.
-        var sums: [String: ParameterMetricSums] = [:]
+        var metricSums: [String: ParameterMetricSums] = [:]
         for index in slots.indices {
             guard let gradient = slots[index].parameter.gradient else { continue }
             let h = groups[slots[index].group].hyperparameters
@@ -409,14 +425,20 @@ public final class Prodigy: Optimizer {
             let total = secondPass(slots[index], gradient: gradient, scalars, collecting: collectingMetrics)
             slots[index].gradientScale = 1
             if collectingMetrics {
-                sums[slots[index].parameter.name] = ParameterMetricSums(
+                metricSums[slots[index].parameter.name] = ParameterMetricSums(
                     momentSquared: keepsMoment ? total.momentSquared : nil, parameterSquared: total.parameterSquared,
                     updateSquared: total.updateSquared, gradientSquared: total.gradientSquared,
                     updateDotGradient: total.updateDotGradient, momentDotGradient: keepsMoment ? total.momentDotGradient : nil)
             }
         }
         k += 1
-        return collectingMetrics ? OptimizerMetrics(sums: sums) : nil
+        return collectingMetrics ? OptimizerMetrics(sums: metricSums) : nil
+    }
+
+    /// The slice indices (of the full tensor) that elements `offset ..< offset + count` hold:
+    /// those `J` with `J·slice_p` in that range.
+    static func sliceRange(offset: Int, count: Int, sliceP: Int) -> Range<Int> {
+        ((offset + sliceP - 1) / sliceP)..<((offset + count + sliceP - 1) / sliceP)
     }
 
     /// Python's `max(a, b)`: `b` only when `b > a`.
@@ -426,8 +448,8 @@ public final class Prodigy: Optimizer {
 
     private func allocateState(_ index: Int, keepsMoment: Bool) {
         let parameter = slots[index].parameter
-        let count = parameter.count, sliceP = groups[slots[index].group].hyperparameters.sliceP
-        let sliced = (count + sliceP - 1) / sliceP
+        let count = parameter.count, sliceP = groups[slots[index].group].hyperparameters.sliceP, offset = slots[index].offset
+        let slices = Self.sliceRange(offset: offset, count: count, sliceP: sliceP), sliced = slices.count
         if keepsMoment {
             let moment = FloatStorage.allocate(count)
             moment.update(repeating: 0)
@@ -438,7 +460,7 @@ public final class Prodigy: Optimizer {
         let s = FloatStorage.allocate(sliced)
         s.update(repeating: 0)
         let p0 = FloatStorage.allocate(sliced)
-        for j in 0..<sliced { p0[j] = parameter.values[j * sliceP] }
+        for (j, slice) in slices.enumerated() { p0[j] = parameter.values[slice * sliceP - offset] }
         (slots[index].expAvgSq, slots[index].s, slots[index].p0) = (square, s, p0)
     }
 
@@ -447,7 +469,8 @@ public final class Prodigy: Optimizer {
     private func firstPass(_ slot: Slot, gradient: UnsafeMutableBufferPointer<Float>, _ c: FirstPass) -> Sums {
         let p = slot.parameter.values.baseAddress!, g = gradient.baseAddress!
         let m = slot.expAvg?.baseAddress, v = slot.expAvgSq!.baseAddress!, s = slot.s!.baseAddress!, p0 = slot.p0!.baseAddress!
-        let scale = slot.gradientScale, sliceP = c.sliceP
+        let scale = slot.gradientScale, sliceP = c.sliceP, offset = slot.offset
+        let first = (offset + sliceP - 1) / sliceP  // the first slice index of this (part of the) tensor
         let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> Sums in
             @inline(__always) func grad(_ i: Int) -> Float {
                 var value = g[i]
@@ -456,17 +479,17 @@ public final class Prodigy: Optimizer {
                 return value
             }
             var sums = Sums()
-            // The slice elements of the range: indices j·slice_p in [lower, upper).
-            var j = (range.lowerBound + sliceP - 1) / sliceP
-            while j * sliceP < range.upperBound {
-                let i = j * sliceP
+            // The slice elements of the range: full-tensor indices J·slice_p in [offset + lower, offset + upper).
+            var slice = (offset + range.lowerBound + sliceP - 1) / sliceP
+            while slice * sliceP < offset + range.upperBound {
+                let i = slice * sliceP - offset, j = slice - first
                 let gi = grad(i)
                 let difference = p0[j] - p[i]
-                sums.dot += Double(gi) * Double(difference)
+                sums.dot.add(Double(gi) * Double(difference))
                 let updated = s[j] * c.beta3 + gi * c.sliceScale
                 s[j] = updated
-                sums.absolute += Double(abs(updated))
-                j += 1
+                sums.absolute.add(Double(abs(updated)))
+                slice += 1
             }
             for i in range {
                 let gi = grad(i)
@@ -477,8 +500,8 @@ public final class Prodigy: Optimizer {
         }
         var total = Sums()
         for partial in partials {
-            total.dot += partial.dot
-            total.absolute += partial.absolute
+            total.dot.add(partial.dot)
+            total.absolute.add(partial.absolute)
         }
         return total
     }
@@ -595,7 +618,7 @@ public final class Prodigy: Optimizer {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': invalid step count \(state.stepCount), gradient scale or scalar state")
             }
             let count = slot.parameter.count, sliceP = restored[slot.group].hyperparameters.sliceP
-            let sliced = (count + sliceP - 1) / sliceP
+            let sliced = Self.sliceRange(offset: slot.offset, count: count, sliceP: sliceP).count
             var expected = ["exp_avg_sq": count, "s": sliced, "p0": sliced]
             if keepsMoment { expected["exp_avg"] = count }
             if state.buffers.isEmpty {
@@ -636,8 +659,27 @@ public final class Prodigy: Optimizer {
 }
 
 extension Prodigy: ShardableOptimizer {
-    /// Not shardable: `d` needs sums over whole tensors (see the type's documentation).
-    var isShardable: Bool { false }
+    /// Shardable: ``ShardedOptimizer`` tells it where its parts lie (``attach(communicator:offsets:)``).
+    var isShardable: Bool { true }
+
+    /// Makes this optimizer one rank's part of a ZeRO-1 Prodigy: `offsets[i]` is where parameter
+    /// `i` (a part of a full tensor) starts in that tensor, and the sums of every step are
+    /// all-reduced through `communicator`. Called by ``ShardedOptimizer`` before the first step.
+    func attach(communicator: any Communicator, offsets: [Int]) {
+        self.communicator = communicator
+        for index in slots.indices { slots[index].offset = offsets[index] }
+    }
+
+    /// The part of buffer `name` that this rank's `parameter` (a part starting at `offset` of a
+    /// full tensor of `fullCount` elements) holds, and the full buffer's length: the element range
+    /// for the moments, the slice range for `s` and `p0`.
+    func bufferRange(_ name: String, of parameter: Parameter, offset: Int, count: Int, fullCount: Int) -> (part: Range<Int>, length: Int) {
+        guard name == "s" || name == "p0", let index = slotIndex[ObjectIdentifier(parameter)] else {
+            return (offset..<(offset + count), fullCount)
+        }
+        let sliceP = groups[slots[index].group].hyperparameters.sliceP
+        return (Self.sliceRange(offset: offset, count: count, sliceP: sliceP), (fullCount + sliceP - 1) / sliceP)
+    }
 
     var stateElementCount: Int {
         slots.reduce(0) { total, slot in
@@ -678,4 +720,114 @@ extension Prodigy {
             }
             return try Prodigy(groups: built, threadPool: pool)
         })
+}
+
+/// An exact sum of finite Doubles that are products of two Floats, or Floats (Prodigy's
+/// ⟨ĝ, p̂₀ − p̂⟩ terms and |s|): a fixed-point number in 32-bit limbs from 2^-384 up to 2^320,
+/// which holds every such term exactly. Its value does not depend on the order of the additions,
+/// so sums over tensors cut anywhere (ZeRO-1 shards, thread chunks) agree bit for bit; the
+/// rounding to Double happens once, at the end. Non-finite terms are added separately in Double
+/// (NaN and ±∞ come through, as in the reference).
+struct ExactSum {
+    static let limbBits = 32
+    static let minimumExponent = -384
+    static let limbCount = 22
+    /// The limbs, least significant first; after ``normalize()`` all but the last are in [0, 2³²).
+    var limbs = [Int64](repeating: 0, count: limbCount)
+    /// Terms that are NaN or ±∞ (or out of range, which products of Floats never are).
+    var special = 0.0
+    /// Additions since the last normalisation (each limb takes < 2³² per addition).
+    private var pending = 0
+
+    /// Adds one term exactly.
+    mutating func add(_ x: Double) {
+        guard x.isFinite else {
+            special += x
+            return
+        }
+        if x == 0 { return }
+        let bits = x.bitPattern
+        let exponentBits = Int((bits >> 52) & 0x7FF), fraction = bits & ((1 << 52) - 1)
+        let mantissa = exponentBits == 0 ? fraction : fraction | (1 << 52)
+        let exponent = (exponentBits == 0 ? 1 : exponentBits) - 1075
+        let position = exponent - Self.minimumExponent
+        let index = position >> 5
+        guard position >= 0, index + 2 < Self.limbCount else {
+            special += x
+            return
+        }
+        let shifted = UInt128(mantissa) << (position & 31)
+        let mask: UInt128 = 0xFFFF_FFFF
+        let low = Int64(shifted & mask), middle = Int64((shifted >> 32) & mask), high = Int64(shifted >> 64)
+        if x < 0 {
+            limbs[index] -= low
+            limbs[index + 1] -= middle
+            limbs[index + 2] -= high
+        } else {
+            limbs[index] += low
+            limbs[index + 1] += middle
+            limbs[index + 2] += high
+        }
+        pending += 1
+        if pending >= 1 << 30 { normalize() }
+    }
+
+    /// Adds another exact sum.
+    mutating func add(_ other: ExactSum) {
+        var other = other
+        other.normalize()
+        normalize()
+        for index in limbs.indices { limbs[index] += other.limbs[index] }
+        special += other.special
+        normalize()
+    }
+
+    /// Propagates the carries: every limb but the last in [0, 2³²) — one representation per value.
+    mutating func normalize() {
+        for index in 0..<(Self.limbCount - 1) {
+            let carry = limbs[index] >> 32
+            limbs[index] -= carry << 32
+            limbs[index + 1] += carry
+        }
+        pending = 0
+    }
+
+    /// The sum rounded to Double (a function of the exact value only).
+    var value: Double {
+        var copy = self
+        copy.normalize()
+        // A negative number is summed as its magnitude (its limbs negated and normalised again),
+        // so that the limbs added below are all >= 0 and nothing cancels.
+        let negative = copy.limbs[Self.limbCount - 1] < 0
+        if negative {
+            for index in copy.limbs.indices { copy.limbs[index] = -copy.limbs[index] }
+            copy.normalize()
+        }
+        var result = 0.0
+        for index in copy.limbs.indices where copy.limbs[index] != 0 {
+            result += Double(copy.limbs[index]) * Double(sign: .plus, exponent: Self.minimumExponent + 32 * index, significand: 1)
+        }
+        if negative { result = -result }
+        return special == 0 ? result : result + special
+    }
+
+    /// Adds every rank's sums element by element (one allreduce): normalised limbs are integers
+    /// below 2³², so their Double sums over the ranks are exact.
+    static func allreduce(_ sums: inout [ExactSum], communicator: any Communicator) throws(DistributedError) {
+        let width = limbCount + 1
+        var buffer = [Double](repeating: 0, count: sums.count * width)
+        for (position, var sum) in sums.enumerated() {
+            sum.normalize()
+            for index in 0..<limbCount { buffer[position * width + index] = Double(sum.limbs[index]) }
+            buffer[position * width + limbCount] = sum.special
+        }
+        try buffer.withUnsafeMutableBufferPointer { pointer throws(DistributedError) in try communicator.allreduceSum(pointer) }
+        for position in sums.indices {
+            var sum = ExactSum()
+            for index in 0..<limbCount { sum.limbs[index] = Int64(buffer[position * width + index]) }
+            sum.special = buffer[position * width + limbCount]
+            sum.normalize()
+            sums[position] = sum
+        }
+    }
 }
