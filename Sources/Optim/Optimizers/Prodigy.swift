@@ -26,9 +26,11 @@ import Foundation
 /// ```
 /// Scalars are computed in Double and rounded to Float where prodigyopt hands a Python float to
 /// a float32 tensor; element arithmetic is float32 in the reference's order. The two reductions
-/// (the dot product and Σ|s|) are summed in Double over fixed chunks, so they are as close to
-/// exact as the Double sum allows and do not depend on the thread count (prodigyopt sums them in
-/// float32: the difference is far inside the fixtures' tolerances).
+/// (the dot products, per group, and Σ|s|) are summed **exactly** (``ExactSum``: every term is a
+/// product of two Floats, held in fixed-point limbs) and rounded to Double once, so they depend
+/// neither on the thread count nor on where tensors are cut (prodigyopt sums them in float32 per
+/// tensor: the difference is far inside the fixtures' tolerances). Both passes run over fixed
+/// chunks of each tensor on the thread pool.
 ///
 /// Groups: every group's `lr` must be the largest one or 0 (prodigyopt raises otherwise; here
 /// ``step(collectingMetrics:)`` throws before anything changes); at least one group starts with
@@ -39,9 +41,12 @@ import Foundation
 /// dictionary it is omitted (or `null`) for +∞. `fsdp_in_use` is accepted only as `false` (its
 /// `true` path all-reduces through torch.distributed).
 ///
-/// ZeRO-1: not sharded. `d` comes from sums over the whole of every tensor, and
-/// ``ShardedOptimizer`` splits tensors between ranks, so it refuses Prodigy with a message that
-/// says so; plain data parallelism (every rank steps the full, averaged gradients) works.
+/// ZeRO-1: ``ShardedOptimizer`` takes it. Each rank steps its parts of the tensors, knowing where
+/// each part starts (so `s` and `p0` hold the full tensor's every `slice_p`-th element that falls
+/// in the part), adds its exact sums, and one allreduce of them per step (a few hundred bytes:
+/// the limbs, which add exactly) gives every rank the unsharded sums — so a sharded run equals an
+/// unsharded one bit for bit (parameters, gathered state, `d`), and the step returns early on
+/// every rank together. Checkpoints move between sharded and unsharded runs and world sizes.
 ///
 /// Defaults: `lr` 1, `betas` (0.9, 0.999), `beta3` null (√β2), `eps` 1e-8, `weight_decay` 0,
 /// `decouple` true, `use_bias_correction` false, `safeguard_warmup` false, `d0` 1e-6, `d_coef` 1,
@@ -699,6 +704,8 @@ extension Prodigy {
         name: name, typeName: "Prodigy",
         reference: .init(library: "prodigyopt", version: "1.1.2", symbol: "prodigyopt.Prodigy",
                          paper: "Mishchenko & Defazio, 2023, \"Prodigy: An Expeditiously Adaptive Parameter-Free Learner\", arXiv:2306.06101"),
+        // Not elementwise (no dispatched kernels, the baseline path); ZeRO-1 still takes it, since
+        // its only whole-model quantities are sums its shards all-reduce (ShardedOptimizer).
         defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true,
         suggested: ["lr": .number(1)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(1), "d0": .number(1e-3)]),
