@@ -25,7 +25,9 @@
 ///
 /// Every element's arithmetic is the one an unsharded optimizer does, so parameters and (gathered)
 /// state match an unsharded run over the same averaged gradients bit for bit; metrics match
-/// within float rounding (their sums are added in another order).
+/// within float rounding (their sums are added in another order). ``Prodigy``, whose step size
+/// comes from sums over the whole model, is told where its parts lie and all-reduces its exact
+/// sums each step, so it matches bit for bit too; other optimizers over whole tensors are refused.
 ///
 /// Use it with ``DataParallel`` for the gradient average (ZeRO-1 keeps full gradients):
 /// ```swift
