@@ -19,10 +19,20 @@ import Testing
     static func build(_ name: String, seed: UInt64) throws -> Run {
         var random = SplitMix(seed: seed)
         let parameters = try [("w", [7, 9]), ("b", [9]), ("s", [])].map { try Parameter(name: $0.0, shape: $0.1, values: random.floats($0.1.reduce(1, *))) }
-        let groups = [ParameterGroupConfiguration([parameters[0]]), ParameterGroupConfiguration([parameters[1], parameters[2]], overrides: name == "lookahead" ? [:] : ["lr": .number(0.003)])]
+        let groups = [ParameterGroupConfiguration([parameters[0]]), ParameterGroupConfiguration([parameters[1], parameters[2]], overrides: Self.overrides(name))]
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, name == "lookahead" ? ["k": .number(3)] : ["lr": .number(0.01)]), groups: groups)
         let scheduler = try LearningRateScheduler(optimizer, schedule: SequentialSchedule.warmupCosine(warmupSteps: 3, totalSteps: 12, floor: 0.1))
         return Run(parameters: parameters, optimizer: optimizer, scheduler: scheduler)
+    }
+
+    /// The second group's own settings: its learning rate (prodigy's groups share the largest lr
+    /// or have 0, so it differs there in decay and eps instead).
+    static func overrides(_ name: String) -> HyperparameterDictionary {
+        switch name {
+        case "lookahead": return [:]
+        case "prodigy": return ["weight_decay": .number(0.05), "eps": .number(1e-6)]
+        default: return ["lr": .number(0.003)]
+        }
     }
 
     static func train(_ run: Run, steps: Range<Int>) throws {

@@ -165,8 +165,9 @@ import Testing
         #expect(want.values.map(bits) != (try scenario.makeParameters(rank: 0)).map { bits($0.valueArray) }, "the run must move the parameters")
     }
 
-    /// The optimizers ZeRO-1 takes: elementwise ones (the others are refused, tested below).
-    static let shardable = OptimizerRegistry.all.filter { !$0.updatesWholeTensors && !$0.requiresMatrices }.map(\.name)
+    /// The optimizers ZeRO-1 takes: elementwise ones (the others are refused, tested below), and
+    /// Prodigy, whose only whole-model quantities are two sums its shards all-reduce.
+    static let shardable = OptimizerRegistry.all.filter { !$0.updatesWholeTensors && !$0.requiresMatrices }.map(\.name) + ["prodigy"]
 
     @Test("sharded state (ZeRO-1) equals a single process over 20 steps", arguments: shardable, [2, 3])
     func shardedEqualsSingleProcess(_ name: String, ranks: Int) throws {
@@ -200,7 +201,7 @@ import Testing
     }
 
     @Test("whole-tensor optimizers are refused by ZeRO-1 with a message that says why",
-          arguments: OptimizerRegistry.all.filter(\.updatesWholeTensors).map(\.name))
+          arguments: OptimizerRegistry.all.filter(\.updatesWholeTensors).map(\.name).filter { $0 != "prodigy" })
     func wholeTensorOptimizersAreNotSharded(_ name: String) throws {
         let messages = try LocalCommunicatorGroup(size: 2, timeout: 60).run { communicator in
             let w = try Parameter(name: "w", shape: [3, 4])

@@ -48,8 +48,12 @@ import Testing
                 }
             }
         }
+        // Keys whose only accepted value is the default: prodigyopt's `fsdp_in_use` true path
+        // all-reduces through torch.distributed on CUDA, which the fixture harness cannot run and
+        // this library refuses (ZeRO-1 does not shard prodigy).
+        let defaultOnly: Set = ["prodigy.fsdp_in_use"]
         for info in OptimizerRegistry.all {
-            for (key, defaultValue) in info.defaults {
+            for (key, defaultValue) in info.defaults where !defaultOnly.contains("\(info.name).\(key)") {
                 let values = seen["\(info.name).\(key)", default: []]
                 #expect(values.contains { $0 != defaultValue }, "\(info.name).\(key) is never set to a non-default value")
             }

@@ -104,12 +104,19 @@ import Testing
             #expect(try optimizer.hyperparameters(group: 0)["lr"] == .number(0.5))
             return
         }
-        let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name), groups: [.init([a]), .init([b], overrides: ["lr": .number(0.5)])])
+        // prodigyopt's groups share one step size: each group's lr is the largest one or 0.
+        let rate = name == "prodigy" ? 0 : 0.5
+        if name == "prodigy" {
+            #expect(throws: OptimError.self) {
+                try OptimizerRegistry.makeOptimizer(defaultConfiguration(name), groups: [.init([a]), .init([b], overrides: ["lr": .number(0.5)])])
+            }
+        }
+        let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name), groups: [.init([a]), .init([b], overrides: ["lr": .number(rate)])])
         #expect(optimizer.name == name)
         #expect(optimizer.groupCount == 2)
         #expect(optimizer.parameters == [a, b])
-        #expect(try optimizer.learningRate(group: 1) == 0.5)
-        #expect(try optimizer.initialLearningRate(group: 1) == 0.5)
-        #expect(try optimizer.hyperparameters(group: 1)["lr"] == .number(0.5))
+        #expect(try optimizer.learningRate(group: 1) == rate)
+        #expect(try optimizer.initialLearningRate(group: 1) == rate)
+        #expect(try optimizer.hyperparameters(group: 1)["lr"] == .number(rate))
     }
 }

@@ -39,14 +39,14 @@ extension ShardedOptimizer {
         var counts = [Int](repeating: 0, count: communicator.size)
         for (index, parameter) in parameters.enumerated() {
             guard let state = local.parameters[parameter.name] else { continue }
-            for rank in counts.indices { counts[rank] = layout.overlap(tensor: index, with: partition[rank]).count }
-            let mine = sliceRanges[index]
             for name in state.buffers.keys.sorted() {
+                for rank in counts.indices { counts[rank] = bufferRange(name, parameter: index, rank: rank).part.count }
+                let (mine, length) = bufferRange(name, parameter: index, rank: communicator.rank)
                 let part = state.buffers[name]!
                 guard part.count == mine.count else {
                     throw .invalidConfiguration("buffer '\(name)' of '\(parameter.name)' holds \(part.count) values; this rank's part has \(mine.count)")
                 }
-                var values = [Float](repeating: 0, count: parameter.count)
+                var values = [Float](repeating: 0, count: length)
                 values.replaceSubrange(mine, with: part)
                 try values.withUnsafeMutableBufferPointer { buffer throws(DistributedError) in
                     try counts.withUnsafeBufferPointer { counts throws(DistributedError) in try communicator.allgather(buffer, counts: counts) }
@@ -71,10 +71,11 @@ extension ShardedOptimizer {
         for (name, state) in snapshot.parameters {
             guard let index = indexByName[name] else { continue }  // the shard optimizer's restore names it
             for (buffer, values) in state.buffers {
-                guard values.count == parameters[index].count else {
-                    throw .checkpointMismatch("parameter '\(name)': buffer '\(buffer)' holds \(values.count) values, the parameter \(parameters[index].count) (a sharded optimizer restores full snapshots)")
+                let (mine, length) = bufferRange(buffer, parameter: index, rank: communicator.rank)
+                guard values.count == length else {
+                    throw .checkpointMismatch("parameter '\(name)': buffer '\(buffer)' holds \(values.count) values, the parameter \(length) (a sharded optimizer restores full snapshots)")
                 }
-                part.parameters[name]!.buffers[buffer] = Array(values[sliceRanges[index]])
+                part.parameters[name]!.buffers[buffer] = Array(values[mine])
             }
         }
         if let base = snapshot.base { part.base = try self.part(of: base) }

@@ -25,7 +25,9 @@
 ///
 /// Every element's arithmetic is the one an unsharded optimizer does, so parameters and (gathered)
 /// state match an unsharded run over the same averaged gradients bit for bit; metrics match
-/// within float rounding (their sums are added in another order).
+/// within float rounding (their sums are added in another order). ``Prodigy``, whose step size
+/// comes from sums over the whole model, is told where its parts lie and all-reduces its exact
+/// sums each step, so it matches bit for bit too; other optimizers over whole tensors are refused.
 ///
 /// Use it with ``DataParallel`` for the gradient average (ZeRO-1 keeps full gradients):
 /// ```swift
@@ -53,7 +55,7 @@ public final class ShardedOptimizer: Optimizer {
     private let groupParameters: [[Parameter]]
     /// Per parameter: the part this rank holds (possibly empty), and the parameter over it.
     let sliceRanges: [Range<Int>]
-    private let slices: [Parameter]
+    let slices: [Parameter]
     private let indexByObject: [ObjectIdentifier: Int]
     let indexByName: [String: Int]
     let layout: FlatLayout
@@ -96,7 +98,8 @@ public final class ShardedOptimizer: Optimizer {
         try validateParameterLists(groups.map(\.parameters), optimizer: configuration.name)
 
         let updated = configuration.base ?? configuration
-        if try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
+        // Prodigy reads whole tensors only through two sums, which its shards all-reduce (below).
+        if updated.name != Prodigy.name, try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
         let parameters = groups.flatMap(\.parameters)
@@ -121,6 +124,11 @@ public final class ShardedOptimizer: Optimizer {
             throw DistributedError.unsupported("optimizer '\(configuration.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
         local.nonFinitePolicy = .propagate  // decided here, on the full gradients
+        if let prodigy = Self.prodigy(in: local) {
+            // Its step size comes from sums over every parameter: each rank's parts add theirs
+            // exactly, and one allreduce per step makes them the unsharded sums.
+            prodigy.attach(communicator: communicator, offsets: sliceRanges.map(\.lowerBound))
+        }
 
         self.communicator = communicator
         self.configuration = configuration
@@ -152,6 +160,20 @@ public final class ShardedOptimizer: Optimizer {
     deinit {
         FloatStorage.deallocate(gatherBuffer)
         metricBuffer.deallocate()
+    }
+
+    /// The Prodigy that steps this rank's parts, wrapped or not.
+    static func prodigy(in optimizer: any Optimizer) -> Prodigy? {
+        (optimizer as? Prodigy) ?? ((optimizer as? Lookahead)?.base as? Prodigy)
+    }
+
+    /// The part of buffer `name` of parameter `index` that rank `rank` holds, and the full
+    /// buffer's length: the rank's range of the parameter, except for Prodigy's `s` and `p0`,
+    /// which hold every `slice_p`-th element.
+    func bufferRange(_ name: String, parameter index: Int, rank: Int) -> (part: Range<Int>, length: Int) {
+        let range = rank == communicator.rank ? sliceRanges[index] : layout.overlap(tensor: index, with: partition[rank])
+        guard let prodigy = Self.prodigy(in: shardOptimizer) else { return (range, parameters[index].count) }
+        return prodigy.bufferRange(name, of: slices[index], offset: range.lowerBound, count: range.count, fullCount: parameters[index].count)
     }
 
     /// The first flat index of rank `rank`'s range: `rank·⌊N/W⌋ + min(rank, N mod W)`.

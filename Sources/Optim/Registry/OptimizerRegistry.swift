@@ -41,7 +41,7 @@ public enum OptimizerRegistry {
         ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
         ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
         AdEMAMixRule.info, LAMBRule.info, LARSRule.info,
-        MARSRule.info, SOAPRule.info,
+        MARSRule.info, SOAPRule.info, Prodigy.info,
     ]
 
     /// The registry names, in registry order.

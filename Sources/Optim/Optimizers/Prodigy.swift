@@ -1,0 +1,840 @@
+import Foundation
+
+/// Prodigy (Mishchenko & Defazio, 2023): Adam whose step size `d` is estimated on the fly from
+/// how far the parameters have moved from their starting point — matching prodigyopt's `Prodigy`
+/// (1.1.2) step for step.
+///
+/// `d` is one number for the whole model, so a step is two passes over every parameter with a
+/// global update of `d` between them. With `lr` the largest group learning rate, `k` the global
+/// step count, `d0` a group's initial estimate, `g` the gradient (plus `λ·p` when decay is
+/// coupled), `ĝ`, `p̂`, `p̂₀` every `slice_p`-th element of the gradient, the parameter and the
+/// parameter at its first gradient:
+/// ```
+/// β3 = beta3 ?? √β2;   bc = √(1 − β2^(k+1)) / (1 − β1^(k+1)) if use_bias_correction else 1
+/// dlr = d·lr·bc;   r ← β3·r                                     (r: d_numerator)
+/// pass 1, groups with lr > 0:
+///   r_step += (d/d0)·dlr·⟨ĝ, p̂₀ − p̂⟩                           (float32 dot, summed in Double)
+///   m ← β1·m + d(1 − β1)·g;   v ← β2·v + d²(1 − β2)·g²
+///   s ← β3·s + (d/d0)·(safeguard_warmup ? d : dlr)·ĝ;   Σ|s| summed in Double
+/// if Σ|s| = 0: stop here (the moments are kept; nothing moves; k, d and r stay)
+/// r ← r + r_step;   d̂ = d_coef·r / Σ|s|
+/// d ← max(d, d̂) if d = d0 (the last group's);   d_max ← max(d_max, d̂);   d ← min(d_max, d·growth_rate)
+/// pass 2, every parameter with a gradient (lr-0 groups too; the old dlr, the new d):
+///   p ← p − λ·dlr·p                                           if decouple
+///   p ← p − dlr · m / (√v + d·ε)      (β1 > 0)      or      p ← p − dlr·d · g / (√v + d·ε)   (β1 = 0)
+/// k ← k + 1
+/// ```
+/// Scalars are computed in Double and rounded to Float where prodigyopt hands a Python float to
+/// a float32 tensor; element arithmetic is float32 in the reference's order. The two reductions
+/// (the dot products, per group, and Σ|s|) are summed **exactly** (``ExactSum``: every term is a
+/// product of two Floats, held in fixed-point limbs) and rounded to Double once, so they depend
+/// neither on the thread count nor on where tensors are cut (prodigyopt sums them in float32 per
+/// tensor: the difference is far inside the fixtures' tolerances). Both passes run over fixed
+/// chunks of each tensor on the thread pool.
+///
+/// Groups: every group's `lr` must be the largest one or 0 (prodigyopt raises otherwise; here
+/// ``step(collectingMetrics:)`` throws before anything changes); at least one group starts with
+/// `lr` > 0. `betas`, `beta3`, `use_bias_correction`, `d_coef`, `growth_rate` and `decouple` are
+/// read from the first group by the reference, so they are the optimizer's: a group that sets
+/// another value is refused. `eps`, `weight_decay`, `safeguard_warmup`, `d0` and `slice_p` may
+/// differ per group. `growth_rate` defaults to +∞ (no limit), which JSON cannot hold: in a
+/// dictionary it is omitted (or `null`) for +∞. `fsdp_in_use` is accepted only as `false` (its
+/// `true` path all-reduces through torch.distributed).
+///
+/// ZeRO-1: ``ShardedOptimizer`` takes it. Each rank steps its parts of the tensors, knowing where
+/// each part starts (so `s` and `p0` hold the full tensor's every `slice_p`-th element that falls
+/// in the part), adds its exact sums, and one allreduce of them per step (a few hundred bytes:
+/// the limbs, which add exactly) gives every rank the unsharded sums — so a sharded run equals an
+/// unsharded one bit for bit (parameters, gathered state, `d`), and the step returns early on
+/// every rank together. Checkpoints move between sharded and unsharded runs and world sizes.
+///
+/// Defaults: `lr` 1, `betas` (0.9, 0.999), `beta3` null (√β2), `eps` 1e-8, `weight_decay` 0,
+/// `decouple` true, `use_bias_correction` false, `safeguard_warmup` false, `d0` 1e-6, `d_coef` 1,
+/// `growth_rate` +∞, `slice_p` 1. State per parameter: `exp_avg` (absent when β1 = 0),
+/// `exp_avg_sq`, and the `s` and `p0` slices (`⌈n/slice_p⌉` each; `p0` is kept as a slice of
+/// zeros where prodigyopt keeps a 0-d zero for an all-zero parameter — the same arithmetic):
+/// 16 bytes per parameter at `slice_p` 1 (8 + 8/slice_p in general, 4 less without `exp_avg`);
+/// global: `d`, `d_max`, `d_numerator`, `k` (and the last `d_hat`, `d_denom`), all saved in
+/// checkpoints. Reference: `prodigyopt.Prodigy` (1.1.2); paper: Mishchenko & Defazio, 2023,
+/// "Prodigy: An Expeditiously Adaptive Parameter-Free Learner", arXiv:2306.06101.
+public final class Prodigy: Optimizer {
+    public static let name = "prodigy"
+
+    /// The keys prodigyopt reads from the first group only: the optimizer's, never a group's.
+    public static let globalKeys = ["betas", "beta3", "use_bias_correction", "d_coef", "growth_rate", "decouple", "fsdp_in_use"]
+
+    public struct Hyperparameters: OptimizerHyperparameters {
+        /// Multiplies the estimated step size; 0 freezes a group's contribution to `d`.
+        public var learningRate: Double
+        public var betas: Betas
+        /// The decay of `d_numerator` and `s`; `nil` for √β2.
+        public var beta3: Double?
+        public var eps: Double
+        public var weightDecay: Double
+        /// AdamW-style decay (`p ← p − λ·dlr·p`) rather than `λ·p` added to the gradient.
+        public var decouple: Bool
+        public var useBiasCorrection: Bool
+        /// Leaves `lr` out of the `s` accumulator (prodigyopt's warm-up safeguard).
+        public var safeguardWarmup: Bool
+        /// The initial estimate of `d`.
+        public var d0: Double
+        public var dCoef: Double
+        /// The most `d` may grow in one step, as a factor; +∞ for no limit.
+        public var growthRate: Double
+        /// `slice_p`: the estimate uses every `slice_p`-th element of each tensor.
+        public var sliceP: Int
+
+        public init(learningRate: Double = 1, betas: Betas = Betas(0.9, 0.999), beta3: Double? = nil, eps: Double = 1e-8,
+                    weightDecay: Double = 0, decouple: Bool = true, useBiasCorrection: Bool = false, safeguardWarmup: Bool = false,
+                    d0: Double = 1e-6, dCoef: Double = 1, growthRate: Double = .infinity, sliceP: Int = 1) {
+            self.learningRate = learningRate
+            self.betas = betas
+            self.beta3 = beta3
+            self.eps = eps
+            self.weightDecay = weightDecay
+            self.decouple = decouple
+            self.useBiasCorrection = useBiasCorrection
+            self.safeguardWarmup = safeguardWarmup
+            self.d0 = d0
+            self.dCoef = dCoef
+            self.growthRate = growthRate
+            self.sliceP = sliceP
+        }
+
+        public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
+            var reader = HyperparameterReader(dictionary, optimizer: Prodigy.name)
+            let d = Self()
+            let betas = try reader.pair("betas", default: d.betas.pair)
+            let slice = try reader.number("slice_p", default: Double(d.sliceP))
+            guard slice == slice.rounded(), slice >= 1, slice <= Double(Int32.max) else {
+                throw Validate.fail(Prodigy.name, "sliceP (slice_p)", slice, "an integer >= 1")
+            }
+            if try reader.bool("fsdp_in_use", default: false) {
+                throw .invalidHyperparameter(optimizer: Prodigy.name, name: "fsdp_in_use", value: "true",
+                                             expected: "false: prodigyopt's FSDP path all-reduces through torch.distributed; here ShardedOptimizer refuses prodigy and DataParallel needs no flag")
+            }
+            self.init(learningRate: try reader.number("lr", default: d.learningRate), betas: Betas(betas),
+                      beta3: try reader.optionalNumber("beta3", default: d.beta3),
+                      eps: try reader.number("eps", default: d.eps),
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      decouple: try reader.bool("decouple", default: d.decouple),
+                      useBiasCorrection: try reader.bool("use_bias_correction", default: d.useBiasCorrection),
+                      safeguardWarmup: try reader.bool("safeguard_warmup", default: d.safeguardWarmup),
+                      d0: try reader.number("d0", default: d.d0),
+                      dCoef: try reader.number("d_coef", default: d.dCoef),
+                      growthRate: try reader.optionalNumber("growth_rate", default: d.growthRate) ?? .infinity,
+                      sliceP: Int(slice))
+            try reader.finish()
+        }
+
+        /// By prodigyopt's names; `growth_rate` is left out when it is +∞ (JSON has no infinity).
+        public var dictionary: HyperparameterDictionary {
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "betas": betas.value, "beta3": beta3.map { .number($0) } ?? .null, "eps": .number(eps),
+                "weight_decay": .number(weightDecay), "decouple": .bool(decouple), "use_bias_correction": .bool(useBiasCorrection),
+                "safeguard_warmup": .bool(safeguardWarmup), "d0": .number(d0), "d_coef": .number(dCoef),
+                "fsdp_in_use": .bool(false), "slice_p": .number(Double(sliceP)),
+            ]
+            if growthRate != .infinity { result["growth_rate"] = .number(growthRate) }
+            return result
+        }
+
+        /// Checks the values; a group's `lr` may be 0 (the optimizer checks that one is > 0).
+        public func validate() throws(OptimError) {
+            let name = Prodigy.name
+            guard learningRate.isFinite, learningRate >= 0 else {
+                throw Validate.fail(name, "learningRate (lr)", learningRate, "a finite number >= 0 (and > 0 in at least one group)")
+            }
+            try Validate.betas(betas.pair, name)
+            if let beta3 { try Validate.unitInterval(beta3, "beta3", name) }
+            try Validate.epsilon(eps, name)
+            try Validate.weightDecay(weightDecay, name)
+            guard d0.isFinite, d0 > 0 else { throw Validate.fail(name, "d0", d0, "a finite number > 0") }
+            guard dCoef.isFinite, dCoef > 0 else { throw Validate.fail(name, "dCoef (d_coef)", dCoef, "a finite number > 0") }
+            guard growthRate > 0 else { throw Validate.fail(name, "growthRate (growth_rate)", growthRate, "a number > 0, or +inf (omitted or null) for no limit") }
+            guard sliceP >= 1 else { throw Validate.fail(name, "sliceP (slice_p)", Double(sliceP), "an integer >= 1") }
+        }
+
+        /// The values of the keys prodigyopt reads from the first group only.
+        var globalValues: [(String, String)] {
+            [("betas", betas.description), ("beta3", beta3.map { "\($0)" } ?? "null"), ("use_bias_correction", "\(useBiasCorrection)"),
+             ("d_coef", "\(dCoef)"), ("growth_rate", "\(growthRate)"), ("decouple", "\(decouple)")]
+        }
+    }
+
+    /// One parameter's bookkeeping and state.
+    struct Slot {
+        let parameter: Parameter
+        let group: Int
+        /// Where the parameter starts in its full tensor: 0, or its shard's start under ZeRO-1
+        /// (the `s`/`p0` slices take the full tensor's every `slice_p`-th element).
+        var offset = 0
+        var steps = 0
+        var gradientScale: Float = 1
+        var expAvg: UnsafeMutableBufferPointer<Float>?
+        var expAvgSq: UnsafeMutableBufferPointer<Float>?
+        var s: UnsafeMutableBufferPointer<Float>?
+        var p0: UnsafeMutableBufferPointer<Float>?
+        var hasState: Bool { expAvgSq != nil }
+    }
+
+    public var name: String { Self.name }
+    public var nonFinitePolicy: NonFinitePolicy = .propagate
+    public private(set) var skippedSteps = 0
+    public private(set) var groups: [ParameterGroup<Hyperparameters>]
+    public private(set) var initialLearningRates: [Double]
+    public let threadPool: ThreadPool
+    var slots: [Slot]
+    private let slotIndex: [ObjectIdentifier: Int]
+
+    /// The current step-size estimate.
+    public private(set) var d: Double
+    /// The largest estimate so far.
+    public private(set) var dMax: Double
+    /// The ranks whose shards of the parameters this optimizer steps with the others (ZeRO-1,
+    /// set by ``ShardedOptimizer``): the two sums of pass 1 are all-reduced through it.
+    private var communicator: (any Communicator)?
+
+    /// The weighted sum `r` of ⟨g, p0 − p⟩ terms (prodigyopt's `d_numerator`).
+    public private(set) var dNumerator = 0.0
+    /// The last step's `d̂` and Σ|s| (prodigyopt's `d_hat`, `d_denom`; informational).
+    public private(set) var dHat: Double
+    public private(set) var dDenominator = 0.0
+    /// Steps that updated the parameters (prodigyopt's per-group `k`, equal in every group).
+    public private(set) var k = 0
+
+    /// Builds Prodigy over groups; checks the hyperparameters, the first-group-only keys, and the
+    /// learning-rate rule (each group's lr the largest or 0, the largest > 0).
+    public init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool = .shared) throws(OptimError) {
+        try validateParameterLists(groups.map(\.parameters), optimizer: Self.name)
+        for group in groups { try group.hyperparameters.validate() }
+        let first = groups[0].hyperparameters.globalValues
+        for (index, group) in groups.enumerated().dropFirst() {
+            for ((key, value), (_, own)) in zip(first, group.hyperparameters.globalValues) where value != own {
+                throw .invalidConfiguration("prodigy: group \(index) sets \(key) = \(own), but prodigyopt reads \(key) from the first group only (\(value)); set it for the whole optimizer, not per group")
+            }
+        }
+        let rates = groups.map(\.hyperparameters.learningRate)
+        guard let largest = rates.max(), largest > 0 else {
+            throw Validate.fail(Self.name, "learningRate (lr)", rates.max() ?? 0, "a finite number > 0 in at least one group (other groups may have 0)")
+        }
+        try Self.checkLearningRates(rates)
+        self.groups = groups
+        self.initialLearningRates = rates
+        self.threadPool = threadPool
+        var slots: [Slot] = []
+        for (index, group) in groups.enumerated() {
+            for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
+        }
+        self.slots = slots
+        self.slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { (ObjectIdentifier($1.parameter), $0) })
+        d = groups[0].hyperparameters.d0
+        dMax = d
+        dHat = d
+        _ = largest
+    }
+
+    /// Builds Prodigy over one group.
+    public convenience init(_ parameters: [Parameter], hyperparameters: Hyperparameters = .init(), threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(groups: [ParameterGroup(parameters, hyperparameters)], threadPool: threadPool)
+    }
+
+    deinit {
+        for slot in slots { Self.release(slot) }
+    }
+
+    private static func release(_ slot: Slot) {
+        for buffer in [slot.expAvg, slot.expAvgSq, slot.s, slot.p0] { if let buffer { FloatStorage.deallocate(buffer) } }
+    }
+
+    /// prodigyopt's rule: every group's lr is the largest one or 0 (`d` is shared by all groups).
+    static func checkLearningRates(_ rates: [Double]) throws(OptimError) {
+        let largest = rates.max() ?? 0
+        for (index, rate) in rates.enumerated() where rate != largest && rate != 0 {
+            throw .invalidConfiguration("prodigy: group \(index) has lr \(HyperparameterValue.format(rate)), but every group's lr must be the largest one (\(HyperparameterValue.format(largest))) or 0, as prodigyopt requires: the step size d is shared by all groups")
+        }
+    }
+
+    // MARK: Optimizer
+
+    public var parameters: [Parameter] { slots.map(\.parameter) }
+    public var groupCount: Int { groups.count }
+
+    private func checkGroup(_ group: Int) throws(OptimError) {
+        guard groups.indices.contains(group) else { throw .invalidGroup(index: group, groupCount: groups.count) }
+    }
+
+    public func parameters(group: Int) throws(OptimError) -> [Parameter] {
+        try checkGroup(group)
+        return groups[group].parameters
+    }
+
+    public func learningRate(group: Int) throws(OptimError) -> Double {
+        try checkGroup(group)
+        return groups[group].hyperparameters.learningRate
+    }
+
+    /// Sets a group's learning rate (finite, >= 0). The rule that every group's lr is the largest
+    /// or 0 is checked when stepping, so a scheduler may set the groups one after another.
+    public func setLearningRate(_ learningRate: Double, group: Int) throws(OptimError) {
+        try checkGroup(group)
+        guard learningRate.isFinite, learningRate >= 0 else {
+            throw Validate.fail(Self.name, "learningRate (lr)", learningRate, "a finite number >= 0")
+        }
+        groups[group].hyperparameters.learningRate = learningRate
+    }
+
+    public func initialLearningRate(group: Int) throws(OptimError) -> Double {
+        try checkGroup(group)
+        return initialLearningRates[group]
+    }
+
+    public func hyperparameters(group: Int) throws(OptimError) -> HyperparameterDictionary {
+        try checkGroup(group)
+        return groups[group].hyperparameters.dictionary
+    }
+
+    private func slot(of parameter: Parameter) throws(OptimError) -> Int {
+        guard let index = slotIndex[ObjectIdentifier(parameter)] else { throw .unknownParameter(name: parameter.name) }
+        return index
+    }
+
+    public func stepCount(of parameter: Parameter) throws(OptimError) -> Int {
+        slots[try slot(of: parameter)].steps
+    }
+
+    /// `exp_avg` (when β1 > 0), `exp_avg_sq`, `s` and `p0`; empty before the parameter's first gradient.
+    public func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]] {
+        Self.buffers(slots[try slot(of: parameter)])
+    }
+
+    static func buffers(_ slot: Slot) -> [String: [Float]] {
+        var result: [String: [Float]] = [:]
+        if let buffer = slot.expAvg { result["exp_avg"] = Array(buffer) }
+        if let buffer = slot.expAvgSq { result["exp_avg_sq"] = Array(buffer) }
+        if let buffer = slot.s { result["s"] = Array(buffer) }
+        if let buffer = slot.p0 { result["p0"] = Array(buffer) }
+        return result
+    }
+
+    public func scaleNextGradient(of parameter: Parameter, by factor: Float) throws(OptimError) {
+        slots[try slot(of: parameter)].gradientScale *= factor
+    }
+
+    // MARK: the step
+
+    /// The per-step scalars of the first pass for one group.
+    private struct FirstPass {
+        var active: Bool
+        var coupledDecay: Float
+        var beta1: Float, beta2: Float, beta3: Float
+        var momentScale: Float, squareScale: Float, sliceScale: Float
+        var sliceP: Int
+    }
+
+    /// The per-step scalars of the second pass for one group.
+    private struct SecondPass {
+        var coupledDecay: Float
+        var decoupledDecay: Float?
+        var denominatorAdd: Float
+        var negativeStep: Float
+        var negativeGradientStep: Float
+    }
+
+    /// Sums of one chunk of the first pass, exact.
+    struct Sums {
+        var dot = ExactSum()
+        var absolute = ExactSum()
+    }
+
+    @discardableResult
+    public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
+        let rates = groups.map(\.hyperparameters.learningRate)
+        try Self.checkLearningRates(rates)
+        if nonFinitePolicy != .propagate {
+            let withGradient = slots.map(\.parameter).filter { $0.gradient != nil }
+            let flags = Finiteness.check(withGradient.map { UnsafeBufferPointer($0.gradient!) }, on: threadPool)
+            if let bad = flags.firstIndex(of: false) {
+                if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: withGradient[bad].name) }
+                recordSkippedStep()
+                return nil
+            }
+        }
+        let h0 = groups[0].hyperparameters
+        let beta1 = h0.betas.first, beta2 = h0.betas.second
+        let beta3 = h0.beta3 ?? beta2.squareRoot()
+        let lr = rates.max() ?? 0
+        let biasCorrection = h0.useBiasCorrection
+            ? pow(1 - pow(beta2, Double(k + 1)), 0.5) / (1 - pow(beta1, Double(k + 1))) : 1
+        let dlr = d * lr * biasCorrection
+        let numerator = dNumerator * beta3
+        let keepsMoment = beta1 > 0
+
+        // State at the first gradient.
+        for index in slots.indices where slots[index].parameter.gradient != nil && !slots[index].hasState {
+            allocateState(index, keepsMoment: keepsMoment)
+        }
+
+        // Pass 1: moments, s, and the two sums.
+        // Per group (its own d/d0), the exact sum of its dot products; then the exact Σ|s|. Exact
+        // sums do not depend on how the tensors are cut, so ZeRO-1 shards give the unsharded d.
+        var sums = [ExactSum](repeating: ExactSum(), count: groups.count + 1)
+        for index in slots.indices {
+            guard let gradient = slots[index].parameter.gradient else { continue }
+            let h = groups[slots[index].group].hyperparameters
+            let active = h.learningRate > 0
+            guard active else { continue }  // lr-0 groups: nothing in this pass but the (local) coupled decay
+            let ratio = d / h.d0
+            let scalars = FirstPass(active: active, coupledDecay: h.decouple ? 0 : Float(h.weightDecay),
+                                    beta1: Float(beta1), beta2: Float(beta2), beta3: Float(beta3),
+                                    momentScale: Float(d * (1 - beta1)), squareScale: Float(d * d * (1 - beta2)),
+                                    sliceScale: Float(ratio * (h.safeguardWarmup ? d : dlr)), sliceP: h.sliceP)
+            let tensor = firstPass(slots[index], gradient: gradient, scalars)
+            sums[slots[index].group].add(tensor.dot)
+            sums[groups.count].add(tensor.absolute)
+        }
+        if let communicator { try ExactSum.allreduce(&sums, communicator: communicator) }
+        // Σ (d/d0)·dlr·⟨ĝ, p̂₀ − p̂⟩, group by group.
+        var delta = 0.0
+        for (group, sum) in zip(groups, sums) where group.hyperparameters.learningRate > 0 {
+            delta += d / group.hyperparameters.d0 * dlr * sum.value
+        }
+        let denominator = sums[groups.count].value
+
+        if denominator == 0 {
+            // prodigyopt returns here: the moments were updated, nothing else changes.
+            let metrics = collectingMetrics ? unchangedMetrics() : nil
+            for index in slots.indices where slots[index].parameter.gradient != nil { slots[index].gradientScale = 1 }
+            return metrics
+        }
+        let globalNumerator = numerator + delta
+        let estimate = h0.dCoef * globalNumerator / denominator
+        var newD = d, newMax = dMax
+        if lr > 0 {
+            if newD == groups[groups.count - 1].hyperparameters.d0 { newD = Self.pythonMax(newD, estimate) }
+            newMax = Self.pythonMax(newMax, estimate)
+            newD = Self.pythonMin(newMax, newD * h0.growthRate)
+        }
+        (dNumerator, dDenominator, d, dMax, dHat) = (globalNumerator, denominator, newD, newMax, estimate)
+
+        // Pass 2: the update, with the old dlr and the new d.
+        var metricSums: [String: ParameterMetricSums] = [:]
+        for index in slots.indices {
+            guard let gradient = slots[index].parameter.gradient else { continue }
+            let h = groups[slots[index].group].hyperparameters
+            slots[index].steps += 1
+            let decoupled = h.weightDecay != 0 && h.decouple
+            let scalars = SecondPass(coupledDecay: h.decouple ? 0 : Float(h.weightDecay),
+                                     decoupledDecay: decoupled ? Float(-h.weightDecay * dlr) : nil,
+                                     denominatorAdd: Float(newD * h.eps), negativeStep: Float(-dlr), negativeGradientStep: Float(-dlr * newD))
+            let total = secondPass(slots[index], gradient: gradient, scalars, collecting: collectingMetrics)
+            slots[index].gradientScale = 1
+            if collectingMetrics {
+                metricSums[slots[index].parameter.name] = ParameterMetricSums(
+                    momentSquared: keepsMoment ? total.momentSquared : nil, parameterSquared: total.parameterSquared,
+                    updateSquared: total.updateSquared, gradientSquared: total.gradientSquared,
+                    updateDotGradient: total.updateDotGradient, momentDotGradient: keepsMoment ? total.momentDotGradient : nil)
+            }
+        }
+        k += 1
+        return collectingMetrics ? OptimizerMetrics(sums: metricSums) : nil
+    }
+
+    /// The slice indices (of the full tensor) that elements `offset ..< offset + count` hold:
+    /// those `J` with `J·slice_p` in that range.
+    static func sliceRange(offset: Int, count: Int, sliceP: Int) -> Range<Int> {
+        ((offset + sliceP - 1) / sliceP)..<((offset + count + sliceP - 1) / sliceP)
+    }
+
+    /// Python's `max(a, b)`: `b` only when `b > a`.
+    static func pythonMax(_ a: Double, _ b: Double) -> Double { b > a ? b : a }
+    /// Python's `min(a, b)`: `b` only when `b < a`.
+    static func pythonMin(_ a: Double, _ b: Double) -> Double { b < a ? b : a }
+
+    private func allocateState(_ index: Int, keepsMoment: Bool) {
+        let parameter = slots[index].parameter
+        let count = parameter.count, sliceP = groups[slots[index].group].hyperparameters.sliceP, offset = slots[index].offset
+        let slices = Self.sliceRange(offset: offset, count: count, sliceP: sliceP), sliced = slices.count
+        if keepsMoment {
+            let moment = FloatStorage.allocate(count)
+            moment.update(repeating: 0)
+            slots[index].expAvg = moment
+        }
+        let square = FloatStorage.allocate(count)
+        square.update(repeating: 0)
+        let s = FloatStorage.allocate(sliced)
+        s.update(repeating: 0)
+        let p0 = FloatStorage.allocate(sliced)
+        for (j, slice) in slices.enumerated() { p0[j] = parameter.values[slice * sliceP - offset] }
+        (slots[index].expAvgSq, slots[index].s, slots[index].p0) = (square, s, p0)
+    }
+
+    /// Pass 1 over one tensor, in fixed chunks on the pool: moments, `s`, and the chunk sums
+    /// (⟨ĝ, p̂₀ − p̂⟩ and Σ|s|) added in chunk order.
+    private func firstPass(_ slot: Slot, gradient: UnsafeMutableBufferPointer<Float>, _ c: FirstPass) -> Sums {
+        let p = slot.parameter.values.baseAddress!, g = gradient.baseAddress!
+        let m = slot.expAvg?.baseAddress, v = slot.expAvgSq!.baseAddress!, s = slot.s!.baseAddress!, p0 = slot.p0!.baseAddress!
+        let scale = slot.gradientScale, sliceP = c.sliceP, offset = slot.offset
+        let first = (offset + sliceP - 1) / sliceP  // the first slice index of this (part of the) tensor
+        let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> Sums in
+            @inline(__always) func grad(_ i: Int) -> Float {
+                var value = g[i]
+                if scale != 1 { value = value * scale }
+                if c.coupledDecay != 0 { value = value + c.coupledDecay * p[i] }
+                return value
+            }
+            var sums = Sums()
+            // The slice elements of the range: full-tensor indices J·slice_p in [offset + lower, offset + upper).
+            var slice = (offset + range.lowerBound + sliceP - 1) / sliceP
+            while slice * sliceP < offset + range.upperBound {
+                let i = slice * sliceP - offset, j = slice - first
+                let gi = grad(i)
+                let difference = p0[j] - p[i]
+                sums.dot.add(Double(gi) * Double(difference))
+                let updated = s[j] * c.beta3 + gi * c.sliceScale
+                s[j] = updated
+                sums.absolute.add(Double(abs(updated)))
+                slice += 1
+            }
+            for i in range {
+                let gi = grad(i)
+                if let m { m[i] = m[i] * c.beta1 + gi * c.momentScale }
+                v[i] = v[i] * c.beta2 + c.squareScale * gi * gi
+            }
+            return sums
+        }
+        var total = Sums()
+        for partial in partials {
+            total.dot.add(partial.dot)
+            total.absolute.add(partial.absolute)
+        }
+        return total
+    }
+
+    /// Pass 2 over one tensor: decoupled decay and the step; the metric sums when collecting.
+    private func secondPass(_ slot: Slot, gradient: UnsafeMutableBufferPointer<Float>, _ c: SecondPass, collecting: Bool) -> MetricAccumulator {
+        let p = slot.parameter.values.baseAddress!, g = gradient.baseAddress!
+        let m = slot.expAvg?.baseAddress, v = slot.expAvgSq!.baseAddress!
+        let scale = slot.gradientScale
+        let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> MetricAccumulator in
+            var metrics = MetricAccumulator()
+            for i in range {
+                let before = p[i]
+                var raw = g[i]
+                if scale != 1 { raw = raw * scale }
+                let denominator = v[i].squareRoot() + c.denominatorAdd
+                var after = before
+                if let decay = c.decoupledDecay { after = after + decay * after }
+                if let m {
+                    after = after + c.negativeStep * m[i] / denominator
+                } else {
+                    let used = c.coupledDecay != 0 ? raw + c.coupledDecay * before : raw
+                    after = after + c.negativeGradientStep * used / denominator
+                }
+                p[i] = after
+                if collecting { metrics.add(before: before, after: after, gradient: raw, moment: m?[i] ?? 0) }
+            }
+            return metrics
+        }
+        return partials.reduce(MetricAccumulator(), +)
+    }
+
+    /// The metrics of a step that stopped after pass 1 (Σ|s| = 0): no parameter moved.
+    private func unchangedMetrics() -> OptimizerMetrics {
+        var sums: [String: ParameterMetricSums] = [:]
+        let keepsMoment = groups[0].hyperparameters.betas.first > 0
+        for slot in slots {
+            guard let gradient = slot.parameter.gradient else { continue }
+            var total = MetricAccumulator()
+            for i in 0..<slot.parameter.count {
+                let value = slot.parameter.values[i]
+                total.add(before: value, after: value, gradient: gradient[i] * slot.gradientScale, moment: slot.expAvg?[i] ?? 0)
+            }
+            sums[slot.parameter.name] = ParameterMetricSums(
+                momentSquared: keepsMoment ? total.momentSquared : nil, parameterSquared: total.parameterSquared,
+                updateSquared: 0, gradientSquared: total.gradientSquared, updateDotGradient: 0,
+                momentDotGradient: keepsMoment ? total.momentDotGradient : nil)
+        }
+        return OptimizerMetrics(sums: sums)
+    }
+
+    // MARK: checkpoints
+
+    /// The global scalars' names in a snapshot's `wrapper`.
+    static let globalStateNames = ["d", "d_max", "d_numerator", "d_hat", "d_denom", "k"]
+
+    public func snapshot() -> OptimizerSnapshot {
+        var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
+        for slot in slots {
+            parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: Self.buffers(slot), gradientScale: slot.gradientScale)
+        }
+        let groupStates = groups.enumerated().map { index, group in
+            OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
+                                    initialLearningRate: initialLearningRates[index])
+        }
+        return OptimizerSnapshot(optimizer: Self.name, groups: groupStates, parameters: parameters, skippedSteps: skippedSteps,
+                                 wrapper: ["d": d, "d_max": dMax, "d_numerator": dNumerator, "d_hat": dHat, "d_denom": dDenominator, "k": Double(k)])
+    }
+
+    /// Restores a snapshot of Prodigy over the same groups of parameters: checks all of it first
+    /// (optimizer, groups, hyperparameters, buffers and their lengths, the global scalars) and, on
+    /// a mismatch, throws ``OptimError/checkpointMismatch(_:)`` and changes nothing.
+    public func restore(_ snapshot: OptimizerSnapshot) throws(OptimError) {
+        guard snapshot.optimizer == Self.name else {
+            throw .checkpointMismatch("the checkpoint is for optimizer '\(snapshot.optimizer)', not '\(Self.name)'")
+        }
+        guard snapshot.base == nil else { throw .checkpointMismatch("the checkpoint wraps another optimizer; 'prodigy' does not") }
+        guard snapshot.groups.count == groups.count else {
+            throw .checkpointMismatch("the checkpoint has \(snapshot.groups.count) parameter group(s), the optimizer \(groups.count)")
+        }
+        var restored: [ParameterGroup<Hyperparameters>] = []
+        for (index, (saved, live)) in zip(snapshot.groups, groups).enumerated() {
+            let names = live.parameters.map(\.name)
+            guard saved.parameterNames == names else {
+                throw .checkpointMismatch("group \(index) holds \(saved.parameterNames) in the checkpoint but \(names) here")
+            }
+            let parsed = try Hyperparameters(saved.hyperparameters)
+            try parsed.validate()
+            guard saved.initialLearningRate.isFinite, saved.initialLearningRate >= 0 else {
+                throw .checkpointMismatch("group \(index): invalid initial learning rate \(saved.initialLearningRate)")
+            }
+            restored.append(ParameterGroup(live.parameters, parsed))
+        }
+        let first = restored[0].hyperparameters.globalValues
+        for group in restored.dropFirst() where group.hyperparameters.globalValues.map(\.1) != first.map(\.1) {
+            throw .checkpointMismatch("prodigy: the checkpoint's groups disagree on the first-group-only settings")
+        }
+        var globals: [String: Double] = [:]
+        for key in Self.globalStateNames {
+            guard let value = snapshot.wrapper[key], value.isFinite else { throw .checkpointMismatch("prodigy: missing or invalid '\(key)'") }
+            globals[key] = value
+        }
+        guard globals["d"]! > 0, globals["d_max"]! > 0, let steps = globals["k"], steps >= 0, steps == steps.rounded(), steps < 1e15,
+              Set(snapshot.wrapper.keys) == Set(Self.globalStateNames) else {
+            throw .checkpointMismatch("prodigy: invalid global state \(snapshot.wrapper)")
+        }
+        let live = Set(slots.map(\.parameter.name)), saved = Set(snapshot.parameters.keys)
+        if let missing = live.subtracting(saved).sorted().first { throw .checkpointMismatch("the checkpoint has no state for parameter '\(missing)'") }
+        if let extra = saved.subtracting(live).sorted().first { throw .checkpointMismatch("the checkpoint has state for '\(extra)', which this optimizer does not hold") }
+        let keepsMoment = restored[0].hyperparameters.betas.first > 0
+        for slot in slots {
+            let state = snapshot.parameters[slot.parameter.name]!
+            guard state.stepCount >= 0, state.gradientScale.isFinite, state.scalars.isEmpty else {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': invalid step count \(state.stepCount), gradient scale or scalar state")
+            }
+            let count = slot.parameter.count, sliceP = restored[slot.group].hyperparameters.sliceP
+            let sliced = Self.sliceRange(offset: slot.offset, count: count, sliceP: sliceP).count
+            var expected = ["exp_avg_sq": count, "s": sliced, "p0": sliced]
+            if keepsMoment { expected["exp_avg"] = count }
+            if state.buffers.isEmpty {
+                guard state.stepCount == 0 else { throw .checkpointMismatch("parameter '\(slot.parameter.name)': \(state.stepCount) steps but no state") }
+                continue
+            }
+            guard Set(state.buffers.keys) == Set(expected.keys) else {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': state buffers \(state.buffers.keys.sorted()), expected \(expected.keys.sorted())")
+            }
+            for (name, length) in expected where state.buffers[name]!.count != length {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(name)' holds \(state.buffers[name]!.count) values, expected \(length)")
+            }
+        }
+        guard snapshot.skippedSteps >= 0 else { throw .checkpointMismatch("invalid skipped-step count \(snapshot.skippedSteps)") }
+
+        // Apply; nothing below can fail.
+        groups = restored
+        initialLearningRates = snapshot.groups.map(\.initialLearningRate)
+        (d, dMax, dNumerator, dHat, dDenominator, k) = (globals["d"]!, globals["d_max"]!, globals["d_numerator"]!, globals["d_hat"]!,
+                                                        globals["d_denom"]!, Int(globals["k"]!))
+        skippedSteps = snapshot.skippedSteps
+        for index in slots.indices {
+            let state = snapshot.parameters[slots[index].parameter.name]!
+            Self.release(slots[index])
+            (slots[index].expAvg, slots[index].expAvgSq, slots[index].s, slots[index].p0) = (nil, nil, nil, nil)
+            slots[index].steps = state.stepCount
+            slots[index].gradientScale = state.gradientScale
+            func copy(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+                guard let values = state.buffers[name] else { return nil }
+                return values.withUnsafeBufferPointer { FloatStorage.allocate(copying: $0) }
+            }
+            slots[index].expAvg = copy("exp_avg")
+            slots[index].expAvgSq = copy("exp_avg_sq")
+            slots[index].s = copy("s")
+            slots[index].p0 = copy("p0")
+        }
+    }
+}
+
+extension Prodigy: ShardableOptimizer {
+    /// Shardable: ``ShardedOptimizer`` tells it where its parts lie (``attach(communicator:offsets:)``).
+    var isShardable: Bool { true }
+
+    /// Makes this optimizer one rank's part of a ZeRO-1 Prodigy: `offsets[i]` is where parameter
+    /// `i` (a part of a full tensor) starts in that tensor, and the sums of every step are
+    /// all-reduced through `communicator`. Called by ``ShardedOptimizer`` before the first step.
+    func attach(communicator: any Communicator, offsets: [Int]) {
+        self.communicator = communicator
+        for index in slots.indices { slots[index].offset = offsets[index] }
+    }
+
+    /// The part of buffer `name` that this rank's `parameter` (a part starting at `offset` of a
+    /// full tensor of `fullCount` elements) holds, and the full buffer's length: the element range
+    /// for the moments, the slice range for `s` and `p0`.
+    func bufferRange(_ name: String, of parameter: Parameter, offset: Int, count: Int, fullCount: Int) -> (part: Range<Int>, length: Int) {
+        guard name == "s" || name == "p0", let index = slotIndex[ObjectIdentifier(parameter)] else {
+            return (offset..<(offset + count), fullCount)
+        }
+        let sliceP = groups[slots[index].group].hyperparameters.sliceP
+        return (Self.sliceRange(offset: offset, count: count, sliceP: sliceP), (fullCount + sliceP - 1) / sliceP)
+    }
+
+    var stateElementCount: Int {
+        slots.reduce(0) { total, slot in
+            total + [slot.expAvg, slot.expAvgSq, slot.s, slot.p0].reduce(0) { $0 + ($1?.count ?? 0) }
+        }
+    }
+
+    func recordSkippedStep() {
+        skippedSteps += 1
+        for index in slots.indices { slots[index].gradientScale = 1 }
+    }
+}
+
+extension Prodigy {
+    /// The registry entry.
+    public static let info = OptimizerInfo(
+        name: name, typeName: "Prodigy",
+        reference: .init(library: "prodigyopt", version: "1.1.2", symbol: "prodigyopt.Prodigy",
+                         paper: "Mishchenko & Defazio, 2023, \"Prodigy: An Expeditiously Adaptive Parameter-Free Learner\", arXiv:2306.06101"),
+        // Not elementwise (no dispatched kernels, the baseline path); ZeRO-1 still takes it, since
+        // its only whole-model quantities are sums its shards all-reduce (ShardedOptimizer).
+        defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true,
+        suggested: ["lr": .number(1)],
+        samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(1), "d0": .number(1e-3)]),
+                       quadratic: .init(name: name, hyperparameters: ["lr": .number(1)]),
+                       rosenbrock: .init(name: name, hyperparameters: ["lr": .number(1)])),
+        benchmark: .init(configuration: .init(name: name),
+                         reference: .none(reason: "two passes over every parameter with a global step-size update between them; the C kernel ABI is one elementwise pass")),
+        make: { configuration, groups, pool throws(OptimError) in
+            if configuration.base != nil { throw .invalidConfiguration("prodigy does not wrap another optimizer; remove 'base'") }
+            // prodigyopt's constructor: lr > 0 (a group may override it with 0).
+            if case let .number(lr)? = configuration.hyperparameters["lr"] { try Validate.learningRate(lr, name) }
+            var built: [ParameterGroup<Hyperparameters>] = []
+            for (index, group) in groups.enumerated() {
+                if let key = globalKeys.first(where: { group.overrides[$0] != nil }) {
+                    throw .invalidConfiguration("prodigy: group \(index) overrides '\(key)', which prodigyopt reads from the first group only; set it for the whole optimizer, not per group")
+                }
+                let values = configuration.hyperparameters.merging(group.overrides) { $1 }
+                built.append(ParameterGroup(group.parameters, try Hyperparameters(values)))
+            }
+            return try Prodigy(groups: built, threadPool: pool)
+        })
+}
+
+/// An exact sum of finite Doubles that are products of two Floats, or Floats (Prodigy's
+/// ⟨ĝ, p̂₀ − p̂⟩ terms and |s|): a fixed-point number in 32-bit limbs from 2^-384 up to 2^320,
+/// which holds every such term exactly. Its value does not depend on the order of the additions,
+/// so sums over tensors cut anywhere (ZeRO-1 shards, thread chunks) agree bit for bit; the
+/// rounding to Double happens once, at the end. Non-finite terms are added separately in Double
+/// (NaN and ±∞ come through, as in the reference).
+struct ExactSum {
+    static let limbBits = 32
+    static let minimumExponent = -384
+    static let limbCount = 22
+    /// The limbs, least significant first; after ``normalize()`` all but the last are in [0, 2³²).
+    var limbs = [Int64](repeating: 0, count: limbCount)
+    /// Terms that are NaN or ±∞ (or out of range, which products of Floats never are).
+    var special = 0.0
+    /// Additions since the last normalisation (each limb takes < 2³² per addition).
+    private var pending = 0
+
+    /// Adds one term exactly.
+    mutating func add(_ x: Double) {
+        guard x.isFinite else {
+            special += x
+            return
+        }
+        if x == 0 { return }
+        let bits = x.bitPattern
+        let exponentBits = Int((bits >> 52) & 0x7FF), fraction = bits & ((1 << 52) - 1)
+        let mantissa = exponentBits == 0 ? fraction : fraction | (1 << 52)
+        let exponent = (exponentBits == 0 ? 1 : exponentBits) - 1075
+        let position = exponent - Self.minimumExponent
+        let index = position >> 5
+        guard position >= 0, index + 2 < Self.limbCount else {
+            special += x
+            return
+        }
+        let shifted = UInt128(mantissa) << (position & 31)
+        let mask: UInt128 = 0xFFFF_FFFF
+        let low = Int64(shifted & mask), middle = Int64((shifted >> 32) & mask), high = Int64(shifted >> 64)
+        if x < 0 {
+            limbs[index] -= low
+            limbs[index + 1] -= middle
+            limbs[index + 2] -= high
+        } else {
+            limbs[index] += low
+            limbs[index + 1] += middle
+            limbs[index + 2] += high
+        }
+        pending += 1
+        if pending >= 1 << 30 { normalize() }
+    }
+
+    /// Adds another exact sum.
+    mutating func add(_ other: ExactSum) {
+        var other = other
+        other.normalize()
+        normalize()
+        for index in limbs.indices { limbs[index] += other.limbs[index] }
+        special += other.special
+        normalize()
+    }
+
+    /// Propagates the carries: every limb but the last in [0, 2³²) — one representation per value.
+    mutating func normalize() {
+        for index in 0..<(Self.limbCount - 1) {
+            let carry = limbs[index] >> 32
+            limbs[index] -= carry << 32
+            limbs[index + 1] += carry
+        }
+        pending = 0
+    }
+
+    /// The sum rounded to Double (a function of the exact value only).
+    var value: Double {
+        var copy = self
+        copy.normalize()
+        // A negative number is summed as its magnitude (its limbs negated and normalised again),
+        // so that the limbs added below are all >= 0 and nothing cancels.
+        let negative = copy.limbs[Self.limbCount - 1] < 0
+        if negative {
+            for index in copy.limbs.indices { copy.limbs[index] = -copy.limbs[index] }
+            copy.normalize()
+        }
+        var result = 0.0
+        for index in copy.limbs.indices where copy.limbs[index] != 0 {
+            result += Double(copy.limbs[index]) * Double(sign: .plus, exponent: Self.minimumExponent + 32 * index, significand: 1)
+        }
+        if negative { result = -result }
+        return special == 0 ? result : result + special
+    }
+
+    /// Adds every rank's sums element by element (one allreduce): normalised limbs are integers
+    /// below 2³², so their Double sums over the ranks are exact.
+    static func allreduce(_ sums: inout [ExactSum], communicator: any Communicator) throws(DistributedError) {
+        let width = limbCount + 1
+        var buffer = [Double](repeating: 0, count: sums.count * width)
+        for (position, var sum) in sums.enumerated() {
+            sum.normalize()
+            for index in 0..<limbCount { buffer[position * width + index] = Double(sum.limbs[index]) }
+            buffer[position * width + limbCount] = sum.special
+        }
+        try buffer.withUnsafeMutableBufferPointer { pointer throws(DistributedError) in try communicator.allreduceSum(pointer) }
+        for position in sums.indices {
+            var sum = ExactSum()
+            for index in 0..<limbCount { sum.limbs[index] = Int64(buffer[position * width + index]) }
+            sum.special = buffer[position * width + limbCount]
+            sum.normalize()
+            sums[position] = sum
+        }
+    }
+}
