@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "OptimTests",
             dependencies: optimLinked + [
-                "OptimFixtures",
+                "OptimFixtures", "OptimMPI",
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
