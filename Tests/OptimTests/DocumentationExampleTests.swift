@@ -226,7 +226,7 @@ extension DocumentationExampleTests {
         // docs: end
 
         // docs: Checkpoints
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("run.safetensors")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID()).safetensors")
         let run = try Run()
         try run.train(steps: 10)
         try Checkpoint.save(run.optimizer, scheduler: run.scheduler, to: url, metadata: ["epoch": "1"])
@@ -329,8 +329,10 @@ extension DocumentationExampleTests {
         #expect(try byName.hyperparameters(group: 0) == adamw.hyperparameters(group: 0).merging(
             ["betas": .numbers([0.9, 0.95]), "weight_decay": .number(0.1)]) { $1 })
         // torch's implementation switches are refused by name.
-        #expect(throws: OptimError.self) {
-            try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adamw", hyperparameters: ["foreach": .bool(true)]), parameters: params)
+        for name in ["foreach", "fused", "capturable", "differentiable"] {
+            #expect(throws: OptimError.self) {
+                try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adamw", hyperparameters: [name: .bool(true)]), parameters: params)
+            }
         }
 
         // docs: MigratingFromPyTorch
