@@ -38,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        // `swift package generate-documentation` (the DocC catalogs under Sources/*/*.docc; CI).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Vector operations the Swift standard library scalarises (header-only).
@@ -85,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "OptimTests",
             dependencies: optimLinked + [
-                "OptimFixtures",
+                "OptimFixtures", "OptimMPI",
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

@@ -45,7 +45,7 @@ public enum MPIRuntime {
 
     /// The communicator of every process of the job (a duplicate of `MPI_COMM_WORLD`, with
     /// `MPI_ERRORS_RETURN`, so that errors are thrown rather than fatal), initialising MPI on the
-    /// first call. Throws ``DistributedError/unsupported(_:)`` in a build without the trait.
+    /// first call. Throws `DistributedError.unsupported(_:)` in a build without the trait.
     public static func world() throws(DistributedError) -> any Communicator {
         #if MPI
         return try MPICommunicator.world()
@@ -64,9 +64,9 @@ public enum MPIRuntime {
 }
 
 #if MPI
-/// A ``Communicator`` over MPI (Open MPI through `CMPI`): Float, Double and Int64 collectives
+/// A `Communicator` over MPI (Open MPI through `CMPI`): Float, Double and Int64 collectives
 /// on a duplicate of `MPI_COMM_WORLD` whose error handler is `MPI_ERRORS_RETURN`, each failure
-/// thrown as ``DistributedError/communication(operation:code:message:)`` with the text of
+/// thrown as `DistributedError.communication(operation:code:message:)` with the text of
 /// `MPI_Error_string` (and of the error class). Counts above `Int32.max` are split into several
 /// calls where MPI allows it (allreduce, broadcast) and refused otherwise.
 ///

@@ -53,7 +53,7 @@ public struct GPTConfiguration: Sendable, Equatable, Codable {
 /// nanoGPT's own default is the exact erf form; the PyTorch reference here uses tanh too). Layer
 /// norms have ε = 1e-5, weight and bias; every Linear has a bias.
 ///
-/// Parameters are ``Optim/Parameter``s with nanoGPT's names and shapes, in its `named_parameters()`
+/// Parameters are `Parameter`s with nanoGPT's names and shapes, in its `named_parameters()`
 /// order: `transformer.wte.weight` [vocab, C], `transformer.wpe.weight` [context, C], then per
 /// block `transformer.h.{i}.ln_1.weight`, `….ln_1.bias`, `….attn.c_attn.weight` [3C, C],
 /// `….attn.c_attn.bias`, `….attn.c_proj.weight` [C, C], `….attn.c_proj.bias`, `….ln_2.weight`,
@@ -63,12 +63,12 @@ public struct GPTConfiguration: Sendable, Equatable, Codable {
 /// Initialisation is nanoGPT's: weights of Linear and Embedding layers normal with σ = 0.02 (the
 /// residual projections `c_proj` σ = 0.02/√(2·layers)), biases 0, layer-norm weights 1. The normal
 /// draws come from SplitMix64 (stream "GPT" of the seed) by Box–Muller, one value per pair of
-/// draws, parameter after parameter in the order above — ``normalInitialiser(seed:)``, which
+/// draws, parameter after parameter in the order above — `normalInitialiser(seed:)`, which
 /// `tools/austen/torch_reference.py` reproduces — so a seed gives the same model everywhere.
 ///
-/// Every matrix product is ``Optim/MatMul/gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)``:
+/// Every matrix product is `MatMul.gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)`:
 /// the layers' products on the whole batch (threaded inside the GEMM), attention one
-/// (sequence, head) pair at a time with the pairs spread over the ``Optim/ThreadPool``. The
+/// (sequence, head) pair at a time with the pairs spread over the `ThreadPool`. The
 /// activations are kept in one buffer reused between calls: after the first step at a batch
 /// shape, a training step allocates nothing. A model is not synchronised: use it from one thread
 /// at a time.
@@ -122,8 +122,11 @@ public final class GPT: @unchecked Sendable {
 
     /// A model of `configuration`, initialised from `seed`.
     ///
-    /// - Parameter pool: the threads of the matrix products and of the attention and element-wise
-    ///   kernels.
+    /// - Parameters:
+    ///   - configuration: the model's sizes.
+    ///   - seed: the seed of the initial weights' random draws.
+    ///   - pool: the threads of the matrix products and of the attention and element-wise
+    ///     kernels.
     /// - Throws: ``ModelError/invalidArchitecture(_:)`` for sizes that cannot make a model.
     public init(_ configuration: GPTConfiguration, seed: UInt64 = 0, pool: ThreadPool = .shared) throws(ModelError) {
         try configuration.validate()
@@ -208,6 +211,7 @@ public final class GPT: @unchecked Sendable {
     ///   - inputs: `batchSize × length` token ids, row-major; `length` (= count / batchSize) at
     ///     most ``GPTConfiguration/contextLength``.
     ///   - targets: the next token of each input position, same layout.
+    ///   - batchSize: the number of sequences in the batch.
     /// - Throws: ``ModelError`` for sizes that do not fit or a token outside the vocabulary; the
     ///   gradients are then left as they were.
     public func lossAndGradient(inputs: UnsafeBufferPointer<Int32>, targets: UnsafeBufferPointer<Int32>, batchSize: Int) throws(ModelError) -> Float {

@@ -5,7 +5,7 @@ import Optim
 ///
 ///     h₀ = x,   hₗ₊₁ = f(hₗ·Wₗᵀ + bₗ)  for the hidden layers,   logits = h_L·W_Lᵀ + b_L
 ///
-/// The weights are ``Optim/Parameter``s in PyTorch's `nn.Linear` layout and naming —
+/// The weights are `Parameter`s in PyTorch's `nn.Linear` layout and naming —
 /// `layers.0.weight` [hidden₀, inputs], `layers.0.bias` [hidden₀], `layers.1.weight`, … — so an
 /// optimizer of the `Optim` module steps them directly, and a checkpoint's tensor names read as
 /// those of the equivalent `nn.ModuleList` of `nn.Linear`. They are initialised as `nn.Linear`
@@ -13,7 +13,7 @@ import Optim
 /// seeded with `seed`, layer by layer, weight then bias, so a seed gives the same model on every
 /// machine.
 ///
-/// The forward and backward passes are written by hand over ``MatMul``. Scratch buffers are
+/// The forward and backward passes are written by hand over `MatMul`. Scratch buffers are
 /// kept between calls: after the first call with a given batch size, a training step allocates
 /// nothing. A model is not synchronised: use it from one thread at a time.
 public final class MLP: @unchecked Sendable {
@@ -53,7 +53,13 @@ public final class MLP: @unchecked Sendable {
 
     /// A model of `inputs` → `hidden[0]` → … → `outputs`, initialised from `seed`.
     ///
-    /// - Parameter pool: the threads of the matrix products (see ``MatMul``).
+    /// - Parameters:
+    ///   - inputs: the number of features of a row.
+    ///   - hidden: the widths of the hidden layers, in order.
+    ///   - outputs: the number of classes.
+    ///   - activation: the activation after each hidden layer.
+    ///   - seed: the seed of the initial weights' random draws.
+    ///   - pool: the threads of the matrix products (see `MatMul`).
     /// - Throws: ``ModelError/invalidArchitecture(_:)`` for a size below 1 or more than
     ///   ``maximumParameterCount`` parameters.
     public init(inputs: Int, hidden: [Int], outputs: Int, activation: Activation = .relu, seed: UInt64 = 0,
@@ -116,12 +122,13 @@ public final class MLP: @unchecked Sendable {
     }
 
     /// Runs the forward and backward passes on one batch and writes the gradient of the batch's
-    /// mean loss into every parameter's gradient storage (``Optim/Parameter/gradientStorage(zeroed:)``),
+    /// mean loss into every parameter's gradient storage (`Parameter.gradientStorage(zeroed:)`),
     /// overwriting what was there — ready for an optimizer's step.
     ///
     /// - Parameters:
     ///   - features: `batchSize × inputs` values, row-major.
     ///   - labels: `batchSize` classes, each in `0..<outputs`.
+    ///   - batchSize: the number of rows in the batch.
     /// - Returns: the mean softmax cross-entropy of the batch, and how many rows the model (before
     ///   this step) classifies right.
     /// - Throws: ``ModelError`` for a batch size below 1, buffers of the wrong size, or a label out

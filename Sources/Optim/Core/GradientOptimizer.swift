@@ -31,7 +31,7 @@ public protocol UpdateRule: Sendable {
     /// then each step calls ``updateTensor(_:shape:_:pool:collectingMetrics:)`` once per tensor,
     /// on the calling thread, instead of chunking the elements across threads. Default: false.
     static var updatesWholeTensors: Bool { get }
-    /// Updates one whole tensor of `shape` (see ``updatesWholeTensors``); it may run its passes on
+    /// Updates one whole tensor of `shape` (see ``UpdateRule/updatesWholeTensors``); it may run its passes on
     /// `pool`. Returns the metric sums when `collectingMetrics`. The default runs the elementwise
     /// update over the tensor.
     static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,

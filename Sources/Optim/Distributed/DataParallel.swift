@@ -50,7 +50,11 @@ public final class DataParallel {
     /// Checks that every rank passes the same parameters and bucket size, and broadcasts the
     /// parameters' values from rank `root` (none when `nil`). Collective.
     ///
-    /// - Parameter bucketBytes: the most bytes one allreduce carries; at least 4.
+    /// - Parameters:
+    ///   - parameters: the model's parameters, in the same order on every rank.
+    ///   - communicator: this rank's side of the group.
+    ///   - bucketBytes: the most bytes one allreduce carries; at least 4.
+    ///   - root: the rank whose values every rank starts from, or `nil` to broadcast nothing.
     public init(_ parameters: [Parameter], communicator: any Communicator, bucketBytes: Int = DataParallel.defaultBucketBytes,
                 broadcastFrom root: Int? = 0) throws(DistributedError) {
         let elements = try Self.bucketElements(bucketBytes)

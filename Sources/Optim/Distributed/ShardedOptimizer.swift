@@ -86,7 +86,9 @@ public final class ShardedOptimizer: Optimizer {
     /// - Parameters:
     ///   - configuration: the optimizer, as for ``OptimizerRegistry/makeOptimizer(_:groups:threadPool:)``.
     ///   - groups: the parameter groups and their overrides, as for an unsharded optimizer.
+    ///   - communicator: this rank's side of the group.
     ///   - bucketBytes: the most bytes one allgather round carries.
+    ///   - threadPool: the threads the shard optimizer's steps run on.
     /// - Throws: ``DistributedError``, or ``OptimError`` for an invalid configuration (the same on
     ///   every rank).
     public init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,

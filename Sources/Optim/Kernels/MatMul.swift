@@ -32,7 +32,7 @@ public enum MatMul {
     /// Columns of a packed block of op(B) (a multiple of ``tileColumns``).
     static let blockColumns = 256
 
-    /// The loops around the micro-kernel for one part of a product (``multiplyBlock``), as
+    /// The loops around the micro-kernel for one part of a product (`multiplyBlock`), as
     /// compiled for one instruction set (``KernelDispatch``): the problem, the rows and the
     /// columns of C to compute, and the part's scratch memory.
     public typealias BlockKernel = @Sendable (Problem, Range<Int>, Range<Int>, UnsafeMutablePointer<Float>) -> Void
@@ -113,7 +113,9 @@ public enum MatMul {
     ///   - n: columns of op(B) and of C.
     ///   - k: columns of op(A), rows of op(B).
     ///   - a: A, stored m × k, or k × m when `transposeA` (op(A) = Aᵀ).
+    ///   - transposeA: whether op(A) is Aᵀ.
     ///   - b: B, stored k × n, or n × k when `transposeB` (op(B) = Bᵀ).
+    ///   - transposeB: whether op(B) is Bᵀ.
     ///   - c: C, m × n; must not overlap A or B.
     ///   - accumulate: add to C instead of overwriting it (BLAS's β = 1 rather than 0).
     ///   - workspace: scratch to reuse across calls; `nil` allocates a temporary one.

@@ -7,7 +7,7 @@ extension OptimizerMetrics {
         "\(prefix)_" + metric.replacingOccurrences(of: "/", with: "_")
     }
 
-    /// Records every value as a swift-metrics ``Gauge`` labelled by metric
+    /// Records every value as a swift-metrics `Gauge` labelled by metric
     /// (``label(of:prefix:)``) with the parameter name as the `param` dimension, so a backend such
     /// as swift-prometheus exports `optim_l2_norm_param{param="fc1.weight"} 3.2`.
     public func record(prefix: String = "optim", dimensions: [(String, String)] = [],

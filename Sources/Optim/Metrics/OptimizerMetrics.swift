@@ -1,4 +1,5 @@
-/// The sums one parameter's optimizer metrics are made of — the seeds' "pre-reduced" form, in
+/// The sums one parameter's optimizer metrics are made of — the "pre-reduced" form of LLM
+/// Foundry's `DecoupledLionW.pre_reduce_metrics` (`llmfoundry.optim`), in
 /// which every value is a plain sum over elements and so also a plain SUM across ranks that each
 /// hold a shard of the parameter.
 ///
@@ -8,7 +9,7 @@
 /// with the opposite sign (the decay subtracts `+wd·(lr/lr₀)·p`), and it is rebuilt from the
 /// moment *after* the update instead of the one that was used. We report the step that was
 /// applied, so `‖update‖` and `cosine/update_grad` are exact for every optimizer, and agree with
-/// the seed's formula when weight decay is 0 and the moment is the one used.
+/// LLM Foundry's formula when weight decay is 0 and the moment is the one used.
 public struct ParameterMetricSums: Sendable, Equatable {
     /// `Σ m²` over the first moment (Adam family, Lion, ADOPT: `exp_avg`; SGD: the momentum
     /// buffer), after the update; `nil` when the optimizer keeps none.
@@ -44,7 +45,8 @@ public struct ParameterMetricSums: Sendable, Equatable {
     }
 }
 
-/// Per-parameter optimizer metrics, as seeds 000 and 004 define them: `l2_norm/moment`,
+/// Per-parameter optimizer metrics, as LLM Foundry's `DecoupledLionW` (`llmfoundry.optim`)
+/// defines them: `l2_norm/moment`,
 /// `l2_norm/param`, `l2_norm/update`, `l2_norm/grad`, `cosine/update_grad`, `cosine/moment_grad`,
 /// each keyed `METRIC/PARAMNAME`.
 ///
@@ -58,7 +60,7 @@ public struct OptimizerMetrics: Sendable, Equatable {
 
     public init(sums: [String: ParameterMetricSums]) { self.sums = sums }
 
-    /// The metric names, in the seeds' order.
+    /// The metric names, in LLM Foundry's order.
     public static let names = ["l2_norm/moment", "l2_norm/param", "l2_norm/update", "l2_norm/grad", "cosine/update_grad", "cosine/moment_grad"]
 
     /// The pre-reduced form: `l2_norm/*` squared, `cosine/*` as dot products.

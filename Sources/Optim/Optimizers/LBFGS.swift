@@ -16,7 +16,7 @@ import Foundation
 ///      g·d > −tolerance_change, or the iteration or evaluation budget is spent
 /// ```
 /// The scalars are computed as torch computes them — in float32 where torch holds a 0-dim
-/// tensor, in double where it holds a Python float (``TorchScalar``) — so the same branches are
+/// tensor, in double where it holds a Python float (`TorchScalar`) — so the same branches are
 /// taken and the closure is evaluated the same number of times.
 ///
 /// One parameter group (as torch); a step without a closure throws

@@ -69,7 +69,7 @@ public enum TrainingData: Sendable {
     var isText: Bool { if case .text = self { return true } else { return false } }
 }
 
-/// Trains an example model (any ``ExampleModel/TrainableModel``: the MLP on rows of features, the
+/// Trains an example model (any `TrainableModel`: the MLP on rows of features, the
 /// GPT on a text) with any optimizer of the registry: mini-batches (for rows, shuffled in an order
 /// that is a pure function of seed and epoch; for a text, windows drawn from seed and step), a
 /// learning-rate schedule with warm-up, optional global-norm clipping, biases and other 1-D
@@ -77,11 +77,11 @@ public enum TrainingData: Sendable {
 /// "epoch" is ``TrainingConfiguration/evaluateEvery`` steps). Deterministic for a given seed and
 /// thread count.
 ///
-/// Data parallel when given a ``Communicator``: every rank builds the same model, rank 0's weights
+/// Data parallel when given a `Communicator`: every rank builds the same model, rank 0's weights
 /// are broadcast, each rank takes its share of every global batch, gradients are summed so every
 /// rank steps on the global batch's mean gradient (the same parameters as one process with that
 /// batch, within float rounding), and optionally each rank keeps only its slice of the optimizer
-/// state (``ShardedOptimizer``, ZeRO stage 1).
+/// state (`ShardedOptimizer`, ZeRO stage 1).
 public final class Trainer {
     public let configuration: TrainingConfiguration
     public let data: TrainingData
@@ -111,6 +111,9 @@ public final class Trainer {
     /// Builds the MLP (weights from `configuration.seed`) for rows of features, and the optimizer.
     ///
     /// - Parameters:
+    ///   - configuration: the run's settings: model, optimizer, schedule, batches.
+    ///   - train: the training set.
+    ///   - test: the test set.
     ///   - communicator: the ranks of a data-parallel run (collective: every rank builds its
     ///     trainer with the same configuration).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).

@@ -52,7 +52,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public init() {}
 
     /// The registry configuration: the optimizer's suggested hyperparameters for the example
-    /// tasks (``OptimizerInfo/suggested``: each its own learning rate, Lion's several times smaller
+    /// tasks (`OptimizerInfo.suggested`: each its own learning rate, Lion's several times smaller
     /// than AdamW's, SGD with momentum) under the given ones; for a wrapper such as Lookahead, its
     /// own keys (`k`, `alpha`) stay on the wrapper and everything else goes to the wrapped
     /// optimizer, over that optimizer's suggestions.
