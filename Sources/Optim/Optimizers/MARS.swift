@@ -26,7 +26,7 @@ import Foundation
 ///                                  is applied after the update was computed, as the reference does)
 /// ```
 /// "shampoo"'s Newton–Schulz (5 steps, coefficients (3.4445, −4.775, 2.0315), ε = `eps`) runs in
-/// bfloat16 emulation as the reference runs it — the code Muon uses (``NewtonSchulz``).
+/// bfloat16 emulation as the reference runs it — the code Muon uses (`NewtonSchulz`).
 ///
 /// **The 1-D learning rate** follows `lr`: the reference fixes `lr_1d_factor = lr_1d / lr` when
 /// the optimizer is built, from the constructor's values, and uses `lr·lr_1d_factor` (so it moves

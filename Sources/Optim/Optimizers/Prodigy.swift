@@ -26,7 +26,7 @@ import Foundation
 /// ```
 /// Scalars are computed in Double and rounded to Float where prodigyopt hands a Python float to
 /// a float32 tensor; element arithmetic is float32 in the reference's order. The two reductions
-/// (the dot products, per group, and Σ|s|) are summed **exactly** (``ExactSum``: every term is a
+/// (the dot products, per group, and Σ|s|) are summed **exactly** (`ExactSum`: every term is a
 /// product of two Floats, held in fixed-point limbs) and rounded to Double once, so they depend
 /// neither on the thread count nor on where tensors are cut (prodigyopt sums them in float32 per
 /// tensor: the difference is far inside the fixtures' tolerances). Both passes run over fixed
