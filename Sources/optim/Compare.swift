@@ -19,8 +19,10 @@ struct Compare: ParsableCommand {
         loss); --lrs-from takes each optimizer's learning rate from an `optim sweep`.
         """)
 
-    static let defaultOptimizers = ["sgd", "adamw", "decoupled_adamw", "lion", "decoupled_lionw", "adopt", "lookahead"]
-    static let defaultTextOptimizers = ["sgd", "adamw", "lion", "decoupled_lionw", "adopt", "schedule_free_adamw", "ademamix", "adan", "lamb"]
+    static let defaultOptimizers = ["sgd", "adamw", "decoupled_adamw", "lion", "decoupled_lionw", "adopt", "lookahead",
+                                    "schedule_free_adamw", "schedule_free_sgd", "ademamix", "adan", "lamb", "lars", "mars", "soap", "prodigy"]
+    static let defaultTextOptimizers = ["sgd", "adamw", "lion", "decoupled_lionw", "adopt", "schedule_free_adamw", "ademamix", "adan", "lamb",
+                                        "mars", "prodigy"]
 
     @Option(help: "What to train: digits or austen.")
     var task = "digits"

@@ -484,6 +484,23 @@ public final class Prodigy: Optimizer {
                 return value
             }
             var sums = Sums()
+            if sliceP == 1 {
+                // Every element is a slice element (the default): one fused loop, the same
+                // arithmetic in the same order per element as the two loops below.
+                @inline(__always) func fused(_ moment: UnsafeMutablePointer<Float>?) {
+                    for i in range {
+                        let gi = grad(i)
+                        sums.dot.add(Double(gi) * Double(p0[i] - p[i]))
+                        let updated = s[i] * c.beta3 + gi * c.sliceScale
+                        s[i] = updated
+                        sums.absolute.add(Double(abs(updated)))
+                        if let moment { moment[i] = moment[i] * c.beta1 + gi * c.momentScale }
+                        v[i] = v[i] * c.beta2 + c.squareScale * gi * gi
+                    }
+                }
+                if let m { fused(m) } else { fused(nil) }
+                return sums
+            }
             // The slice elements of the range: full-tensor indices J·slice_p in [offset + lower, offset + upper).
             var slice = (offset + range.lowerBound + sliceP - 1) / sliceP
             while slice * sliceP < offset + range.upperBound {
@@ -740,13 +757,14 @@ struct ExactSum {
     static let minimumExponent = -384
     static let limbCount = 22
     /// The limbs, least significant first; after ``normalize()`` all but the last are in [0, 2³²).
-    var limbs = [Int64](repeating: 0, count: limbCount)
+    var limbs = InlineArray<22, Int64>(repeating: 0)
     /// Terms that are NaN or ±∞ (or out of range, which products of Floats never are).
     var special = 0.0
     /// Additions since the last normalisation (each limb takes < 2³² per addition).
     private var pending = 0
 
     /// Adds one term exactly.
+    @inline(__always)
     mutating func add(_ x: Double) {
         guard x.isFinite else {
             special += x
@@ -766,16 +784,23 @@ struct ExactSum {
         let shifted = UInt128(mantissa) << (position & 31)
         let mask: UInt128 = 0xFFFF_FFFF
         let low = Int64(shifted & mask), middle = Int64((shifted >> 32) & mask), high = Int64(shifted >> 64)
-        if x < 0 {
-            limbs[index] -= low
-            limbs[index + 1] -= middle
-            limbs[index + 2] -= high
-        } else {
-            limbs[index] += low
-            limbs[index + 1] += middle
-            limbs[index + 2] += high
+        // Wrapping arithmetic: no limb can overflow between normalisations (each addition adds
+        // less than 2³² to a limb, and normalize() runs every 2³⁰ additions).
+        let negative = x < 0
+        withUnsafeMutablePointer(to: &limbs) { storage in
+            storage.withMemoryRebound(to: Int64.self, capacity: Self.limbCount) { limb in  // index + 2 < limbCount: checked above
+                if negative {
+                    limb[index] &-= low
+                    limb[index + 1] &-= middle
+                    limb[index + 2] &-= high
+                } else {
+                    limb[index] &+= low
+                    limb[index + 1] &+= middle
+                    limb[index + 2] &+= high
+                }
+            }
         }
-        pending += 1
+        pending &+= 1
         if pending >= 1 << 30 { normalize() }
     }
 
