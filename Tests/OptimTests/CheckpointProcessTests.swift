@@ -9,9 +9,17 @@ import Testing
 @Suite(.serialized) struct CheckpointProcessTests {
     /// The `optim` executable built beside this test bundle.
     static func optimExecutable() throws -> URL {
+        #if os(Linux)
         let tests = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        #else
+        // Darwin has no /proc: the loaded test bundle (a folder there) says where the build is.
+        guard let bundle = Bundle.allBundles.first(where: { $0.bundlePath.hasSuffix(".xctest") }) else {
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "no .xctest bundle loaded: cannot find the build folder"])
+        }
+        let tests = bundle.bundleURL
+        #endif
         var folder = tests.deletingLastPathComponent()
-        // The bundle is `<build>/swift-optimPackageTests.xctest` (a file on Linux).
+        // The bundle is `<build>/swift-optimPackageTests.xctest` (a file on Linux, a folder on Darwin).
         for _ in 0..<3 {
             let candidate = folder.appendingPathComponent("optim")
             if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }

@@ -151,7 +151,7 @@ extension DocumentationExampleTests {
         for step in 0..<200 {
             let loss = try backward()
             try optimizer.step()
-            optimizer.zeroGrad()                           // torch's zero_grad(): no gradient until the next backward
+            optimizer.zeroGradients()                           // torch's zero_grad(): no gradient until the next backward
             if step % 50 == 0 { print("step \(step): loss \(loss)") }
         }
         print(w.values[0], b.values[0])                    // about 2 and 1
@@ -399,7 +399,7 @@ extension DocumentationExampleTests {
         // scheduler.step()
         try scheduler.step()
         // optimizer.zero_grad()   -- set_to_none=True, PyTorch's default and ours
-        adamw.zeroGrad()
+        adamw.zeroGradients()
         // docs: end
         // clip_grad_value_ clamped 0.5 to 0.25; the norm was taken after it, over 32 elements.
         #expect(abs(totalNorm - (32 * 0.0625).squareRoot()) < 1e-6)

@@ -170,7 +170,7 @@ extension GradientOptimizer {
 extension Lookahead {
     public func snapshot() -> OptimizerSnapshot {
         var snapshot = OptimizerSnapshot(optimizer: Self.name, groups: [], parameters: [:], skippedSteps: 0,
-                                         wrapper: ["k": Double(k), "alpha": alpha, "step_counter": Double(stepCounter)], base: base.snapshot())
+                                         wrapper: ["k": Double(k), "alpha": alpha, "step_counter": Double(stepCount)], base: base.snapshot())
         for (parameter, slow) in zip(tracked, slowWeights) {
             snapshot.parameters[parameter.name] = .init(stepCount: 0, buffers: ["slow_weights": Array(slow)], gradientScale: 1)
         }
@@ -194,7 +194,7 @@ extension Lookahead {
         }
         guard snapshot.parameters.count == tracked.count else { throw .checkpointMismatch("the checkpoint has slow weights for other parameters") }
         try base.restore(baseSnapshot)  // checks before changing; nothing below can fail
-        stepCounter = Int(counter)
+        stepCount = Int(counter)
         for (parameter, slow) in zip(tracked, slowWeights) {
             let values = snapshot.parameters[parameter.name]!.buffers["slow_weights"]!
             values.withUnsafeBufferPointer { slow.baseAddress!.update(from: $0.baseAddress!, count: values.count) }

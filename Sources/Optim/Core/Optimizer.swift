@@ -93,8 +93,9 @@ extension Optimizer {
         return loss
     }
 
-    /// Clears every parameter's gradient (see ``Parameter/zeroGradient(setToNone:)``).
-    public func zeroGrad(setToNone: Bool = true) {
+    /// Clears every parameter's gradient — PyTorch's `optimizer.zero_grad()` (see
+    /// ``Parameter/zeroGradient(setToNone:)``, the same for one parameter).
+    public func zeroGradients(setToNone: Bool = true) {
         for parameter in parameters { parameter.zeroGradient(setToNone: setToNone) }
     }
 

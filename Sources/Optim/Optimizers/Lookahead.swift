@@ -22,8 +22,9 @@ public final class Lookahead: Optimizer {
     public let k: Int
     /// Weight of the fast weights when synchronising.
     public let alpha: Double
-    /// Steps taken so far.
-    public internal(set) var stepCounter = 0
+    /// `step()` calls so far (PyTorch's `step_counter`, its name in checkpoints); per-parameter
+    /// counts are ``stepCount(of:)``.
+    public internal(set) var stepCount = 0
     public let threadPool: ThreadPool
 
     let tracked: [Parameter]
@@ -90,8 +91,8 @@ public final class Lookahead: Optimizer {
         let skipped = base.skippedSteps
         let metrics = try base.step(collectingMetrics: collectingMetrics)
         guard base.skippedSteps == skipped else { return nil }
-        stepCounter += 1
-        guard stepCounter % k == 0 else { return metrics }
+        stepCount += 1
+        guard stepCount % k == 0 else { return metrics }
         defer { synchronise() }
         return metrics
     }
