@@ -76,3 +76,65 @@ public enum ScheduleFreeAveraging {
         return Int(value)
     }
 }
+
+/// The hyperparameters schedule-free's averaging reads (``ScheduleFreeAdamWRule``, ``ScheduleFreeSGDRule``).
+public protocol ScheduleFreeHyperparameters: OptimizerHyperparameters {
+    /// Steps of linear learning-rate warm-up.
+    var warmupSteps: Int { get }
+    /// The averaging weight's power of the step count.
+    var r: Double { get }
+    /// The averaging weight's power of the largest learning rate so far.
+    var weightLearningRatePower: Double { get }
+    /// The train/eval switch's interpolation constant: AdamW's β1, SGD's momentum.
+    var interpolation: Double { get }
+}
+
+/// A schedule-free update rule: the group state of ``ScheduleFreeAveraging``, the refusal of a
+/// step in eval mode, `z` starting as a copy of the parameter, and the train/eval switch; the
+/// rule itself gives the per-element arithmetic and `z` as its first state buffer.
+public protocol ScheduleFreeRule: UpdateRule where Hyperparameters: ScheduleFreeHyperparameters {
+    /// The coefficients of a step from the scheduled learning rate, `ckp1` and the group's step
+    /// count before this step (`k`).
+    static func coefficients(_ hyperparameters: Hyperparameters, learningRate: Double, ckp1: Double, k: Double) -> Coefficients
+}
+
+extension ScheduleFreeRule {
+    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
+    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ScheduleFreeAveraging.stateNames }
+    public static func initialGroupState(_ h: Hyperparameters) -> [Double] { ScheduleFreeAveraging.initialState }
+
+    public static func checkStep(_ h: Hyperparameters, groupState: [Double]) throws(OptimError) {
+        try ScheduleFreeAveraging.checkStep(name, state: groupState)
+    }
+
+    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
+        ScheduleFreeAveraging.advance(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                      weightLearningRatePower: h.weightLearningRatePower, state: &state)
+    }
+
+    public static func initializeState(_ h: Hyperparameters, parameter: UnsafeBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {
+        _ = state[0].update(fromContentsOf: parameter)
+    }
+
+    public static func setMode(training: Bool, _ h: Hyperparameters, groupState: inout [Double]) -> Bool {
+        ScheduleFreeAveraging.setMode(training: training, state: &groupState)
+    }
+
+    public static func moveParameter(training: Bool, _ h: Hyperparameters, groupState: [Double], parameter: UnsafeMutableBufferPointer<Float>,
+                                     state: [UnsafeMutableBufferPointer<Float>]) {
+        ScheduleFreeAveraging.move(training: training, beta: h.interpolation, parameter: parameter, z: state[0])
+    }
+
+    /// The first step's coefficients (one group, no warm-up), for callers without group state.
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
+        var none: [Float] = []
+        return coefficients(h, initialLearningRate: initialLearningRate, step: step, groupState: [1, h.learningRate, 0, 1], scalars: &none)
+    }
+
+    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
+                                    scalars: inout [Float]) -> Coefficients {
+        let (lr, ckp1, k) = ScheduleFreeAveraging.current(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
+                                                          weightLearningRatePower: h.weightLearningRatePower, state: groupState)
+        return coefficients(h, learningRate: lr, ckp1: ckp1, k: k)
+    }
+}

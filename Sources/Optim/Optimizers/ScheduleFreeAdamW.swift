@@ -21,10 +21,10 @@ import Foundation
 /// arXiv:2405.15682.
 public typealias ScheduleFreeAdamW = GradientOptimizer<ScheduleFreeAdamWRule>
 
-public enum ScheduleFreeAdamWRule: UpdateRule, VectorKernel {
+public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
     public static let name = "schedule_free_adamw"
 
-    public struct Hyperparameters: OptimizerHyperparameters {
+    public struct Hyperparameters: ScheduleFreeHyperparameters {
         public var learningRate: Double
         public var betas: Betas
         public var eps: Double
@@ -36,6 +36,7 @@ public enum ScheduleFreeAdamWRule: UpdateRule, VectorKernel {
         public var r: Double
         /// The averaging weight's power of the largest learning rate so far.
         public var weightLearningRatePower: Double
+        public var interpolation: Double { betas.first }
 
         public init(learningRate: Double = 0.0025, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
                     warmupSteps: Int = 0, r: Double = 0, weightLearningRatePower: Double = 2) {
@@ -92,41 +93,8 @@ public enum ScheduleFreeAdamWRule: UpdateRule, VectorKernel {
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["z", "exp_avg_sq"] }
-    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
-    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ScheduleFreeAveraging.stateNames }
-    public static func initialGroupState(_ h: Hyperparameters) -> [Double] { ScheduleFreeAveraging.initialState }
 
-    public static func checkStep(_ h: Hyperparameters, groupState: [Double]) throws(OptimError) {
-        try ScheduleFreeAveraging.checkStep(name, state: groupState)
-    }
-
-    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
-        ScheduleFreeAveraging.advance(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
-                                      weightLearningRatePower: h.weightLearningRatePower, state: &state)
-    }
-
-    public static func initializeState(_ h: Hyperparameters, parameter: UnsafeBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {
-        _ = state[0].update(fromContentsOf: parameter)
-    }
-
-    public static func setMode(training: Bool, _ h: Hyperparameters, groupState: inout [Double]) -> Bool {
-        ScheduleFreeAveraging.setMode(training: training, state: &groupState)
-    }
-
-    public static func moveParameter(training: Bool, _ h: Hyperparameters, groupState: [Double], parameter: UnsafeMutableBufferPointer<Float>,
-                                     state: [UnsafeMutableBufferPointer<Float>]) {
-        ScheduleFreeAveraging.move(training: training, beta: h.betas.first, parameter: parameter, z: state[0])
-    }
-
-    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
-        var none: [Float] = []
-        return coefficients(h, initialLearningRate: initialLearningRate, step: step, groupState: [1, h.learningRate, 0, 1], scalars: &none)
-    }
-
-    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
-                                    scalars: inout [Float]) -> Coefficients {
-        let (lr, ckp1, k) = ScheduleFreeAveraging.current(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
-                                                          weightLearningRatePower: h.weightLearningRatePower, state: groupState)
+    public static func coefficients(_ h: Hyperparameters, learningRate lr: Double, ckp1: Double, k: Double) -> Coefficients {
         let ckp1Float = Float(ckp1)
         return Coefficients(beta2: Float(h.betas.second), oneMinusBeta2: Float(1 - h.betas.second),
                             biasCorrection2: Float(1 - pow(h.betas.second, k + 1)), eps: Float(h.eps), weightDecay: Float(h.weightDecay),

@@ -19,10 +19,10 @@ import Foundation
 /// `SGDScheduleFree`; paper: "The Road Less Scheduled", arXiv:2405.15682.
 public typealias ScheduleFreeSGD = GradientOptimizer<ScheduleFreeSGDRule>
 
-public enum ScheduleFreeSGDRule: UpdateRule, VectorKernel {
+public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
     public static let name = "schedule_free_sgd"
 
-    public struct Hyperparameters: OptimizerHyperparameters {
+    public struct Hyperparameters: ScheduleFreeHyperparameters {
         public var learningRate: Double
         /// The interpolation that plays momentum's part, in (0, 1).
         public var momentum: Double
@@ -34,6 +34,7 @@ public enum ScheduleFreeSGDRule: UpdateRule, VectorKernel {
         public var r: Double
         /// The averaging weight's power of the largest learning rate so far.
         public var weightLearningRatePower: Double
+        public var interpolation: Double { momentum }
 
         public init(learningRate: Double = 1.0, momentum: Double = 0.9, weightDecay: Double = 0, warmupSteps: Int = 0, r: Double = 0,
                     weightLearningRatePower: Double = 2) {
@@ -82,41 +83,8 @@ public enum ScheduleFreeSGDRule: UpdateRule, VectorKernel {
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["z"] }
-    public static func keepsMoment(_ h: Hyperparameters) -> Bool { false }
-    public static func groupStateNames(_ h: Hyperparameters) -> [String] { ScheduleFreeAveraging.stateNames }
-    public static func initialGroupState(_ h: Hyperparameters) -> [Double] { ScheduleFreeAveraging.initialState }
 
-    public static func checkStep(_ h: Hyperparameters, groupState: [Double]) throws(OptimError) {
-        try ScheduleFreeAveraging.checkStep(name, state: groupState)
-    }
-
-    public static func advanceGroup(_ h: Hyperparameters, initialLearningRate: Double, state: inout [Double]) {
-        ScheduleFreeAveraging.advance(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
-                                      weightLearningRatePower: h.weightLearningRatePower, state: &state)
-    }
-
-    public static func initializeState(_ h: Hyperparameters, parameter: UnsafeBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {
-        _ = state[0].update(fromContentsOf: parameter)
-    }
-
-    public static func setMode(training: Bool, _ h: Hyperparameters, groupState: inout [Double]) -> Bool {
-        ScheduleFreeAveraging.setMode(training: training, state: &groupState)
-    }
-
-    public static func moveParameter(training: Bool, _ h: Hyperparameters, groupState: [Double], parameter: UnsafeMutableBufferPointer<Float>,
-                                     state: [UnsafeMutableBufferPointer<Float>]) {
-        ScheduleFreeAveraging.move(training: training, beta: h.momentum, parameter: parameter, z: state[0])
-    }
-
-    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
-        var none: [Float] = []
-        return coefficients(h, initialLearningRate: initialLearningRate, step: step, groupState: [1, h.learningRate, 0, 1], scalars: &none)
-    }
-
-    public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int, groupState: [Double],
-                                    scalars: inout [Float]) -> Coefficients {
-        let (lr, ckp1, _) = ScheduleFreeAveraging.current(learningRate: h.learningRate, warmupSteps: h.warmupSteps, r: h.r,
-                                                          weightLearningRatePower: h.weightLearningRatePower, state: groupState)
+    public static func coefficients(_ h: Hyperparameters, learningRate lr: Double, ckp1: Double, k: Double) -> Coefficients {
         let ckp1Float = Float(ckp1)
         return Coefficients(weightDecay: Float(h.weightDecay), ckp1: ckp1Float, oneMinusCkp1: 1 - ckp1Float,
                             yStep: Float(lr * (h.momentum * (1 - ckp1) - 1)), negativeLearningRate: Float(-lr))
