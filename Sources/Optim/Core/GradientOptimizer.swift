@@ -62,7 +62,7 @@ public protocol UpdateRule: Sendable {
     /// for every group, whether or not any of its parameters has a gradient; empty, the default,
     /// for none. Checkpoints store it by name.
     static func groupStateNames(_ hyperparameters: Hyperparameters) -> [String]
-    /// The group state before the first step, in ``groupStateNames(_:)`` order (default zeros).
+    /// The group state before the first step, in ``UpdateRule/groupStateNames(_:)`` order (default zeros).
     static func initialGroupState(_ hyperparameters: Hyperparameters) -> [Double]
     /// Refuses a step the group's state does not allow (schedule-free in eval mode); called for
     /// every group before anything changes. The default allows every step.
@@ -82,7 +82,7 @@ public protocol UpdateRule: Sendable {
     /// records the mode in `groupState` and returns whether the group's parameters must move —
     /// false when the group is in that mode already, and always for other rules (the default).
     static func setMode(training: Bool, _ hyperparameters: Hyperparameters, groupState: inout [Double]) -> Bool
-    /// Moves one parameter that has state to the mode ``setMode(training:_:groupState:)`` just set.
+    /// Moves one parameter that has state to the mode ``UpdateRule/setMode(training:_:groupState:)`` just set.
     static func moveParameter(training: Bool, _ hyperparameters: Hyperparameters, groupState: [Double],
                               parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>])
 }
