@@ -42,6 +42,22 @@ public enum ScheduleFreeAveraging {
         return (lr, maximum, pow(k + 1, r) * pow(maximum, weightLearningRatePower))
     }
 
+    /// The paper both rules implement.
+    static let paper = "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"
+
+    /// The step both rules end with, given the update `u` at the training point `y`:
+    /// `y ← lerp(y, z, ckp1) + yStep·u` (returned and stored in the parameter) and
+    /// `z ← z − lr·u` (stored in `state0`).
+    @_transparent
+    public static func interpolate(_ o: KernelOperands, _ i: Int, _ n: Int, y: FloatVector, u: FloatVector, ckp1: Float, oneMinusCkp1: Float,
+                                   yStep: Float, negativeLearningRate: Float) -> FloatVector {
+        let z = Elementwise.load(o.state0, i, n)
+        let after = Elementwise.lerp(y, z, weight: ckp1, oneMinusWeight: oneMinusCkp1) + yStep * u
+        Elementwise.store(z + negativeLearningRate * u, o.state0, i, n)
+        Elementwise.store(after, o.parameter, i, n)
+        return after
+    }
+
     static func checkStep(_ optimizer: String, state: [Double]) throws(OptimError) {
         if state[3] == 0 { throw .stepInEvalMode(optimizer: optimizer) }
     }

@@ -110,10 +110,8 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
         Elementwise.store(v, o.state1, i, n)
         var u = gradient / (Elementwise.squareRoot(v / c.biasCorrection2) + c.eps)
         if c.weightDecay != 0 { u = u + c.weightDecay * y }
-        let z = Elementwise.load(o.state0, i, n)
-        let after = Elementwise.lerp(y, z, weight: c.ckp1, oneMinusWeight: c.oneMinusCkp1) + c.yStep * u
-        Elementwise.store(z + c.negativeLearningRate * u, o.state0, i, n)
-        Elementwise.store(after, o.parameter, i, n)
+        let after = ScheduleFreeAveraging.interpolate(o, i, n, y: y, u: u, ckp1: c.ckp1, oneMinusCkp1: c.oneMinusCkp1, yStep: c.yStep,
+                                                      negativeLearningRate: c.negativeLearningRate)
         return UpdateLanes(before: y, after: after, gradient: gradient, moment: FloatVector(repeating: 0))
     }
 }
@@ -123,7 +121,7 @@ extension ScheduleFreeAdamWRule {
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ScheduleFreeAdamW",
         reference: .init(library: "schedulefree", version: "1.4.1", symbol: "schedulefree.AdamWScheduleFree",
-                         paper: "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"),
+                         paper: ScheduleFreeAveraging.paper),
         suggested: ["lr": .number(2.5e-3)],
         samples: .adaptive(name),
         benchmark: .init(configuration: .init(name: name),

@@ -96,10 +96,8 @@ public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
         let gradient = Elementwise.gradient(o, i, n)
         var u = gradient
         if c.weightDecay != 0 { u = u + c.weightDecay * y }
-        let z = Elementwise.load(o.state0, i, n)
-        let after = Elementwise.lerp(y, z, weight: c.ckp1, oneMinusWeight: c.oneMinusCkp1) + c.yStep * u
-        Elementwise.store(z + c.negativeLearningRate * u, o.state0, i, n)
-        Elementwise.store(after, o.parameter, i, n)
+        let after = ScheduleFreeAveraging.interpolate(o, i, n, y: y, u: u, ckp1: c.ckp1, oneMinusCkp1: c.oneMinusCkp1, yStep: c.yStep,
+                                                      negativeLearningRate: c.negativeLearningRate)
         return UpdateLanes(before: y, after: after, gradient: gradient, moment: FloatVector(repeating: 0))
     }
 }
@@ -109,7 +107,7 @@ extension ScheduleFreeSGDRule {
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ScheduleFreeSGD",
         reference: .init(library: "schedulefree", version: "1.4.1", symbol: "schedulefree.SGDScheduleFree",
-                         paper: "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 2024, \"The Road Less Scheduled\", arXiv:2405.15682"),
+                         paper: ScheduleFreeAveraging.paper),
         suggested: ["lr": .number(1.0)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05)]),
