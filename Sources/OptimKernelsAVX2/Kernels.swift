@@ -1,4 +1,5 @@
-// The kernels of every elementwise update rule and of the matrix multiply, compiled once per
+// The kernels of every elementwise update rule, of the whole-tensor rules written as passes
+// (TensorPassRule), and of the matrix multiply, compiled once per
 // instruction set: this one file is the source of both OptimKernelsAVX2 (-target-cpu x86-64-v3)
 // and OptimKernelsAVX512 (-target-cpu x86-64-v4; its Kernels.swift is a symlink to this file).
 // The arithmetic is Optim's own: each rule's `update` and `updateCollecting` (and the loops and
@@ -6,7 +7,7 @@
 // for this module's CPU. Optim finds the installer below through a weak reference and calls it
 // once, when it chooses the path (KernelDispatch).
 //
-// A new elementwise optimizer needs one line here; RegistryTests fails for one left out.
+// A new elementwise (or TensorPassRule) optimizer needs one line here; RegistryTests fails for one left out.
 import Optim
 
 #if arch(x86_64)
@@ -15,7 +16,8 @@ import Optim
 /// kernel modules and in Optim, the linker keeps one copy of such weak symbols, and a path would
 /// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
-    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) })
+    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
+                                   pass: { Rule.pass($0, $1, $2, $3) })
 }
 
 extension KernelTable {
@@ -46,6 +48,9 @@ func compiledKernels() -> KernelTable {
     table.add(ScheduleFreeSGDRule.self)
     table.add(AdanRule.self)
     table.add(AdEMAMixRule.self)
+    table.add(LAMBRule.self)
+    table.add(LARSRule.self)
+    table.add(MARSRule.self)
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     return table
 }

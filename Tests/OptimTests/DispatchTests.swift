@@ -31,11 +31,11 @@ import Testing
             let optimizer = try KernelDispatch.withInstructionSet(path) {
                 try OptimizerRegistry.makeOptimizer(defaultConfiguration(info.name), parameters: [try Parameter(name: "w", shape: testShape(info.name, 3))])
             }
-            // Rules that update whole tensors (Adafactor) stay on the baseline.
-            #expect(optimizer.instructionSet == (info.updatesWholeTensors ? .baseline : path), "\(info.name)")
+            // Rules that update whole tensors other than by passes (Adafactor) stay on the baseline.
+            #expect(optimizer.instructionSet == (info.compiledPerInstructionSet || info.isWrapper ? path : .baseline), "\(info.name)")
         }
         if path != .baseline {
-            let elementwise = Set(OptimizerRegistry.all.filter { !$0.isWrapper && !$0.updatesWholeTensors }.map(\.name))
+            let elementwise = Set(OptimizerRegistry.all.filter { !$0.isWrapper && $0.compiledPerInstructionSet }.map(\.name))
             let compiled = KernelDispatch.compiledRules(path) ?? []
             #expect(elementwise.subtracting(compiled).isEmpty,
                     "no \(path.rawValue) kernels for \(elementwise.subtracting(compiled).sorted()): add them to Sources/OptimKernelsAVX2/Kernels.swift")
@@ -82,8 +82,9 @@ import Testing
         var seen = Set<String>()
         for file in FixtureParityTests.referenceFiles {
             let configuration = try Fixture(contentsOf: URL(fileURLWithPath: file)).configuration
-            // Rules over whole tensors (Adafactor, Muon, L-BFGS) run on the baseline path only.
-            guard try !OptimizerRegistry.info(named: (configuration.base ?? configuration).name).updatesWholeTensors else { continue }
+            // Rules over whole tensors (Adafactor, Muon, L-BFGS) run on the baseline path only;
+            // LAMB, LARS and MARS (passes) run on every path.
+            guard try OptimizerRegistry.info(named: (configuration.base ?? configuration).name).compiledPerInstructionSet else { continue }
             guard seen.insert("\(configuration)").inserted else { continue }
             let baseline = try Self.run(configuration, on: .baseline, count: 4_099)
             for path in Self.widerPaths {

@@ -28,14 +28,16 @@ public protocol UpdateRule: Sendable {
     /// row and a column statistic for a matrix, a full `variance` for a vector.)
     static func stateLayout(_ hyperparameters: Hyperparameters, shape: [Int]) -> [StateBuffer]
     /// Whether the rule updates a whole tensor at a time (reductions over it, matrix products):
-    /// then each step calls ``updateTensor(_:shape:_:pool:collectingMetrics:)`` once per tensor,
-    /// on the calling thread, instead of chunking the elements across threads. Default: false.
+    /// then each step calls ``updateTensor(_:shape:_:kernels:pool:collectingMetrics:)`` once per
+    /// tensor, on the calling thread, instead of chunking the elements across threads. Default: false.
     static var updatesWholeTensors: Bool { get }
     /// Updates one whole tensor of `shape` (see ``UpdateRule/updatesWholeTensors``); it may run its passes on
-    /// `pool`. Returns the metric sums when `collectingMetrics`. The default runs the elementwise
-    /// update over the tensor.
-    static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
-                             collectingMetrics: Bool) -> MetricAccumulator
+    /// `pool`, with `kernels`, the rule's loops compiled for the path the optimizer chose. Returns
+    /// the metric sums when `collectingMetrics`. The default runs the elementwise update over the tensor.
+    static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, kernels: RuleKernels<Coefficients>,
+                             pool: ThreadPool, collectingMetrics: Bool) -> MetricAccumulator
+    /// One chunk of one pass of a ``TensorPassRule`` (the default, for other rules, is never called).
+    static func pass(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients, _ pass: TensorPass) -> PassResult
     /// Whether the rule takes only 2-D parameters (Muon); others are refused when the optimizer
     /// is built, naming the parameter. Default: false.
     static var requiresMatrices: Bool { get }
@@ -98,11 +100,14 @@ extension UpdateRule {
     }
     public static var updatesWholeTensors: Bool { false }
     public static var requiresMatrices: Bool { false }
-    public static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, pool: ThreadPool,
-                                    collectingMetrics: Bool) -> MetricAccumulator {
-        if collectingMetrics { return updateCollecting(operands, 0..<operands.count, coefficients) }
-        update(operands, 0..<operands.count, coefficients)
+    public static func updateTensor(_ operands: KernelOperands, shape: [Int], _ coefficients: Coefficients, kernels: RuleKernels<Coefficients>,
+                                    pool: ThreadPool, collectingMetrics: Bool) -> MetricAccumulator {
+        if collectingMetrics { return kernels.updateCollecting(operands, 0..<operands.count, coefficients) }
+        kernels.update(operands, 0..<operands.count, coefficients)
         return MetricAccumulator()
+    }
+    public static func pass(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients, _ pass: TensorPass) -> PassResult {
+        preconditionFailure("\(name) is not a TensorPassRule")
     }
     public static func scalarStateNames(_ hyperparameters: Hyperparameters) -> [String] { [] }
     public static func initialScalars(_ hyperparameters: Hyperparameters) -> [Float] { [] }
@@ -470,7 +475,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         if Rule.updatesWholeTensors {
             // One tensor at a time, on this thread; the rule spreads its own passes over the pool.
             for (index, tensor) in active.enumerated() {
-                let sums = Rule.updateTensor(tensor.operands, shape: slots[tensor.slot].parameter.shape, coefficientTable[tensor.coefficients],
+                let sums = Rule.updateTensor(tensor.operands, shape: slots[tensor.slot].parameter.shape, coefficientTable[tensor.coefficients], kernels: kernels,
                                              pool: threadPool, collectingMetrics: metricOutput != nil)
                 metricOutput?[index] = sums
             }

@@ -39,21 +39,26 @@ public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConverti
     }
 }
 
-/// One update rule's kernels as compiled for one instruction set (the range-wise update and the
-/// update that also sums the metrics): function values filled in by a kernel module.
+/// One update rule's kernels as compiled for one instruction set (the range-wise update, the
+/// update that also sums the metrics, and a chunk of a ``TensorPassRule``'s passes): function
+/// values filled in by a kernel module.
 public struct RuleKernels<Coefficients>: @unchecked Sendable {
     public let update: (KernelOperands, Range<Int>, Coefficients) -> Void
     public let updateCollecting: (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator
+    public let pass: (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult
 
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
-                updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator) {
+                updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
+                pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult) {
         self.update = update
         self.updateCollecting = updateCollecting
+        self.pass = pass
     }
 
     /// The rule's kernels as compiled into `Optim` itself: the baseline path.
     static func baseline<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
-        RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) })
+        RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
+                                       pass: { Rule.pass($0, $1, $2, $3) })
     }
 }
 
@@ -141,9 +146,10 @@ public enum KernelDispatch {
     }
 
     /// A rule's kernels on `instructionSet` and the path they really are: the kernel module's,
-    /// or the baseline for a rule the module does not compile (whole-tensor rules).
+    /// or the baseline for a rule the module does not compile (the whole-tensor rules other than
+    /// ``TensorPassRule``s: Adafactor, Muon, SOAP, whose loops run on the baseline path).
     static func kernels<Rule: UpdateRule>(_ rule: Rule.Type, on instructionSet: InstructionSet) -> (RuleKernels<Rule.Coefficients>, InstructionSet) {
-        if !Rule.updatesWholeTensors, let found = table(instructionSet)?.rules[ObjectIdentifier(rule)] as? RuleKernels<Rule.Coefficients> {
+        if let found = table(instructionSet)?.rules[ObjectIdentifier(rule)] as? RuleKernels<Rule.Coefficients> {
             return (found, instructionSet)
         }
         return (RuleKernels<Rule.Coefficients>.baseline(rule), .baseline)

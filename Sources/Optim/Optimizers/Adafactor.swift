@@ -129,7 +129,7 @@ public enum AdafactorRule: WholeTensorRule {
         return Float(sum.squareRoot())
     }
 
-    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, kernels: RuleKernels<Coefficients>, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
         let n = o.count
         guard n > 0 else { return MetricAccumulator() }

@@ -29,7 +29,7 @@ import Foundation
 /// Reference: `optax.lamb` (optax 0.2.8); paper: arXiv:1904.00962.
 public typealias LAMB = GradientOptimizer<LAMBRule>
 
-public enum LAMBRule: WholeTensorRule {
+public enum LAMBRule: TensorPassRule {
     public static let name = "lamb"
 
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -82,18 +82,18 @@ public enum LAMBRule: WholeTensorRule {
     }
 
     public struct Coefficients: Sendable {
-        var beta1: Float
-        var oneMinusBeta1: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
+        @usableFromInline var beta1: Float
+        @usableFromInline var oneMinusBeta1: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
         /// 1 − β1ᵗ.
-        var correction1: Float
+        @usableFromInline var correction1: Float
         /// 1 − β2ᵗ.
-        var correction2: Float
-        var eps: Float
-        var epsRoot: Float
-        var weightDecay: Float
-        var negativeLearningRate: Float
+        @usableFromInline var correction2: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var epsRoot: Float
+        @usableFromInline var weightDecay: Float
+        @usableFromInline var negativeLearningRate: Float
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["mu", "nu"] }
@@ -107,58 +107,43 @@ public enum LAMBRule: WholeTensorRule {
     }
 
     /// The update before the trust ratio, from the new moments and the parameter.
-    @inline(__always)
+    @_transparent @usableFromInline
     static func direction(m: FloatVector, v: FloatVector, p: FloatVector, _ c: Coefficients) -> FloatVector {
         let u = (m / c.correction1) / (Elementwise.squareRoot(v / c.correction2 + c.epsRoot) + c.eps)
         return c.weightDecay != 0 ? u + c.weightDecay * p : u
     }
 
-    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+    /// Pass 0: the moments, and the sums of squares of p and u. Pass 1 (`pass.scalar` the trust
+    /// ratio): u again, from the moments just stored, and the step.
+    @_transparent
+    public static func passVector(_ index: Int, _ collecting: Bool, _ o: KernelOperands, _ i: Int, _ lanes: Int,
+                                  _ c: Coefficients, _ pass: TensorPass, _ sums: inout PassSums) {
+        if index == 0 {
+            let g = Elementwise.gradient(o, i, lanes)
+            let m = c.oneMinusBeta1 * g + c.beta1 * Elementwise.load(o.state0, i, lanes)
+            let v = c.oneMinusBeta2 * (g * g) + c.beta2 * Elementwise.load(o.state1, i, lanes)
+            Elementwise.store(m, o.state0, i, lanes)
+            Elementwise.store(v, o.state1, i, lanes)
+            let p = Elementwise.load(o.parameter, i, lanes)
+            sums.addSquares(p, direction(m: m, v: v, p: p, c), lanes: lanes)
+        } else {
+            let m = Elementwise.load(o.state0, i, lanes), v = Elementwise.load(o.state1, i, lanes)
+            let before = Elementwise.load(o.parameter, i, lanes)
+            let after = before + (direction(m: m, v: v, p: before, c) * pass.scalar) * c.negativeLearningRate
+            Elementwise.store(after, o.parameter, i, lanes)
+            if collecting {
+                sums.addMetrics(UpdateLanes(before: before, after: after, gradient: Elementwise.gradient(o, i, lanes), moment: m), count: lanes)
+            }
+        }
+    }
+
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, kernels: RuleKernels<Coefficients>, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
-        let n = o.count
-        guard n > 0 else { return MetricAccumulator() }
-        let width = Elementwise.width
-        // Pass 1: the moments, and the sums of squares of p and u.
-        let sums = TensorPasses.map(count: n, pool: pool) { range -> (parameter: Double, update: Double) in
-            var squares = SquareSums()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let g = Elementwise.gradient(o, i, lanes)
-                let m = c.oneMinusBeta1 * g + c.beta1 * Elementwise.load(o.state0, i, lanes)
-                let v = c.oneMinusBeta2 * (g * g) + c.beta2 * Elementwise.load(o.state1, i, lanes)
-                Elementwise.store(m, o.state0, i, lanes)
-                Elementwise.store(v, o.state1, i, lanes)
-                let p = Elementwise.load(o.parameter, i, lanes)
-                squares.add(parameter: p, update: direction(m: m, v: v, p: p, c), lanes: lanes)
-                i += lanes
-            }
-            return squares.finish()
-        }
-        var parameterSquares = 0.0, updateSquares = 0.0
-        for sum in sums {
-            parameterSquares += sum.parameter
-            updateSquares += sum.update
-        }
-        let ratio = trustRatio(parameterSquares: parameterSquares, updateSquares: updateSquares, trustCoefficient: 1, eps: 0)
-        // Pass 2: u again, from the moments just stored, and the step.
-        let metrics = TensorPasses.map(count: n, pool: pool) { range -> MetricAccumulator in
-            var chunkMetrics = ChunkMetrics()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let m = Elementwise.load(o.state0, i, lanes), v = Elementwise.load(o.state1, i, lanes)
-                let before = Elementwise.load(o.parameter, i, lanes)
-                let after = before + (direction(m: m, v: v, p: before, c) * ratio) * c.negativeLearningRate
-                Elementwise.store(after, o.parameter, i, lanes)
-                if collectingMetrics {
-                    chunkMetrics.add(UpdateLanes(before: before, after: after, gradient: Elementwise.gradient(o, i, lanes), moment: m), count: lanes)
-                }
-                i += lanes
-            }
-            return collectingMetrics ? chunkMetrics.finish() : MetricAccumulator()
-        }
-        return metrics.reduce(MetricAccumulator(), +)
+        guard o.count > 0 else { return MetricAccumulator() }
+        let sums = TensorPasses.run(kernels, o, c, TensorPass(index: 0, rank: shape.count), pool: pool)
+        let ratio = trustRatio(parameterSquares: sums.first, updateSquares: sums.second, trustCoefficient: 1, eps: 0)
+        return TensorPasses.run(kernels, o, c, TensorPass(index: 1, rank: shape.count, scalar: ratio, collectingMetrics: collectingMetrics),
+                                pool: pool).metrics
     }
 }
 

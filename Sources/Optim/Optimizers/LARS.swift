@@ -26,7 +26,7 @@ import Foundation
 /// Reference: `optax.lars` (optax 0.2.8); paper: arXiv:1708.03888.
 public typealias LARS = GradientOptimizer<LARSRule>
 
-public enum LARSRule: WholeTensorRule {
+public enum LARSRule: TensorPassRule {
     public static let name = "lars"
 
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -80,12 +80,12 @@ public enum LARSRule: WholeTensorRule {
     }
 
     public struct Coefficients: Sendable {
-        var weightDecay: Float
-        var trustCoefficient: Float
-        var eps: Float
-        var momentum: Float
-        var nesterov: Bool
-        var negativeLearningRate: Float
+        @usableFromInline var weightDecay: Float
+        @usableFromInline var trustCoefficient: Float
+        @usableFromInline var eps: Float
+        @usableFromInline var momentum: Float
+        @usableFromInline var nesterov: Bool
+        @usableFromInline var negativeLearningRate: Float
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["trace"] }
@@ -96,54 +96,39 @@ public enum LARSRule: WholeTensorRule {
     }
 
     /// `g + λ·p`, the update before the trust ratio.
-    @inline(__always)
+    @_transparent @usableFromInline
     static func direction(g: FloatVector, p: FloatVector, _ c: Coefficients) -> FloatVector {
         c.weightDecay != 0 ? g + c.weightDecay * p : g
     }
 
-    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+    /// Pass 0: the sums of squares of p and u. Pass 1 (`pass.scalar` the trust ratio): u again,
+    /// the momentum buffer and the step.
+    @_transparent
+    public static func passVector(_ index: Int, _ collecting: Bool, _ o: KernelOperands, _ i: Int, _ lanes: Int,
+                                  _ c: Coefficients, _ pass: TensorPass, _ sums: inout PassSums) {
+        if index == 0 {
+            let p = Elementwise.load(o.parameter, i, lanes)
+            sums.addSquares(p, direction(g: Elementwise.gradient(o, i, lanes), p: p, c), lanes: lanes)
+        } else {
+            let before = Elementwise.load(o.parameter, i, lanes)
+            let g = Elementwise.gradient(o, i, lanes)
+            let u = (direction(g: g, p: before, c) * pass.scalar) * c.negativeLearningRate
+            let buffer = u + c.momentum * Elementwise.load(o.state0, i, lanes)
+            Elementwise.store(buffer, o.state0, i, lanes)
+            let after = before + (c.nesterov ? u + c.momentum * buffer : buffer)
+            Elementwise.store(after, o.parameter, i, lanes)
+            if collecting { sums.addMetrics(UpdateLanes(before: before, after: after, gradient: g, moment: buffer), count: lanes) }
+        }
+    }
+
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, kernels: RuleKernels<Coefficients>, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
-        let n = o.count
-        guard n > 0 else { return MetricAccumulator() }
-        let width = Elementwise.width
-        // Pass 1: the sums of squares of p and u.
-        let sums = TensorPasses.map(count: n, pool: pool) { range -> (parameter: Double, update: Double) in
-            var squares = SquareSums()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let p = Elementwise.load(o.parameter, i, lanes)
-                squares.add(parameter: p, update: direction(g: Elementwise.gradient(o, i, lanes), p: p, c), lanes: lanes)
-                i += lanes
-            }
-            return squares.finish()
-        }
-        var parameterSquares = 0.0, updateSquares = 0.0
-        for sum in sums {
-            parameterSquares += sum.parameter
-            updateSquares += sum.update
-        }
-        let ratio = trustRatio(parameterSquares: parameterSquares, updateSquares: updateSquares,
+        guard o.count > 0 else { return MetricAccumulator() }
+        let sums = TensorPasses.run(kernels, o, c, TensorPass(index: 0, rank: shape.count), pool: pool)
+        let ratio = trustRatio(parameterSquares: sums.first, updateSquares: sums.second,
                                trustCoefficient: c.trustCoefficient, eps: c.eps)
-        // Pass 2: u again, the momentum buffer and the step.
-        let metrics = TensorPasses.map(count: n, pool: pool) { range -> MetricAccumulator in
-            var chunkMetrics = ChunkMetrics()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let before = Elementwise.load(o.parameter, i, lanes)
-                let g = Elementwise.gradient(o, i, lanes)
-                let u = (direction(g: g, p: before, c) * ratio) * c.negativeLearningRate
-                let buffer = u + c.momentum * Elementwise.load(o.state0, i, lanes)
-                Elementwise.store(buffer, o.state0, i, lanes)
-                let after = before + (c.nesterov ? u + c.momentum * buffer : buffer)
-                Elementwise.store(after, o.parameter, i, lanes)
-                if collectingMetrics { chunkMetrics.add(UpdateLanes(before: before, after: after, gradient: g, moment: buffer), count: lanes) }
-                i += lanes
-            }
-            return collectingMetrics ? chunkMetrics.finish() : MetricAccumulator()
-        }
-        return metrics.reduce(MetricAccumulator(), +)
+        return TensorPasses.run(kernels, o, c, TensorPass(index: 1, rank: shape.count, scalar: ratio, collectingMetrics: collectingMetrics),
+                                pool: pool).metrics
     }
 }
 

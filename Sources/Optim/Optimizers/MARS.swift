@@ -55,7 +55,7 @@ import Foundation
 /// Power of Variance Reduction for Training Large Models", arXiv:2411.10438.
 public typealias MARS = GradientOptimizer<MARSRule>
 
-public enum MARSRule: WholeTensorRule {
+public enum MARSRule: TensorPassRule {
     public static let name = "mars"
 
     /// The update the corrected momentum feeds (the reference's `mars_type`).
@@ -159,38 +159,42 @@ public enum MARSRule: WholeTensorRule {
     /// The scalars of one of the two paths.
     public struct PathCoefficients: Sendable {
         /// The first moment's lerp weight 1 − β1, and 1 minus it as torch computes it in float32.
-        var weight: Float
-        var oneMinusWeight: Float
-        var beta2: Float
-        var oneMinusBeta2: Float
+        @usableFromInline var weight: Float
+        @usableFromInline var oneMinusWeight: Float
+        @usableFromInline var beta2: Float
+        @usableFromInline var oneMinusBeta2: Float
         /// 1 − β1ᵗ and √(1 − β2ᵗ), t the group's step.
-        var correction1: Float
-        var correction2Root: Float
-        var learningRate: Double
-        var negativeLearningRate: Float
+        @usableFromInline var correction1: Float
+        @usableFromInline var correction2Root: Float
+        @usableFromInline var learningRate: Double
+        @usableFromInline var negativeLearningRate: Float
         /// The decoupled decay's factor on p (1 for none).
-        var decay: Float
+        @usableFromInline var decay: Float
         /// λ of the coupled decay (0 for none).
-        var coupled: Float
+        @usableFromInline var coupled: Float
     }
 
     public struct Coefficients: Sendable {
-        var kind: Kind
-        var optimize1D: Bool
-        var cautious: Bool
-        var amsBound: Bool
-        var maximize: Bool
-        var eps: Float
+        @usableFromInline var kind: Kind
+        @usableFromInline var optimize1D: Bool
+        @usableFromInline var cautious: Bool
+        @usableFromInline var amsBound: Bool
+        @usableFromInline var maximize: Bool
+        @usableFromInline var eps: Float
         /// γ·β1/(1 − β1), the factor on g − g₋.
-        var correction: Float
+        @usableFromInline var correction: Float
         /// 1/(1 − β1), the factor on the momentum before Newton–Schulz ("shampoo").
-        var momentumScale: Float
-        var mixed: PathCoefficients
-        var single: PathCoefficients
+        @usableFromInline var momentumScale: Float
+        @usableFromInline var mixed: PathCoefficients
+        @usableFromInline var single: PathCoefficients
+        /// The tensor's plan and its path (`mixed` or `single`), set once per tensor before its
+        /// passes run, so the loops read them as constants.
+        @usableFromInline var plan = Plan(mixed: false, sign: false, orthogonalize: false)
+        @usableFromInline var path: PathCoefficients
     }
 
     /// The second moment's floor inside the root (the reference's `exp_avg_sq_eps`).
-    static let rootEpsilon: Float = 1e-15
+    @inlinable static var rootEpsilon: Float { 1e-15 }
     /// Newton–Schulz of the reference's `zero_power_via_newton_schulz_5` defaults.
     static let newtonSchulz: (a: Float, b: Float, c: Float, steps: Int) = (3.4445, -4.775, 2.0315, 5)
 
@@ -226,42 +230,55 @@ public enum MARSRule: WholeTensorRule {
         return Coefficients(kind: h.marsType, optimize1D: h.optimize1D, cautious: h.cautious, amsBound: h.amsBound, maximize: h.maximize,
                             eps: Float(h.eps), correction: Float(h.gamma * (beta1 / (1 - beta1))), momentumScale: Float(1 / (1 - beta1)),
                             mixed: path(h.betas, learningRate: h.learningRate, weightDecay: h.weightDecay),
-                            single: path(h.betas1D, learningRate: lr1D, weightDecay: h.weightDecay1D))
+                            single: path(h.betas1D, learningRate: lr1D, weightDecay: h.weightDecay1D),
+                            path: path(h.betas, learningRate: h.learningRate, weightDecay: h.weightDecay))
     }
 
-    /// What one tensor's step does, from its shape.
-    struct Plan {
+    /// What one tensor's step does, from its rank.
+    @usableFromInline
+    struct Plan: Sendable {
         /// The MARS path (the corrected gradient), rather than the AdamW one.
-        var mixed: Bool
+        @usableFromInline var mixed: Bool
         /// "lion" on the MARS path.
-        var sign: Bool
+        @usableFromInline var sign: Bool
         /// "shampoo" on a matrix (two or more dimensions).
-        var orthogonalize: Bool
+        @usableFromInline var orthogonalize: Bool
         /// Whether v (and v̂) are updated.
-        var secondMoment: Bool { !sign && !orthogonalize }
+        @inlinable var secondMoment: Bool { !sign && !orthogonalize }
+
+        @usableFromInline
+        init(mixed: Bool, sign: Bool, orthogonalize: Bool) {
+            self.mixed = mixed
+            self.sign = sign
+            self.orthogonalize = orthogonalize
+        }
+
+        init(rank: Int, _ c: Coefficients) {
+            self.init(mixed: c.optimize1D || rank >= 2, sign: (c.optimize1D || rank >= 2) && c.kind == .lion,
+                      orthogonalize: (c.optimize1D || rank >= 2) && c.kind == .shampoo && rank >= 2)
+        }
     }
 
     /// The gradient as the reference uses it (scaled by the clipping factor, negated when
-    /// maximising) and the moment's input: c on the MARS path (divided by ‖c‖ when given), g on
-    /// the AdamW path.
-    @inline(__always)
-    static func inputs(_ o: KernelOperands, _ i: Int, _ lanes: Int, _ c: Coefficients, mixed: Bool, divisor: Float?)
+    /// maximising) and the moment's input: c on the MARS path (divided by ‖c‖ when `divisor` is
+    /// not 0), g on the AdamW path.
+    @_transparent @usableFromInline
+    static func inputs(_ o: KernelOperands, _ i: Int, _ lanes: Int, _ c: Coefficients, mixed: Bool, divisor: Float)
         -> (gradient: FloatVector, input: FloatVector) {
         let raw = Elementwise.gradient(o, i, lanes)
         let g = c.maximize ? -raw : raw
         guard mixed else { return (g, g) }
         let corrected = (g - Elementwise.load(o.state2, i, lanes)) * c.correction + g
-        if let divisor { return (g, corrected / divisor) }
-        return (g, corrected)
+        return (g, divisor != 0 ? corrected / divisor : corrected)
     }
 
     /// The update u from the new moment `m`, the denominator's source (v or v̂) and the cautious
-    /// scale (nil without cautious).
-    @inline(__always)
-    static func direction(m: FloatVector, second: FloatVector, g: FloatVector, cautiousScale: Float?, sign: Bool, _ c: Coefficients,
-                          _ path: PathCoefficients) -> FloatVector {
+    /// scale (0 without cautious).
+    @_transparent @usableFromInline
+    static func direction(m: FloatVector, second: FloatVector, g: FloatVector, cautiousScale: Float, cautious: Bool, sign: Bool,
+                          _ c: Coefficients, _ path: PathCoefficients) -> FloatVector {
         var u = m
-        if let cautiousScale {
+        if cautious {
             u = u * FloatVector.zero.replacing(with: cautiousScale, where: m * g .> 0)
         }
         if sign { return Elementwise.sign(u) }
@@ -269,105 +286,88 @@ public enum MARSRule: WholeTensorRule {
         return u / denominator
     }
 
-    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+    /// Pass 0 (MARS path): ‖c‖² (in `second`). Pass 1 (`pass.scalar` the divisor ‖c‖ when it
+    /// exceeds 1, else 0): the moments and g₋; the count of the cautious mask; without cautious
+    /// (and Newton–Schulz) the step itself. Pass 2 (cautious; `pass.scalar` the mask's scale): the
+    /// step, from the stored moments.
+    @_transparent
+    public static func passVector(_ index: Int, _ collecting: Bool, _ o: KernelOperands, _ i: Int, _ lanes: Int,
+                                  _ c: Coefficients, _ pass: TensorPass, _ sums: inout PassSums) {
+        let plan = c.plan, path = c.path
+        if index == 0 {
+            sums.addSquares(second: inputs(o, i, lanes, c, mixed: true, divisor: 0).input, lanes: lanes)
+        } else if index == 1 {
+            let (g, input) = inputs(o, i, lanes, c, mixed: plan.mixed, divisor: pass.scalar)
+            let m = Elementwise.lerp(Elementwise.load(o.state0, i, lanes), input, weight: path.weight, oneMinusWeight: path.oneMinusWeight)
+            Elementwise.store(m, o.state0, i, lanes)
+            var second = FloatVector()
+            if plan.secondMoment {
+                let v = Elementwise.load(o.state1, i, lanes) * path.beta2 + path.oneMinusBeta2 * input * input
+                Elementwise.store(v, o.state1, i, lanes)
+                second = v
+                if c.amsBound {
+                    second = Elementwise.maximum(Elementwise.load(o.state3, i, lanes), v)
+                    Elementwise.store(second, o.state3, i, lanes)
+                }
+            }
+            let before = Elementwise.load(o.parameter, i, lanes)
+            Elementwise.store(path.coupled != 0 ? g + path.coupled * before : g, o.state2, i, lanes)
+            if c.cautious {
+                // Padding lanes load as zeros, so they never agree.
+                sums.count += Int(FloatVector.zero.replacing(with: 1, where: m * g .> 0).sum())
+            } else if !plan.orthogonalize {
+                let u = direction(m: m, second: second, g: g, cautiousScale: 0, cautious: false, sign: plan.sign, c, path)
+                let after = before * path.decay + path.negativeLearningRate * u
+                Elementwise.store(after, o.parameter, i, lanes)
+                if collecting {
+                    sums.addMetrics(UpdateLanes(before: before, after: after, gradient: Elementwise.gradient(o, i, lanes), moment: m), count: lanes)
+                }
+            }
+        } else {
+            let raw = Elementwise.gradient(o, i, lanes)
+            let g = c.maximize ? -raw : raw
+            let m = Elementwise.load(o.state0, i, lanes)
+            let second = plan.secondMoment ? Elementwise.load(c.amsBound ? o.state3 : o.state1, i, lanes) : FloatVector()
+            let before = Elementwise.load(o.parameter, i, lanes)
+            let u = direction(m: m, second: second, g: g, cautiousScale: pass.scalar, cautious: true, sign: plan.sign, c, path)
+            let after = before * path.decay + path.negativeLearningRate * u
+            Elementwise.store(after, o.parameter, i, lanes)
+            if collecting { sums.addMetrics(UpdateLanes(before: before, after: after, gradient: raw, moment: m), count: lanes) }
+        }
+    }
+
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, kernels: RuleKernels<Coefficients>, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
         let n = o.count
         guard n > 0 else { return MetricAccumulator() }
-        let width = Elementwise.width
-        let mixed = c.optimize1D || shape.count >= 2
-        let plan = Plan(mixed: mixed, sign: mixed && c.kind == .lion, orthogonalize: mixed && c.kind == .shampoo && shape.count >= 2)
-        let path = mixed ? c.mixed : c.single
-
-        // Pass 1 (MARS path): ‖c‖ over the whole tensor.
-        var divisor: Float?
-        if mixed {
-            let sums = TensorPasses.map(count: n, pool: pool) { range -> Double in
-                var squares = SquareSums()
-                var i = range.lowerBound
-                while i < range.upperBound {
-                    let lanes = min(width, range.upperBound - i)
-                    let corrected = inputs(o, i, lanes, c, mixed: true, divisor: nil).input
-                    squares.add(parameter: FloatVector(), update: corrected, lanes: lanes)
-                    i += lanes
-                }
-                return squares.finish().update
-            }
-            let norm = Float(sums.reduce(0, +).squareRoot())
+        var c = c
+        c.plan = Plan(rank: shape.count, c)
+        c.path = c.plan.mixed ? c.mixed : c.single
+        let plan = c.plan, path = c.path
+        func run(_ index: Int, scalar: Float = 0, collecting: Bool = false) -> PassResult {
+            TensorPasses.run(kernels, o, c, TensorPass(index: index, rank: shape.count, scalar: scalar, collectingMetrics: collecting), pool: pool)
+        }
+        // Pass 0 (MARS path): ‖c‖ over the whole tensor.
+        var divisor: Float = 0
+        if plan.mixed {
+            let norm = Float(run(0).second.squareRoot())
             if norm > 1 { divisor = norm }
         }
-
-        // Pass 2: the moments and g₋; the count of the cautious mask; without cautious (and
-        // Newton–Schulz) the step itself.
+        // Pass 1: the moments and g₋, and the step unless cautious or Newton–Schulz needs the
+        // whole tensor first.
         let finishes = !c.cautious && !plan.orthogonalize
-        let results = TensorPasses.map(count: n, pool: pool) { range -> (agreeing: Int, metrics: MetricAccumulator) in
-            var agreeing = 0
-            var chunkMetrics = ChunkMetrics()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let (g, input) = inputs(o, i, lanes, c, mixed: mixed, divisor: divisor)
-                let m = Elementwise.lerp(Elementwise.load(o.state0, i, lanes), input, weight: path.weight, oneMinusWeight: path.oneMinusWeight)
-                Elementwise.store(m, o.state0, i, lanes)
-                var second = FloatVector()
-                if plan.secondMoment {
-                    let v = Elementwise.load(o.state1, i, lanes) * path.beta2 + path.oneMinusBeta2 * input * input
-                    Elementwise.store(v, o.state1, i, lanes)
-                    second = v
-                    if c.amsBound {
-                        second = Elementwise.maximum(Elementwise.load(o.state3, i, lanes), v)
-                        Elementwise.store(second, o.state3, i, lanes)
-                    }
-                }
-                let before = Elementwise.load(o.parameter, i, lanes)
-                Elementwise.store(path.coupled != 0 ? g + path.coupled * before : g, o.state2, i, lanes)
-                if c.cautious {
-                    // Padding lanes load as zeros, so they never agree.
-                    agreeing += Int(FloatVector.zero.replacing(with: 1, where: m * g .> 0).sum())
-                }
-                if finishes {
-                    let u = direction(m: m, second: second, g: g, cautiousScale: nil, sign: plan.sign, c, path)
-                    let after = before * path.decay + path.negativeLearningRate * u
-                    Elementwise.store(after, o.parameter, i, lanes)
-                    if collectingMetrics {
-                        chunkMetrics.add(UpdateLanes(before: before, after: after, gradient: Elementwise.gradient(o, i, lanes), moment: m), count: lanes)
-                    }
-                }
-                i += lanes
-            }
-            return (agreeing, finishes && collectingMetrics ? chunkMetrics.finish() : MetricAccumulator())
-        }
-        if finishes { return results.map(\.metrics).reduce(MetricAccumulator(), +) }
+        let moments = run(1, scalar: divisor, collecting: finishes && collectingMetrics)
+        if finishes { return moments.metrics }
 
         // torch: `mask.mul_(numel / (mask.sum() + 1))` — a Python number over a float32 tensor
         // is its reciprocal times the number, two roundings.
-        let agreeing = results.reduce(0) { $0 + $1.agreeing }
-        let cautiousScale: Float? = c.cautious ? (1 / Float(agreeing + 1)) * Float(n) : nil
+        let cautiousScale: Float = c.cautious ? (1 / Float(moments.count + 1)) * Float(n) : 0
         if plan.orthogonalize {
-            return orthogonalStep(o, shape: shape, c, path, cautiousScale: cautiousScale, pool: pool, collectingMetrics: collectingMetrics)
+            return orthogonalStep(o, shape: shape, c, path, cautiousScale: c.cautious ? cautiousScale : nil, pool: pool,
+                                  collectingMetrics: collectingMetrics)
         }
-
-        // Pass 3 (cautious): the step, from the stored moments.
-        let metrics = TensorPasses.map(count: n, pool: pool) { range -> MetricAccumulator in
-            var chunkMetrics = ChunkMetrics()
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let lanes = min(width, range.upperBound - i)
-                let raw = Elementwise.gradient(o, i, lanes)
-                let g = c.maximize ? -raw : raw
-                let m = Elementwise.load(o.state0, i, lanes)
-                let second = plan.secondMoment ? Elementwise.load(c.amsBound ? o.state3 : o.state1, i, lanes) : FloatVector()
-                let before = Elementwise.load(o.parameter, i, lanes)
-                let u = direction(m: m, second: second, g: g, cautiousScale: cautiousScale, sign: plan.sign, c, path)
-                let after = before * path.decay + path.negativeLearningRate * u
-                Elementwise.store(after, o.parameter, i, lanes)
-                if collectingMetrics {
-                    chunkMetrics.add(UpdateLanes(before: before, after: after, gradient: raw, moment: m), count: lanes)
-                }
-                i += lanes
-            }
-            return collectingMetrics ? chunkMetrics.finish() : MetricAccumulator()
-        }
-        return metrics.reduce(MetricAccumulator(), +)
+        // Pass 2 (cautious): the step, from the stored moments.
+        return run(2, scalar: cautiousScale, collecting: collectingMetrics).metrics
     }
 
     /// "shampoo" on a matrix: the momentum (masked with cautious) times 1/(1 − β1), viewed as
@@ -434,7 +434,7 @@ extension MARSRule {
         name: name, typeName: "MARS",
         reference: .init(library: "pytorch-optimizer", version: "4.1.0", symbol: "pytorch_optimizer.MARS",
                          paper: "Yuan et al., 2024, \"MARS: Unleashing the Power of Variance Reduction for Training Large Models\", arXiv:2411.10438"),
-        defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true, requiresMatrices: false,
+        defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true, compiledPerInstructionSet: true, requiresMatrices: false,
         suggested: ["lr": .number(3e-3), "lr_1d": .number(3e-3)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(0.01), "lr_1d": .number(0.01)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(0.05), "lr_1d": .number(0.05)]),

@@ -151,7 +151,7 @@ public enum MuonRule: WholeTensorRule {
                             bfloat16: h.nsPrecision == .bfloat16)
     }
 
-    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, pool: ThreadPool,
+    public static func updateTensor(_ o: KernelOperands, shape: [Int], _ c: Coefficients, kernels: RuleKernels<Coefficients>, pool: ThreadPool,
                                     collectingMetrics: Bool) -> MetricAccumulator {
         let rows = shape[0], columns = shape[1], n = rows * columns
         guard n > 0 else { return MetricAccumulator() }

@@ -21,6 +21,11 @@ public struct OptimizerInfo: Sendable {
     /// Whether its update reads a whole tensor at a time (``UpdateRule/updatesWholeTensors``:
     /// Adafactor, Muon), so that ZeRO-1 sharding, which splits tensors, does not take it.
     public let updatesWholeTensors: Bool
+    /// Whether its loops are compiled for each instruction set and run on the path chosen at run
+    /// time (``KernelDispatch``): the elementwise rules and the ``TensorPassRule``s (LAMB, LARS,
+    /// MARS). The others (Adafactor, Muon, SOAP, L-BFGS, Prodigy's own passes) run on the
+    /// baseline path, apart from the matrix multiply, which is dispatched by itself.
+    public let compiledPerInstructionSet: Bool
     /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
     public let requiresMatrices: Bool
     /// Whether a step needs a closure that re-evaluates the loss (``LBFGS``):
@@ -41,7 +46,8 @@ public struct OptimizerInfo: Sendable {
                                   suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark) {
         self.init(name: Rule.name, typeName: typeName, reference: reference,
                   defaults: (try? Rule.Hyperparameters([:]))?.dictionary ?? [:], isWrapper: false,
-                  updatesWholeTensors: Rule.updatesWholeTensors, requiresMatrices: Rule.requiresMatrices, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
+                  updatesWholeTensors: Rule.updatesWholeTensors, compiledPerInstructionSet: !Rule.updatesWholeTensors || Rule.self is any TensorPassRule.Type,
+                  requiresMatrices: Rule.requiresMatrices, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
             }
@@ -56,7 +62,7 @@ public struct OptimizerInfo: Sendable {
 
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
-                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                updatesWholeTensors: Bool = false, compiledPerInstructionSet: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -64,6 +70,7 @@ public struct OptimizerInfo: Sendable {
         self.defaults = defaults
         self.isWrapper = isWrapper
         self.updatesWholeTensors = updatesWholeTensors
+        self.compiledPerInstructionSet = compiledPerInstructionSet
         self.requiresMatrices = requiresMatrices
         self.requiresClosure = requiresClosure
         self.suggested = suggested
