@@ -85,7 +85,8 @@ enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
 
 /// The defaults and options of one Adam-family optimizer.
 public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparameters<Self>, Coefficients == AdamCoefficients {
-    static var defaultBetas: (Double, Double) { get }
+    /// The reference default betas.
+    static var defaultBetas: Betas { get }
     static var defaultWeightDecay: Double { get }
     /// Whether the reference offers `maximize` (composer's DecoupledAdamW does not).
     static var supportsMaximize: Bool { get }
@@ -95,7 +96,7 @@ public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparame
 /// are the variant's reference defaults.
 public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameters {
     public var learningRate: Double
-    public var betas: (Double, Double)
+    public var betas: Betas
     public var eps: Double
     /// L2 penalty for ``Adam``; decoupled decay for ``AdamW`` and ``DecoupledAdamW``.
     public var weightDecay: Double
@@ -103,7 +104,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
     /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
     public var maximize: Bool
 
-    public init(learningRate: Double = 1e-3, betas: (Double, Double) = Variant.defaultBetas, eps: Double = 1e-8,
+    public init(learningRate: Double = 1e-3, betas: Betas = Variant.defaultBetas, eps: Double = 1e-8,
                 weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
         self.learningRate = learningRate
         self.betas = betas
@@ -127,7 +128,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
 
     public var dictionary: HyperparameterDictionary {
         var result: HyperparameterDictionary = [
-            "lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
+            "lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
             "weight_decay": .number(weightDecay), "amsgrad": .bool(amsgrad)]
         if Variant.supportsMaximize { result["maximize"] = .bool(maximize) }
         return result
@@ -143,13 +144,11 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         }
     }
 
-    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
-
     var stateNames: [String] { amsgrad ? ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] : ["exp_avg", "exp_avg_sq"] }
 
     /// The coefficients at `step`, with the references' scalar arithmetic (Double, then Float).
     func coefficients(step: Int, lerpFirstMoment: Bool, decay: Double?, l2: Double) -> AdamCoefficients {
-        let (beta1, beta2) = betas
+        let (beta1, beta2) = betas.pair
         let biasCorrection1 = 1 - pow(beta1, Double(step))
         let biasCorrection2 = 1 - pow(beta2, Double(step))
         let oneMinusBeta1 = Float(1 - beta1)

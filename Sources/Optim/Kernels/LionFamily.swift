@@ -5,10 +5,10 @@ public protocol LionVariant: UpdateRule where Hyperparameters == LionHyperparame
 /// `weight_decay` 0 by default. Betas may be anywhere in [0, 1], as both references allow.
 public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameters {
     public var learningRate: Double
-    public var betas: (Double, Double)
+    public var betas: Betas
     public var weightDecay: Double
 
-    public init(learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99), weightDecay: Double = 0) {
+    public init(learningRate: Double = 1e-4, betas: Betas = .init(0.9, 0.99), weightDecay: Double = 0) {
         self.learningRate = learningRate
         self.betas = betas
         self.weightDecay = weightDecay
@@ -24,7 +24,7 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
     }
 
     public var dictionary: HyperparameterDictionary {
-        ["lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "weight_decay": .number(weightDecay)]
+        ["lr": .number(learningRate), "betas": betas.value, "weight_decay": .number(weightDecay)]
     }
 
     public func validate() throws(OptimError) {
@@ -32,8 +32,6 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
         try Validate.betas(betas, Variant.name, allowOne: true)
         try Validate.weightDecay(weightDecay, Variant.name)
     }
-
-    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
 }
 
 extension LionVariant {
