@@ -198,10 +198,12 @@ struct CoefficientKey: Hashable {
 /// (multi-tensor apply) and spread over a ``ThreadPool``.
 ///
 /// The named optimizers are type aliases of it (``SGD``, ``Adam``, ``Lion``, …).
-public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
+public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public typealias Hyperparameters = Rule.Hyperparameters
 
     public var name: String { Rule.name }
+    /// The registry name, ``UpdateRule/name``.
+    public static var name: String { Rule.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public internal(set) var skippedSteps = 0
     public internal(set) var groups: [ParameterGroup<Hyperparameters>]

@@ -57,7 +57,7 @@ import Foundation
 /// global: `d`, `d_max`, `d_numerator`, `k` (and the last `d_hat`, `d_denom`), all saved in
 /// checkpoints. Reference: `prodigyopt.Prodigy` (1.1.2); paper: Mishchenko & Defazio, 2023,
 /// "Prodigy: An Expeditiously Adaptive Parameter-Free Learner", arXiv:2306.06101.
-public final class Prodigy: Optimizer {
+public final class Prodigy: TypedOptimizer {
     public static let name = "prodigy"
 
     /// The keys prodigyopt reads from the first group only: the optimizer's, never a group's.
@@ -739,8 +739,7 @@ extension Prodigy {
                 if let key = globalKeys.first(where: { group.overrides[$0] != nil }) {
                     throw .invalidConfiguration("prodigy: group \(index) overrides '\(key)', which prodigyopt reads from the first group only; set it for the whole optimizer, not per group")
                 }
-                let values = configuration.hyperparameters.merging(group.overrides) { $1 }
-                built.append(ParameterGroup(group.parameters, try Hyperparameters(values)))
+                built.append(try ParameterGroup(group, over: configuration.hyperparameters))
             }
             return try Prodigy(groups: built, threadPool: pool)
         })
