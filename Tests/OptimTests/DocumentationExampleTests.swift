@@ -347,6 +347,12 @@ extension DocumentationExampleTests {
         #expect(ParameterGrouping.weightDecayGroups([weight, bias], weightDecay: 0.01).map(\.parameters) == [[weight], [bias]])
 
         // docs: MigratingFromPyTorch
+        let sameGroups = try AdamW(groups: ParameterGrouping.weightDecayGroups([weight, bias], hyperparameters: .init(learningRate: 1e-3, weightDecay: 0.01)))
+        // docs: end
+        #expect(sameGroups.groups.map(\.parameters) == grouped.groups.map(\.parameters))
+        #expect(sameGroups.groups.map(\.hyperparameters) == grouped.groups.map(\.hyperparameters))
+
+        // docs: MigratingFromPyTorch
         // LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=100)
         let linear = LinearSchedule(from: 0.01, to: 1.0, steps: 100)
         // CosineAnnealingLR(optimizer, T_max=1000, eta_min=0.1 * lr)
