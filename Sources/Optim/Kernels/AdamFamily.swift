@@ -87,6 +87,7 @@ enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
 public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparameters<Self>, Coefficients == AdamCoefficients {
     /// The reference default betas.
     static var defaultBetas: Betas { get }
+    /// The reference default weight decay (L2 for ``Adam``, decoupled for the others).
     static var defaultWeightDecay: Double { get }
     /// Whether the reference offers `maximize` (composer's DecoupledAdamW does not).
     static var supportsMaximize: Bool { get }
@@ -95,15 +96,21 @@ public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparame
 /// Hyperparameters of the Adam family (``Adam``, ``AdamW``, ``DecoupledAdamW``); the defaults
 /// are the variant's reference defaults.
 public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameters {
+    /// `lr`.
     public var learningRate: Double
+    /// `betas`: the first and second moments' decays.
     public var betas: Betas
+    /// `eps`, added to the denominator.
     public var eps: Double
     /// L2 penalty for ``Adam``; decoupled decay for ``AdamW`` and ``DecoupledAdamW``.
     public var weightDecay: Double
+    /// Divide by the running maximum of the second moment (AMSGrad).
     public var amsgrad: Bool
     /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
     public var maximize: Bool
 
+    /// The hyperparameters; those not written keep the variant's reference defaults — the only
+    /// place they are written.
     public init(learningRate: Double = 1e-3, betas: Betas = Variant.defaultBetas, eps: Double = 1e-8,
                 weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
         self.learningRate = learningRate
@@ -122,7 +129,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
                   eps: try reader.number("eps", default: d.eps),
                   weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                   amsgrad: try reader.bool("amsgrad", default: d.amsgrad),
-                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: false) : false)
+                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: d.maximize) : d.maximize)
         try reader.finish()
     }
 

@@ -4,10 +4,15 @@ public protocol LionVariant: UpdateRule where Hyperparameters == LionHyperparame
 /// Hyperparameters of ``Lion`` and ``DecoupledLionW``: `lr` 1e-4, `betas` (0.9, 0.99),
 /// `weight_decay` 0 by default. Betas may be anywhere in [0, 1], as both references allow.
 public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameters {
+    /// `lr`.
     public var learningRate: Double
+    /// `betas`: β1 interpolates the update's direction, β2 the momentum.
     public var betas: Betas
+    /// `weight_decay` (decoupled).
     public var weightDecay: Double
 
+    /// The hyperparameters; those not written keep the reference defaults — the only place they
+    /// are written.
     public init(learningRate: Double = 1e-4, betas: Betas = .init(0.9, 0.99), weightDecay: Double = 0) {
         self.learningRate = learningRate
         self.betas = betas

@@ -19,17 +19,24 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     public static let name = "adopt"
 
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`.
         public var learningRate: Double
+        /// `betas`: the momentum's and the second moment's decays.
         public var betas: Betas
+        /// `eps`, the floor of the normalising `√v`.
         public var eps: Double
+        /// `weight_decay`: L2, or decoupled with ``decouple``.
         public var weightDecay: Double
         /// Decoupled (AdamW-style, `p ← p − lr·λ·p`) instead of L2 weight decay.
         public var decouple: Bool
         /// Normalised gradients are clipped to `±step^clipExponent` (step counted from 0);
         /// `nil` switches clipping off.
         public var clipExponent: Double?
+        /// Ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the official defaults — the only place
+        /// they are written.
         public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.9999), eps: Double = 1e-6,
                     weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25, maximize: Bool = false) {
             self.learningRate = learningRate
