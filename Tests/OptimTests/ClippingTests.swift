@@ -2,7 +2,7 @@ import Optim
 import Testing
 
 @Suite struct ClippingTests {
-    func sgd(_ parameters: [Parameter]) throws -> SGD { try SGD(parameters, learningRate: 1) }
+    func sgd(_ parameters: [Parameter]) throws -> SGD { try SGD(parameters, hyperparameters: .init(learningRate: 1)) }
 
     @Test func globalNormIsHandComputedAndFoldedIntoTheStep() throws {
         let a = try Parameter(name: "a", shape: [2], values: [1, 1])

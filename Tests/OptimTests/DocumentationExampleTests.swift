@@ -280,7 +280,7 @@ extension DocumentationExampleTests {
         // torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
         let sgd = try SGD(params, hyperparameters: .init(learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: true))
         // torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, amsgrad=True)
-        let adam = try Adam(params, hyperparameters: .init(learningRate: 1e-3, betas: (0.9, 0.999), eps: 1e-8, amsgrad: true))
+        let adam = try Adam(params, hyperparameters: .init(learningRate: 1e-3, betas: .init(0.9, 0.999), eps: 1e-8, amsgrad: true))
         // torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
         let adamw = try AdamW(params, hyperparameters: .init(learningRate: 1e-3, weightDecay: 0.01))
         // torch.optim.ASGD(params, lr=0.01, lambd=1e-4, alpha=0.75, t0=1e6)
@@ -345,6 +345,12 @@ extension DocumentationExampleTests {
         // docs: end
         #expect(try grouped.hyperparameters(group: 1)["weight_decay"] == .number(0) && grouped.groupCount == 2)
         #expect(ParameterGrouping.weightDecayGroups([weight, bias], weightDecay: 0.01).map(\.parameters) == [[weight], [bias]])
+
+        // docs: MigratingFromPyTorch
+        let sameGroups = try AdamW(groups: ParameterGrouping.weightDecayGroups([weight, bias], hyperparameters: .init(learningRate: 1e-3, weightDecay: 0.01)))
+        // docs: end
+        #expect(sameGroups.groups.map(\.parameters) == grouped.groups.map(\.parameters))
+        #expect(sameGroups.groups.map(\.hyperparameters) == grouped.groups.map(\.hyperparameters))
 
         // docs: MigratingFromPyTorch
         // LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=100)

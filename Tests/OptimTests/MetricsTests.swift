@@ -126,7 +126,7 @@ import Testing
 
     @Test func sgdWithoutMomentumReportsNoMoment() throws {
         let w = try Parameter(name: "w", shape: [3], values: [1, 2, 3])
-        let optimizer = try SGD([w], learningRate: 0.1)
+        let optimizer = try SGD([w], hyperparameters: .init(learningRate: 0.1))
         try w.setGradient([1, 1, 1])
         let values = try #require(try optimizer.step(collectingMetrics: true)).values
         #expect(values.keys.sorted() == ["cosine/update_grad/w", "l2_norm/grad/w", "l2_norm/param/w", "l2_norm/update/w"])
@@ -184,7 +184,7 @@ import Testing
 
     @Test func exportsToSwiftMetricsAndJSONLines() throws {
         let w = try Parameter(name: "fc1.weight", shape: [2], values: [3, 4])
-        let optimizer = try Adam([w], learningRate: 0.1)
+        let optimizer = try Adam([w], hyperparameters: .init(learningRate: 0.1))
         try w.setGradient([1, 1])
         let metrics = try #require(try optimizer.step(collectingMetrics: true))
         let test = TestMetrics()

@@ -73,7 +73,7 @@ import Testing
 
     @Test func zeroGradSetsToNoneOrZeroes() throws {
         let w = try Parameter(name: "w", shape: [2], values: [1, 2])
-        let optimizer = try SGD([w], learningRate: 0.1)
+        let optimizer = try SGD([w], hyperparameters: .init(learningRate: 0.1))
         try w.setGradient([3, 4])
         optimizer.zeroGradients(setToNone: false)
         #expect(w.gradientArray == [0, 0])
@@ -90,7 +90,7 @@ import Testing
             try gradient.withUnsafeMutableBufferPointer { gradientStorage in
                 let w = try Parameter(name: "w", shape: [3], borrowing: storage)
                 try w.setGradient(borrowing: gradientStorage)
-                try SGD([w], learningRate: 0.5).step()
+                try SGD([w], hyperparameters: .init(learningRate: 0.5)).step()
             }
         }
         #expect(values == [0.5, 1.5, 3.5])
@@ -120,11 +120,11 @@ import Testing
         let logger = Logger(label: "test") { _ in handler }
         let w = try Parameter(name: "w", shape: [1], values: [1])
         try OptimLogging.$logger.withValue(logger) {
-            _ = try DecoupledLionW([w], weightDecay: 1e-4)
-            _ = try DecoupledAdamW([w], weightDecay: 1e-5)
+            _ = try DecoupledLionW([w], hyperparameters: .init(weightDecay: 1e-4))
+            _ = try DecoupledAdamW([w], hyperparameters: .init(weightDecay: 1e-5))
             #expect(handler.entries.isEmpty)
-            _ = try DecoupledLionW([w], weightDecay: 1e-3)
-            _ = try DecoupledAdamW([w], weightDecay: 0.1)
+            _ = try DecoupledLionW([w], hyperparameters: .init(weightDecay: 1e-3))
+            _ = try DecoupledAdamW([w], hyperparameters: .init(weightDecay: 0.1))
         }
         let messages = handler.entries.map { "\($0.message)" }
         #expect(handler.entries.count == 2)

@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func invalidMultipliersAreRefused() throws {
-        let optimizer = try SGD([try Parameter(name: "w", shape: [1], values: [1])], learningRate: 0.1)
+        let optimizer = try SGD([try Parameter(name: "w", shape: [1], values: [1])], hyperparameters: .init(learningRate: 0.1))
         #expect(throws: OptimError.self) { try LearningRateScheduler(optimizer, schedule: ConstantSchedule(0)) }
         #expect(throws: OptimError.self) { try LearningRateScheduler(optimizer, schedule: ConstantSchedule(1), stepCount: -1) }
         #expect(try optimizer.learningRate(group: 0) == 0.1)

@@ -124,7 +124,7 @@ import Testing
 
     @Test func errorMessagesNameValueAndRange() throws {
         do {
-            _ = try Adam([try parameter()], learningRate: -0.5)
+            _ = try Adam([try parameter()], hyperparameters: .init(learningRate: -0.5))
             Issue.record("accepted a negative learning rate")
         } catch {
             #expect("\(error)" == "adam: invalid learningRate (lr) = -0.5; expected a finite number > 0")

@@ -203,10 +203,12 @@ struct CoefficientKey: Hashable {
 /// (multi-tensor apply) and spread over a ``ThreadPool``.
 ///
 /// The named optimizers are type aliases of it (``SGD``, ``Adam``, ``Lion``, …).
-public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
+public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public typealias Hyperparameters = Rule.Hyperparameters
 
     public var name: String { Rule.name }
+    /// The registry name, ``UpdateRule/name``.
+    public static var name: String { Rule.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public internal(set) var skippedSteps = 0
     public internal(set) var groups: [ParameterGroup<Hyperparameters>]
@@ -271,9 +273,18 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
         self.slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { (ObjectIdentifier($1.parameter), $0) })
     }
 
-    /// Builds the optimizer over one group.
+    /// Builds the optimizer over one group — PyTorch's `torch.optim.Adam(params, lr=…, betas=…)`
+    /// is `Adam(params, hyperparameters: .init(learningRate: …, betas: …))`; the hyperparameters
+    /// not written keep the reference defaults.
     public convenience init(_ parameters: [Parameter], hyperparameters: Hyperparameters, threadPool: ThreadPool = .shared) throws(OptimError) {
         try self.init(groups: [ParameterGroup(parameters, hyperparameters)], threadPool: threadPool)
+    }
+
+    /// Builds the optimizer over one group with the reference defaults (PyTorch's
+    /// `torch.optim.Adam(params)`): the hyperparameters type's own defaults, so they are written
+    /// in one place only.
+    public convenience init(_ parameters: [Parameter], threadPool: ThreadPool = .shared) throws(OptimError) {
+        try self.init(parameters, hyperparameters: try Hyperparameters([:]), threadPool: threadPool)
     }
 
     deinit {

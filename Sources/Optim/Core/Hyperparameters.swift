@@ -124,10 +124,11 @@ struct HyperparameterReader {
         }
     }
 
-    mutating func pair(_ name: String, default defaultValue: (Double, Double)) throws(OptimError) -> (Double, Double) {
+    /// A list of two numbers (`betas`, Rprop's `etas`), as a ``Betas``.
+    mutating func pair(_ name: String, default defaultValue: Betas) throws(OptimError) -> Betas {
         switch value(name) {
         case nil: return defaultValue
-        case let .numbers(list)? where list.count == 2: return (list[0], list[1])
+        case let .numbers(list)? where list.count == 2: return Betas(list[0], list[1])
         case let other?: throw .hyperparameterType(optimizer: optimizer, name: name, expected: "a list of two numbers", got: other.description)
         }
     }
@@ -191,8 +192,8 @@ enum Validate {
     }
 
     /// Checks both betas: `[0, 1)`, or `[0, 1]` where the reference allows 1.
-    static func betas(_ betas: (Double, Double), _ optimizer: String, allowOne: Bool = false) throws(OptimError) {
-        for (index, beta) in [betas.0, betas.1].enumerated() {
+    static func betas(_ betas: Betas, _ optimizer: String, allowOne: Bool = false) throws(OptimError) {
+        for (index, beta) in [betas.first, betas.second].enumerated() {
             let ok = beta >= 0 && (allowOne ? beta <= 1 : beta < 1)
             guard ok else { throw fail(optimizer, "betas.\(index) (betas[\(index)])", beta, allowOne ? "a number in [0, 1]" : "a number in [0, 1)") }
         }
@@ -221,23 +222,27 @@ enum Validate {
     }
 }
 
-/// The two averaging coefficients (β1, β2) of Adam-style optimizers — a struct rather than a
-/// tuple, so hyperparameters that hold it get a synthesized `Equatable`. In dictionaries it is
-/// PyTorch's `betas` list.
+/// The two averaging coefficients (β1, β2) of Adam-style optimizers: PyTorch's `betas=(0.9, 0.999)`
+/// is `Betas(0.9, 0.999)` here, or `.init(0.9, 0.999)` where the type is known.
+///
+/// A struct rather than a tuple, so the hyperparameters that hold it get a synthesized
+/// `Equatable`. Every optimizer with betas (``Adam``, ``AdamW``, ``Lion``, ``ADOPT``, ``NAdam``,
+/// ``MARS``, …) takes this type; Rprop's `etas` and `step_sizes` pairs use it too. In
+/// hyperparameter dictionaries it is PyTorch's list of two numbers, `"betas": [0.9, 0.999]`.
 public struct Betas: Sendable, Hashable, CustomStringConvertible {
     /// β1, the first moment's decay.
     public var first: Double
     /// β2, the second moment's decay.
     public var second: Double
 
+    /// The pair (β1, β2).
     public init(_ first: Double, _ second: Double) {
         self.first = first
         self.second = second
     }
 
-    init(_ pair: (Double, Double)) { self.init(pair.0, pair.1) }
-
     var pair: (Double, Double) { (first, second) }
     var value: HyperparameterValue { .numbers([first, second]) }
+    /// `(β1, β2)`, as PyTorch prints the tuple.
     public var description: String { "(\(first), \(second))" }
 }

@@ -4,7 +4,7 @@ import Logging
 /// optimizers). It is task-local: bind another logger around a piece of code to redirect it.
 ///
 /// ```swift
-/// try OptimLogging.$logger.withValue(myLogger) { try DecoupledLionW(params, weightDecay: 0.1) }
+/// try OptimLogging.$logger.withValue(myLogger) { try DecoupledLionW(params, hyperparameters: .init(weightDecay: 0.1)) }
 /// ```
 public enum OptimLogging {
     @TaskLocal public static var logger = Logger(label: "swift-optim")

@@ -107,15 +107,57 @@ extension Optimizer {
     }
 }
 
-/// A group of parameters sharing hyperparameters.
+/// A group of parameters sharing hyperparameters — PyTorch's param group (`{"params": [...],
+/// "lr": 1e-3}`), typed.
+///
+/// Its string-keyed twin is ``ParameterGroupConfiguration`` (overrides by PyTorch name, for the
+/// registry); ``init(_:over:)-(ParameterGroupConfiguration,HyperparameterDictionary)`` converts
+/// it to this one.
 public struct ParameterGroup<Hyperparameters: OptimizerHyperparameters>: Sendable {
+    /// The group's parameters.
     public var parameters: [Parameter]
+    /// The group's hyperparameters.
     public var hyperparameters: Hyperparameters
 
+    /// A group of `parameters` with `hyperparameters`.
     public init(_ parameters: [Parameter], _ hyperparameters: Hyperparameters) {
         self.parameters = parameters
         self.hyperparameters = hyperparameters
     }
+
+    /// A string-keyed group as a typed one: `base` (by PyTorch name; names it omits take the
+    /// reference defaults) with the group's overrides on top, as the registry builds each group
+    /// from an ``OptimizerConfiguration``. Throws for an unknown name or a wrongly typed value.
+    public init(_ group: ParameterGroupConfiguration, over base: HyperparameterDictionary = [:]) throws(OptimError) {
+        self.init(group.parameters, try Hyperparameters(base.merging(group.overrides) { $1 }))
+    }
+
+    /// A string-keyed group as a typed one: `base` with the group's overrides on top.
+    public init(_ group: ParameterGroupConfiguration, over base: Hyperparameters) throws(OptimError) {
+        try self.init(group, over: base.dictionary)
+    }
+
+    /// String-keyed groups as typed ones, each over `base` (``init(_:over:)-(ParameterGroupConfiguration,Hyperparameters)``).
+    static func groups(_ groups: [ParameterGroupConfiguration], over base: Hyperparameters) throws(OptimError) -> [Self] {
+        var result: [Self] = []
+        for group in groups { result.append(try Self(group, over: base)) }
+        return result
+    }
+}
+
+/// An optimizer whose hyperparameters are a Swift type and which is built from typed groups:
+/// every ``GradientOptimizer`` (``Adam``, ``SGD``, ``Lion``, …) and ``Prodigy``.
+///
+/// What takes an ``OptimizerConfiguration`` (the registry's string-keyed form) takes such an
+/// optimizer type and its typed hyperparameters too: ``OptimizerConfiguration/init(_:hyperparameters:)``,
+/// ``ShardedOptimizer/init(_:groups:communicator:bucketBytes:threadPool:)-(O.Type,_,_,_,_)``.
+public protocol TypedOptimizer: Optimizer {
+    /// The hyperparameters of one group.
+    associatedtype Hyperparameters: OptimizerHyperparameters
+    /// The registry name, the same as every instance's ``Optimizer/name``.
+    static var name: String { get }
+    /// Builds the optimizer from groups; each group's learning rate is recorded as its initial one.
+    init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool) throws(OptimError)
 }
 
 /// Checks that groups are non-empty and no parameter (or name) appears twice.

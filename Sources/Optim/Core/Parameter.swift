@@ -16,13 +16,17 @@ public final class Parameter: @unchecked Sendable {
     public let shape: [Int]
     /// The number of elements: the product of ``shape``.
     public let count: Int
-    /// The values, contiguous, row-major.
+    /// The values, contiguous, row-major: the raw buffer, valid for the parameter's lifetime —
+    /// the fast path for kernels and for frameworks that share the memory. For safer access see
+    /// ``valueArray`` (a copy) and ``withUnsafeValues(_:)`` (scoped).
     public let values: UnsafeMutableBufferPointer<Float>
 
     private let ownsValues: Bool
     /// Library-owned gradient storage, allocated on first use and kept across steps.
     private var ownedGradient: UnsafeMutableBufferPointer<Float>?
-    /// The gradient seen by the optimizer, or `nil` for none.
+    /// The gradient seen by the optimizer, or `nil` for none: the raw buffer, valid until the
+    /// gradient is replaced or cleared. For safer access see ``gradientArray`` (a copy) and
+    /// ``withUnsafeGradient(_:)`` (scoped).
     public private(set) var gradient: UnsafeMutableBufferPointer<Float>?
 
     /// Validates a shape and returns its element count.
@@ -78,11 +82,65 @@ public final class Parameter: @unchecked Sendable {
         if let ownedGradient { FloatStorage.deallocate(ownedGradient) }
     }
 
-    /// A copy of the values.
+    // MARK: Reading and writing the values and the gradient
+    //
+    // Three levels, from the safest to the fastest: copies (`valueArray`, `gradientArray`,
+    // `setValues(_:)`, `setGradient(_:)`); scoped access (`withUnsafeValues(_:)`,
+    // `withUnsafeGradient(_:)`), where the buffer cannot outlive the call; and the raw buffers
+    // themselves (`values`, `gradient`), for a framework that hands its own memory in and out.
+
+    /// A copy of the values, row-major — PyTorch's `p.detach().tolist()` (flattened).
+    ///
+    /// Safe to keep and to use from any thread; costs one allocation and a copy. Use it for
+    /// inspection, tests and checkpoints of your own, not inside a training step's hot loop
+    /// (``withUnsafeValues(_:)`` reads in place).
     public var valueArray: [Float] { Array(values) }
 
-    /// A copy of the gradient, or `nil` when there is none.
+    /// A copy of the gradient, row-major, or `nil` when there is none — PyTorch's `p.grad`
+    /// copied out. See ``valueArray`` for when a copy is the right choice.
     public var gradientArray: [Float]? { gradient.map { Array($0) } }
+
+    /// Calls `body` with the values in place, to read or write them without a copy — the way to
+    /// run a forward pass over, or initialise, a parameter's storage.
+    ///
+    /// The buffer holds ``count`` floats, row-major, and is valid only during the call: don't
+    /// store it or let it escape (use ``values`` where a longer-lived pointer is needed, as for
+    /// a borrowing framework). Don't call it during an optimizer step, nor on one parameter
+    /// from two threads at once.
+    ///
+    /// ```swift
+    /// let norm = weight.withUnsafeValues { values in values.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+    /// weight.withUnsafeValues { values in for i in values.indices { values[i] *= 0.5 } }
+    /// ```
+    ///
+    /// - Returns: what `body` returns.
+    /// - Throws: only what `body` throws.
+    public func withUnsafeValues<Result, Failure: Error>(
+        _ body: (UnsafeMutableBufferPointer<Float>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(values)
+    }
+
+    /// Calls `body` with the gradient in place, to read or write it without a copy (a backward
+    /// pass accumulating into it, a custom clipping); returns `nil` without calling `body` when
+    /// the parameter has no gradient (to create one, write it through ``gradientStorage(zeroed:)``).
+    ///
+    /// The buffer holds ``count`` floats and is valid only during the call; the same rules as
+    /// for ``withUnsafeValues(_:)`` apply.
+    ///
+    /// ```swift
+    /// let largest = weight.withUnsafeGradient { gradient in gradient.map(abs).max() ?? 0 }  // nil: no gradient
+    /// ```
+    ///
+    /// - Returns: what `body` returns, or `nil` when there is no gradient.
+    /// - Throws: only what `body` throws.
+    @discardableResult
+    public func withUnsafeGradient<Result, Failure: Error>(
+        _ body: (UnsafeMutableBufferPointer<Float>) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        guard let gradient else { return nil }
+        return try body(gradient)
+    }
 
     /// Overwrites the values with `newValues`.
     public func setValues(_ newValues: [Float]) throws(OptimError) {

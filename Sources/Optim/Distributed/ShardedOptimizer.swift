@@ -43,7 +43,8 @@
 /// unsharded runs and between world sizes.
 public final class ShardedOptimizer: Optimizer {
     public let communicator: any Communicator
-    /// The configuration every rank's shard optimizer is built from.
+    /// The configuration every rank's shard optimizer is built from (built from typed groups:
+    /// the optimizer's name and the first group's hyperparameters).
     public let configuration: OptimizerConfiguration
     /// The optimizer over this rank's parts of the parameters.
     public let shardOptimizer: any Optimizer
@@ -91,20 +92,57 @@ public final class ShardedOptimizer: Optimizer {
     ///   - threadPool: the threads the shard optimizer's steps run on.
     /// - Throws: ``DistributedError``, or ``OptimError`` for an invalid configuration (the same on
     ///   every rank).
-    public init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,
-                bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
-        let bucketElements = try DataParallel.bucketElements(bucketBytes)
+    public convenience init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,
+                            bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
         let settings = "sharded \(Self.describe(configuration)); group overrides "
             + groups.map { "[" + Self.describe($0.overrides) + "]" }.joined(separator: " ") + "; bucket \(bucketBytes) bytes"
-        try communicator.verifySameParameters(groups.map(\.parameters), settings: settings)
-        try validateParameterLists(groups.map(\.parameters), optimizer: configuration.name)
+        try self.init(configuration, groupParameters: groups.map(\.parameters), settings: settings, communicator: communicator,
+                      bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+            try OptimizerRegistry.makeOptimizer(
+                configuration, groups: zip(sliceGroups, groups).map { ParameterGroupConfiguration($0, overrides: $1.overrides) }, threadPool: threadPool)
+        }
+    }
+
+    /// Builds the shard optimizer of this rank from typed groups — the same as the
+    /// configuration form, for an optimizer written as a Swift type:
+    /// `ShardedOptimizer(AdamW.self, groups: [ParameterGroup(weights, .init(weightDecay: 0.1))], communicator: communicator)`.
+    /// Collective, as ``init(_:groups:communicator:bucketBytes:threadPool:)-(OptimizerConfiguration,_,_,_,_)``;
+    /// ``configuration`` is the optimizer's name and the first group's hyperparameters.
+    ///
+    /// - Parameters:
+    ///   - optimizer: the optimizer type (``Adam``, ``SGD``, ``Prodigy``, …).
+    ///   - groups: the parameter groups and their hyperparameters, as for an unsharded optimizer.
+    ///   - communicator: this rank's side of the group.
+    ///   - bucketBytes: the most bytes one allgather round carries.
+    ///   - threadPool: the threads the shard optimizer's steps run on.
+    /// - Throws: ``DistributedError``, or ``OptimError`` for invalid hyperparameters (the same on
+    ///   every rank).
+    public convenience init<O: TypedOptimizer>(_ optimizer: O.Type, groups: [ParameterGroup<O.Hyperparameters>], communicator: any Communicator,
+                                               bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
+        let configuration = OptimizerConfiguration(name: O.name, hyperparameters: groups.first?.hyperparameters.dictionary ?? [:])
+        let settings = "sharded \(O.name); groups " + groups.map { "[" + Self.describe($0.hyperparameters.dictionary) + "]" }.joined(separator: " ")
+            + "; bucket \(bucketBytes) bytes"
+        try self.init(configuration, groupParameters: groups.map(\.parameters), settings: settings, communicator: communicator,
+                      bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+            try O(groups: zip(sliceGroups, groups).map { ParameterGroup($0, $1.hyperparameters) }, threadPool: threadPool)
+        }
+    }
+
+    /// The one construction behind both forms: `makeShard` builds the optimizer over this rank's
+    /// parts, group by group; `settings` describe the optimizer for the ranks' comparison.
+    private init(_ configuration: OptimizerConfiguration, groupParameters groups: [[Parameter]], settings: String, communicator: any Communicator,
+                 bucketBytes: Int, threadPool: ThreadPool, makeShard: ([[Parameter]]) throws(OptimError) -> any Optimizer) throws {
+        let bucketElements = try DataParallel.bucketElements(bucketBytes)
+        try communicator.verifySameParameters(groups, settings: settings)
+        try validateParameterLists(groups, optimizer: configuration.name)
 
         let updated = configuration.base ?? configuration
         // Prodigy reads whole tensors only through two sums, which its shards all-reduce (below).
-        if updated.name != Prodigy.name, try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
+        // (An optimizer the registry doesn't know, a typed one of the caller's, is checked below.)
+        if updated.name != Prodigy.name, (try? OptimizerRegistry.info(named: updated.name))?.updatesWholeTensors == true {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
-        let parameters = groups.flatMap(\.parameters)
+        let parameters = groups.flatMap { $0 }
         let layout = FlatLayout(counts: parameters.map(\.count))
         let ranks = communicator.size, total = layout.total
         let partition = (0..<ranks).map { rank in Self.start(of: rank, total: total, ranks: ranks)..<Self.start(of: rank + 1, total: total, ranks: ranks) }
@@ -116,12 +154,12 @@ public final class ShardedOptimizer: Optimizer {
             sliceRanges.append(range)
             slices.append(try Parameter(name: parameter.name, shape: [range.count], borrowing: storage))
         }
-        var sliceGroups: [ParameterGroupConfiguration] = [], offset = 0
+        var sliceGroups: [[Parameter]] = [], offset = 0
         for group in groups {
-            sliceGroups.append(ParameterGroupConfiguration(Array(slices[offset..<(offset + group.parameters.count)]), overrides: group.overrides))
-            offset += group.parameters.count
+            sliceGroups.append(Array(slices[offset..<(offset + group.count)]))
+            offset += group.count
         }
-        let local = try OptimizerRegistry.makeOptimizer(configuration, groups: sliceGroups, threadPool: threadPool)
+        let local = try makeShard(sliceGroups)
         guard let shardable = local as? any ShardableOptimizer, shardable.isShardable else {
             throw DistributedError.unsupported("optimizer '\(configuration.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
@@ -138,7 +176,7 @@ public final class ShardedOptimizer: Optimizer {
         self.shardable = shardable
         self.parameters = parameters
         self.partition = partition
-        self.groupParameters = groups.map(\.parameters)
+        self.groupParameters = groups
         self.sliceRanges = sliceRanges
         self.slices = slices
         self.indexByObject = Dictionary(uniqueKeysWithValues: parameters.enumerated().map { (ObjectIdentifier($1), $0) })

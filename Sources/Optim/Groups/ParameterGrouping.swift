@@ -2,7 +2,8 @@ import Foundation
 
 /// Builds parameter groups by rule, for any optimizer of the registry: the usual recipes of
 /// transformer and CNN training, each returning groups whose overrides sit on top of the
-/// optimizer's configuration.
+/// optimizer's configuration — or, given typed hyperparameters (`hyperparameters:`), typed
+/// ``ParameterGroup``s for the optimizer's own `init(groups:)`.
 public enum ParameterGrouping {
     /// True for parameters that conventionally take no weight decay: every parameter with fewer
     /// than two dimensions (biases, norm scales and shifts, scalars), and any whose name marks it
@@ -36,7 +37,28 @@ public enum ParameterGrouping {
     /// of all the parameters. Empty groups are left out; order is preserved.
     public static func weightDecayGroups(_ parameters: [Parameter], for configuration: OptimizerConfiguration,
                                          noDecay: (Parameter) -> Bool = isNoDecayByConvention) throws(OptimError) -> [ParameterGroupConfiguration] {
-        guard try decaysWeights(configuration) else { return [ParameterGroupConfiguration(parameters)] }
+        weightDecayGroups(parameters, decays: try decaysWeights(configuration), noDecay: noDecay)
+    }
+
+    /// The weight-decay groups for typed hyperparameters — ``weightDecayGroups(_:for:noDecay:)``
+    /// for an optimizer written as a Swift type: the parameters that decay get `hyperparameters`,
+    /// those `noDecay` picks the same with `weight_decay` 0; hyperparameters without a weight
+    /// decay (Rprop's) give one group of all the parameters. Empty groups are left out; order is
+    /// preserved.
+    ///
+    /// ```swift
+    /// let optimizer = try AdamW(groups: ParameterGrouping.weightDecayGroups(parameters, hyperparameters: .init(weightDecay: 0.1)))
+    /// ```
+    public static func weightDecayGroups<Hyperparameters: OptimizerHyperparameters>(
+        _ parameters: [Parameter], hyperparameters: Hyperparameters, noDecay: (Parameter) -> Bool = isNoDecayByConvention
+    ) throws(OptimError) -> [ParameterGroup<Hyperparameters>] {
+        let groups = weightDecayGroups(parameters, decays: hyperparameters.dictionary["weight_decay"] != nil, noDecay: noDecay)
+        return try ParameterGroup.groups(groups, over: hyperparameters)
+    }
+
+    /// The groups of ``weightDecayGroups(_:for:noDecay:)``, for an optimizer that `decays` weights or not.
+    static func weightDecayGroups(_ parameters: [Parameter], decays: Bool, noDecay: (Parameter) -> Bool) -> [ParameterGroupConfiguration] {
+        guard decays else { return [ParameterGroupConfiguration(parameters)] }
         return [
             ParameterGroupConfiguration(parameters.filter { !noDecay($0) }),
             ParameterGroupConfiguration(parameters.filter(noDecay), overrides: ["weight_decay": .number(0)]),
@@ -60,6 +82,15 @@ public enum ParameterGrouping {
         return groups.filter { !$0.parameters.isEmpty }
     }
 
+    /// ``byNamePattern(_:rules:)`` for typed hyperparameters: each rule's group gets
+    /// `hyperparameters` with the rule's overrides (by PyTorch name) on top, the last group
+    /// `hyperparameters` unchanged. Throws for an override the hyperparameters don't have.
+    public static func byNamePattern<Hyperparameters: OptimizerHyperparameters>(
+        _ parameters: [Parameter], hyperparameters: Hyperparameters, rules: [(pattern: String, overrides: HyperparameterDictionary)]
+    ) throws(OptimError) -> [ParameterGroup<Hyperparameters>] {
+        try ParameterGroup.groups(byNamePattern(parameters, rules: rules), over: hyperparameters)
+    }
+
     /// Layer-wise learning-rate decay (as in BEiT/ELECTRA fine-tuning): a parameter of layer `l`
     /// out of `layers` gets `lr · decay^(layers − l)`, so the last layer learns at `lr` and earlier
     /// ones more slowly. `layer` maps a parameter to its layer (0 for embeddings; parameters
@@ -71,6 +102,16 @@ public enum ParameterGrouping {
         return byLayer.keys.sorted().map { index in
             ParameterGroupConfiguration(byLayer[index]!, overrides: ["lr": .number(learningRate * pow(decay, Double(layers - index)))])
         }
+    }
+
+    /// ``layerwiseLearningRateDecay(_:learningRate:decay:layers:layer:)`` for typed
+    /// hyperparameters: each layer's group gets `hyperparameters` with the learning rate
+    /// `hyperparameters.learningRate · decay^(layers − l)`.
+    public static func layerwiseLearningRateDecay<Hyperparameters: OptimizerHyperparameters>(
+        _ parameters: [Parameter], hyperparameters: Hyperparameters, decay: Double, layers: Int, layer: (Parameter) -> Int?
+    ) throws(OptimError) -> [ParameterGroup<Hyperparameters>] {
+        let groups = layerwiseLearningRateDecay(parameters, learningRate: hyperparameters.learningRate, decay: decay, layers: layers, layer: layer)
+        return try ParameterGroup.groups(groups, over: hyperparameters)
     }
 
     /// Whether `name` matches the glob `pattern` (`*`, `?`; everything else literal).

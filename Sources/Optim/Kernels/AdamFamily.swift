@@ -85,7 +85,9 @@ enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
 
 /// The defaults and options of one Adam-family optimizer.
 public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparameters<Self>, Coefficients == AdamCoefficients {
-    static var defaultBetas: (Double, Double) { get }
+    /// The reference default betas.
+    static var defaultBetas: Betas { get }
+    /// The reference default weight decay (L2 for ``Adam``, decoupled for the others).
     static var defaultWeightDecay: Double { get }
     /// Whether the reference offers `maximize` (composer's DecoupledAdamW does not).
     static var supportsMaximize: Bool { get }
@@ -94,16 +96,22 @@ public protocol AdamVariant: UpdateRule where Hyperparameters == AdamHyperparame
 /// Hyperparameters of the Adam family (``Adam``, ``AdamW``, ``DecoupledAdamW``); the defaults
 /// are the variant's reference defaults.
 public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameters {
+    /// `lr`.
     public var learningRate: Double
-    public var betas: (Double, Double)
+    /// `betas`: the first and second moments' decays.
+    public var betas: Betas
+    /// `eps`, added to the denominator.
     public var eps: Double
     /// L2 penalty for ``Adam``; decoupled decay for ``AdamW`` and ``DecoupledAdamW``.
     public var weightDecay: Double
+    /// Divide by the running maximum of the second moment (AMSGrad).
     public var amsgrad: Bool
     /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
     public var maximize: Bool
 
-    public init(learningRate: Double = 1e-3, betas: (Double, Double) = Variant.defaultBetas, eps: Double = 1e-8,
+    /// The hyperparameters; those not written keep the variant's reference defaults — the only
+    /// place they are written.
+    public init(learningRate: Double = 1e-3, betas: Betas = Variant.defaultBetas, eps: Double = 1e-8,
                 weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
         self.learningRate = learningRate
         self.betas = betas
@@ -121,13 +129,13 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
                   eps: try reader.number("eps", default: d.eps),
                   weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                   amsgrad: try reader.bool("amsgrad", default: d.amsgrad),
-                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: false) : false)
+                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: d.maximize) : d.maximize)
         try reader.finish()
     }
 
     public var dictionary: HyperparameterDictionary {
         var result: HyperparameterDictionary = [
-            "lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
+            "lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
             "weight_decay": .number(weightDecay), "amsgrad": .bool(amsgrad)]
         if Variant.supportsMaximize { result["maximize"] = .bool(maximize) }
         return result
@@ -143,13 +151,11 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         }
     }
 
-    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
-
     var stateNames: [String] { amsgrad ? ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] : ["exp_avg", "exp_avg_sq"] }
 
     /// The coefficients at `step`, with the references' scalar arithmetic (Double, then Float).
     func coefficients(step: Int, lerpFirstMoment: Bool, decay: Double?, l2: Double) -> AdamCoefficients {
-        let (beta1, beta2) = betas
+        let (beta1, beta2) = betas.pair
         let biasCorrection1 = 1 - pow(beta1, Double(step))
         let biasCorrection2 = 1 - pow(beta2, Double(step))
         let oneMinusBeta1 = Float(1 - beta1)

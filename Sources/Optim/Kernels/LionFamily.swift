@@ -4,11 +4,16 @@ public protocol LionVariant: UpdateRule where Hyperparameters == LionHyperparame
 /// Hyperparameters of ``Lion`` and ``DecoupledLionW``: `lr` 1e-4, `betas` (0.9, 0.99),
 /// `weight_decay` 0 by default. Betas may be anywhere in [0, 1], as both references allow.
 public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameters {
+    /// `lr`.
     public var learningRate: Double
-    public var betas: (Double, Double)
+    /// `betas`: β1 interpolates the update's direction, β2 the momentum.
+    public var betas: Betas
+    /// `weight_decay` (decoupled).
     public var weightDecay: Double
 
-    public init(learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99), weightDecay: Double = 0) {
+    /// The hyperparameters; those not written keep the reference defaults — the only place they
+    /// are written.
+    public init(learningRate: Double = 1e-4, betas: Betas = .init(0.9, 0.99), weightDecay: Double = 0) {
         self.learningRate = learningRate
         self.betas = betas
         self.weightDecay = weightDecay
@@ -24,7 +29,7 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
     }
 
     public var dictionary: HyperparameterDictionary {
-        ["lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "weight_decay": .number(weightDecay)]
+        ["lr": .number(learningRate), "betas": betas.value, "weight_decay": .number(weightDecay)]
     }
 
     public func validate() throws(OptimError) {
@@ -32,8 +37,6 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
         try Validate.betas(betas, Variant.name, allowOne: true)
         try Validate.weightDecay(weightDecay, Variant.name)
     }
-
-    public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
 }
 
 extension LionVariant {

@@ -19,18 +19,25 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     public static let name = "adopt"
 
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`.
         public var learningRate: Double
-        public var betas: (Double, Double)
+        /// `betas`: the momentum's and the second moment's decays.
+        public var betas: Betas
+        /// `eps`, the floor of the normalising `√v`.
         public var eps: Double
+        /// `weight_decay`: L2, or decoupled with ``decouple``.
         public var weightDecay: Double
         /// Decoupled (AdamW-style, `p ← p − lr·λ·p`) instead of L2 weight decay.
         public var decouple: Bool
         /// Normalised gradients are clipped to `±step^clipExponent` (step counted from 0);
         /// `nil` switches clipping off.
         public var clipExponent: Double?
+        /// Ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
-        public init(learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.9999), eps: Double = 1e-6,
+        /// The hyperparameters; those not written keep the official defaults — the only place
+        /// they are written.
+        public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.9999), eps: Double = 1e-6,
                     weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25, maximize: Bool = false) {
             self.learningRate = learningRate
             self.betas = betas
@@ -55,7 +62,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
+            ["lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
              "weight_decay": .number(weightDecay), "decouple": .bool(decouple),
              "clip_exponent": clipExponent.map { .number($0) } ?? .null, "maximize": .bool(maximize)]
         }
@@ -69,8 +76,6 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
                 throw Validate.fail(name, "clipExponent (clip_exponent)", clipExponent, "a finite number >= 0, or null for no clipping")
             }
         }
-
-        public static func == (a: Self, b: Self) -> Bool { a.dictionary == b.dictionary }
     }
 
     public struct Coefficients: Sendable {
@@ -92,12 +97,12 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
 
     public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
         let previousSteps = step - 1  // the reference counts from 0 and increments after the update
-        let weight1 = Float(1 - h.betas.0)
+        let weight1 = Float(1 - h.betas.first)
         return Coefficients(
             maximize: h.maximize, l2: h.decouple ? 0 : Float(h.weightDecay), initialise: previousSteps == 0,
             decoupledDecay: h.decouple ? Float(-h.learningRate * h.weightDecay) : 0, eps: Float(h.eps),
             clip: h.clipExponent != nil, clipValue: Float(pow(Double(previousSteps), h.clipExponent ?? 0)),
-            oneMinusBeta1: weight1, lerpComplement: 1 - weight1, beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1),
+            oneMinusBeta1: weight1, lerpComplement: 1 - weight1, beta2: Float(h.betas.second), oneMinusBeta2: Float(1 - h.betas.second),
             negativeLearningRate: Float(-h.learningRate))
     }
 
@@ -147,17 +152,6 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
             Elementwise.store(Elementwise.load(o.state1, i, n) + g * g, o.state1, i, n)
             return UpdateLanes(before: p, after: p, gradient: gradient, moment: Elementwise.load(o.state0, i, n))
         }
-    }
-}
-
-extension GradientOptimizer where Rule == ADOPTRule {
-    /// ADOPT over one group of parameters, with the official defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.9999),
-                            eps: Double = 1e-6, weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25,
-                            maximize: Bool = false, threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps, weightDecay: weightDecay,
-                                                         decouple: decouple, clipExponent: clipExponent, maximize: maximize),
-                      threadPool: threadPool)
     }
 }
 

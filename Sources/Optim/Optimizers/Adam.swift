@@ -12,23 +12,12 @@ public typealias Adam = GradientOptimizer<AdamRule>
 
 public enum AdamRule: AdamVariant {
     public static let name = "adam"
-    public static let defaultBetas = (0.9, 0.999)
+    public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 0.0
     public static let supportsMaximize = true
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         h.coefficients(step: step, lerpFirstMoment: true, decay: nil, l2: h.weightDecay)
-    }
-}
-
-extension GradientOptimizer where Rule == AdamRule {
-    /// Adam over one group of parameters, with PyTorch's defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
-                            eps: Double = 1e-8, weightDecay: Double = 0, amsgrad: Bool = false, maximize: Bool = false,
-                            threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps,
-                                                         weightDecay: weightDecay, amsgrad: amsgrad, maximize: maximize),
-                      threadPool: threadPool)
     }
 }
 

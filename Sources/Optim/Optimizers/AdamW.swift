@@ -13,24 +13,13 @@ public typealias AdamW = GradientOptimizer<AdamWRule>
 
 public enum AdamWRule: AdamVariant {
     public static let name = "adamw"
-    public static let defaultBetas = (0.9, 0.999)
+    public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 1e-2
     public static let supportsMaximize = true
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         let decay: Double? = h.weightDecay != 0 ? 1 - h.learningRate * h.weightDecay : nil
         return h.coefficients(step: step, lerpFirstMoment: true, decay: decay, l2: 0)
-    }
-}
-
-extension GradientOptimizer where Rule == AdamWRule {
-    /// AdamW over one group of parameters, with PyTorch's defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999),
-                            eps: Double = 1e-8, weightDecay: Double = 1e-2, amsgrad: Bool = false, maximize: Bool = false,
-                            threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps,
-                                                         weightDecay: weightDecay, amsgrad: amsgrad, maximize: maximize),
-                      threadPool: threadPool)
     }
 }
 

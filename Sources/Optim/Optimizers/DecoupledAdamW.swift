@@ -14,7 +14,7 @@ public typealias DecoupledAdamW = GradientOptimizer<DecoupledAdamWRule>
 
 public enum DecoupledAdamWRule: AdamVariant {
     public static let name = "decoupled_adamw"
-    public static let defaultBetas = (0.9, 0.95)
+    public static let defaultBetas = Betas(0.9, 0.95)
     public static let defaultWeightDecay = 1e-5
     public static let supportsMaximize = false
 
@@ -36,17 +36,6 @@ func warnIfLargeDecoupledDecay(_ weightDecay: Double, optimizer: String) {
     guard weightDecay >= 1e-3 else { return }
     OptimLogging.logger.warning(
         "You are using a high value of `weight_decay=\(weightDecay)` for the `\(optimizer)` optimizer. Are you sure you want to do this? Your model's weights will be multiplied by \(1.0 - weightDecay) on every step!")
-}
-
-extension GradientOptimizer where Rule == DecoupledAdamWRule {
-    /// DecoupledAdamW over one group of parameters, with composer's defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.95),
-                            eps: Double = 1e-8, weightDecay: Double = 1e-5, amsgrad: Bool = false,
-                            threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, eps: eps,
-                                                         weightDecay: weightDecay, amsgrad: amsgrad),
-                      threadPool: threadPool)
-    }
 }
 
 extension DecoupledAdamWRule {

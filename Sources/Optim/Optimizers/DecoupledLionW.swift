@@ -26,7 +26,7 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
     }
 
     public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
-        let weight1 = Float(1 - h.betas.0), weight2 = Float(1 - h.betas.1)
+        let weight1 = Float(1 - h.betas.first), weight2 = Float(1 - h.betas.second)
         return Coefficients(
             applyDecay: h.weightDecay != 0,
             decay: Float(1 - decoupledDecayFactor(h.learningRate, initialLearningRate) * h.weightDecay),
@@ -49,15 +49,6 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
         Elementwise.store(p, o.parameter, i, n)
         Elementwise.store(m, o.state0, i, n)
         return UpdateLanes(before: before, after: p, gradient: g, moment: m)
-    }
-}
-
-extension GradientOptimizer where Rule == DecoupledLionWRule {
-    /// DecoupledLionW over one group of parameters, with the reference defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99),
-                            weightDecay: Double = 0, threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, weightDecay: weightDecay),
-                      threadPool: threadPool)
     }
 }
 

@@ -26,8 +26,8 @@ public enum LionRule: LionVariant, VectorKernel {
     }
 
     public static func coefficients(_ h: LionHyperparameters<Self>, initialLearningRate: Double, step: Int) -> Coefficients {
-        Coefficients(decay: Float(1 - h.learningRate * h.weightDecay), beta1: Float(h.betas.0), oneMinusBeta1: Float(1 - h.betas.0),
-                     beta2: Float(h.betas.1), oneMinusBeta2: Float(1 - h.betas.1), negativeLearningRate: Float(-h.learningRate))
+        Coefficients(decay: Float(1 - h.learningRate * h.weightDecay), beta1: Float(h.betas.first), oneMinusBeta1: Float(1 - h.betas.first),
+                     beta2: Float(h.betas.second), oneMinusBeta2: Float(1 - h.betas.second), negativeLearningRate: Float(-h.learningRate))
     }
 
     @_transparent
@@ -40,15 +40,6 @@ public enum LionRule: LionVariant, VectorKernel {
         Elementwise.store(after, o.parameter, i, n)
         Elementwise.store(m, o.state0, i, n)
         return UpdateLanes(before: before, after: after, gradient: g, moment: m)
-    }
-}
-
-extension GradientOptimizer where Rule == LionRule {
-    /// Lion over one group of parameters, with the reference defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99),
-                            weightDecay: Double = 0, threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, betas: betas, weightDecay: weightDecay),
-                      threadPool: threadPool)
     }
 }
 

@@ -18,6 +18,11 @@ public final class Lookahead: Optimizer {
 
     /// The wrapped optimizer.
     public let base: any Optimizer
+    /// The paper's defaults, `k` 5 and `alpha` 0.5: the initialiser's and the registry's.
+    public static let defaultK = 5
+    /// See ``defaultK``.
+    public static let defaultAlpha = 0.5
+
     /// Steps between synchronisations.
     public let k: Int
     /// Weight of the fast weights when synchronising.
@@ -32,7 +37,7 @@ public final class Lookahead: Optimizer {
     private var plan = ChunkPlan()
 
     /// Wraps `base`; throws when `k < 1` or `alpha` is outside [0, 1].
-    public init(_ base: any Optimizer, k: Int = 5, alpha: Double = 0.5, threadPool: ThreadPool = .shared) throws(OptimError) {
+    public init(_ base: any Optimizer, k: Int = Lookahead.defaultK, alpha: Double = Lookahead.defaultAlpha, threadPool: ThreadPool = .shared) throws(OptimError) {
         guard k >= 1 else {
             throw .invalidHyperparameter(optimizer: Self.name, name: "k", value: String(k), expected: "an integer >= 1")
         }
@@ -145,7 +150,7 @@ extension Lookahead {
         name: name, typeName: "Lookahead",
         reference: .init(library: "the paper's algorithm", version: "Algorithm 1", symbol: "Lookahead",
                          paper: "Zhang, Lucas, Hinton & Ba, 2019, \"Lookahead Optimizer: k steps forward, 1 step back\", arXiv:1907.08610"),
-        defaults: ["k": .number(5), "alpha": .number(0.5)], isWrapper: true,
+        defaults: ["k": .number(Double(defaultK)), "alpha": .number(defaultAlpha)], isWrapper: true,
         suggested: [:],
         samples: .init(basic: .init(name: name, hyperparameters: ["k": .number(2)], base: .init(name: "adamw", hyperparameters: ["lr": .number(0.01)])),
                        quadratic: .init(name: name, base: .init(name: "adamw", hyperparameters: ["lr": .number(0.05), "weight_decay": .number(0)])),
@@ -160,8 +165,8 @@ extension Lookahead {
             throw .invalidConfiguration("lookahead needs a base optimizer to wrap")
         }
         var reader = HyperparameterReader(configuration.hyperparameters, optimizer: Lookahead.name)
-        let k = try reader.number("k", default: 5)
-        let alpha = try reader.number("alpha", default: 0.5)
+        let k = try reader.number("k", default: Double(Lookahead.defaultK))
+        let alpha = try reader.number("alpha", default: Lookahead.defaultAlpha)
         try reader.finish()
         guard k.isFinite, k == k.rounded(), k >= 1, k <= Double(Int32.max) else {
             throw .invalidHyperparameter(optimizer: Lookahead.name, name: "k", value: HyperparameterValue.format(k), expected: "an integer >= 1")

@@ -117,12 +117,12 @@ public enum MARSRule: TensorPassRule {
             var reader = HyperparameterReader(dictionary, optimizer: name)
             let d = Self()
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      betas: try reader.pair("betas", default: d.betas),
                       gamma: try reader.number("gamma", default: d.gamma),
                       marsType: Kind(rawValue: try reader.choice("mars_type", Kind.allCases.map(\.rawValue), default: d.marsType.rawValue))!,
                       optimize1D: try reader.bool("optimize_1d", default: d.optimize1D),
                       learningRate1D: try reader.number("lr_1d", default: d.learningRate1D),
-                      betas1D: Betas(try reader.pair("betas_1d", default: d.betas1D.pair)),
+                      betas1D: try reader.pair("betas_1d", default: d.betas1D),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       weightDecay1D: try reader.number("weight_decay_1d", default: d.weightDecay1D),
                       weightDecouple: try reader.bool("weight_decouple", default: d.weightDecouple),
@@ -145,7 +145,7 @@ public enum MARSRule: TensorPassRule {
         public func validate() throws(OptimError) {
             try Validate.learningRate(learningRate, name)
             try Validate.nonNegative(learningRate1D, "learningRate1D (lr_1d)", name)
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             for (index, beta) in [betas1D.first, betas1D.second].enumerated() where !(beta >= 0 && beta < 1) {
                 throw Validate.fail(name, "betas1D.\(index) (betas_1d[\(index)])", beta, "a number in [0, 1)")
             }

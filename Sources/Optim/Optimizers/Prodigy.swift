@@ -57,7 +57,7 @@ import Foundation
 /// global: `d`, `d_max`, `d_numerator`, `k` (and the last `d_hat`, `d_denom`), all saved in
 /// checkpoints. Reference: `prodigyopt.Prodigy` (1.1.2); paper: Mishchenko & Defazio, 2023,
 /// "Prodigy: An Expeditiously Adaptive Parameter-Free Learner", arXiv:2306.06101.
-public final class Prodigy: Optimizer {
+public final class Prodigy: TypedOptimizer {
     public static let name = "prodigy"
 
     /// The keys prodigyopt reads from the first group only: the optimizer's, never a group's.
@@ -104,7 +104,7 @@ public final class Prodigy: Optimizer {
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
             var reader = HyperparameterReader(dictionary, optimizer: Prodigy.name)
             let d = Self()
-            let betas = try reader.pair("betas", default: d.betas.pair)
+            let betas = try reader.pair("betas", default: d.betas)
             let slice = try reader.number("slice_p", default: Double(d.sliceP))
             guard slice == slice.rounded(), slice >= 1, slice <= Double(Int32.max) else {
                 throw Validate.fail(Prodigy.name, "sliceP (slice_p)", slice, "an integer >= 1")
@@ -113,7 +113,7 @@ public final class Prodigy: Optimizer {
                 throw .invalidHyperparameter(optimizer: Prodigy.name, name: "fsdp_in_use", value: "true",
                                              expected: "false: prodigyopt's FSDP path all-reduces through torch.distributed; here ShardedOptimizer refuses prodigy and DataParallel needs no flag")
             }
-            self.init(learningRate: try reader.number("lr", default: d.learningRate), betas: Betas(betas),
+            self.init(learningRate: try reader.number("lr", default: d.learningRate), betas: betas,
                       beta3: try reader.optionalNumber("beta3", default: d.beta3),
                       eps: try reader.number("eps", default: d.eps),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
@@ -145,7 +145,7 @@ public final class Prodigy: Optimizer {
             guard learningRate.isFinite, learningRate >= 0 else {
                 throw Validate.fail(name, "learningRate (lr)", learningRate, "a finite number >= 0 (and > 0 in at least one group)")
             }
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             if let beta3 { try Validate.unitInterval(beta3, "beta3", name) }
             try Validate.epsilon(eps, name)
             try Validate.weightDecay(weightDecay, name)
@@ -739,8 +739,7 @@ extension Prodigy {
                 if let key = globalKeys.first(where: { group.overrides[$0] != nil }) {
                     throw .invalidConfiguration("prodigy: group \(index) overrides '\(key)', which prodigyopt reads from the first group only; set it for the whole optimizer, not per group")
                 }
-                let values = configuration.hyperparameters.merging(group.overrides) { $1 }
-                built.append(ParameterGroup(group.parameters, try Hyperparameters(values)))
+                built.append(try ParameterGroup(group, over: configuration.hyperparameters))
             }
             return try Prodigy(groups: built, threadPool: pool)
         })

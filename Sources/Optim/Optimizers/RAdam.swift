@@ -41,7 +41,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
             var reader = HyperparameterReader(dictionary, optimizer: name)
             let d = Self()
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      betas: try reader.pair("betas", default: d.betas),
                       eps: try reader.number("eps", default: d.eps),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       decoupledWeightDecay: try reader.bool("decoupled_weight_decay", default: d.decoupledWeightDecay),
@@ -56,7 +56,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
 
         public func validate() throws(OptimError) {
             try Validate.learningRate(learningRate, name)
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             try Validate.nonNegative(eps, "eps", name)
             try Validate.weightDecay(weightDecay, name)
         }

@@ -37,8 +37,8 @@ public enum RpropRule: UpdateRule, VectorKernel {
             var reader = HyperparameterReader(dictionary, optimizer: name)
             let d = Self()
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      etas: Betas(try reader.pair("etas", default: d.etas.pair)),
-                      stepSizes: Betas(try reader.pair("step_sizes", default: d.stepSizes.pair)),
+                      etas: try reader.pair("etas", default: d.etas),
+                      stepSizes: try reader.pair("step_sizes", default: d.stepSizes),
                       maximize: try reader.bool("maximize", default: d.maximize))
             try reader.finish()
         }

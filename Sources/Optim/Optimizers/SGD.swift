@@ -139,17 +139,6 @@ public enum SGDRule: UpdateRule, VectorKernel {
     }
 }
 
-extension GradientOptimizer where Rule == SGDRule {
-    /// SGD over one group of parameters, with PyTorch's defaults.
-    public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0,
-                            weightDecay: Double = 0, nesterov: Bool = false, maximize: Bool = false,
-                            threadPool: ThreadPool = .shared) throws(OptimError) {
-        try self.init(parameters, hyperparameters: .init(learningRate: learningRate, momentum: momentum, dampening: dampening,
-                                                         weightDecay: weightDecay, nesterov: nesterov, maximize: maximize),
-                      threadPool: threadPool)
-    }
-}
-
 extension SGDRule {
     /// The registry entry.
     public static let info = OptimizerInfo(

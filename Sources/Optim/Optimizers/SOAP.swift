@@ -120,7 +120,7 @@ public enum SOAPRule: WholeTensorRule {
                 return Int(value)
             }
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      betas: try reader.pair("betas", default: d.betas),
                       shampooBeta: try reader.optionalNumber("shampoo_beta", default: d.shampooBeta),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       preconditionFrequency: try positiveInteger("precondition_frequency", "preconditionFrequency", d.preconditionFrequency),
@@ -147,7 +147,7 @@ public enum SOAPRule: WholeTensorRule {
 
         public func validate() throws(OptimError) {
             try Validate.learningRate(learningRate, name)
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             if let shampooBeta { try Validate.unitInterval(shampooBeta, "shampooBeta (shampoo_beta)", name) }
             try Validate.weightDecay(weightDecay, name)
             guard preconditionFrequency >= 1 else {

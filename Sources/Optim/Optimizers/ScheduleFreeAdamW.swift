@@ -53,7 +53,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
             var reader = HyperparameterReader(dictionary, optimizer: name)
             let d = Self()
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      betas: try reader.pair("betas", default: d.betas),
                       eps: try reader.number("eps", default: d.eps),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       warmupSteps: try ScheduleFreeAveraging.integer(try reader.number("warmup_steps", default: Double(d.warmupSteps)),
@@ -70,7 +70,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
 
         public func validate() throws(OptimError) {
             try Validate.learningRate(learningRate, name)
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             // eval() moves the parameters by lerp(y, z, 1 − 1/β1): β1 = 0 would divide by zero.
             guard betas.first > 0 else { throw Validate.fail(name, "betas.0 (betas[0])", betas.first, "a number in (0, 1)") }
             try Validate.nonNegative(eps, "eps", name)

@@ -39,7 +39,7 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
             var reader = HyperparameterReader(dictionary, optimizer: name)
             let d = Self()
             self.init(learningRate: try reader.number("lr", default: d.learningRate),
-                      betas: Betas(try reader.pair("betas", default: d.betas.pair)),
+                      betas: try reader.pair("betas", default: d.betas),
                       eps: try reader.number("eps", default: d.eps),
                       maximize: try reader.bool("maximize", default: d.maximize))
             try reader.finish()
@@ -51,7 +51,7 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
 
         public func validate() throws(OptimError) {
             try Validate.learningRate(learningRate, name)
-            try Validate.betas(betas.pair, name)
+            try Validate.betas(betas, name)
             try Validate.epsilon(eps, name)
         }
     }

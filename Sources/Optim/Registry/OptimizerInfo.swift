@@ -52,10 +52,7 @@ public struct OptimizerInfo: Sendable {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
             }
             var built: [ParameterGroup<Rule.Hyperparameters>] = []
-            for group in groups {
-                let values = configuration.hyperparameters.merging(group.overrides) { $1 }
-                built.append(ParameterGroup(group.parameters, try Rule.Hyperparameters(values)))
-            }
+            for group in groups { built.append(try ParameterGroup(group, over: configuration.hyperparameters)) }
             return try GradientOptimizer<Rule>(groups: built, threadPool: pool)
         }
     }

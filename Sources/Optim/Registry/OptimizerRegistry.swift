@@ -16,13 +16,25 @@ public struct OptimizerConfiguration: Sendable, Equatable {
         self.hyperparameters = hyperparameters
         self.wrapped = base.map { [$0] } ?? []
     }
+
+    /// The configuration of a typed optimizer: its registry name and every one of
+    /// `hyperparameters` by PyTorch name — `OptimizerConfiguration(AdamW.self, hyperparameters:
+    /// .init(learningRate: 3e-3))` is `OptimizerConfiguration(name: "adamw", hyperparameters:
+    /// ["lr": 3e-3, "betas": [0.9, 0.999], …])`.
+    public init<O: TypedOptimizer>(_ optimizer: O.Type, hyperparameters: O.Hyperparameters) {
+        self.init(name: O.name, hyperparameters: hyperparameters.dictionary)
+    }
 }
 
-/// One parameter group for the registry: its parameters and the hyperparameters it overrides.
+/// One parameter group for the registry: its parameters and the hyperparameters it overrides, by
+/// PyTorch name — the string-keyed twin of ``ParameterGroup``.
 public struct ParameterGroupConfiguration: Sendable {
+    /// The group's parameters.
     public var parameters: [Parameter]
+    /// The hyperparameters the group sets, by PyTorch name, over the configuration's.
     public var overrides: HyperparameterDictionary
 
+    /// A group of `parameters` overriding `overrides`.
     public init(_ parameters: [Parameter], overrides: HyperparameterDictionary = [:]) {
         self.parameters = parameters
         self.overrides = overrides

@@ -51,6 +51,22 @@ public struct TrainingConfiguration: Sendable, Equatable {
 
     public init() {}
 
+    /// Trains with a typed optimizer: ``optimizer`` becomes its registry name and
+    /// ``hyperparameters`` every one of `hyperparameters` by PyTorch name — the typed form of
+    /// setting the two by hand. All of them are written, so the registry's suggestions for the
+    /// example tasks don't apply: the run uses exactly `hyperparameters` (the reference defaults
+    /// where you wrote none).
+    ///
+    /// ```swift
+    /// var configuration = TrainingConfiguration()
+    /// configuration.setOptimizer(AdamW.self, hyperparameters: .init(learningRate: 3e-3, weightDecay: 0.1))
+    /// ```
+    public mutating func setOptimizer<O: TypedOptimizer>(_ optimizer: O.Type, hyperparameters: O.Hyperparameters) {
+        let configuration = OptimizerConfiguration(optimizer, hyperparameters: hyperparameters)
+        self.optimizer = configuration.name
+        self.hyperparameters = configuration.hyperparameters
+    }
+
     /// The registry configuration: the optimizer's suggested hyperparameters for the example
     /// tasks (`OptimizerInfo.suggested`: each its own learning rate, Lion's several times smaller
     /// than AdamW's, SGD with momentum) under the given ones; for a wrapper such as Lookahead, its

@@ -8,7 +8,7 @@ import Darwin
 #endif
 
 let weight = try Parameter(name: "w", shape: [1024, 1024], values: (0..<(1 << 20)).map { Float($0 % 97) / 97 - 0.5 })
-let optimizer = try AdamW([weight], learningRate: 1e-3)
+let optimizer = try AdamW([weight], hyperparameters: .init(learningRate: 1e-3))
 for _ in 0..<5 {
     let gradient = weight.gradientStorage()
     for i in gradient.indices { gradient[i] = weight.values[i] }
