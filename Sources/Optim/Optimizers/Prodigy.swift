@@ -483,22 +483,26 @@ public final class Prodigy: TypedOptimizer {
                 if c.coupledDecay != 0 { value = value + c.coupledDecay * p[i] }
                 return value
             }
+            // The chunk's exact sums, binned by exponent (at most one term per element).
+            precondition(range.count <= ExactChunkSum.capacity, "Prodigy: a chunk larger than its exact sums hold")
+            var dot = ExactChunkSum(), absolute = ExactChunkSum()
+            defer {
+                dot.deallocate()
+                absolute.deallocate()
+            }
             var sums = Sums()
             if sliceP == 1 {
-                // Every element is a slice element (the default): one fused loop, the same
-                // arithmetic in the same order per element as the two loops below.
-                @inline(__always) func fused(_ moment: UnsafeMutablePointer<Float>?) {
-                    for i in range {
-                        let gi = grad(i)
-                        sums.dot.add(Double(gi) * Double(p0[i] - p[i]))
-                        let updated = s[i] * c.beta3 + gi * c.sliceScale
-                        s[i] = updated
-                        sums.absolute.add(Double(abs(updated)))
-                        if let moment { moment[i] = moment[i] * c.beta1 + gi * c.momentScale }
-                        v[i] = v[i] * c.beta2 + c.squareScale * gi * gi
-                    }
+                // Every element is a slice element (the default): the exact sums first (a scalar
+                // loop: one integer addition per sum and element), then the state a vector at a
+                // time — the same arithmetic per element as the two loops below.
+                for i in range {
+                    let gi = grad(i)
+                    dot.addProduct(gi, p0[i] - p[i], set: i & 3)
+                    absolute.addValue(abs(s[i] * c.beta3 + gi * c.sliceScale), set: i & 3)
                 }
-                if let m { fused(m) } else { fused(nil) }
+                Self.firstPassVectors(p: p, g: g, m: m, v: v, s: s, scale: scale, c, range)
+                dot.foldProducts(into: &sums.dot)
+                absolute.foldValues(into: &sums.absolute)
                 return sums
             }
             // The slice elements of the range: full-tensor indices J·slice_p in [offset + lower, offset + upper).
@@ -507,12 +511,14 @@ public final class Prodigy: TypedOptimizer {
                 let i = slice * sliceP - offset, j = slice - first
                 let gi = grad(i)
                 let difference = p0[j] - p[i]
-                sums.dot.add(Double(gi) * Double(difference))
+                dot.addProduct(gi, difference, set: 0)
                 let updated = s[j] * c.beta3 + gi * c.sliceScale
                 s[j] = updated
-                sums.absolute.add(Double(abs(updated)))
+                absolute.addValue(abs(updated), set: 0)
                 slice += 1
             }
+            dot.foldProducts(into: &sums.dot)
+            absolute.foldValues(into: &sums.absolute)
             for i in range {
                 let gi = grad(i)
                 if let m { m[i] = m[i] * c.beta1 + gi * c.momentScale }
@@ -535,6 +541,10 @@ public final class Prodigy: TypedOptimizer {
         let scale = slot.gradientScale
         let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> MetricAccumulator in
             var metrics = MetricAccumulator()
+            if !collecting {
+                Self.secondPassVectors(p: p, g: g, m: m, v: v, scale: scale, c, range)
+                return metrics
+            }
             for i in range {
                 let before = p[i]
                 var raw = g[i]
@@ -554,6 +564,62 @@ public final class Prodigy: TypedOptimizer {
             return metrics
         }
         return partials.reduce(MetricAccumulator(), +)
+    }
+
+    /// The state updates of pass 1 (slice_p 1) over `range`, a vector at a time: the arithmetic of
+    /// the scalar loops, lane by lane (the same bits).
+    private static func firstPassVectors(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
+                                         v: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>, scale: Float, _ c: FirstPass,
+                                         _ range: Range<Int>) {
+        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: s, state3: v, count: range.upperBound,
+                                      gradientScale: scale)
+        let hasMoment = m != nil
+        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
+            var gi = Elementwise.gradient(operands, i, lanes)
+            if c.coupledDecay != 0 { gi = gi + c.coupledDecay * Elementwise.load(operands.parameter, i, lanes) }
+            Elementwise.store(Elementwise.load(operands.state2, i, lanes) * c.beta3 + gi * c.sliceScale, operands.state2, i, lanes)
+            if hasMoment {
+                Elementwise.store(Elementwise.load(operands.state0, i, lanes) * c.beta1 + gi * c.momentScale, operands.state0, i, lanes)
+            }
+            Elementwise.store(Elementwise.load(operands.state1, i, lanes) * c.beta2 + c.squareScale * gi * gi, operands.state1, i, lanes)
+        }
+        let width = Elementwise.width
+        var i = range.lowerBound
+        while i + width <= range.upperBound {
+            vector(i, width)
+            i += width
+        }
+        if i < range.upperBound { vector(i, range.upperBound - i) }
+    }
+
+    /// Pass 2 over `range` without metrics, a vector at a time: the arithmetic of the scalar loop
+    /// in ``secondPass(_:gradient:_:collecting:)``, lane by lane (the same bits).
+    private static func secondPassVectors(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
+                                          v: UnsafeMutablePointer<Float>, scale: Float, _ c: SecondPass, _ range: Range<Int>) {
+        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: v, state3: v, count: range.upperBound,
+                                      gradientScale: scale)
+        let decays = c.decoupledDecay != nil, decay = c.decoupledDecay ?? 0, hasMoment = m != nil
+        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
+            let before = Elementwise.load(operands.parameter, i, lanes)
+            let denominator = Elementwise.squareRoot(Elementwise.load(operands.state1, i, lanes)) + c.denominatorAdd
+            var after = before
+            if decays { after = after + decay * after }
+            if hasMoment {
+                after = after + c.negativeStep * Elementwise.load(operands.state0, i, lanes) / denominator
+            } else {
+                let raw = Elementwise.gradient(operands, i, lanes)
+                let used = c.coupledDecay != 0 ? raw + c.coupledDecay * before : raw
+                after = after + c.negativeGradientStep * used / denominator
+            }
+            Elementwise.store(after, operands.parameter, i, lanes)
+        }
+        let width = Elementwise.width
+        var i = range.lowerBound
+        while i + width <= range.upperBound {
+            vector(i, width)
+            i += width
+        }
+        if i < range.upperBound { vector(i, range.upperBound - i) }
     }
 
     /// The metrics of a step that stopped after pass 1 (Σ|s| = 0): no parameter moved.
@@ -780,12 +846,29 @@ struct ExactSum {
             special += x
             return
         }
-        let shifted = UInt128(mantissa) << (position & 31)
+        addShifted(UInt64(mantissa), position: position, negative: x < 0)
+    }
+
+    /// Adds `value·2^exponent` exactly: `value` an integer sum of terms (``ExactChunkSum``'s
+    /// bins), `exponent` at least -298, and `|value|·2^exponent` below 2^271.
+    @inline(__always)
+    mutating func add(integer value: Int64, exponent: Int) {
+        if value == 0 { return }
+        let position = exponent - Self.minimumExponent
+        precondition(position >= 0 && (position >> 5) + 2 < Self.limbCount, "ExactSum: 2^\(exponent) is out of range")
+        addShifted(value.magnitude, position: position, negative: value < 0)
+    }
+
+    /// Adds `magnitude·2^(position + minimumExponent)` (or subtracts it), `magnitude` below 2⁶⁴:
+    /// 96 bits from limb `position / 32` on.
+    @inline(__always)
+    private mutating func addShifted(_ magnitude: UInt64, position: Int, negative: Bool) {
+        let index = position >> 5
+        let shifted = UInt128(magnitude) << (position & 31)
         let mask: UInt128 = 0xFFFF_FFFF
         let low = Int64(shifted & mask), middle = Int64((shifted >> 32) & mask), high = Int64(shifted >> 64)
         // Wrapping arithmetic: no limb can overflow between normalisations (each addition adds
         // less than 2³² to a limb, and normalize() runs every 2³⁰ additions).
-        let negative = x < 0
         withUnsafeMutablePointer(to: &limbs) { storage in
             storage.withMemoryRebound(to: Int64.self, capacity: Self.limbCount) { limb in  // index + 2 < limbCount: checked above
                 if negative {
@@ -860,5 +943,78 @@ struct ExactSum {
             sum.normalize()
             sums[position] = sum
         }
+    }
+}
+
+/// The exact sum of one chunk's terms — products of two Floats (``addProduct(_:_:)``) or Floats
+/// (``addValue(_:)``), at most ``capacity`` of them — kept as one Int64 per binary exponent: a
+/// term is its integer mantissa (24 bits, 48 for a product) times a power of two, so adding it
+/// is one integer addition into the bin of that power. The bins are folded into an
+/// ``ExactSum`` at the end of the chunk: the same exact value as adding every term to the
+/// ``ExactSum`` itself, for a fraction of the work.
+struct ExactChunkSum {
+    /// Terms per chunk: 2¹⁵ products of 48-bit mantissas stay below 2⁶³ in a bin.
+    static let capacity = 1 << 15
+    /// Bins per set: the sum of two biased Float exponents (2 ... 508), or one (1 ... 254).
+    static let binCount = 512
+    /// Independent sets of bins (a caller spreads consecutive terms over them), so that
+    /// additions into the same bin do not wait on each other.
+    static let sets = 4
+    private let bins: UnsafeMutablePointer<Int64>
+    /// Non-finite terms, added in Double in order (as ``ExactSum`` adds them).
+    private var special = 0.0
+
+    init() {
+        bins = .allocate(capacity: Self.binCount * Self.sets)
+        bins.initialize(repeating: 0, count: Self.binCount * Self.sets)
+    }
+
+    func deallocate() { bins.deallocate() }
+
+    /// A Float as its integer mantissa (with the implicit bit) and its biased exponent (1 for
+    /// subnormals): `x = mantissa·2^(exponent − 150)`.
+    @inline(__always)
+    static func parts(_ x: Float) -> (mantissa: Int64, exponent: Int) {
+        let bits = x.bitPattern
+        let exponent = Int((bits >> 23) & 0xFF), fraction = Int64(bits & 0x7F_FFFF)
+        return exponent == 0 ? (fraction, 1) : (fraction | 0x80_0000, exponent)
+    }
+
+    /// Adds `a·b` exactly, into bin set `set` (0 ..< ``sets``).
+    @inline(__always)
+    mutating func addProduct(_ a: Float, _ b: Float, set: Int) {
+        let (ma, ea) = Self.parts(a), (mb, eb) = Self.parts(b)
+        if ea == 255 || eb == 255 {
+            special += Double(a) * Double(b)
+            return
+        }
+        // The sign without a branch (signs are unpredictable): 0 or -1, then (x ^ s) - s.
+        let sign = -Int64((a.bitPattern ^ b.bitPattern) >> 31)
+        bins[set &* Self.binCount &+ ea &+ eb] &+= ((ma &* mb) ^ sign) &- sign
+    }
+
+    /// Adds `a` exactly, into bin set `set` (0 ..< ``sets``).
+    @inline(__always)
+    mutating func addValue(_ a: Float, set: Int) {
+        let (m, e) = Self.parts(a)
+        if e == 255 {
+            special += Double(a)
+            return
+        }
+        let sign = -Int64(a.bitPattern >> 31)
+        bins[set &* Self.binCount &+ e] &+= (m ^ sign) &- sign
+    }
+
+    /// Adds the chunk's products to `sum`; called once, at the end of the chunk.
+    func foldProducts(into sum: inout ExactSum) { fold(into: &sum, bias: 300) }
+
+    /// Adds the chunk's values to `sum`; called once, at the end of the chunk.
+    func foldValues(into sum: inout ExactSum) { fold(into: &sum, bias: 150) }
+
+    private func fold(into sum: inout ExactSum, bias: Int) {
+        for index in 0..<(Self.binCount * Self.sets) where bins[index] != 0 {
+            sum.add(integer: bins[index], exponent: index % Self.binCount - bias)
+        }
+        sum.special += special
     }
 }
