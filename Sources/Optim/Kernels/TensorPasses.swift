@@ -48,7 +48,9 @@ public enum TensorPasses {
         case (1, false): loop(rule, 1, false, operands, range, coefficients, pass, &sums)
         case (1, true): loop(rule, 1, true, operands, range, coefficients, pass, &sums)
         case (2, false): loop(rule, 2, false, operands, range, coefficients, pass, &sums)
-        default: loop(rule, 2, true, operands, range, coefficients, pass, &sums)
+        case (2, true): loop(rule, 2, true, operands, range, coefficients, pass, &sums)
+        case (3, false): loop(rule, 3, false, operands, range, coefficients, pass, &sums)
+        default: loop(rule, 3, true, operands, range, coefficients, pass, &sums)
         }
         return sums.finish()
     }
@@ -79,7 +81,8 @@ public enum TensorPasses {
 /// rank, a value the passes before it produced (a trust ratio, a norm, a scale), and whether it
 /// collects the optimizer metrics.
 public struct TensorPass: Sendable {
-    /// The pass: 0, 1 or 2.
+    /// The pass: 0 ... 3 (a rule may give a common case a pass of its own, compiled without the
+    /// branches of the general one: MARS's pass 3).
     public var index: Int
     /// The tensor's number of dimensions.
     public var rank: Int
@@ -160,7 +163,11 @@ public struct PassSums {
         if squareVectors == 16 { flushSquares() }
     }
 
-    @inlinable @inline(__always)
+    /// Adds the blocks to the Double sums, out of line on purpose: the lane extractions of a
+    /// horizontal sum inlined into the loop lead LLVM to split the vector arithmetic that feeds
+    /// the blocks into lanes (measured on AVX-512: LAMB's first pass at half speed). Called once
+    /// every 16 vectors; the same scalar additions on every path.
+    @usableFromInline @inline(never)
     mutating func flushSquares() {
         first += Double(blockFirst.sum())
         second += Double(blockSecond.sum())
@@ -202,7 +209,7 @@ public struct PassSums {
     }
 }
 
-/// A whole-tensor rule whose step is up to three passes over the tensor's elements with
+/// A whole-tensor rule whose step is up to four kinds of pass over the tensor's elements with
 /// reductions between them (LAMB, LARS, MARS). It writes one vector of each pass; its
 /// `updateTensor` runs the passes with ``TensorPasses`` through the kernels it is given, which
 /// the kernel modules compile for each instruction set (one `table.add` line, as for an

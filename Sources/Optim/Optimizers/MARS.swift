@@ -260,16 +260,16 @@ public enum MARSRule: TensorPassRule {
     }
 
     /// The gradient as the reference uses it (scaled by the clipping factor, negated when
-    /// maximising) and the moment's input: c on the MARS path (divided by ‖c‖ when `divisor` is
-    /// not 0), g on the AdamW path.
+    /// maximising) and the moment's input: c on the MARS path divided by `divisor` (‖c‖ when it
+    /// exceeds 1, else 1, which changes nothing), g on the AdamW path.
     @_transparent @usableFromInline
     static func inputs(_ o: KernelOperands, _ i: Int, _ lanes: Int, _ c: Coefficients, mixed: Bool, divisor: Float)
         -> (gradient: FloatVector, input: FloatVector) {
         let raw = Elementwise.gradient(o, i, lanes)
-        let g = c.maximize ? -raw : raw
+        let g = Elementwise.select(c.maximize, -raw, raw)
         guard mixed else { return (g, g) }
         let corrected = (g - Elementwise.load(o.state2, i, lanes)) * c.correction + g
-        return (g, divisor != 0 ? corrected / divisor : corrected)
+        return (g, corrected / divisor)
     }
 
     /// The update u from the new moment `m`, the denominator's source (v or v̂) and the cautious
@@ -286,16 +286,16 @@ public enum MARSRule: TensorPassRule {
         return u / denominator
     }
 
-    /// Pass 0 (MARS path): ‖c‖² (in `second`). Pass 1 (`pass.scalar` the divisor ‖c‖ when it
-    /// exceeds 1, else 0): the moments and g₋; the count of the cautious mask; without cautious
+    /// Pass 0 (MARS path): ‖c‖² (in `second`). Pass 1 (`pass.scalar` the divisor: ‖c‖ when it
+    /// exceeds 1, else 1): the moments and g₋; the count of the cautious mask; without cautious
     /// (and Newton–Schulz) the step itself. Pass 2 (cautious; `pass.scalar` the mask's scale): the
-    /// step, from the stored moments.
+    /// step, from the stored moments. Pass 3: pass 1 of the common case without its branches.
     @_transparent
     public static func passVector(_ index: Int, _ collecting: Bool, _ o: KernelOperands, _ i: Int, _ lanes: Int,
                                   _ c: Coefficients, _ pass: TensorPass, _ sums: inout PassSums) {
         let plan = c.plan, path = c.path
         if index == 0 {
-            sums.addSquares(second: inputs(o, i, lanes, c, mixed: true, divisor: 0).input, lanes: lanes)
+            sums.addSquares(second: inputs(o, i, lanes, c, mixed: true, divisor: 1).input, lanes: lanes)
         } else if index == 1 {
             let (g, input) = inputs(o, i, lanes, c, mixed: plan.mixed, divisor: pass.scalar)
             let m = Elementwise.lerp(Elementwise.load(o.state0, i, lanes), input, weight: path.weight, oneMinusWeight: path.oneMinusWeight)
@@ -311,7 +311,7 @@ public enum MARSRule: TensorPassRule {
                 }
             }
             let before = Elementwise.load(o.parameter, i, lanes)
-            Elementwise.store(path.coupled != 0 ? g + path.coupled * before : g, o.state2, i, lanes)
+            Elementwise.store(Elementwise.select(path.coupled != 0, g + path.coupled * before, g), o.state2, i, lanes)
             if c.cautious {
                 // Padding lanes load as zeros, so they never agree.
                 sums.count += Int(FloatVector.zero.replacing(with: 1, where: m * g .> 0).sum())
@@ -323,9 +323,27 @@ public enum MARSRule: TensorPassRule {
                     sums.addMetrics(UpdateLanes(before: before, after: after, gradient: Elementwise.gradient(o, i, lanes), moment: m), count: lanes)
                 }
             }
+        } else if index == 3 {
+            // Pass 1 of the common case, straight-line: "adamw" (or the AdamW path), no cautious
+            // mask, no ams_bound, no maximize; the same arithmetic as pass 1.
+            let g = Elementwise.gradient(o, i, lanes)
+            let corrected = (g - Elementwise.load(o.state2, i, lanes)) * c.correction + g
+            let input = Elementwise.select(plan.mixed, corrected / pass.scalar, g)
+            let m = Elementwise.lerp(Elementwise.load(o.state0, i, lanes), input, weight: path.weight, oneMinusWeight: path.oneMinusWeight)
+            let v = Elementwise.load(o.state1, i, lanes) * path.beta2 + path.oneMinusBeta2 * input * input
+            let before = Elementwise.load(o.parameter, i, lanes)
+            Elementwise.store(m, o.state0, i, lanes)
+            Elementwise.store(v, o.state1, i, lanes)
+            Elementwise.store(Elementwise.select(path.coupled != 0, g + path.coupled * before, g), o.state2, i, lanes)
+            let denominator = (Elementwise.squareRoot(v + rootEpsilon) + c.eps) / path.correction2Root * path.correction1
+            let after = before * path.decay + path.negativeLearningRate * (m / denominator)
+            Elementwise.store(after, o.parameter, i, lanes)
+            if collecting {
+                sums.addMetrics(UpdateLanes(before: before, after: after, gradient: g, moment: m), count: lanes)
+            }
         } else {
             let raw = Elementwise.gradient(o, i, lanes)
-            let g = c.maximize ? -raw : raw
+            let g = Elementwise.select(c.maximize, -raw, raw)
             let m = Elementwise.load(o.state0, i, lanes)
             let second = plan.secondMoment ? Elementwise.load(c.amsBound ? o.state3 : o.state1, i, lanes) : FloatVector()
             let before = Elementwise.load(o.parameter, i, lanes)
@@ -348,7 +366,7 @@ public enum MARSRule: TensorPassRule {
             TensorPasses.run(kernels, o, c, TensorPass(index: index, rank: shape.count, scalar: scalar, collectingMetrics: collecting), pool: pool)
         }
         // Pass 0 (MARS path): ‖c‖ over the whole tensor.
-        var divisor: Float = 0
+        var divisor: Float = 1
         if plan.mixed {
             let norm = Float(run(0).second.squareRoot())
             if norm > 1 { divisor = norm }
@@ -356,7 +374,8 @@ public enum MARSRule: TensorPassRule {
         // Pass 1: the moments and g₋, and the step unless cautious or Newton–Schulz needs the
         // whole tensor first.
         let finishes = !c.cautious && !plan.orthogonalize
-        let moments = run(1, scalar: divisor, collecting: finishes && collectingMetrics)
+        let common = finishes && plan.secondMoment && !c.amsBound && !c.maximize
+        let moments = run(common ? 3 : 1, scalar: divisor, collecting: finishes && collectingMetrics)
         if finishes { return moments.metrics }
 
         // torch: `mask.mul_(numel / (mask.sum() + 1))` — a Python number over a float32 tensor
