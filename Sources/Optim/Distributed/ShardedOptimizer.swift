@@ -104,6 +104,13 @@ public final class ShardedOptimizer: Optimizer {
         if updated.name != Prodigy.name, try OptimizerRegistry.info(named: updated.name).updatesWholeTensors {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
+        // 8-bit state is quantized in blocks of a whole tensor; a shard holds pieces of tensors,
+        // whose blocks would start elsewhere (and its checkpoint gathers float32 state).
+        for overrides in [updated.hyperparameters] + groups.map(\.overrides) {
+            if let dtype = overrides["state_dtype"], dtype != .string(StateDType.float32.rawValue) {
+                throw DistributedError.unsupported("optimizer '\(updated.name)' with state_dtype \(dtype) cannot be sharded: blockwise 8-bit state needs whole tensors; use float32 state with ZeRO-1")
+            }
+        }
         let parameters = groups.flatMap(\.parameters)
         let layout = FlatLayout(counts: parameters.map(\.count))
         let ranks = communicator.size, total = layout.total
@@ -350,7 +357,7 @@ public final class ShardedOptimizer: Optimizer {
 }
 
 extension ShardedOptimizer: ShardableOptimizer {
-    var stateElementCount: Int { shardable.stateElementCount }
+    var stateByteCount: Int { shardable.stateByteCount }
     func recordSkippedStep() { shardable.recordSkippedStep() }
     var isShardable: Bool { false }  // not to be sharded again
 }

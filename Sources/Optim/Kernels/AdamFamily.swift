@@ -102,15 +102,20 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
     public var amsgrad: Bool
     /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
     public var maximize: Bool
+    /// The state format (`state_dtype`, `min_8bit_size`): float32, or for ``Adam`` and ``AdamW``
+    /// bitsandbytes' 8-bit blockwise state (see ``StateDType/int8``; no `amsgrad` then).
+    public var statePrecision: StatePrecision
 
     public init(learningRate: Double = 1e-3, betas: (Double, Double) = Variant.defaultBetas, eps: Double = 1e-8,
-                weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
+                weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false,
+                statePrecision: StatePrecision = .float32) {
         self.learningRate = learningRate
         self.betas = betas
         self.eps = eps
         self.weightDecay = weightDecay
         self.amsgrad = amsgrad
         self.maximize = maximize
+        self.statePrecision = statePrecision
     }
 
     public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -121,7 +126,8 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
                   eps: try reader.number("eps", default: d.eps),
                   weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                   amsgrad: try reader.bool("amsgrad", default: d.amsgrad),
-                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: false) : false)
+                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: false) : false,
+                  statePrecision: try StatePrecision(reading: &reader, supported: Variant.stateDTypes))
         try reader.finish()
     }
 
@@ -130,6 +136,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
             "lr": .number(learningRate), "betas": .numbers([betas.0, betas.1]), "eps": .number(eps),
             "weight_decay": .number(weightDecay), "amsgrad": .bool(amsgrad)]
         if Variant.supportsMaximize { result["maximize"] = .bool(maximize) }
+        statePrecision.write(into: &result)
         return result
     }
 
@@ -140,6 +147,9 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         try Validate.weightDecay(weightDecay, Variant.name)
         if maximize && !Variant.supportsMaximize {
             throw .invalidConfiguration("\(Variant.name): maximize is not supported")
+        }
+        if amsgrad && statePrecision.dtype != .float32 {
+            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (bitsandbytes' 8-bit Adam keeps no max_exp_avg_sq); use float32 state or amsgrad false")
         }
     }
 
@@ -165,6 +175,19 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
 extension AdamVariant {
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.stateNames }
 
+    /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (bitsandbytes' `qmap1`, `qmap2`).
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .unsigned] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "adam"), each value in float32:
+    /// `m ← fma(g, 1 − β1, m·β1)`, `v ← fma((1 − β2)·g, g, v·β2)` (torch's `add_(alpha)` and
+    /// `addcmul_` are fused multiply-adds on CPU), `p ← p·(1 − lr·λ)` when decoupled decay is on,
+    /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        QuantizedAdamKernel.run(o, range, c, collectingMetrics: collectingMetrics)
+    }
+
     @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
         if coefficients.lerpFirstMoment {
@@ -179,5 +202,46 @@ extension AdamVariant {
         coefficients.lerpFirstMoment
             ? Elementwise.runCollecting(AdamKernel<LerpMoment>.self, operands, range, coefficients)
             : Elementwise.runCollecting(AdamKernel<MultiplyAddMoment>.self, operands, range, coefficients)
+    }
+}
+
+/// The blockwise 8-bit Adam pass (``AdamVariant/updateQuantized(_:_:_:collectingMetrics:)``):
+/// per block, dequantize both moments element by element, update, keep the new float32 moments
+/// of that one block in a 2 KB scratch, and requantize them with the block's new absmax.
+enum QuantizedAdamKernel {
+    @inline(__always)
+    static func run(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients, collectingMetrics: Bool) -> MetricAccumulator {
+        let first = DynamicQuantizationMap.signed, second = DynamicQuantizationMap.unsigned
+        let codes0 = o.codes0!, codes1 = o.codes1!, blockSize = BlockwiseQuantization.blockSize
+        var sums = MetricAccumulator()
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * blockSize) { scratch in
+            let moments = scratch.baseAddress!, squares = moments + blockSize
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
+                let scale0 = o.state0[block], scale1 = o.state1[block]
+                for j in 0..<count {
+                    let i = start + j
+                    let before = o.parameter[i]
+                    let gradient = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
+                    var g = c.maximize ? -gradient : gradient
+                    var p = before
+                    if c.applyDecay { p = p * c.decay }
+                    if c.l2 != 0 { g = g + c.l2 * p }
+                    let m = (first.value(of: codes0[i]) * scale0 * c.beta1).addingProduct(g, c.oneMinusBeta1)
+                    let v = (second.value(of: codes1[i]) * scale1 * c.beta2).addingProduct(c.oneMinusBeta2 * g, g)
+                    let denominator = v.squareRoot() / c.biasCorrection2Sqrt + c.eps
+                    p = p + c.negativeStepSize * m / denominator
+                    o.parameter[i] = p
+                    moments[j] = m
+                    squares[j] = v
+                    if collectingMetrics { sums.add(before: before, after: p, gradient: gradient, moment: m) }
+                }
+                o.state0[block] = BlockwiseQuantization.quantizeBlock(moments, count: count, map: first, codes: codes0 + start)
+                o.state1[block] = BlockwiseQuantization.quantizeBlock(squares, count: count, map: second, codes: codes1 + start)
+                start += count
+            }
+        }
+        return sums
     }
 }

@@ -43,6 +43,48 @@ public enum LionRule: LionVariant, VectorKernel {
     }
 }
 
+extension LionRule {
+    /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Lion8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
+
+    /// `exp_avg` on the signed map (bitsandbytes' `qmap1`).
+    public static func quantizationMaps(_ h: LionHyperparameters<Self>) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "lion"), each value in float32:
+    /// `p ← p·(1 − lr·λ)`, `p ← p − lr·sign(m·β1 + g·(1 − β1))`, `m ← fma(g, 1 − β2, m·β2)`
+    /// (torch's `add_(alpha)` is a fused multiply-add on CPU); then the moment requantized.
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        let map = DynamicQuantizationMap.signed, codes = o.codes0!, blockSize = BlockwiseQuantization.blockSize
+        var sums = MetricAccumulator()
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: blockSize) { scratch in
+            let moments = scratch.baseAddress!
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
+                let scale = o.state0[block]
+                for j in 0..<count {
+                    let i = start + j
+                    let before = o.parameter[i]
+                    let g = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
+                    let m = map.value(of: codes[i]) * scale
+                    let direction = m * c.beta1 + g * c.oneMinusBeta1
+                    let sign: Float = direction > 0 ? 1 : (direction < 0 ? -1 : 0)
+                    let after = before * c.decay + c.negativeLearningRate * sign
+                    let moment = (m * c.beta2).addingProduct(g, c.oneMinusBeta2)
+                    o.parameter[i] = after
+                    moments[j] = moment
+                    if collectingMetrics { sums.add(before: before, after: after, gradient: g, moment: moment) }
+                }
+                o.state0[block] = BlockwiseQuantization.quantizeBlock(moments, count: count, map: map, codes: codes + start)
+                start += count
+            }
+        }
+        return sums
+    }
+}
+
 extension GradientOptimizer where Rule == LionRule {
     /// Lion over one group of parameters, with the reference defaults.
     public convenience init(_ parameters: [Parameter], learningRate: Double = 1e-4, betas: (Double, Double) = (0.9, 0.99),

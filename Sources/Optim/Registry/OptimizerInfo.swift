@@ -23,6 +23,9 @@ public struct OptimizerInfo: Sendable {
     public let updatesWholeTensors: Bool
     /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
     public let requiresMatrices: Bool
+    /// The state formats it can keep (``UpdateRule/stateDTypes``): the values of `state_dtype`
+    /// it accepts; float32 for every optimizer, int8 for those with bitsandbytes' 8-bit state.
+    public let stateDTypes: [StateDType]
     /// Whether a step needs a closure that re-evaluates the loss (``LBFGS``):
     /// ``Optimizer/step(closure:)`` rather than ``Optimizer/step(collectingMetrics:)``.
     public let requiresClosure: Bool
@@ -41,7 +44,8 @@ public struct OptimizerInfo: Sendable {
                                   suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark) {
         self.init(name: Rule.name, typeName: typeName, reference: reference,
                   defaults: (try? Rule.Hyperparameters([:]))?.dictionary ?? [:], isWrapper: false,
-                  updatesWholeTensors: Rule.updatesWholeTensors, requiresMatrices: Rule.requiresMatrices, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
+                  updatesWholeTensors: Rule.updatesWholeTensors, requiresMatrices: Rule.requiresMatrices, stateDTypes: Rule.stateDTypes,
+                  suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
             }
@@ -56,7 +60,8 @@ public struct OptimizerInfo: Sendable {
 
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
-                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                updatesWholeTensors: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false,
+                stateDTypes: [StateDType] = [.float32], suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -66,6 +71,7 @@ public struct OptimizerInfo: Sendable {
         self.updatesWholeTensors = updatesWholeTensors
         self.requiresMatrices = requiresMatrices
         self.requiresClosure = requiresClosure
+        self.stateDTypes = stateDTypes
         self.suggested = suggested
         self.samples = samples
         self.benchmark = benchmark
