@@ -21,9 +21,12 @@ public struct OptimizerSnapshot: Sendable, Equatable {
     /// and a float32 absmax per block of ``BlockwiseQuantization/blockSize`` elements (the value
     /// of element `i` is `map[codes[i]] · absmax[i / 256]`, bitsandbytes' `state1`/`absmax1`).
     public struct QuantizedBuffer: Sendable, Equatable {
+        /// One code per element: an index into the buffer's ``DynamicQuantizationMap``.
         public var codes: [UInt8]
+        /// One scale per block of 256 elements (the last block may be shorter).
         public var absmax: [Float]
 
+        /// A buffer of `codes` and its blocks' `absmax`.
         public init(codes: [UInt8], absmax: [Float]) {
             self.codes = codes
             self.absmax = absmax

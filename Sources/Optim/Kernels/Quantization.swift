@@ -16,7 +16,10 @@ import Foundation
 /// `bfloat16` and `int4` (torchao's 4-bit state) are names FORMAT.md reserves; they are not
 /// implemented yet and are refused like any unknown value.
 public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// IEEE single precision, 4 bytes an element: every optimizer's default.
     case float32
+    /// bitsandbytes' blockwise 8-bit dynamic quantization: 1 byte an element plus a float32
+    /// absmax per block of 256 (about 1.016 bytes an element).
     case int8
 
     /// Bytes one element of a state buffer takes, block scales left out (4 and 1).
