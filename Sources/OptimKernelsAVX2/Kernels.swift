@@ -15,7 +15,8 @@ import Optim
 /// kernel modules and in Optim, the linker keeps one copy of such weak symbols, and a path would
 /// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
-    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) })
+    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
+                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
 }
 
 extension KernelTable {

@@ -192,6 +192,25 @@ import Testing
         }
     }
 
+    @Test func everyInstructionSetGivesTheSameBits() throws {
+        // The 8-bit kernels are compiled per instruction set too (fused multiply-adds included:
+        // one instruction with FMA, libm's exact fmaf on the baseline path).
+        for (name, hyperparameters) in Self.int8Configurations {
+            var results: [OptimizerSnapshot] = [], values: [[UInt32]] = []
+            for isa in KernelDispatch.available {
+                try KernelDispatch.withInstructionSet(isa) {
+                    let parameters = try Self.model(seed: 10)
+                    let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, hyperparameters), parameters: parameters)
+                    #expect(optimizer.instructionSet == isa)
+                    try Self.train(optimizer, parameters, steps: 0..<3, metrics: true)
+                    results.append(optimizer.snapshot())
+                    values.append(parameters.flatMap { bits($0.valueArray) })
+                }
+            }
+            #expect(results.allSatisfy { $0 == results[0] } && values.allSatisfy { $0 == values[0] }, "\(name) on \(KernelDispatch.available)")
+        }
+    }
+
     @Test func metricsAreCollectedFor8BitState() throws {
         let parameters = try Self.model(seed: 3)
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration("adamw", ["state_dtype": .string("int8")]), parameters: parameters)

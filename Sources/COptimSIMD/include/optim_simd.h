@@ -14,6 +14,15 @@ static inline __attribute__((always_inline)) optim_float16 optim_sqrt16(optim_fl
 }
 
 /*
+ * a*b + c rounded once, lane by lane: one vfmadd where the target has FMA, libm's exact fmaf per
+ * lane where it has not (the baseline x86-64 build), so every path gives the same bits. Only the
+ * 8-bit kernels use it, where the reference (torch's add_(alpha) and addcmul_ on CPU) fuses.
+ */
+static inline __attribute__((always_inline)) optim_float16 optim_fma16(optim_float16 a, optim_float16 b, optim_float16 c) {
+    return __builtin_elementwise_fma(a, b, c);
+}
+
+/*
  * Run-time choice of the kernels (optim_simd.c): instruction sets by number, whether this CPU
  * (and its OS) can run one, and installing the kernel module built for one when it is linked.
  */

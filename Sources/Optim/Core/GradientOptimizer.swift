@@ -143,6 +143,7 @@ extension UpdateRule {
                                      parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {}
     public static var stateDTypes: [StateDType] { [.float32] }
     public static func quantizationMaps(_ hyperparameters: Hyperparameters) -> [DynamicQuantizationMap] { [] }
+    @_transparent
     public static func updateQuantized(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
         preconditionFailure("\(name) keeps no 8-bit state")
@@ -571,7 +572,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                         let item = items[index], tensor = active[item.tensor]
                         if tensor.operands.codes0 != nil {
                             // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).
-                            let sums = Rule.updateQuantized(tensor.operands, item.range, table[tensor.coefficients], collectingMetrics: output != nil)
+                            let sums = kernels.updateQuantized?(tensor.operands, item.range, table[tensor.coefficients], output != nil)
+                                ?? Rule.updateQuantized(tensor.operands, item.range, table[tensor.coefficients], collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if let output {
                             output[index] = kernels.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])

@@ -183,9 +183,10 @@ extension AdamVariant {
     /// `m ← fma(g, 1 − β1, m·β1)`, `v ← fma((1 − β2)·g, g, v·β2)` (torch's `add_(alpha)` and
     /// `addcmul_` are fused multiply-adds on CPU), `p ← p·(1 − lr·λ)` when decoupled decay is on,
     /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
+    @_transparent
     public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
-        QuantizedAdamKernel.run(o, range, c, collectingMetrics: collectingMetrics)
+        BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
     }
 
     @inlinable @inline(__always)
@@ -205,43 +206,24 @@ extension AdamVariant {
     }
 }
 
-/// The blockwise 8-bit Adam pass (``AdamVariant/updateQuantized(_:_:_:collectingMetrics:)``):
-/// per block, dequantize both moments element by element, update, keep the new float32 moments
-/// of that one block in a 2 KB scratch, and requantize them with the block's new absmax.
-enum QuantizedAdamKernel {
-    @inline(__always)
-    static func run(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients, collectingMetrics: Bool) -> MetricAccumulator {
-        let first = DynamicQuantizationMap.signed, second = DynamicQuantizationMap.unsigned
-        let codes0 = o.codes0!, codes1 = o.codes1!, blockSize = BlockwiseQuantization.blockSize
-        var sums = MetricAccumulator()
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * blockSize) { scratch in
-            let moments = scratch.baseAddress!, squares = moments + blockSize
-            var start = range.lowerBound
-            while start < range.upperBound {
-                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
-                let scale0 = o.state0[block], scale1 = o.state1[block]
-                for j in 0..<count {
-                    let i = start + j
-                    let before = o.parameter[i]
-                    let gradient = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
-                    var g = c.maximize ? -gradient : gradient
-                    var p = before
-                    if c.applyDecay { p = p * c.decay }
-                    if c.l2 != 0 { g = g + c.l2 * p }
-                    let m = (first.value(of: codes0[i]) * scale0 * c.beta1).addingProduct(g, c.oneMinusBeta1)
-                    let v = (second.value(of: codes1[i]) * scale1 * c.beta2).addingProduct(c.oneMinusBeta2 * g, g)
-                    let denominator = v.squareRoot() / c.biasCorrection2Sqrt + c.eps
-                    p = p + c.negativeStepSize * m / denominator
-                    o.parameter[i] = p
-                    moments[j] = m
-                    squares[j] = v
-                    if collectingMetrics { sums.add(before: before, after: p, gradient: gradient, moment: m) }
-                }
-                o.state0[block] = BlockwiseQuantization.quantizeBlock(moments, count: count, map: first, codes: codes0 + start)
-                o.state1[block] = BlockwiseQuantization.quantizeBlock(squares, count: count, map: second, codes: codes1 + start)
-                start += count
-            }
-        }
-        return sums
+/// One vector of the 8-bit Adam update (``AdamVariant/updateQuantized(_:_:_:collectingMetrics:)``),
+/// in bitsandbytes' order of operations.
+@usableFromInline
+enum QuantizedAdamKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
+                             _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        var p = before
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.applyDecay { p = p * c.decay }
+        if c.l2 != 0 { g = g + c.l2 * p }
+        m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta1), m * c.beta1)
+        v = Elementwise.fusedMultiplyAdd(c.oneMinusBeta2 * g, g, v * c.beta2)
+        let denominator = Elementwise.squareRoot(v) / c.biasCorrection2Sqrt + c.eps
+        p = p + c.negativeStepSize * m / denominator
+        Elementwise.store(p, o.parameter, i, n)
+        return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
     }
 }

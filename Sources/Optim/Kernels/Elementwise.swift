@@ -246,6 +246,12 @@ public enum Elementwise {
         abs(weight) < 0.5 ? start + weight * (end - start) : end - (end - start) * oneMinusWeight
     }
 
+    /// `a·b + c` rounded once, lane by lane (IEEE fused multiply-add: one instruction on FMA
+    /// targets, libm's exact `fmaf` per lane elsewhere — the same bits on every path). For the
+    /// 8-bit kernels, whose reference fuses (torch's CPU `add_(other, alpha)` and `addcmul_`).
+    @inlinable @inline(__always)
+    public static func fusedMultiplyAdd(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector { optim_fma16(a, b, c) }
+
     /// The element-wise square root as one vector instruction (`SIMD.squareRoot()` is scalarised
     /// by the standard library, with a libm call per lane).
     @inlinable @inline(__always)

@@ -298,3 +298,121 @@ public enum BlockwiseQuantization {
         return values
     }
 }
+
+/// One vector of an update on 8-bit state (``StateDType/int8``), for
+/// ``BlockwiseQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``: given the dequantized
+/// state of `lanes` elements at `index`, it updates the parameter, replaces the state vectors
+/// with their new float32 values and returns what the metrics need. Implementations are
+/// `@_transparent`, as ``VectorKernel``'s are, so that each kernel module compiles its own loop.
+public protocol QuantizedVectorKernel {
+    associatedtype Coefficients
+    /// Updates one vector; `state0` and `state1` hold the dequantized state on entry (`state1`
+    /// zero for a rule with one buffer) and the updated state on return.
+    static func apply(_ operands: KernelOperands, _ index: Int, _ lanes: Int, _ coefficients: Coefficients,
+                      _ state0: inout FloatVector, _ state1: inout FloatVector) -> UpdateLanes
+}
+
+extension BlockwiseQuantization {
+    /// The entries of the codes of `lanes` (≤ 16) elements at `index` (zero in missing lanes).
+    @inlinable @inline(__always)
+    public static func entries(_ map: DynamicQuantizationMap, _ codes: UnsafeMutablePointer<UInt8>, _ index: Int, _ lanes: Int) -> FloatVector {
+        var result = FloatVector()
+        let table = map.entries
+        if lanes == FloatVector.scalarCount {
+            for lane in 0..<FloatVector.scalarCount { result[lane] = table[Int(codes[index + lane])] }
+        } else {
+            for lane in 0..<lanes { result[lane] = table[Int(codes[index + lane])] }
+        }
+        return result
+    }
+
+    /// Requantizes a block of `count` values whose absmax is `absmax`: the vector form of
+    /// ``quantizeBlock(_:count:map:codes:)``'s second half, the same bits (`x·(1/absmax)`,
+    /// NaN → −1, clamp to [−1, 1], bin `⌊((v + 1)·0.5)·65535 + 0.5⌋`).
+    @inlinable @inline(__always)
+    public static func requantize(_ values: UnsafePointer<Float>, count: Int, absmax: Float, map: DynamicQuantizationMap,
+                                  codes: UnsafeMutablePointer<UInt8>) {
+        guard absmax != 0 else {
+            codes.update(repeating: 0, count: count)
+            return
+        }
+        let inverse = 1 / absmax, table = map.table, width = FloatVector.scalarCount
+        var i = 0
+        while i < count {
+            let lanes = min(width, count - i)
+            var v = Elementwise.load(values, i, lanes) * inverse
+            v = v.replacing(with: -1, where: .!(v .>= -1))  // below −1, and NaN
+            v = v.replacing(with: 1, where: v .> 1)
+            let bins = (v + 1) * 0.5 * Float(DynamicQuantizationMap.tableSize - 1) + 0.5
+            for lane in 0..<lanes { codes[i + lane] = table[Int(bins[lane])] }
+            i += width
+        }
+    }
+
+    /// The update of elements `range` (whole blocks; the last possibly partial) of a parameter
+    /// with 8-bit state, one fused pass per block: dequantize each vector (`map[code]·absmax`),
+    /// update it with `Kernel`, keep the block's new float32 state in a 2 KB scratch and its
+    /// absmax (NaN left out), then requantize the block. `map1` is nil for one state buffer.
+    /// Returns the metric sums when `collectingMetrics` (lane-wise over each block of 16
+    /// vectors, then in Double, as ``Elementwise/runCollecting(_:_:_:_:)``).
+    @_transparent
+    public static func run<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
+                                                          _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
+                                                          map1: DynamicQuantizationMap?, collectingMetrics: Bool) -> MetricAccumulator {
+        // One block's new state (2 KB) per call of a chunk of up to 2¹⁵ elements; allocated here,
+        // not in a closure, which a kernel module would compile under Optim's symbol name.
+        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize), new1 = new0 + blockSize
+        defer { new0.deallocate() }
+        do {
+            let width = FloatVector.scalarCount
+            let codes0 = o.codes0!, codes1 = o.codes1
+            let lane = FloatVector(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+            var total = VectorSums()
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
+                let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0
+                var max0 = FloatVector(), max1 = FloatVector(), sums = VectorSums()
+                var j = 0
+                while j < count {
+                    let lanes = min(width, count - j), i = start + j
+                    var s0 = entries(map0, codes0, i, lanes) * scale0
+                    var s1 = FloatVector()
+                    if let map1 { s1 = entries(map1, codes1!, i, lanes) * scale1 }
+                    var result = Kernel.apply(o, i, lanes, coefficients, &s0, &s1)
+                    if lanes < width {
+                        // Padding lanes hold what the arithmetic made of zeros: leave them out.
+                        let padding = lane .>= FloatVector(repeating: Float(lanes))
+                        s0.replace(with: 0, where: padding)
+                        s1.replace(with: 0, where: padding)
+                        result.before.replace(with: 0, where: padding)
+                        result.after.replace(with: 0, where: padding)
+                        result.gradient.replace(with: 0, where: padding)
+                        result.moment.replace(with: 0, where: padding)
+                    }
+                    Elementwise.store(s0, new0, j, lanes)
+                    let magnitude0 = Elementwise.absolute(s0)
+                    max0.replace(with: magnitude0, where: magnitude0 .> max0)  // NaN compares false
+                    if map1 != nil {
+                        Elementwise.store(s1, new1, j, lanes)
+                        let magnitude1 = Elementwise.absolute(s1)
+                        max1.replace(with: magnitude1, where: magnitude1 .> max1)
+                    }
+                    if collectingMetrics { sums.add(result) }
+                    j += width
+                }
+                let absmax0 = max0.max()
+                o.state0[block] = absmax0
+                requantize(new0, count: count, absmax: absmax0, map: map0, codes: codes0 + start)
+                if let map1 {
+                    let absmax1 = max1.max()
+                    o.state1[block] = absmax1
+                    requantize(new1, count: count, absmax: absmax1, map: map1, codes: codes1! + start)
+                }
+                if collectingMetrics { total.add(sums) }
+                start += count
+            }
+            return collectingMetrics ? total.accumulator : MetricAccumulator()
+        }
+    }
+}

@@ -54,34 +54,26 @@ extension LionRule {
     /// `_optimizer_update_8bit_blockwise_cpu`, "lion"), each value in float32:
     /// `p ← p·(1 − lr·λ)`, `p ← p − lr·sign(m·β1 + g·(1 − β1))`, `m ← fma(g, 1 − β2, m·β2)`
     /// (torch's `add_(alpha)` is a fused multiply-add on CPU); then the moment requantized.
+    @_transparent
     public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
-        let map = DynamicQuantizationMap.signed, codes = o.codes0!, blockSize = BlockwiseQuantization.blockSize
-        var sums = MetricAccumulator()
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: blockSize) { scratch in
-            let moments = scratch.baseAddress!
-            var start = range.lowerBound
-            while start < range.upperBound {
-                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
-                let scale = o.state0[block]
-                for j in 0..<count {
-                    let i = start + j
-                    let before = o.parameter[i]
-                    let g = o.gradientScale == 1 ? o.gradient[i] : o.gradient[i] * o.gradientScale
-                    let m = map.value(of: codes[i]) * scale
-                    let direction = m * c.beta1 + g * c.oneMinusBeta1
-                    let sign: Float = direction > 0 ? 1 : (direction < 0 ? -1 : 0)
-                    let after = before * c.decay + c.negativeLearningRate * sign
-                    let moment = (m * c.beta2).addingProduct(g, c.oneMinusBeta2)
-                    o.parameter[i] = after
-                    moments[j] = moment
-                    if collectingMetrics { sums.add(before: before, after: after, gradient: g, moment: moment) }
-                }
-                o.state0[block] = BlockwiseQuantization.quantizeBlock(moments, count: count, map: map, codes: codes + start)
-                start += count
-            }
-        }
-        return sums
+        BlockwiseQuantization.run(QuantizedLionKernel.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
+}
+
+/// One vector of the 8-bit Lion update (``LionRule/updateQuantized(_:_:_:collectingMetrics:)``),
+/// in bitsandbytes' order of operations.
+@usableFromInline
+enum QuantizedLionKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: LionRule.Coefficients,
+                             _ m: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let g = Elementwise.gradient(o, i, n)
+        let after = before * c.decay + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + g * c.oneMinusBeta1)
+        m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta2), m * c.beta2)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: g, moment: m)
     }
 }
 
