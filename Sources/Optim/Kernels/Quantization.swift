@@ -1,3 +1,4 @@
+import COptimSIMD
 import Foundation
 
 /// The number format an optimizer keeps its per-parameter state in, chosen per parameter group
@@ -314,22 +315,19 @@ public protocol QuantizedVectorKernel {
 
 extension BlockwiseQuantization {
     /// The entries of the codes of `lanes` (≤ 16) elements at `index` (zero in missing lanes).
-    @inlinable @inline(__always)
+    @_transparent
     public static func entries(_ map: DynamicQuantizationMap, _ codes: UnsafeMutablePointer<UInt8>, _ index: Int, _ lanes: Int) -> FloatVector {
-        var result = FloatVector()
         let table = map.entries
-        if lanes == FloatVector.scalarCount {
-            for lane in 0..<FloatVector.scalarCount { result[lane] = table[Int(codes[index + lane])] }
-        } else {
-            for lane in 0..<lanes { result[lane] = table[Int(codes[index + lane])] }
-        }
+        if lanes == FloatVector.scalarCount { return optim_gather16(table, codes + index) }
+        var result = FloatVector()
+        for lane in 0..<lanes { result[lane] = table[Int(codes[index + lane])] }
         return result
     }
 
     /// Requantizes a block of `count` values whose absmax is `absmax`: the vector form of
     /// ``quantizeBlock(_:count:map:codes:)``'s second half, the same bits (`x·(1/absmax)`,
     /// NaN → −1, clamp to [−1, 1], bin `⌊((v + 1)·0.5)·65535 + 0.5⌋`).
-    @inlinable @inline(__always)
+    @_transparent
     public static func requantize(_ values: UnsafePointer<Float>, count: Int, absmax: Float, map: DynamicQuantizationMap,
                                   codes: UnsafeMutablePointer<UInt8>) {
         guard absmax != 0 else {
@@ -344,7 +342,11 @@ extension BlockwiseQuantization {
             v = v.replacing(with: -1, where: .!(v .>= -1))  // below −1, and NaN
             v = v.replacing(with: 1, where: v .> 1)
             let bins = (v + 1) * 0.5 * Float(DynamicQuantizationMap.tableSize - 1) + 0.5
-            for lane in 0..<lanes { codes[i + lane] = table[Int(bins[lane])] }
+            if lanes == width {
+                optim_lookup16(table, bins, codes + i)
+            } else {
+                for lane in 0..<lanes { codes[i + lane] = table[Int(bins[lane])] }
+            }
             i += width
         }
     }
