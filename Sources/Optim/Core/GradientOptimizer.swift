@@ -617,6 +617,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: Optimizer {
                 let count = floatCount(index)
                 let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
                 let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
+                // 8-bit state starts at zero, as bitsandbytes' does (zero codes, zero absmax).
+                precondition(!slots[index].quantized || buffer >= initial.count || initial[buffer] == 0,
+                             "\(Rule.name): 8-bit state must start at zero")
                 if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }
                 slots[index].state.append(slice)
                 offset += padded(count)
