@@ -17,7 +17,8 @@ import Optim
 /// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
     RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
-                                   pass: { Rule.pass($0, $1, $2, $3) })
+                                   pass: { Rule.pass($0, $1, $2, $3) },
+                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
 }
 
 extension KernelTable {

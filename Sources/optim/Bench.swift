@@ -26,6 +26,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default) or int8 (bitsandbytes' blockwise 8-bit state; adam, adamw, lion). The C reference keeps float32 state.")
+    var stateDType: String = StateDType.float32.rawValue
+
     @Flag(help: "Print one JSON object per implementation and line.")
     var json = false
 
@@ -46,6 +49,12 @@ struct Bench: ParsableCommand {
         guard tensors > 0, tensors <= params else { throw ValidationError("--tensors must be between 1 and --params (\(params)), got \(tensors)") }
         guard steps > 0, steps <= 1_000_000 else { throw ValidationError("--steps must be between 1 and 1000000, got \(steps)") }
         guard threads > 0, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024, got \(threads)") }
+        guard let dtype = StateDType(rawValue: stateDType) else {
+            throw ValidationError("--state-dtype: expected " + StateDType.allCases.map(\.rawValue).joined(separator: " or ") + ", got '\(stateDType)'")
+        }
+        if let info = try? OptimizerRegistry.info(named: optimizer), !info.stateDTypes.contains(dtype) {
+            throw ValidationError("--state-dtype \(dtype): optimizer '\(optimizer)' keeps " + info.stateDTypes.map(\.rawValue).joined(separator: " or ") + " state")
+        }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
         // AdamW's), again for the C reference: refuse what the memory cannot hold before allocating.
         let bytes = Double(params) * 4 * 5 * (noReference ? 1 : 2) + Double(tensors) * 1024  // and each tensor's bookkeeping
@@ -70,7 +79,8 @@ struct Bench: ParsableCommand {
             fillBenchmarkValues(parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
             parameters.append(parameter)
         }
-        let configuration = info.benchmark.configuration
+        var configuration = info.benchmark.configuration
+        if stateDType != StateDType.float32.rawValue { configuration.hyperparameters["state_dtype"] = .string(stateDType) }
         let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
         let before = FloatStorage.liveBytes
         try ours.step()
@@ -111,14 +121,14 @@ struct Bench: ParsableCommand {
                     "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
                     "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
                     "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
-                    "isa": ours.instructionSet.rawValue,
+                    "isa": ours.instructionSet.rawValue, "state_dtype": stateDType,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }
             return
         }
-        print("optimizer \(configuration.displayName), \(params) params in \(tensors) tensor(s), \(threads) thread(s), median of \(steps) steps")
+        print("optimizer \(configuration.displayName), \(stateDType) state, \(params) params in \(tensors) tensor(s), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
         print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         if let reference { print("C reference: \(reference.kernels.compileCommand)") }

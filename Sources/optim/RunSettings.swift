@@ -66,6 +66,7 @@ enum RunSettings {
         case "lr": return "--lr"
         case "weight_decay": return "--weight-decay"
         case "momentum", "eps", "betas": return "--\(name)"
+        case "state_dtype": return "--state-dtype"
         default: return "-H \(name)"
         }
     }

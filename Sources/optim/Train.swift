@@ -127,7 +127,16 @@ struct Train: ParsableCommand {
         configuration.optimizer = settings["optimizer"]!
         configuration.baseOptimizer = settings["base"]!
         configuration.hyperparameters = resolved.hyperparameters
-        _ = try configuration.optimizerConfiguration()
+        let optimizerConfiguration = try configuration.optimizerConfiguration()
+        if let dtype = resolved.hyperparameters["state_dtype"], dtype != .string(StateDType.float32.rawValue) {
+            // One line, before any data is read: the optimizer that keeps the state must offer it.
+            let stateful = optimizerConfiguration.base ?? optimizerConfiguration
+            let offered = try OptimizerRegistry.info(named: stateful.name).stateDTypes
+            guard offered.contains(where: { HyperparameterValue.string($0.rawValue) == dtype }) else {
+                throw TrainingError.invalidOption("--state-dtype \(dtype): optimizer '\(stateful.name)' keeps " + offered.map(\.rawValue).joined(separator: " or ")
+                    + " state; int8 state is offered by " + OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).joined(separator: ", "))
+            }
+        }
         if let stopAfterEpoch, stopAfterEpoch > configuration.epochs {
             throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and --epochs (\(configuration.epochs)), got \(stopAfterEpoch)")
         }

@@ -171,6 +171,9 @@ struct OptimizerOptions: ParsableArguments {
     @Option(help: "Adam-family epsilon.")
     var eps: Double?
 
+    @Option(name: .customLong("state-dtype"), help: "Optimizer state format: float32 (default) or int8 (bitsandbytes' blockwise 8-bit state, for adam, adamw and lion; tensors under 4096 elements keep float32).")
+    var stateDType: String?
+
     @Option(name: [.customShort("H"), .customLong("hyperparameter")], help: "Any other hyperparameter, as name=value (repeatable; e.g. -H nesterov=true -H k=6).")
     var extra: [String] = []
 
@@ -181,6 +184,12 @@ struct OptimizerOptions: ParsableArguments {
         if let momentum { values["momentum"] = .number(momentum) }
         if let eps { values["eps"] = .number(eps) }
         if let betas { values["betas"] = try Self.parse(betas, name: "betas") }
+        if let stateDType {
+            guard let dtype = StateDType(rawValue: stateDType) else {
+                throw TrainingError.invalidOption("--state-dtype: expected " + StateDType.allCases.map(\.rawValue).joined(separator: " or ") + ", got '\(stateDType)'")
+            }
+            if dtype != .float32 { values["state_dtype"] = .string(dtype.rawValue) }  // float32 is every optimizer's default
+        }
         for item in extra {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, !parts[0].isEmpty else { throw TrainingError.invalidOption("-H expects name=value, got '\(item)'") }
@@ -189,8 +198,13 @@ struct OptimizerOptions: ParsableArguments {
         return values
     }
 
-    /// `true`/`false`, a number, or comma-separated numbers.
+    /// Hyperparameters whose values are names (FORMAT.md): taken as written.
+    static let textHyperparameters: Set = ["state_dtype", "adjust_lr_fn", "line_search_fn"]
+
+    /// `true`/`false`, a number, or comma-separated numbers; the text itself for a hyperparameter
+    /// whose values are names (`state_dtype`).
     static func parse(_ text: String, name: String) throws -> HyperparameterValue {
+        if textHyperparameters.contains(name), !["none", "null"].contains(text.lowercased()) { return .string(text) }
         switch text.lowercased() {
         case "true": return .bool(true)
         case "false": return .bool(false)

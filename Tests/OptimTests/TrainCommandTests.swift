@@ -95,6 +95,26 @@ import Testing
     }
 
     /// Bad input: one line on standard error naming the problem, status 1, nothing written.
+    @Test func trainWithInt8StateCheckpointsCodesAndResumes() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        // --hidden 128: layers.0.weight has 64 × 128 = 8192 elements, over min_8bit_size (4096).
+        let quick = ["--optimizer", "adamw", "--state-dtype", "int8", "--hidden", "128", "--batch-size", "128", "--lr", "3e-3", "--plain", "--threads", "2"]
+        let outcome = try Self.optim(["train", "--epochs", "1", "--out", run.path] + quick)
+        #expect(outcome.status == 0, "\(outcome.error)")
+        let checkpoint = try SafetensorsFile(contentsOf: run.appendingPathComponent("checkpoint.safetensors"))
+        #expect(try checkpoint.info("state/layers.0.weight/exp_avg.codes").dtype == .U8)
+        #expect(try checkpoint.info("state/layers.0.weight/exp_avg_sq.absmax").dtype == .F32)
+        #expect(try checkpoint.info("state/layers.0.bias/exp_avg").dtype == .F32)  // 128 elements: float32
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("summary.json"))) as? [String: Any])
+        let bytes = try #require(summary["state_bytes_per_parameter"] as? Double)
+        #expect(bytes < 3, "\(bytes) state bytes per parameter")  // float32 AdamW: 8
+        let resumed = try Self.optim(["train", "--epochs", "2", "--out", root.appendingPathComponent("resumed").path,
+                                      "--resume", run.appendingPathComponent("checkpoint.safetensors").path] + quick)
+        #expect(resumed.status == 0, "\(resumed.error)")
+    }
+
     @Test func badInputGetsAOneLineErrorAndANonZeroStatus() throws {
         let root = try Self.folder()
         defer { try? FileManager.default.removeItem(at: root) }
@@ -120,6 +140,9 @@ import Testing
             (["train", "--schedule", "sideways"], "sideways"),
             (["train", "--lr=-1"], "lr"),
             (["compare", "--optimizers", "sgd,nosuch"], "nosuch"),
+            (["train", "--optimizer", "sgd", "--state-dtype", "int8"], "int8"),
+            (["train", "--optimizer", "adamw", "--state-dtype", "int4"], "int4"),
+            (["train", "--optimizer", "adamw", "--state-dtype", "int8", "-H", "amsgrad=true"], "amsgrad"),
         ]
         for (arguments, mention) in cases {
             let out = root.appendingPathComponent("out-\(UUID().uuidString)")

@@ -14,6 +14,37 @@ static inline __attribute__((always_inline)) optim_float16 optim_sqrt16(optim_fl
 }
 
 /*
+ * a*b + c rounded once, lane by lane: one vfmadd where the target has FMA, libm's exact fmaf per
+ * lane where it has not (the baseline x86-64 build), so every path gives the same bits. Only the
+ * 8-bit kernels use it, where the reference (torch's add_(alpha) and addcmul_ on CPU) fuses.
+ */
+static inline __attribute__((always_inline)) optim_float16 optim_fma16(optim_float16 a, optim_float16 b, optim_float16 c) {
+    return __builtin_elementwise_fma(a, b, c);
+}
+
+/*
+ * The table look-ups of the 8-bit kernels, written as plain loops that LLVM turns into gathers
+ * (vpgatherdd/vgatherdps on AVX2 and AVX-512) where the target has them; Swift's per-lane SIMD
+ * subscripts and its checked float-to-integer conversion keep them scalar. Pure data movement:
+ * the same values on every path.
+ */
+#include <stdint.h>
+typedef int32_t optim_int16 __attribute__((ext_vector_type(16)));
+
+/* table[codes[i]] for the 16 codes at `codes`. */
+static inline __attribute__((always_inline)) optim_float16 optim_gather16(const float *table, const uint8_t *codes) {
+    optim_float16 result;
+    for (int i = 0; i < 16; i++) result[i] = table[codes[i]];
+    return result;
+}
+
+/* out[i] = table[(int)bins[i]] (truncation toward zero) for i < 16; every bin in [0, 65535]. */
+static inline __attribute__((always_inline)) void optim_lookup16(const uint8_t *table, optim_float16 bins, uint8_t *out) {
+    optim_int16 index = __builtin_convertvector(bins, optim_int16);
+    for (int i = 0; i < 16; i++) out[i] = table[index[i]];
+}
+
+/*
  * Run-time choice of the kernels (optim_simd.c): instruction sets by number, whether this CPU
  * (and its OS) can run one, and installing the kernel module built for one when it is linked.
  */

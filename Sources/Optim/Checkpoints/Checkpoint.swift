@@ -5,7 +5,10 @@ import Safetensors
 /// bit for bit.
 ///
 /// Layout: each parameter under its own name (so `safetensors.numpy.load_file` gives the model),
-/// each state buffer as `state/<parameter>/<buffer>` (Lookahead's slow weights included), and in
+/// each state buffer as `state/<parameter>/<buffer>` (Lookahead's slow weights included) — an
+/// 8-bit buffer (``StateDType/int8``) as it is held, its codes as `state/<parameter>/<buffer>.codes`
+/// (U8, the parameter's shape) and its blocks' scales as `state/<parameter>/<buffer>.absmax` (F32,
+/// one per block of 256 elements: bitsandbytes' `state1` and `absmax1`) — and in
 /// `__metadata__`: `format` (`swift-optim-checkpoint/1`), `optimizer` (a JSON description: name,
 /// groups with hyperparameters and initial learning rates, per-parameter step counts, wrapper
 /// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,
@@ -27,6 +30,11 @@ public enum Checkpoint {
                     // column statistics) are stored flat.
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == values.count ? $0 : nil } ?? [values.count]
                     tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shape, floats: values))
+                }
+                for (buffer, stored) in state.quantizedBuffers.sorted(by: { $0.key < $1.key }) {
+                    let shape = shapes[name].flatMap { $0.reduce(1, *) == stored.codes.count ? $0 : nil } ?? [stored.codes.count]
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).codes", dtype: .U8, shape: shape, bytes: Data(stored.codes)))
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).absmax", shape: [stored.absmax.count], floats: stored.absmax))
                 }
             }
             if let base = snapshot.base { addBuffers(base, prefix: prefix + "base/") }
@@ -58,6 +66,12 @@ public enum Checkpoint {
                     let tensor = "\(prefix)\(name)/\(buffer)"
                     guard (try? file.info(tensor))?.dtype == .F32 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not F32") }
                     snapshot.parameters[name]!.buffers[buffer] = try file.floats(tensor)
+                }
+                for buffer in state.quantizedBuffers.keys {
+                    let codes = "\(prefix)\(name)/\(buffer).codes", absmax = "\(prefix)\(name)/\(buffer).absmax"
+                    guard (try? file.info(codes))?.dtype == .U8 else { throw OptimError.checkpointMismatch("tensor '\(codes)' is missing or not U8") }
+                    guard (try? file.info(absmax))?.dtype == .F32 else { throw OptimError.checkpointMismatch("tensor '\(absmax)' is missing or not F32") }
+                    snapshot.parameters[name]!.quantizedBuffers[buffer] = .init(codes: [UInt8](try file.bytes(codes)), absmax: try file.floats(absmax))
                 }
             }
             if var base = snapshot.base {
@@ -104,6 +118,8 @@ public enum Checkpoint {
             var gradient_scale: Float
             /// Scalar state (absent in files of optimizers without it).
             var scalars: [String: Float]?
+            /// The 8-bit buffers, stored as `<buffer>.codes` and `<buffer>.absmax` (absent without).
+            var quantized_buffers: [String]?
         }
         var name: String
         var skipped_steps: Int
@@ -119,7 +135,8 @@ public enum Checkpoint {
             groups = snapshot.groups.map { Group(params: $0.parameterNames, initial_lr: $0.initialLearningRate, hyperparameters: $0.hyperparameters,
                                                   state: $0.state.isEmpty ? nil : $0.state) }
             parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale,
-                                                                 scalars: $0.scalars.isEmpty ? nil : $0.scalars) }
+                                                                 scalars: $0.scalars.isEmpty ? nil : $0.scalars,
+                                                                 quantized_buffers: $0.quantizedBuffers.isEmpty ? nil : $0.quantizedBuffers.keys.sorted()) }
             base = snapshot.base.map { [Description($0)] }
         }
 
@@ -129,7 +146,8 @@ public enum Checkpoint {
                 groups: groups.map { .init(parameterNames: $0.params, hyperparameters: $0.hyperparameters, initialLearningRate: $0.initial_lr, state: $0.state ?? [:]) },
                 parameters: parameters.mapValues { state in
                     .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale,
-                          scalars: state.scalars ?? [:])
+                          scalars: state.scalars ?? [:],
+                          quantizedBuffers: Dictionary(uniqueKeysWithValues: (state.quantized_buffers ?? []).map { ($0, .init(codes: [], absmax: [])) }))
                 },
                 skippedSteps: skipped_steps, wrapper: wrapper, base: base?.first?.snapshot)
         }

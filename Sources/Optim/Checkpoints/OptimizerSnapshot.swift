@@ -17,6 +17,22 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         }
     }
 
+    /// One state buffer kept in 8 bits (``StateDType/int8``), as it is stored: a code per element
+    /// and a float32 absmax per block of ``BlockwiseQuantization/blockSize`` elements (the value
+    /// of element `i` is `map[codes[i]] · absmax[i / 256]`, bitsandbytes' `state1`/`absmax1`).
+    public struct QuantizedBuffer: Sendable, Equatable {
+        /// One code per element: an index into the buffer's ``DynamicQuantizationMap``.
+        public var codes: [UInt8]
+        /// One scale per block of 256 elements (the last block may be shorter).
+        public var absmax: [Float]
+
+        /// A buffer of `codes` and its blocks' `absmax`.
+        public init(codes: [UInt8], absmax: [Float]) {
+            self.codes = codes
+            self.absmax = absmax
+        }
+    }
+
     public struct ParameterState: Sendable, Equatable {
         /// Steps that updated the parameter.
         public var stepCount: Int
@@ -27,12 +43,17 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         /// Scalar state by PyTorch name (ASGD's `eta` and `mu`, NAdam's `mu_product`): the same on
         /// every shard of a parameter.
         public var scalars: [String: Float]
+        /// 8-bit state buffers by PyTorch name (`exp_avg`, `exp_avg_sq`), codes and absmax as
+        /// they are held; a buffer is either here or in ``buffers``, never both.
+        public var quantizedBuffers: [String: QuantizedBuffer]
 
-        public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:]) {
+        public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:],
+                    quantizedBuffers: [String: QuantizedBuffer] = [:]) {
             self.stepCount = stepCount
             self.buffers = buffers
             self.gradientScale = gradientScale
             self.scalars = scalars
+            self.quantizedBuffers = quantizedBuffers
         }
     }
 
@@ -66,11 +87,18 @@ extension GradientOptimizer {
     public func snapshot() -> OptimizerSnapshot {
         var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
         for slot in slots {
-            var buffers: [String: [Float]] = [:]
-            for (buffer, storage) in zip(slot.layout, slot.state) { buffers[buffer.name] = Array(storage) }
+            var buffers: [String: [Float]] = [:], quantized: [String: OptimizerSnapshot.QuantizedBuffer] = [:]
+            if slot.quantized {
+                for (buffer, (codes, absmax)) in zip(slot.layout, zip(slot.codes, slot.state)) {
+                    quantized[buffer.name] = .init(codes: Array(codes), absmax: Array(absmax))
+                }
+            } else {
+                for (buffer, storage) in zip(slot.layout, slot.state) { buffers[buffer.name] = Array(storage) }
+            }
             let scalarNames = Rule.scalarStateNames(groups[slot.group].hyperparameters)
             parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale,
-                                                    scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)))
+                                                    scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)),
+                                                    quantizedBuffers: quantized)
         }
         let groupStates = groups.enumerated().map { index, group in
             OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
@@ -100,6 +128,10 @@ extension GradientOptimizer {
             }
             let parsed = try Hyperparameters(saved.hyperparameters)
             try parsed.validate()
+            // The state format is part of the optimizer, not of the file: no silent conversion.
+            guard parsed.statePrecision == live.hyperparameters.statePrecision else {
+                throw .checkpointMismatch("group \(index): the checkpoint keeps \(parsed.statePrecision) state, this optimizer \(live.hyperparameters.statePrecision) state; build the optimizer with the checkpoint's state_dtype and min_8bit_size to resume it")
+            }
             guard saved.initialLearningRate.isFinite, saved.initialLearningRate > 0 else {
                 throw .checkpointMismatch("group \(index): invalid initial learning rate \(saved.initialLearningRate)")
             }
@@ -119,13 +151,27 @@ extension GradientOptimizer {
             }
             let layout = Rule.stateLayout(hyperparameters[slot.group], shape: slot.parameter.shape)
             let expected = layout.map(\.name)
-            let names = Set(state.buffers.keys)
+            let quantized = hyperparameters[slot.group].statePrecision.quantizes(count: slot.parameter.count)
+            let floatNames: [String] = Array(state.buffers.keys), quantizedNames: [String] = Array(state.quantizedBuffers.keys)
+            let names = Set(quantized ? quantizedNames : floatNames)
+            if let stray = (quantized ? floatNames : quantizedNames).sorted().first {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(stray)' is \(quantized ? "float32" : "8-bit") in the checkpoint, but this optimizer keeps \(quantized ? "8-bit" : "float32") state for it")
+            }
             guard names == Set(expected) || (names.isEmpty && state.stepCount == 0) else {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': state buffers \(names.sorted()), expected \(expected)")
             }
             for buffer in layout {
                 if let values = state.buffers[buffer.name], values.count != buffer.count {
                     throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(buffer.name)' holds \(values.count) values, expected \(buffer.count)")
+                }
+                if let stored = state.quantizedBuffers[buffer.name] {
+                    let blocks = BlockwiseQuantization.blockCount(buffer.count)
+                    guard stored.codes.count == buffer.count, stored.absmax.count == blocks else {
+                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': 8-bit buffer '\(buffer.name)' holds \(stored.codes.count) codes and \(stored.absmax.count) absmax values, expected \(buffer.count) and \(blocks) (blocks of \(BlockwiseQuantization.blockSize))")
+                    }
+                    guard stored.absmax.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': 8-bit buffer '\(buffer.name)' has a negative or non-finite absmax")
+                    }
                 }
             }
             let scalarNames = Rule.scalarStateNames(hyperparameters[slot.group])
@@ -145,8 +191,8 @@ extension GradientOptimizer {
         }
         skippedSteps = snapshot.skippedSteps
         let needing = slots.indices.filter { index in
-            let buffers = snapshot.parameters[slots[index].parameter.name]!.buffers
-            return !buffers.isEmpty && slots[index].state.count < slots[index].layout.count
+            let saved = snapshot.parameters[slots[index].parameter.name]!
+            return !(saved.buffers.isEmpty && saved.quantizedBuffers.isEmpty) && slots[index].state.count < slots[index].layout.count
         }
         if !needing.isEmpty { allocateState(needing) }
         for index in slots.indices {
@@ -156,6 +202,17 @@ extension GradientOptimizer {
             slots[index].scalars = Rule.scalarStateNames(groups[slots[index].group].hyperparameters).compactMap { state.scalars[$0] }
             for (position, name) in slots[index].layout.map(\.name).enumerated() where position < slots[index].state.count {
                 let buffer = slots[index].state[position]
+                if slots[index].quantized {
+                    let codes = slots[index].codes[position]
+                    if let stored = state.quantizedBuffers[name] {
+                        stored.codes.withUnsafeBufferPointer { codes.baseAddress!.update(from: $0.baseAddress!, count: stored.codes.count) }
+                        stored.absmax.withUnsafeBufferPointer { buffer.baseAddress!.update(from: $0.baseAddress!, count: stored.absmax.count) }
+                    } else {
+                        codes.update(repeating: 0)
+                        buffer.update(repeating: 0)
+                    }
+                    continue
+                }
                 if let values = state.buffers[name] {
                     values.withUnsafeBufferPointer { source in buffer.baseAddress!.update(from: source.baseAddress!, count: values.count) }
                 } else {

@@ -87,6 +87,22 @@ public protocol UpdateRule: Sendable {
     /// Moves one parameter that has state to the mode ``UpdateRule/setMode(training:_:groupState:)`` just set.
     static func moveParameter(training: Bool, _ hyperparameters: Hyperparameters, groupState: [Double],
                               parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>])
+    /// The state formats the rule can keep (``StateDType``), chosen per group by the
+    /// hyperparameters' ``OptimizerHyperparameters/statePrecision``. Default: float32 only.
+    static var stateDTypes: [StateDType] { get }
+    /// The map each state buffer is quantized with when its parameter keeps 8-bit state, in
+    /// ``stateNames(_:)`` order: ``DynamicQuantizationMap/signed`` for signed state (first
+    /// moments), ``DynamicQuantizationMap/unsigned`` for second moments, as bitsandbytes pairs
+    /// them. Empty (the default) for a rule without 8-bit state.
+    static func quantizationMaps(_ hyperparameters: Hyperparameters) -> [DynamicQuantizationMap]
+    /// The update of elements `range` (whole blocks of ``BlockwiseQuantization/blockSize``, the
+    /// last possibly partial) of a parameter with 8-bit state: `operands.codes0`/`codes1` hold
+    /// the codes and `state0`/`state1` the blocks' absmax. One fused pass per block —
+    /// dequantize, update, requantize — with no float32 copy of the state beyond one block.
+    /// Returns the metric sums when `collectingMetrics`. Only called for rules whose
+    /// ``stateDTypes`` include ``StateDType/int8``.
+    static func updateQuantized(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients,
+                                collectingMetrics: Bool) -> MetricAccumulator
 }
 
 extension UpdateRule {
@@ -130,6 +146,13 @@ extension UpdateRule {
     public static func setMode(training: Bool, _ hyperparameters: Hyperparameters, groupState: inout [Double]) -> Bool { false }
     public static func moveParameter(training: Bool, _ hyperparameters: Hyperparameters, groupState: [Double],
                                      parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {}
+    public static var stateDTypes: [StateDType] { [.float32] }
+    public static func quantizationMaps(_ hyperparameters: Hyperparameters) -> [DynamicQuantizationMap] { [] }
+    @_transparent
+    public static func updateQuantized(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        preconditionFailure("\(name) keeps no 8-bit state")
+    }
 }
 
 extension UpdateRule where Self: VectorKernel {
@@ -176,7 +199,12 @@ struct Slot {
     let parameter: Parameter
     let group: Int
     var steps = 0
+    /// Float32 state buffers; for 8-bit state (``quantized``) the blocks' absmax of each buffer.
     var state: [UnsafeMutableBufferPointer<Float>] = []
+    /// The codes of each state buffer when the state is 8-bit, else empty.
+    var codes: [UnsafeMutableBufferPointer<UInt8>] = []
+    /// Whether its state is 8-bit: its group's ``StatePrecision`` quantizes a tensor of its size.
+    var quantized = false
     /// The state buffers its group's rule keeps for it (``UpdateRule/stateLayout(_:shape:)``).
     var layout: [StateBuffer] = []
     /// Scalar state (``UpdateRule/scalarStateNames(_:)``), empty until the first update.
@@ -228,6 +256,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     /// State storage: one allocation per state buffer for all tensors whose state starts in the
     /// same step, so a step over many small tensors streams through long contiguous runs.
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
+    /// The same for the codes of 8-bit state.
+    private var codeArenas: [UnsafeMutableBufferPointer<UInt8>] = []
     /// Whether each group keeps scalar state (``UpdateRule/scalarStateNames(_:)``).
     var scalarGroups: [Bool]
     /// Each group's own state (``UpdateRule/groupStateNames(_:)``); empty arrays for rules without.
@@ -250,6 +280,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
         try validateParameterLists(groups.map(\.parameters), optimizer: Rule.name)
         for group in groups {
             try group.hyperparameters.validate()
+            let dtype = group.hyperparameters.statePrecision.dtype
+            guard Rule.stateDTypes.contains(dtype) else {
+                throw StatePrecision.unsupported(dtype.rawValue, optimizer: Rule.name, supported: Rule.stateDTypes)
+            }
             Rule.advise(group.hyperparameters)
             if Rule.requiresMatrices, let bad = group.parameters.first(where: { $0.shape.count != 2 }) {
                 throw OptimError.invalidConfiguration(
@@ -268,7 +302,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
         }
         self.slots = slots
         for index in self.slots.indices {
-            self.slots[index].layout = Rule.stateLayout(groups[self.slots[index].group].hyperparameters, shape: self.slots[index].parameter.shape)
+            let hyperparameters = groups[self.slots[index].group].hyperparameters
+            self.slots[index].layout = Rule.stateLayout(hyperparameters, shape: self.slots[index].parameter.shape)
+            self.slots[index].quantized = hyperparameters.statePrecision.quantizes(count: self.slots[index].parameter.count)
         }
         self.slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { (ObjectIdentifier($1.parameter), $0) })
     }
@@ -289,6 +325,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
 
     deinit {
         arenas.forEach(FloatStorage.deallocate)
+        codeArenas.forEach(FloatStorage.deallocate)
         FloatStorage.deallocate(placeholder)
     }
 
@@ -329,6 +366,14 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public func setHyperparameters(_ hyperparameters: Hyperparameters, group: Int) throws(OptimError) {
         try checkGroup(group)
         try hyperparameters.validate()
+        guard Rule.stateDTypes.contains(hyperparameters.statePrecision.dtype) else {
+            throw StatePrecision.unsupported(hyperparameters.statePrecision.dtype.rawValue, optimizer: Rule.name, supported: Rule.stateDTypes)
+        }
+        for slot in slots where slot.group == group && hyperparameters.statePrecision.quantizes(count: slot.parameter.count) != slot.quantized {
+            guard slot.state.isEmpty else {
+                throw .invalidConfiguration("\(Rule.name): these hyperparameters would change parameter '\(slot.parameter.name)''s state from \(slot.quantized ? "int8" : "float32") to \(slot.quantized ? "float32" : "int8"), which it already holds; build a new optimizer to change the state dtype. Nothing was changed")
+            }
+        }
         // State already allocated keeps its sizes: hyperparameters that would resize a buffer a
         // parameter has (SOAP's factor shapes) are refused, with nothing changed.
         for slot in slots where slot.group == group && !slot.state.isEmpty {
@@ -350,6 +395,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     func refreshLayouts(group: Int) {
         for index in slots.indices where slots[index].group == group {
             slots[index].layout = Rule.stateLayout(groups[group].hyperparameters, shape: slots[index].parameter.shape)
+            slots[index].quantized = groups[group].hyperparameters.statePrecision.quantizes(count: slots[index].parameter.count)
         }
     }
 
@@ -365,9 +411,20 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]] {
         let slot = slots[try slot(of: parameter)]
         var result: [String: [Float]] = [:]
-        for (buffer, storage) in zip(slot.layout, slot.state) { result[buffer.name] = Array(storage) }
+        for (buffer, values) in zip(slot.layout, floatState(slot)) { result[buffer.name] = values }
         for (name, value) in zip(Rule.scalarStateNames(groups[slot.group].hyperparameters), slot.scalars) { result[name] = [value] }
         return result
+    }
+
+    /// A slot's state buffers as float32 values: copies, dequantized for 8-bit state.
+    func floatState(_ slot: Slot) -> [[Float]] {
+        guard slot.quantized else { return slot.state.map { Array($0) } }
+        let maps = Rule.quantizationMaps(groups[slot.group].hyperparameters)
+        return zip(zip(slot.codes, slot.state), maps).map { pair, map in
+            var values = [Float](repeating: 0, count: pair.0.count)
+            values.withUnsafeMutableBufferPointer { BlockwiseQuantization.dequantize(codes: UnsafeBufferPointer(pair.0), absmax: UnsafeBufferPointer(pair.1), map: map, into: $0) }
+            return values
+        }
     }
 
     public func scaleNextGradient(of parameter: Parameter, by factor: Float) throws(OptimError) {
@@ -432,7 +489,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
                     lastKey = key
                 }
                 let count = gradient.count
-                let operands = slots[slot].state.withUnsafeBufferPointer { state in
+                var operands = slots[slot].state.withUnsafeBufferPointer { state in
                     KernelOperands(
                         parameter: slots[slot].parameter.values.baseAddress!,
                         gradient: gradient.baseAddress!,
@@ -441,6 +498,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
                         state2: state.count > 2 ? state[2].baseAddress! : placeholder,
                         state3: state.count > 3 ? state[3].baseAddress! : placeholder,
                         count: count, gradientScale: slots[slot].gradientScale)
+                }
+                if slots[slot].quantized {
+                    let codes = slots[slot].codes
+                    operands.codes0 = codes.count > 0 ? codes[0].baseAddress! : nil
+                    operands.codes1 = codes.count > 1 ? codes[1].baseAddress! : nil
                 }
                 slots[slot].gradientScale = 1
                 if Rule.acceptsSparseGradients, let rows = slots[slot].parameter.sparseRows {
@@ -524,7 +586,12 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
                 coefficientTable.withUnsafeBufferPointer { table in
                     for index in range {
                         let item = items[index], tensor = active[item.tensor]
-                        if let output {
+                        if tensor.operands.codes0 != nil {
+                            // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).
+                            let sums = kernels.updateQuantized?(tensor.operands, item.range, table[tensor.coefficients], output != nil)
+                                ?? Rule.updateQuantized(tensor.operands, item.range, table[tensor.coefficients], collectingMetrics: output != nil)
+                            output?[index] = sums
+                        } else if let output {
                             output[index] = kernels.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])
                         } else {
                             kernels.update(tensor.operands, item.range, table[tensor.coefficients])
@@ -551,16 +618,33 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
         while true {
             let needing = pending.filter { slots[$0].state.count <= buffer && buffer < slots[$0].layout.count }
             if needing.isEmpty { break }
-            let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
-            arenas.append(arena)
-            var offset = 0
-            for index in needing {
+            // 8-bit state keeps one float (the absmax) per block here, its codes in a byte arena.
+            func floatCount(_ index: Int) -> Int {
                 let count = slots[index].layout[buffer].count
+                return slots[index].quantized ? BlockwiseQuantization.blockCount(count) : count
+            }
+            let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(floatCount($1)) })
+            arenas.append(arena)
+            let quantized = needing.filter { slots[$0].quantized }
+            let codeArena = quantized.isEmpty ? nil : FloatStorage.allocateBytes(quantized.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
+            if let codeArena { codeArenas.append(codeArena) }
+            var offset = 0, codeOffset = 0
+            for index in needing {
+                let count = floatCount(index)
                 let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
                 let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
+                // 8-bit state starts at zero, as bitsandbytes' does (zero codes, zero absmax).
+                precondition(!slots[index].quantized || buffer >= initial.count || initial[buffer] == 0,
+                             "\(Rule.name): 8-bit state must start at zero")
                 if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }
                 slots[index].state.append(slice)
                 offset += padded(count)
+                if slots[index].quantized, let codeArena {
+                    // Zero codes with zero absmax: a state of zeros, as bitsandbytes starts it.
+                    let elements = slots[index].layout[buffer].count
+                    slots[index].codes.append(UnsafeMutableBufferPointer(rebasing: codeArena[codeOffset..<(codeOffset + elements)]))
+                    codeOffset += padded(elements)
+                }
             }
             buffer += 1
         }

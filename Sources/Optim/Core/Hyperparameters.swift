@@ -80,6 +80,13 @@ public protocol OptimizerHyperparameters: Sendable, Equatable {
     /// Throws ``OptimError/invalidHyperparameter(optimizer:name:value:expected:)`` for the first
     /// value out of range.
     func validate() throws(OptimError)
+    /// The group's state format (`state_dtype`, `min_8bit_size`); float32 unless the
+    /// hyperparameters type reads them (``AdamHyperparameters``, ``LionHyperparameters``).
+    var statePrecision: StatePrecision { get }
+}
+
+extension OptimizerHyperparameters {
+    public var statePrecision: StatePrecision { .float32 }
 }
 
 /// Reads a ``HyperparameterDictionary`` field by field and refuses names nobody read.
@@ -175,7 +182,15 @@ struct HyperparameterReader {
 
     /// Throws for the first name in the dictionary that was never read.
     func finish() throws(OptimError) {
-        if let unknown = values.keys.sorted().first(where: { !read.contains($0) }) {
+        // `state_dtype` is every optimizer's key (FORMAT.md): "float32" always passes, another
+        // value an optimizer that does not read it cannot keep is refused with its own message.
+        let unread = values.keys.sorted().filter { !read.contains($0) }
+        if let dtype = values["state_dtype"], unread.contains("state_dtype") {
+            guard dtype == .string(StateDType.float32.rawValue) else {
+                throw StatePrecision.unsupported(dtype.description, optimizer: optimizer, supported: [.float32])
+            }
+        }
+        if let unknown = unread.first(where: { $0 != "state_dtype" }) {
             throw .unknownHyperparameter(optimizer: optimizer, name: unknown, known: Array(read))
         }
     }

@@ -2,8 +2,9 @@
 /// the size of its state and a way to record a step skipped for a non-finite gradient that only
 /// the full gradient shows.
 protocol ShardableOptimizer: Optimizer {
-    /// Float32 elements held in optimizer state buffers (moments, momentum, slow weights, …).
-    var stateElementCount: Int { get }
+    /// Bytes held in optimizer state buffers (moments, momentum, slow weights, …): 4 per float32
+    /// element, and for 8-bit state 1 per code plus 4 per block's absmax; padding not counted.
+    var stateByteCount: Int { get }
     /// Does what a step under ``NonFinitePolicy/skipStep`` does on a non-finite gradient: counts
     /// a skipped step and drops the pending gradient factors, touching nothing else.
     func recordSkippedStep()
@@ -17,7 +18,11 @@ extension GradientOptimizer: ShardableOptimizer {
     /// would see pieces of a matrix.
     var isShardable: Bool { !Rule.updatesWholeTensors }
 
-    var stateElementCount: Int { slots.reduce(0) { total, slot in slot.state.reduce(total) { $0 + $1.count } } }
+    var stateByteCount: Int {
+        slots.reduce(0) { total, slot in
+            slot.codes.reduce(slot.state.reduce(total) { $0 + $1.count * MemoryLayout<Float>.stride }) { $0 + $1.count }
+        }
+    }
 
     func recordSkippedStep() {
         skippedSteps += 1
@@ -28,8 +33,8 @@ extension GradientOptimizer: ShardableOptimizer {
 extension Lookahead: ShardableOptimizer {
     var isShardable: Bool { (base as? any ShardableOptimizer)?.isShardable ?? false }
 
-    var stateElementCount: Int {
-        slowWeights.reduce(0) { $0 + $1.count } + ((base as? any ShardableOptimizer)?.stateElementCount ?? 0)
+    var stateByteCount: Int {
+        slowWeights.reduce(0) { $0 + $1.count * MemoryLayout<Float>.stride } + ((base as? any ShardableOptimizer)?.stateByteCount ?? 0)
     }
 
     func recordSkippedStep() { (base as? any ShardableOptimizer)?.recordSkippedStep() }
@@ -37,12 +42,13 @@ extension Lookahead: ShardableOptimizer {
 
 extension Optimizer {
     /// Bytes of optimizer state this optimizer holds on this rank: its moments, momentum buffers,
-    /// slow weights, … (4 bytes per element, alignment padding not counted); `nil` for an
+    /// slow weights, … (4 bytes per float32 element; 8-bit state (``StateDType/int8``) 1 byte per
+    /// element and 4 per block of 256; alignment padding not counted); `nil` for an
     /// optimizer type the library does not know. A ``ShardedOptimizer`` reports its shard's.
     ///
     /// For Adam on `N` parameters this is `8N` bytes (two moments); sharded over `W` ranks,
     /// about `8N / W` on each.
     public var optimizerStateBytes: Int? {
-        (self as? any ShardableOptimizer).map { $0.stateElementCount * MemoryLayout<Float>.stride }
+        (self as? any ShardableOptimizer).map(\.stateByteCount)
     }
 }

@@ -96,8 +96,8 @@ public final class ShardedOptimizer: Optimizer {
                             bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
         let settings = "sharded \(Self.describe(configuration)); group overrides "
             + groups.map { "[" + Self.describe($0.overrides) + "]" }.joined(separator: " ") + "; bucket \(bucketBytes) bytes"
-        try self.init(configuration, groupParameters: groups.map(\.parameters), settings: settings, communicator: communicator,
-                      bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+        try self.init(configuration, groupParameters: groups.map(\.parameters), groupSettings: groups.map(\.overrides), settings: settings,
+                      communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
             try OptimizerRegistry.makeOptimizer(
                 configuration, groups: zip(sliceGroups, groups).map { ParameterGroupConfiguration($0, overrides: $1.overrides) }, threadPool: threadPool)
         }
@@ -122,15 +122,16 @@ public final class ShardedOptimizer: Optimizer {
         let configuration = OptimizerConfiguration(name: O.name, hyperparameters: groups.first?.hyperparameters.dictionary ?? [:])
         let settings = "sharded \(O.name); groups " + groups.map { "[" + Self.describe($0.hyperparameters.dictionary) + "]" }.joined(separator: " ")
             + "; bucket \(bucketBytes) bytes"
-        try self.init(configuration, groupParameters: groups.map(\.parameters), settings: settings, communicator: communicator,
-                      bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+        try self.init(configuration, groupParameters: groups.map(\.parameters), groupSettings: groups.map(\.hyperparameters.dictionary),
+                      settings: settings, communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
             try O(groups: zip(sliceGroups, groups).map { ParameterGroup($0, $1.hyperparameters) }, threadPool: threadPool)
         }
     }
 
     /// The one construction behind both forms: `makeShard` builds the optimizer over this rank's
     /// parts, group by group; `settings` describe the optimizer for the ranks' comparison.
-    private init(_ configuration: OptimizerConfiguration, groupParameters groups: [[Parameter]], settings: String, communicator: any Communicator,
+    private init(_ configuration: OptimizerConfiguration, groupParameters groups: [[Parameter]], groupSettings: [HyperparameterDictionary],
+                 settings: String, communicator: any Communicator,
                  bucketBytes: Int, threadPool: ThreadPool, makeShard: ([[Parameter]]) throws(OptimError) -> any Optimizer) throws {
         let bucketElements = try DataParallel.bucketElements(bucketBytes)
         try communicator.verifySameParameters(groups, settings: settings)
@@ -141,6 +142,13 @@ public final class ShardedOptimizer: Optimizer {
         // (An optimizer the registry doesn't know, a typed one of the caller's, is checked below.)
         if updated.name != Prodigy.name, (try? OptimizerRegistry.info(named: updated.name))?.updatesWholeTensors == true {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
+        }
+        // 8-bit state is quantized in blocks of a whole tensor; a shard holds pieces of tensors,
+        // whose blocks would start elsewhere (and its checkpoint gathers float32 state).
+        for overrides in [updated.hyperparameters] + groupSettings {
+            if let dtype = overrides["state_dtype"], dtype != .string(StateDType.float32.rawValue) {
+                throw DistributedError.unsupported("optimizer '\(updated.name)' with state_dtype \(dtype) cannot be sharded: blockwise 8-bit state needs whole tensors; use float32 state with ZeRO-1")
+            }
         }
         let parameters = groups.flatMap { $0 }
         let layout = FlatLayout(counts: parameters.map(\.count))
@@ -388,7 +396,7 @@ public final class ShardedOptimizer: Optimizer {
 }
 
 extension ShardedOptimizer: ShardableOptimizer {
-    var stateElementCount: Int { shardable.stateElementCount }
+    var stateByteCount: Int { shardable.stateByteCount }
     func recordSkippedStep() { shardable.recordSkippedStep() }
     var isShardable: Bool { false }  // not to be sharded again
 }

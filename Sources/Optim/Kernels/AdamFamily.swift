@@ -108,17 +108,22 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
     public var amsgrad: Bool
     /// Ascend instead of descend (negates the gradient); not offered by ``DecoupledAdamW``.
     public var maximize: Bool
+    /// The state format (`state_dtype`, `min_8bit_size`): float32, or for ``Adam`` and ``AdamW``
+    /// bitsandbytes' 8-bit blockwise state (see ``StateDType/int8``; no `amsgrad` then).
+    public var statePrecision: StatePrecision
 
     /// The hyperparameters; those not written keep the variant's reference defaults — the only
     /// place they are written.
     public init(learningRate: Double = 1e-3, betas: Betas = Variant.defaultBetas, eps: Double = 1e-8,
-                weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false) {
+                weightDecay: Double = Variant.defaultWeightDecay, amsgrad: Bool = false, maximize: Bool = false,
+                statePrecision: StatePrecision = .float32) {
         self.learningRate = learningRate
         self.betas = betas
         self.eps = eps
         self.weightDecay = weightDecay
         self.amsgrad = amsgrad
         self.maximize = maximize
+        self.statePrecision = statePrecision
     }
 
     public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -129,7 +134,8 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
                   eps: try reader.number("eps", default: d.eps),
                   weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                   amsgrad: try reader.bool("amsgrad", default: d.amsgrad),
-                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: d.maximize) : d.maximize)
+                  maximize: Variant.supportsMaximize ? try reader.bool("maximize", default: d.maximize) : d.maximize,
+                  statePrecision: try StatePrecision(reading: &reader, supported: Variant.stateDTypes))
         try reader.finish()
     }
 
@@ -138,6 +144,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
             "lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
             "weight_decay": .number(weightDecay), "amsgrad": .bool(amsgrad)]
         if Variant.supportsMaximize { result["maximize"] = .bool(maximize) }
+        statePrecision.write(into: &result)
         return result
     }
 
@@ -148,6 +155,9 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         try Validate.weightDecay(weightDecay, Variant.name)
         if maximize && !Variant.supportsMaximize {
             throw .invalidConfiguration("\(Variant.name): maximize is not supported")
+        }
+        if amsgrad && statePrecision.dtype != .float32 {
+            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (bitsandbytes' 8-bit Adam keeps no max_exp_avg_sq); use float32 state or amsgrad false")
         }
     }
 
@@ -171,6 +181,20 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
 extension AdamVariant {
     public static func stateNames(_ h: Hyperparameters) -> [String] { h.stateNames }
 
+    /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (bitsandbytes' `qmap1`, `qmap2`).
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .unsigned] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "adam"), each value in float32:
+    /// `m ← fma(g, 1 − β1, m·β1)`, `v ← fma((1 − β2)·g, g, v·β2)` (torch's `add_(alpha)` and
+    /// `addcmul_` are fused multiply-adds on CPU), `p ← p·(1 − lr·λ)` when decoupled decay is on,
+    /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+    }
+
     @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
         if coefficients.lerpFirstMoment {
@@ -185,5 +209,27 @@ extension AdamVariant {
         coefficients.lerpFirstMoment
             ? Elementwise.runCollecting(AdamKernel<LerpMoment>.self, operands, range, coefficients)
             : Elementwise.runCollecting(AdamKernel<MultiplyAddMoment>.self, operands, range, coefficients)
+    }
+}
+
+/// One vector of the 8-bit Adam update (``AdamVariant/updateQuantized(_:_:_:collectingMetrics:)``),
+/// in bitsandbytes' order of operations.
+@usableFromInline
+enum QuantizedAdamKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
+                             _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        var p = before
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.applyDecay { p = p * c.decay }
+        if c.l2 != 0 { g = g + c.l2 * p }
+        m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta1), m * c.beta1)
+        v = Elementwise.fusedMultiplyAdd(c.oneMinusBeta2 * g, g, v * c.beta2)
+        let denominator = Elementwise.squareRoot(v) / c.biasCorrection2Sqrt + c.eps
+        p = p + c.negativeStepSize * m / denominator
+        Elementwise.store(p, o.parameter, i, n)
+        return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
     }
 }

@@ -17,8 +17,9 @@ import Darwin
 /// (`-target-cpu skylake-avx512`: v3 plus AVX-512 F/CD/BW/DQ/VL, the x86-64-v4 level), chosen
 /// once at start-up from what the CPU reports (``KernelDispatch``). The kernels do the same
 /// arithmetic on every path, bit for bit: Swift never contracts a multiply and an add into a
-/// fused multiply-add (no `vfmadd` is emitted), and square roots and divisions are correctly
-/// rounded in every instruction set.
+/// fused multiply-add (no `vfmadd` is emitted for `a * b + c`), square roots and divisions are
+/// correctly rounded in every instruction set, and the explicit fused multiply-adds of the 8-bit
+/// kernels (``Elementwise/fusedMultiplyAdd(_:_:_:)``) round once on every path.
 public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConvertible {
     case baseline, avx2, avx512
 
@@ -46,19 +47,25 @@ public struct RuleKernels<Coefficients>: @unchecked Sendable {
     public let update: (KernelOperands, Range<Int>, Coefficients) -> Void
     public let updateCollecting: (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator
     public let pass: (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult
+    /// The update on 8-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
+    /// last argument: whether to collect the metrics), for a rule that keeps it; else nil.
+    public let updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
 
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
                 updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
-                pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult) {
+                pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult,
+                updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil) {
         self.update = update
         self.updateCollecting = updateCollecting
         self.pass = pass
+        self.updateQuantized = updateQuantized
     }
 
     /// The rule's kernels as compiled into `Optim` itself: the baseline path.
     static func baseline<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
         RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
-                                       pass: { Rule.pass($0, $1, $2, $3) })
+                                       pass: { Rule.pass($0, $1, $2, $3) },
+                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
     }
 }
 

@@ -19,6 +19,12 @@ public struct KernelOperands: @unchecked Sendable {
     /// is present (``Parameter/setSparseGradient(rows:values:)``); a rule that accepts sparse
     /// gradients otherwise takes a zero gradient element as absent, as torch's `to_sparse()`.
     public var rowSparse = false
+    /// For 8-bit state (``StateDType/int8``): the codes of state buffers 0 and 1, whose `state0`
+    /// and `state1` then hold one absmax per block of ``BlockwiseQuantization/blockSize``
+    /// elements (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``); nil for float32 state.
+    public var codes0: UnsafeMutablePointer<UInt8>? = nil
+    /// The codes of state buffer 1 for 8-bit state (see ``codes0``).
+    public var codes1: UnsafeMutablePointer<UInt8>? = nil
 }
 
 /// One vector's worth of a fused update: reads the operands at `index` (`lanes` elements, fewer
@@ -239,6 +245,12 @@ public enum Elementwise {
     public static func lerp(_ start: Float, _ end: Float, weight: Float, oneMinusWeight: Float) -> Float {
         abs(weight) < 0.5 ? start + weight * (end - start) : end - (end - start) * oneMinusWeight
     }
+
+    /// `a·b + c` rounded once, lane by lane (IEEE fused multiply-add: one instruction on FMA
+    /// targets, libm's exact `fmaf` per lane elsewhere — the same bits on every path). For the
+    /// 8-bit kernels, whose reference fuses (torch's CPU `add_(other, alpha)` and `addcmul_`).
+    @inlinable @inline(__always)
+    public static func fusedMultiplyAdd(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector { optim_fma16(a, b, c) }
 
     /// The element-wise square root as one vector instruction (`SIMD.squareRoot()` is scalarised
     /// by the standard library, with a libm call per lane).

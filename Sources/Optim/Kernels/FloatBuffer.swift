@@ -29,6 +29,22 @@ public enum FloatStorage {
         return buffer
     }
 
+    /// A zero-filled, 64-byte-aligned buffer of `count` bytes (the codes of 8-bit state),
+    /// counted in ``liveBytes``.
+    static func allocateBytes(_ count: Int) -> UnsafeMutableBufferPointer<UInt8> {
+        let bytes = max(count, 1)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        liveBytesCounter.add(bytes, ordering: .relaxed)
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: UInt8.self, capacity: bytes), count: count)
+    }
+
+    static func deallocate(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
+        guard let base = buffer.baseAddress else { return }
+        liveBytesCounter.subtract(max(buffer.count, 1), ordering: .relaxed)
+        UnsafeMutableRawPointer(base).deallocate()
+    }
+
     static func deallocate(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard let base = buffer.baseAddress else { return }
         liveBytesCounter.subtract(max(buffer.count, 1) * MemoryLayout<Float>.stride, ordering: .relaxed)

@@ -10,13 +10,18 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
     public var betas: Betas
     /// `weight_decay` (decoupled).
     public var weightDecay: Double
+    /// The state format (`state_dtype`, `min_8bit_size`): float32, or for ``Lion`` bitsandbytes'
+    /// 8-bit blockwise state (see ``StateDType/int8``).
+    public var statePrecision: StatePrecision
 
     /// The hyperparameters; those not written keep the reference defaults — the only place they
     /// are written.
-    public init(learningRate: Double = 1e-4, betas: Betas = .init(0.9, 0.99), weightDecay: Double = 0) {
+    public init(learningRate: Double = 1e-4, betas: Betas = .init(0.9, 0.99), weightDecay: Double = 0,
+                statePrecision: StatePrecision = .float32) {
         self.learningRate = learningRate
         self.betas = betas
         self.weightDecay = weightDecay
+        self.statePrecision = statePrecision
     }
 
     public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -24,12 +29,15 @@ public struct LionHyperparameters<Variant: LionVariant>: OptimizerHyperparameter
         let d = Self()
         self.init(learningRate: try reader.number("lr", default: d.learningRate),
                   betas: try reader.pair("betas", default: d.betas),
-                  weightDecay: try reader.number("weight_decay", default: d.weightDecay))
+                  weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                  statePrecision: try StatePrecision(reading: &reader, supported: Variant.stateDTypes))
         try reader.finish()
     }
 
     public var dictionary: HyperparameterDictionary {
-        ["lr": .number(learningRate), "betas": betas.value, "weight_decay": .number(weightDecay)]
+        var result: HyperparameterDictionary = ["lr": .number(learningRate), "betas": betas.value, "weight_decay": .number(weightDecay)]
+        statePrecision.write(into: &result)
+        return result
     }
 
     public func validate() throws(OptimError) {

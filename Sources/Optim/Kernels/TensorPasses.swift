@@ -5,7 +5,7 @@
 /// them: a step gives the same bits on any pool.
 ///
 /// A rule written as a ``TensorPassRule`` gives one vector of each pass
-/// (``TensorPassRule/passVector(_:_:_:_:_:_:_:)``); ``chunk(_:_:_:_:_:)`` is the loop over a chunk,
+/// (``TensorPassRule/passVector(_:_:_:_:_:_:_:_:)``); ``chunk(_:_:_:_:_:)`` is the loop over a chunk,
 /// compiled for each instruction set by the kernel modules as the elementwise rules' loops are, so
 /// the passes run with the path chosen at run time (``KernelDispatch``).
 public enum TensorPasses {

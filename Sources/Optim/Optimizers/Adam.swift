@@ -15,6 +15,8 @@ public enum AdamRule: AdamVariant {
     public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 0.0
     public static let supportsMaximize = true
+    /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Adam8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         h.coefficients(step: step, lerpFirstMoment: true, decay: nil, l2: h.weightDecay)

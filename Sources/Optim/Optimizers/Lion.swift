@@ -44,6 +44,40 @@ public enum LionRule: LionVariant, VectorKernel {
 }
 
 extension LionRule {
+    /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Lion8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
+
+    /// `exp_avg` on the signed map (bitsandbytes' `qmap1`).
+    public static func quantizationMaps(_ h: LionHyperparameters<Self>) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "lion"), each value in float32:
+    /// `p ← p·(1 − lr·λ)`, `p ← p − lr·sign(m·β1 + g·(1 − β1))`, `m ← fma(g, 1 − β2, m·β2)`
+    /// (torch's `add_(alpha)` is a fused multiply-add on CPU); then the moment requantized.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedLionKernel.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
+}
+
+/// One vector of the 8-bit Lion update (``LionRule/updateQuantized(_:_:_:collectingMetrics:)``),
+/// in bitsandbytes' order of operations.
+@usableFromInline
+enum QuantizedLionKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: LionRule.Coefficients,
+                             _ m: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let g = Elementwise.gradient(o, i, n)
+        let after = before * c.decay + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + g * c.oneMinusBeta1)
+        m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta2), m * c.beta2)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: g, moment: m)
+    }
+}
+
+extension LionRule {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Lion",

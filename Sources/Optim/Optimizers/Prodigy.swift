@@ -769,9 +769,9 @@ extension Prodigy: ShardableOptimizer {
         return (Self.sliceRange(offset: offset, count: count, sliceP: sliceP), (fullCount + sliceP - 1) / sliceP)
     }
 
-    var stateElementCount: Int {
+    var stateByteCount: Int {
         slots.reduce(0) { total, slot in
-            total + [slot.expAvg, slot.expAvgSq, slot.s, slot.p0].reduce(0) { $0 + ($1?.count ?? 0) }
+            total + [slot.expAvg, slot.expAvgSq, slot.s, slot.p0].reduce(0) { $0 + ($1?.count ?? 0) * MemoryLayout<Float>.stride }
         }
     }
 

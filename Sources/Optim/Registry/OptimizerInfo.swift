@@ -28,6 +28,9 @@ public struct OptimizerInfo: Sendable {
     public let compiledPerInstructionSet: Bool
     /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
     public let requiresMatrices: Bool
+    /// The state formats it can keep (``UpdateRule/stateDTypes``): the values of `state_dtype`
+    /// it accepts; float32 for every optimizer, int8 for those with bitsandbytes' 8-bit state.
+    public let stateDTypes: [StateDType]
     /// Whether a step needs a closure that re-evaluates the loss (``LBFGS``):
     /// ``Optimizer/step(closure:)`` rather than ``Optimizer/step(collectingMetrics:)``.
     public let requiresClosure: Bool
@@ -47,7 +50,8 @@ public struct OptimizerInfo: Sendable {
         self.init(name: Rule.name, typeName: typeName, reference: reference,
                   defaults: (try? Rule.Hyperparameters([:]))?.dictionary ?? [:], isWrapper: false,
                   updatesWholeTensors: Rule.updatesWholeTensors, compiledPerInstructionSet: !Rule.updatesWholeTensors || Rule.self is any TensorPassRule.Type,
-                  requiresMatrices: Rule.requiresMatrices, suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
+                  requiresMatrices: Rule.requiresMatrices, stateDTypes: Rule.stateDTypes,
+                  suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
             }
@@ -59,7 +63,8 @@ public struct OptimizerInfo: Sendable {
 
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
-                updatesWholeTensors: Bool = false, compiledPerInstructionSet: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false, suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                updatesWholeTensors: Bool = false, compiledPerInstructionSet: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false,
+                stateDTypes: [StateDType] = [.float32], suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -70,6 +75,7 @@ public struct OptimizerInfo: Sendable {
         self.compiledPerInstructionSet = compiledPerInstructionSet
         self.requiresMatrices = requiresMatrices
         self.requiresClosure = requiresClosure
+        self.stateDTypes = stateDTypes
         self.suggested = suggested
         self.samples = samples
         self.benchmark = benchmark

@@ -453,7 +453,10 @@ public final class Trainer {
 
     /// Bytes of every state buffer of a snapshot, wrapped optimizers included.
     static func stateBytes(_ snapshot: OptimizerSnapshot) -> Int {
-        snapshot.parameters.values.reduce(0) { total, state in total + state.buffers.values.reduce(0) { $0 + $1.count * 4 } }
+        snapshot.parameters.values.reduce(0) { total, state in
+            total + state.buffers.values.reduce(0) { $0 + $1.count * 4 }
+                + state.quantizedBuffers.values.reduce(0) { $0 + $1.codes.count + $1.absmax.count * 4 }
+        }
             + (snapshot.base.map(stateBytes) ?? 0)
     }
 
