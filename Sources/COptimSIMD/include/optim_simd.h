@@ -13,6 +13,15 @@ static inline __attribute__((always_inline)) optim_float16 optim_sqrt16(optim_fl
     return __builtin_elementwise_sqrt(x);
 }
 
+/* A spin-wait hint (x86 `pause`, arm64 `yield`): for the thread pool's workers watching for work. */
+static inline __attribute__((always_inline)) void optim_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /*
  * Run-time choice of the kernels (optim_simd.c): instruction sets by number, whether this CPU
  * (and its OS) can run one, and installing the kernel module built for one when it is linked.
