@@ -1,5 +1,6 @@
 // The kernels of every elementwise update rule, of the whole-tensor rules written as passes
-// (TensorPassRule), and of the matrix multiply, compiled once per
+// (TensorPassRule), of the matrix multiply and of the transformer's element-wise and row-wise
+// passes (TransformerKernels), compiled once per
 // instruction set: this one file is the source of both OptimKernelsAVX2 (-target-cpu x86-64-v3)
 // and OptimKernelsAVX512 (-target-cpu x86-64-v4; its Kernels.swift is a symlink to this file).
 // The arithmetic is Optim's own: each rule's `update` and `updateCollecting` (and the loops and
@@ -53,6 +54,13 @@ func compiledKernels() -> KernelTable {
     table.add(LARSRule.self)
     table.add(MARSRule.self)
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
+    table.setTransformerKernels(TransformerKernelSet(
+        gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },
+        geluBackward: { TransformerKernels.geluBackward($0, tanh: $1, $2, count: $3) },
+        layerNorm: { TransformerKernels.layerNorm($0, $1, mean: $2, rstd: $3, gamma: $4, beta: $5, rows: $6, width: $7) },
+        layerNormBackward: { TransformerKernels.layerNormBackward($0, $1, mean: $2, rstd: $3, gamma: $4, dx: $5, dGamma: $6, dBeta: $7, rows: $8, width: $9) },
+        causalSoftmax: { TransformerKernels.causalSoftmax($0, length: $1, scale: $2) },
+        causalSoftmaxBackward: { TransformerKernels.causalSoftmaxBackward($0, $1, length: $2, scale: $3) }))
     return table
 }
 

@@ -126,4 +126,41 @@ import Testing
             }
         }
     }
+
+    @Test(.enabled(if: !widerPaths.isEmpty, "this CPU runs the baseline only"))
+    func transformerKernelsGiveTheBaselinesBitsOnEveryPath() {
+        var random = SplitMix(seed: 17)
+        // Widths with and without a partial last vector; values wide enough to reach the GELU's
+        // saturated tanh and the exp's clamps.
+        for (rows, width) in [(3, 128), (5, 37), (2, 16), (4, 7)] {
+            let count = rows * width
+            let x = random.floats(count, in: -12...12), gradient = random.floats(count)
+            let gamma = random.floats(width, in: 0.5...1.5), beta = random.floats(width)
+            func outputs(_ path: InstructionSet) -> [UInt32] {
+                let kernels = KernelDispatch.transformerKernels(path)
+                var result: [Float] = []
+                var y = [Float](repeating: 0, count: count), t = y, g = gradient
+                var mean = [Float](repeating: 0, count: rows), rstd = mean
+                var dx = [Float](repeating: 0.25, count: count), dGamma = [Float](repeating: 0, count: width), dBeta = dGamma
+                kernels.gelu(x, &y, &t, count)
+                kernels.geluBackward(x, t, &g, count)
+                kernels.layerNorm(x, &y, &mean, &rstd, gamma, beta, 0..<rows, width)
+                result += y + t + g + mean + rstd
+                kernels.layerNormBackward(gradient, x, mean, rstd, gamma, &dx, &dGamma, &dBeta, 0..<rows, width)
+                result += dx + dGamma + dBeta
+                // A square score matrix of side `width`, its softmax and backward pass.
+                var scores = random.floats(width * width, in: -30...30), dP = random.floats(width * width)
+                kernels.causalSoftmax(&scores, width, 0.125)
+                kernels.causalSoftmaxBackward(scores, &dP, width, 0.125)
+                result += scores + dP
+                return bits(result)
+            }
+            let state = random
+            let baseline = outputs(.baseline)
+            for path in Self.widerPaths {
+                random = state
+                #expect(outputs(path) == baseline, "\(path.rawValue): \(rows) × \(width)")
+            }
+        }
+    }
 }

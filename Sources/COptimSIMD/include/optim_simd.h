@@ -13,6 +13,15 @@ static inline __attribute__((always_inline)) optim_float16 optim_sqrt16(optim_fl
     return __builtin_elementwise_sqrt(x);
 }
 
+/* A spin-wait hint (x86 `pause`, arm64 `yield`): for the thread pool's workers watching for work. */
+static inline __attribute__((always_inline)) void optim_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /*
  * a*b + c rounded once, lane by lane: one vfmadd where the target has FMA, libm's exact fmaf per
  * lane where it has not (the baseline x86-64 build), so every path gives the same bits. Only the

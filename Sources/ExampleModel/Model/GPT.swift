@@ -89,6 +89,8 @@ public final class GPT: @unchecked Sendable {
     let finalNormBias: Parameter
 
     private let pool: ThreadPool
+    /// The element-wise and row-wise kernels, compiled for the instruction set chosen at run time.
+    private let kernels = KernelDispatch.transformerKernels()
     /// The GEMM scratch of the layer products (on the calling thread, threaded inside the GEMM).
     private let workspace = MatMul.Workspace()
     /// One GEMM scratch per part of a threaded loop (attention, element-wise kernels).
@@ -378,10 +380,10 @@ public final class GPT: @unchecked Sendable {
             for pair in share(part, of: batch * H) { attentionBackward(layer: layer, pair: pair, part: part) }
         case let .gelu(layer):
             let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
-            TransformerKernels.gelu(pointer(layout.fc + offset), pointer(layout.gelu + offset), tanhOut: pointer(layout.tanh + offset), count: range.count)
+            kernels.gelu(pointer(layout.fc + offset), pointer(layout.gelu + offset), pointer(layout.tanh + offset), range.count)
         case let .geluBackward(layer):
             let range = share(part, of: rows * 4 * C, unit: 16), offset = layer * rows * 4 * C + range.lowerBound
-            TransformerKernels.geluBackward(pointer(layout.fc + offset), tanh: pointer(layout.tanh + offset), pointer(layout.dFc + range.lowerBound), count: range.count)
+            kernels.geluBackward(pointer(layout.fc + offset), pointer(layout.tanh + offset), pointer(layout.dFc + range.lowerBound), range.count)
         case let .crossEntropy(gradient):
             (losses[part], rightCounts[part]) = crossEntropyRows(share(part, of: rows), gradient: gradient)
         }
@@ -400,8 +402,8 @@ public final class GPT: @unchecked Sendable {
         for (l, block) in blocks.enumerated() {
             let x = pointer(layout.residual + l * N * C)
             let ln1 = pointer(layout.ln1 + l * N * C)
-            TransformerKernels.layerNorm(x, ln1, mean: pointer(layout.ln1Mean + l * N), rstd: pointer(layout.ln1Rstd + l * N),
-                                         gamma: block.ln1Weight.values.baseAddress!, beta: block.ln1Bias.values.baseAddress!, rows: 0..<N, width: C)
+            kernels.layerNorm(x, ln1, pointer(layout.ln1Mean + l * N), pointer(layout.ln1Rstd + l * N),
+                                         block.ln1Weight.values.baseAddress!, block.ln1Bias.values.baseAddress!, 0..<N, C)
             linear(ln1, block.attentionWeight, block.attentionBias, into: pointer(layout.qkv), inputs: C, outputs: 3 * C)
             runParallel(.attentionForward(l), batch * H)
             // middle = x + attended · W_projᵀ + b_proj
@@ -409,8 +411,8 @@ public final class GPT: @unchecked Sendable {
             addBias(block.attentionProjectionBias, to: x, into: middle, width: C)
             gemm(pointer(layout.attended + l * N * C), block.attentionProjectionWeight, into: middle, rows: N, inputs: C, outputs: C)
             let ln2 = pointer(layout.ln2 + l * N * C)
-            TransformerKernels.layerNorm(middle, ln2, mean: pointer(layout.ln2Mean + l * N), rstd: pointer(layout.ln2Rstd + l * N),
-                                         gamma: block.ln2Weight.values.baseAddress!, beta: block.ln2Bias.values.baseAddress!, rows: 0..<N, width: C)
+            kernels.layerNorm(middle, ln2, pointer(layout.ln2Mean + l * N), pointer(layout.ln2Rstd + l * N),
+                                         block.ln2Weight.values.baseAddress!, block.ln2Bias.values.baseAddress!, 0..<N, C)
             linear(ln2, block.fcWeight, block.fcBias, into: pointer(layout.fc + l * N * F), inputs: C, outputs: F)
             runParallel(.gelu(l), N * F / 16384 + 1)
             let next = pointer(layout.residual + (l + 1) * N * C)
@@ -418,8 +420,8 @@ public final class GPT: @unchecked Sendable {
             gemm(pointer(layout.gelu + l * N * F), block.mlpProjectionWeight, into: next, rows: N, inputs: F, outputs: C)
         }
         let xL = pointer(layout.residual + configuration.layers * N * C)
-        TransformerKernels.layerNorm(xL, pointer(layout.lnf), mean: pointer(layout.lnfMean), rstd: pointer(layout.lnfRstd),
-                                     gamma: finalNormWeight.values.baseAddress!, beta: finalNormBias.values.baseAddress!, rows: 0..<N, width: C)
+        kernels.layerNorm(xL, pointer(layout.lnf), pointer(layout.lnfMean), pointer(layout.lnfRstd),
+                                     finalNormWeight.values.baseAddress!, finalNormBias.values.baseAddress!, 0..<N, C)
         // logits = ln_f(x) · wteᵀ
         MatMul.gemm(m: N, n: V, k: C, buffer(pointer(layout.lnf), N * C), transposeA: false,
                     UnsafeBufferPointer(tokenEmbedding.values), transposeB: true,
@@ -468,7 +470,7 @@ public final class GPT: @unchecked Sendable {
         let ws = partWorkspaces[part]
         MatMul.gemm(m: T, n: T, k: D, buffer(q, T * D), transposeA: false, buffer(k, T * D), transposeB: true,
                     UnsafeMutableBufferPointer(start: probabilities, count: T * T), workspace: ws, pool: pool)
-        TransformerKernels.causalSoftmax(probabilities, length: T, scale: 1 / Float(D).squareRoot())
+        kernels.causalSoftmax(probabilities, T, 1 / Float(D).squareRoot())
         let out = scratch
         MatMul.gemm(m: T, n: D, k: T, buffer(probabilities, T * T), transposeA: false, buffer(v, T * D), transposeB: false,
                     UnsafeMutableBufferPointer(start: out, count: T * D), workspace: ws, pool: pool)
@@ -528,10 +530,10 @@ public final class GPT: @unchecked Sendable {
         MatMul.gemm(m: N, n: C, k: V, buffer(dlogits, N * V), transposeA: false, UnsafeBufferPointer(tokenEmbedding.values), transposeB: false,
                     UnsafeMutableBufferPointer(start: dTemp, count: N * C), workspace: workspace, pool: pool)
         dx.update(repeating: 0, count: N * C)
-        TransformerKernels.layerNormBackward(dTemp, pointer(layout.residual + L * N * C), mean: pointer(layout.lnfMean), rstd: pointer(layout.lnfRstd),
-                                             gamma: finalNormWeight.values.baseAddress!, dx: dx,
-                                             dGamma: finalNormWeight.gradientStorage().baseAddress!, dBeta: finalNormBias.gradientStorage().baseAddress!,
-                                             rows: 0..<N, width: C)
+        kernels.layerNormBackward(dTemp, pointer(layout.residual + L * N * C), pointer(layout.lnfMean), pointer(layout.lnfRstd),
+                                             finalNormWeight.values.baseAddress!, dx,
+                                             finalNormWeight.gradientStorage().baseAddress!, finalNormBias.gradientStorage().baseAddress!,
+                                             0..<N, C)
         for l in stride(from: L - 1, through: 0, by: -1) {
             let block = blocks[l]
             // MLP: next = middle + GELU(fc)·W₂ᵀ + b₂, fc = ln_2(middle)·W₁ᵀ + b₁.
@@ -541,10 +543,10 @@ public final class GPT: @unchecked Sendable {
             runParallel(.geluBackward(l), N * F / 16384 + 1)
             linearBackward(dOut: dFc, input: pointer(layout.ln2 + l * N * C), weight: block.fcWeight, bias: block.fcBias,
                            dInput: dTemp, inputs: C, outputs: F)
-            TransformerKernels.layerNormBackward(dTemp, pointer(layout.middle + l * N * C), mean: pointer(layout.ln2Mean + l * N), rstd: pointer(layout.ln2Rstd + l * N),
-                                                 gamma: block.ln2Weight.values.baseAddress!, dx: dx,
-                                                 dGamma: block.ln2Weight.gradientStorage().baseAddress!, dBeta: block.ln2Bias.gradientStorage().baseAddress!,
-                                                 rows: 0..<N, width: C)
+            kernels.layerNormBackward(dTemp, pointer(layout.middle + l * N * C), pointer(layout.ln2Mean + l * N), pointer(layout.ln2Rstd + l * N),
+                                                 block.ln2Weight.values.baseAddress!, dx,
+                                                 block.ln2Weight.gradientStorage().baseAddress!, block.ln2Bias.gradientStorage().baseAddress!,
+                                                 0..<N, C)
             // Attention: middle = x + attended·W_projᵀ + b_proj, qkv = ln_1(x)·W_attnᵀ + b_attn.
             linearBackward(dOut: dx, input: pointer(layout.attended + l * N * C), weight: block.attentionProjectionWeight, bias: block.attentionProjectionBias,
                            dInput: dTemp, inputs: C, outputs: C)
@@ -552,10 +554,10 @@ public final class GPT: @unchecked Sendable {
             let dqkv = pointer(layout.qkv)
             linearBackward(dOut: dqkv, input: pointer(layout.ln1 + l * N * C), weight: block.attentionWeight, bias: block.attentionBias,
                            dInput: dTemp, inputs: C, outputs: 3 * C)
-            TransformerKernels.layerNormBackward(dTemp, pointer(layout.residual + l * N * C), mean: pointer(layout.ln1Mean + l * N), rstd: pointer(layout.ln1Rstd + l * N),
-                                                 gamma: block.ln1Weight.values.baseAddress!, dx: dx,
-                                                 dGamma: block.ln1Weight.gradientStorage().baseAddress!, dBeta: block.ln1Bias.gradientStorage().baseAddress!,
-                                                 rows: 0..<N, width: C)
+            kernels.layerNormBackward(dTemp, pointer(layout.residual + l * N * C), pointer(layout.ln1Mean + l * N), pointer(layout.ln1Rstd + l * N),
+                                                 block.ln1Weight.values.baseAddress!, dx,
+                                                 block.ln1Weight.gradientStorage().baseAddress!, block.ln1Bias.gradientStorage().baseAddress!,
+                                                 0..<N, C)
         }
         // Embeddings: dwte[token] += dx, dwpe[position] = Σ over sequences of dx.
         let dwte = tokenEmbedding.gradient!.baseAddress!, dwpe = positionEmbedding.gradientStorage().baseAddress!
@@ -602,7 +604,7 @@ public final class GPT: @unchecked Sendable {
                     UnsafeMutableBufferPointer(start: dP, count: T * T), workspace: ws, pool: pool)
         MatMul.gemm(m: T, n: D, k: T, buffer(probabilities, T * T), transposeA: true, buffer(dOut, T * D), transposeB: false,
                     UnsafeMutableBufferPointer(start: dv, count: T * D), workspace: ws, pool: pool)
-        TransformerKernels.causalSoftmaxBackward(probabilities, dP, length: T, scale: 1 / Float(D).squareRoot())
+        kernels.causalSoftmaxBackward(probabilities, dP, T, 1 / Float(D).squareRoot())
         // dq = dS · k, dk = dSᵀ · q
         MatMul.gemm(m: T, n: D, k: T, buffer(dP, T * T), transposeA: false, buffer(k, T * D), transposeB: false,
                     UnsafeMutableBufferPointer(start: dq, count: T * D), workspace: ws, pool: pool)

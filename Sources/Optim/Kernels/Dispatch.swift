@@ -74,6 +74,7 @@ public struct KernelTable: @unchecked Sendable {
     var rules: [ObjectIdentifier: Any] = [:]
     var ruleNames: Set<String> = []
     var gemmBlock: MatMul.BlockKernel?
+    var transformer: TransformerKernelSet?
 
     public init() {}
 
@@ -86,6 +87,11 @@ public struct KernelTable: @unchecked Sendable {
     /// Sets the matrix multiply's block loop, as compiled by the calling module.
     public mutating func setMatrixMultiply(_ block: @escaping MatMul.BlockKernel) {
         gemmBlock = block
+    }
+
+    /// Sets the transformer's element-wise and row-wise kernels, as compiled by the calling module.
+    public mutating func setTransformerKernels(_ kernels: TransformerKernelSet) {
+        transformer = kernels
     }
 }
 
@@ -171,5 +177,11 @@ public enum KernelDispatch {
     static func gemmBlock(_ instructionSet: InstructionSet) -> (MatMul.BlockKernel, InstructionSet) {
         if let block = table(instructionSet)?.gemmBlock { return (block, instructionSet) }
         return (MatMul.baselineBlock, .baseline)
+    }
+
+    /// The ``TransformerKernels`` compiled for `instructionSet` (by default ``current``), or the
+    /// baseline ones when its kernel module has none.
+    public static func transformerKernels(_ instructionSet: InstructionSet = current) -> TransformerKernelSet {
+        table(instructionSet)?.transformer ?? .baseline
     }
 }

@@ -235,13 +235,23 @@ public enum MatMul {
                     for r in 0..<height { target[r] = source[r] }
                     for r in height..<tileRows { target[r] = 0 }
                 }
+            } else if height == tileRows {
+                // A full panel: six rows of A read side by side, the panel written in order.
+                let s0 = p.a + firstRow * p.k + depthStart, s1 = s0 + p.k, s2 = s1 + p.k
+                let s3 = s2 + p.k, s4 = s3 + p.k, s5 = s4 + p.k
+                var target = out
+                for q in 0..<depth {
+                    target[0] = s0[q]; target[1] = s1[q]; target[2] = s2[q]
+                    target[3] = s3[q]; target[4] = s4[q]; target[5] = s5[q]
+                    target += tileRows
+                }
             } else {
                 for r in 0..<tileRows {
                     if r < height {
                         let source = p.a + (firstRow + r) * p.k + depthStart
-                        for q in 0..<depth { out[q * tileRows + r] = source[q] }
+                        for q in 0..<depth { out[q &* tileRows &+ r] = source[q] }
                     } else {
-                        for q in 0..<depth { out[q * tileRows + r] = 0 }
+                        for q in 0..<depth { out[q &* tileRows &+ r] = 0 }
                     }
                 }
             }

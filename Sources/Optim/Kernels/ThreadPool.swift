@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import COptimSIMD
 import Foundation
 import Synchronization
 
@@ -72,7 +73,10 @@ public final class ThreadPool: @unchecked Sendable {
         private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
         private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
         private var generation = 0
+        /// Workers inside the current run (they took its job and have not finished).
         private var running = 0
+        /// ``generation``, readable without the mutex: what a spinning worker watches.
+        private let published = Atomic<Int>(0)
         private var shuttingDown = false
         private var body: ((Int) -> Void)?
         private var iterations = 0
@@ -113,16 +117,19 @@ public final class ThreadPool: @unchecked Sendable {
             body = job
             iterations = count
             nextIndex.store(0, ordering: .relaxed)
-            running = threadCount - 1
             generation &+= 1
+            published.store(generation, ordering: .releasing)
             pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
 
             drain(job, count)
 
+            // Close the run: a worker that has not taken the job yet (still asleep, or descheduled
+            // on a busy machine) skips it; wait only for those that did, which are finishing the
+            // last indices they claimed.
             pthread_mutex_lock(mutex)
-            while running > 0 { pthread_cond_wait(finished, mutex) }
             body = nil
+            while running > 0 { pthread_cond_wait(finished, mutex) }
             pthread_mutex_unlock(mutex)
         }
 
@@ -139,11 +146,24 @@ public final class ThreadPool: @unchecked Sendable {
             var seen = 0
             pthread_mutex_lock(mutex)
             while true {
+                if generation == seen && !shuttingDown {
+                    // Loops come in quick succession (the layers of a training step): watch for the
+                    // next one for a few microseconds before sleeping on the condition variable.
+                    pthread_mutex_unlock(mutex)
+                    var spins = 0
+                    while spins < Self.spinLimit && published.load(ordering: .acquiring) == seen {
+                        spins += 1
+                        Self.pause()
+                    }
+                    pthread_mutex_lock(mutex)
+                }
                 while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
                 if shuttingDown { break }
                 seen = generation
-                let body = self.body!
+                // The run may be closed already (its caller did every index): nothing to do.
+                guard let body = self.body else { continue }
                 let count = iterations
+                running += 1
                 pthread_mutex_unlock(mutex)
                 drain(body, count)
                 pthread_mutex_lock(mutex)
@@ -151,6 +171,15 @@ public final class ThreadPool: @unchecked Sendable {
                 if running == 0 { pthread_cond_signal(finished) }
             }
             pthread_mutex_unlock(mutex)
+        }
+
+        /// Polls of ``published`` (each after a spin-wait hint) before a worker sleeps: some
+        /// tens of microseconds.
+        static var spinLimit: Int { 1000 }
+
+        @inline(__always)
+        static func pause() {
+            optim_cpu_relax()
         }
     }
 }

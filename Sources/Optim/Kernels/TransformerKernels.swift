@@ -1,21 +1,25 @@
-import Foundation
-
-/// The element-wise and row-wise pieces of the ``GPT``'s passes (everything but the matrix
-/// products, which are ``Optim/MatMul``'s): vectorised exp, the tanh-approximated GELU, layer
+/// The element-wise and row-wise pieces of a transformer's training step (everything but the
+/// matrix products, which are ``MatMul``'s): vectorised exp, the tanh-approximated GELU, layer
 /// norm and the causal softmax, each forward and backward.
 ///
 /// Vectors are `SIMD16<Float>`; a tail shorter than 16 is padded into a vector and given the same
 /// arithmetic, so a value does not depend on where it sits in its buffer.
-enum TransformerKernels {
-    typealias Vector = SIMD16<Float>
+///
+/// Like the update rules' loops, these are inlined into their callers and compiled with the
+/// caller's instruction set: call them through ``TransformerKernelSet`` (from
+/// ``KernelDispatch/transformerKernels(_:)``), whose closures the kernel modules compile for
+/// AVX2 and AVX-512; calling them directly runs the baseline instructions of the calling module.
+public enum TransformerKernels {
+    /// The vector the kernels compute with.
+    public typealias Vector = SIMD16<Float>
 
     // MARK: - exp and tanh
 
     /// eˣ for every lane, within about 2 ulp: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (n rounded by the
     /// 1.5·2²³ trick, ln 2 in two parts), eʳ by Cephes' degree-6 polynomial, 2ⁿ put into the
     /// exponent bits. Below −87.3 the result is flushed to 0, above 88.7 it is +∞.
-    @inline(__always)
-    static func exp(_ x: Vector) -> Vector {
+    @inlinable @inline(__always)
+    public static func exp(_ x: Vector) -> Vector {
         let clamped = pointwiseMax(pointwiseMin(x, Vector(repeating: 88.72283)), Vector(repeating: -87.33654))
         let shifted = clamped * Vector(repeating: 1.442_695_04) + Vector(repeating: 12_582_912)
         let n = shifted - Vector(repeating: 12_582_912)
@@ -37,12 +41,12 @@ enum TransformerKernels {
     }
 
     /// tanh for every lane: 1 − 2 / (e²ᵘ + 1) (±1 beyond |u| ≈ 9, where e²ᵘ saturates).
-    @inline(__always)
-    static func tanh(_ u: Vector) -> Vector {
+    @inlinable @inline(__always)
+    public static func tanh(_ u: Vector) -> Vector {
         Vector(repeating: 1) - Vector(repeating: 2) / (exp(u + u) + Vector(repeating: 1))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func load(_ pointer: UnsafePointer<Float>, _ count: Int) -> Vector {
         if count >= 16 { return UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self) }
         var v = Vector()
@@ -50,7 +54,7 @@ enum TransformerKernels {
         return v
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func store(_ v: Vector, _ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
         if count >= 16 { UnsafeMutableRawPointer(pointer).storeBytes(of: v, as: Vector.self); return }
         for i in 0..<count { pointer[i] = v[i] }
@@ -58,13 +62,16 @@ enum TransformerKernels {
 
     // MARK: - GELU (tanh approximation)
 
-    static let geluA: Float = 0.797_884_560_802_865_355_88 // √(2/π)
-    static let geluB: Float = 0.044_715
+    /// √(2/π), the GELU's inner scale.
+    @inlinable public static var geluA: Float { 0.797_884_560_802_865_355_88 }
+    /// The GELU's cubic coefficient.
+    @inlinable public static var geluB: Float { 0.044_715 }
 
     /// `output = GELU(input)` for `count` elements, PyTorch's `approximate="tanh"`:
     /// GELU(x) = x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³))); the tanh is kept in `tanhOut` for the
     /// backward pass (which then needs no exp).
-    static func gelu(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, tanhOut: UnsafeMutablePointer<Float>, count: Int) {
+    @_transparent
+    public static func gelu(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, tanhOut: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i < count {
             let width = min(16, count - i)
@@ -78,7 +85,8 @@ enum TransformerKernels {
 
     /// `gradient *= GELU′(input)` for `count` elements, with `tanh` from the forward pass:
     /// GELU′(x) = ½(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²).
-    static func geluBackward(_ input: UnsafePointer<Float>, tanh: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, count: Int) {
+    @_transparent
+    public static func geluBackward(_ input: UnsafePointer<Float>, tanh: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i < count {
             let width = min(16, count - i)
@@ -95,11 +103,12 @@ enum TransformerKernels {
     // MARK: - Layer norm
 
     /// PyTorch's `nn.LayerNorm` epsilon.
-    static let layerNormEpsilon: Float = 1e-5
+    @inlinable public static var layerNormEpsilon: Float { 1e-5 }
 
     /// Normalises `rows` rows of `width`: out = (x − mean)/√(var + ε)·γ + β (biased variance), and
     /// keeps each row's mean and 1/√(var + ε) for the backward pass.
-    static func layerNorm(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+    @_transparent
+    public static func layerNorm(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                           gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, rows: Range<Int>, width: Int) {
         for row in rows {
             let input = x + row * width, output = out + row * width
@@ -131,7 +140,8 @@ enum TransformerKernels {
     /// The layer norm's backward pass for `rows`: adds ∂loss/∂x to `dx` and ∂loss/∂γ, ∂loss/∂β to
     /// `dGamma`, `dBeta`. With x̂ = (x − mean)·rstd and g = dout·γ:
     /// dx = rstd · (g − mean(g) − x̂ · mean(g·x̂)).
-    static func layerNormBackward(_ dout: UnsafePointer<Float>, _ x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    @_transparent
+    public static func layerNormBackward(_ dout: UnsafePointer<Float>, _ x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                                   gamma: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                   dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>, rows: Range<Int>, width: Int) {
         for row in rows {
@@ -167,7 +177,8 @@ enum TransformerKernels {
 
     /// Row i of a `length × length` score matrix: scaled by `scale`, positions j > i masked out,
     /// softmax over j ≤ i; the masked positions are set to 0.
-    static func causalSoftmax(_ scores: UnsafeMutablePointer<Float>, length: Int, scale: Float) {
+    @_transparent
+    public static func causalSoftmax(_ scores: UnsafeMutablePointer<Float>, length: Int, scale: Float) {
         for i in 0..<length {
             let row = scores + i * length
             let count = i + 1
@@ -190,7 +201,8 @@ enum TransformerKernels {
 
     /// The softmax's backward pass, in place: `gradient` holds ∂loss/∂P on entry and
     /// ∂loss/∂(unscaled scores) on return, dS = scale · P ⊙ (dP − Σⱼ Pⱼ dPⱼ) (0 where masked).
-    static func causalSoftmaxBackward(_ probabilities: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, length: Int, scale: Float) {
+    @_transparent
+    public static func causalSoftmaxBackward(_ probabilities: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>, length: Int, scale: Float) {
         for i in 0..<length {
             let p = probabilities + i * length, g = gradient + i * length
             var dot: Float = 0
@@ -199,4 +211,52 @@ enum TransformerKernels {
             for j in (i + 1)..<length { g[j] = 0 }
         }
     }
+}
+
+/// The ``TransformerKernels`` as compiled for one instruction set: function values filled in by a
+/// kernel module (``KernelTable/setTransformerKernels(_:)``), or the baseline ones compiled into
+/// `Optim`. Get them from ``KernelDispatch/transformerKernels(_:)``; each closure takes the
+/// arguments of the kernel of the same name, in order.
+public struct TransformerKernelSet: @unchecked Sendable {
+    /// ``TransformerKernels/gelu(_:_:tanhOut:count:)``: input, output, tanh out, count.
+    public let gelu: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    /// ``TransformerKernels/geluBackward(_:tanh:_:count:)``: input, tanh, gradient, count.
+    public let geluBackward: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    /// ``TransformerKernels/layerNorm(_:_:mean:rstd:gamma:beta:rows:width:)``.
+    public let layerNorm: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                           UnsafePointer<Float>, UnsafePointer<Float>, Range<Int>, Int) -> Void
+    /// ``TransformerKernels/layerNormBackward(_:_:mean:rstd:gamma:dx:dGamma:dBeta:rows:width:)``.
+    public let layerNormBackward: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                   UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>, Int) -> Void
+    /// ``TransformerKernels/causalSoftmax(_:length:scale:)``.
+    public let causalSoftmax: (UnsafeMutablePointer<Float>, Int, Float) -> Void
+    /// ``TransformerKernels/causalSoftmaxBackward(_:_:length:scale:)``.
+    public let causalSoftmaxBackward: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Float) -> Void
+
+    /// A set from its closures (a kernel module writes them, each calling its kernel, so that the
+    /// kernel is inlined and compiled there).
+    public init(gelu: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+                geluBackward: @escaping (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+                layerNorm: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                      UnsafePointer<Float>, UnsafePointer<Float>, Range<Int>, Int) -> Void,
+                layerNormBackward: @escaping (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                              UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>, Int) -> Void,
+                causalSoftmax: @escaping (UnsafeMutablePointer<Float>, Int, Float) -> Void,
+                causalSoftmaxBackward: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Float) -> Void) {
+        self.gelu = gelu
+        self.geluBackward = geluBackward
+        self.layerNorm = layerNorm
+        self.layerNormBackward = layerNormBackward
+        self.causalSoftmax = causalSoftmax
+        self.causalSoftmaxBackward = causalSoftmaxBackward
+    }
+
+    /// The kernels as compiled into `Optim` itself: the baseline path.
+    static let baseline = TransformerKernelSet(
+        gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },
+        geluBackward: { TransformerKernels.geluBackward($0, tanh: $1, $2, count: $3) },
+        layerNorm: { TransformerKernels.layerNorm($0, $1, mean: $2, rstd: $3, gamma: $4, beta: $5, rows: $6, width: $7) },
+        layerNormBackward: { TransformerKernels.layerNormBackward($0, $1, mean: $2, rstd: $3, gamma: $4, dx: $5, dGamma: $6, dBeta: $7, rows: $8, width: $9) },
+        causalSoftmax: { TransformerKernels.causalSoftmax($0, length: $1, scale: $2) },
+        causalSoftmaxBackward: { TransformerKernels.causalSoftmaxBackward($0, $1, length: $2, scale: $3) })
 }
