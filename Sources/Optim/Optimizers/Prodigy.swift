@@ -583,13 +583,19 @@ public final class Prodigy: TypedOptimizer {
             }
             Elementwise.store(Elementwise.load(operands.state1, i, lanes) * c.beta2 + c.squareScale * gi * gi, operands.state1, i, lanes)
         }
+        forEachVector(range, vector)
+    }
+
+    /// `body(index, lanes)` over the vectors of `range`: whole ones, then the partial last one.
+    @inline(__always)
+    private static func forEachVector(_ range: Range<Int>, _ body: (Int, Int) -> Void) {
         let width = Elementwise.width
         var i = range.lowerBound
         while i + width <= range.upperBound {
-            vector(i, width)
+            body(i, width)
             i += width
         }
-        if i < range.upperBound { vector(i, range.upperBound - i) }
+        if i < range.upperBound { body(i, range.upperBound - i) }
     }
 
     /// Pass 2 over `range` without metrics, a vector at a time: the arithmetic of the scalar loop
@@ -613,13 +619,7 @@ public final class Prodigy: TypedOptimizer {
             }
             Elementwise.store(after, operands.parameter, i, lanes)
         }
-        let width = Elementwise.width
-        var i = range.lowerBound
-        while i + width <= range.upperBound {
-            vector(i, width)
-            i += width
-        }
-        if i < range.upperBound { vector(i, range.upperBound - i) }
+        forEachVector(range, vector)
     }
 
     /// The metrics of a step that stopped after pass 1 (Σ|s| = 0): no parameter moved.
