@@ -14,6 +14,7 @@ import Safetensors
 /// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,
 /// plus any caller metadata. Saving is atomic; loading checks everything before changing anything.
 public enum Checkpoint {
+    /// The `format` value written to and expected in the checkpoint's metadata.
     public static let format = "swift-optim-checkpoint/1"
 
     /// Saves `optimizer`'s parameters and state (and the scheduler's step) to `url`, atomically.

@@ -1,13 +1,18 @@
 /// Everything an optimizer holds beyond its parameters' values: what a checkpoint stores.
 public struct OptimizerSnapshot: Sendable, Equatable {
+    /// One parameter group as saved: its parameters, hyperparameters, initial learning rate and state.
     public struct Group: Sendable, Equatable {
+        /// The names of the group's parameters, in order.
         public var parameterNames: [String]
+        /// The group's hyperparameters by PyTorch name, the learning rate in force included.
         public var hyperparameters: HyperparameterDictionary
+        /// The group's initial learning rate (`initial_lr`), to which schedules are relative.
         public var initialLearningRate: Double
         /// The group's own state by name (``UpdateRule/groupStateNames(_:)``): per-group step
         /// counters, schedule-free's `k`, `lr_max`, `weight_sum` and `train_mode`; empty for most.
         public var state: [String: Double]
 
+        /// A group of `parameterNames` with its hyperparameters, initial learning rate and own state.
         public init(parameterNames: [String], hyperparameters: HyperparameterDictionary, initialLearningRate: Double,
                     state: [String: Double] = [:]) {
             self.parameterNames = parameterNames
@@ -33,6 +38,7 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         }
     }
 
+    /// One parameter's saved state: step count, state buffers, pending gradient factor and scalars.
     public struct ParameterState: Sendable, Equatable {
         /// Steps that updated the parameter.
         public var stepCount: Int
@@ -47,6 +53,7 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         /// they are held; a buffer is either here or in ``buffers``, never both.
         public var quantizedBuffers: [String: QuantizedBuffer]
 
+        /// A parameter's state from its step count, buffers, pending gradient factor, scalars and 8-bit buffers.
         public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:],
                     quantizedBuffers: [String: QuantizedBuffer] = [:]) {
             self.stepCount = stepCount
@@ -59,8 +66,11 @@ public struct OptimizerSnapshot: Sendable, Equatable {
 
     /// The registry name.
     public var optimizer: String
+    /// The parameter groups, in order.
     public var groups: [Group]
+    /// Each parameter's state, by parameter name.
     public var parameters: [String: ParameterState]
+    /// Steps skipped because of a non-finite gradient (``Optimizer/skippedSteps``).
     public var skippedSteps: Int
     /// A wrapper's own counters and settings (Lookahead: `k`, `alpha`, `step_counter`).
     public var wrapper: [String: Double]
@@ -72,6 +82,7 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         set { wrapped = newValue.map { [$0] } ?? [] }
     }
 
+    /// A snapshot of the optimizer `optimizer` (its registry name); `base` is the wrapped optimizer's snapshot, for a wrapper.
     public init(optimizer: String, groups: [Group], parameters: [String: ParameterState], skippedSteps: Int,
                 wrapper: [String: Double] = [:], base: OptimizerSnapshot? = nil) {
         self.optimizer = optimizer
@@ -84,6 +95,7 @@ public struct OptimizerSnapshot: Sendable, Equatable {
 }
 
 extension GradientOptimizer {
+    /// The groups, per-parameter state and skipped steps, for a checkpoint.
     public func snapshot() -> OptimizerSnapshot {
         var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
         for slot in slots {
@@ -225,6 +237,7 @@ extension GradientOptimizer {
 }
 
 extension Lookahead {
+    /// The wrapped optimizer's snapshot, with Lookahead's slow weights and counters (`k`, `alpha`, `step_counter`).
     public func snapshot() -> OptimizerSnapshot {
         var snapshot = OptimizerSnapshot(optimizer: Self.name, groups: [], parameters: [:], skippedSteps: 0,
                                          wrapper: ["k": Double(k), "alpha": alpha, "step_counter": Double(stepCount)], base: base.snapshot())

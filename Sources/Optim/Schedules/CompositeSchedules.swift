@@ -3,7 +3,9 @@ import Foundation
 /// Schedules one after another: each runs for its number of steps (the last one for ever), and
 /// counts its steps from its own start — optax's `join_schedules`, torch's `SequentialLR`.
 public struct SequentialSchedule: LearningRateSchedule {
+    /// The schedules to run first, in order, each with its number of steps.
     public var phases: [(schedule: any LearningRateSchedule, steps: Int)]
+    /// The schedule that runs after every phase, for ever.
     public var last: any LearningRateSchedule
 
     /// `phases` run for their step counts in order; `last` runs after them.
@@ -12,6 +14,7 @@ public struct SequentialSchedule: LearningRateSchedule {
         self.last = last
     }
 
+    /// The multiplier of the phase that contains `step`, at the step counted from that phase's start.
     public func multiplier(at step: Int) -> Double {
         var start = 0
         for phase in phases {
@@ -31,14 +34,21 @@ public struct SequentialSchedule: LearningRateSchedule {
 /// Warm-up, stable, decay (WSD): linear warm-up over `warmupSteps`, the full rate for
 /// `stableSteps`, then a decay to `floor` over `decaySteps` (linear or cosine).
 public struct WarmupStableDecaySchedule: LearningRateSchedule {
+    /// The shape of the decay phase: linear or cosine.
     public enum Decay: Sendable { case linear, cosine }
 
+    /// The number of linear warm-up steps; step `t` of them has multiplier `(t + 1) / warmupSteps`.
     public var warmupSteps: Int
+    /// The number of steps at the full rate (multiplier 1) after the warm-up.
     public var stableSteps: Int
+    /// The number of steps of the decay from 1 to `floor`; at least 1.
     public var decaySteps: Int
+    /// The final multiplier, reached at the end of the decay and kept after it.
     public var floor: Double
+    /// The shape of the decay: linear or cosine.
     public var decay: Decay
 
+    /// Warm-up, stable and decay phases of the given lengths (negative lengths clamp to 0, `decaySteps` to at least 1).
     public init(warmupSteps: Int, stableSteps: Int, decaySteps: Int, floor: Double = 0, decay: Decay = .linear) {
         self.warmupSteps = max(warmupSteps, 0)
         self.stableSteps = max(stableSteps, 0)
@@ -47,6 +57,7 @@ public struct WarmupStableDecaySchedule: LearningRateSchedule {
         self.decay = decay
     }
 
+    /// The warm-up, stable or decay multiplier at `step`.
     public func multiplier(at step: Int) -> Double {
         if step < warmupSteps { return Double(step + 1) / Double(warmupSteps) }
         let into = step - warmupSteps - stableSteps
@@ -64,14 +75,21 @@ public struct WarmupStableDecaySchedule: LearningRateSchedule {
 /// the cycle starts at `1/divFactor` of it, anneals up for `pctStart` of `totalSteps`, then down
 /// to `1/(divFactor·finalDivFactor)` at the last step.
 public struct OneCycleSchedule: LearningRateSchedule {
+    /// The annealing shape between the cycle's points (`anneal_strategy`: "cos" or "linear").
     public enum Anneal: Sendable { case cosine, linear }
 
+    /// The length of the cycle in steps (`total_steps`); at least 2.
     public var totalSteps: Int
+    /// The fraction of the cycle spent increasing the rate (`pct_start`).
     public var pctStart: Double
+    /// The initial rate is the peak divided by this (`div_factor`).
     public var divFactor: Double
+    /// The final rate is the initial rate divided by this (`final_div_factor`).
     public var finalDivFactor: Double
+    /// The annealing shape (`anneal_strategy`).
     public var anneal: Anneal
 
+    /// A one-cycle schedule over `totalSteps` steps (clamped to at least 2), with `OneCycleLR`'s defaults.
     public init(totalSteps: Int, pctStart: Double = 0.3, divFactor: Double = 25, finalDivFactor: Double = 1e4, anneal: Anneal = .cosine) {
         self.totalSteps = max(totalSteps, 2)
         self.pctStart = pctStart
@@ -87,6 +105,7 @@ public struct OneCycleSchedule: LearningRateSchedule {
         }
     }
 
+    /// The multiplier relative to the peak at `step`; steps past the end keep the last step's value.
     public func multiplier(at step: Int) -> Double {
         let initial = 1 / divFactor, minimum = initial / finalDivFactor
         let peakStep = pctStart * Double(totalSteps) - 1, lastStep = Double(totalSteps - 1)

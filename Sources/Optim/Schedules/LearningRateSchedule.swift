@@ -13,7 +13,9 @@ public protocol LearningRateSchedule: Sendable {
 /// every group's learning rate to `initialLR · multiplier(0)`; each ``step()`` (called after the
 /// optimizer's step) advances one step and sets `initialLR · multiplier(step)`.
 public final class LearningRateScheduler {
+    /// The optimizer whose groups' learning rates this scheduler sets.
     public let optimizer: any Optimizer
+    /// The schedule applied to every group's initial learning rate.
     public let schedule: any LearningRateSchedule
     /// Steps taken so far: the schedule's whole state, saved by checkpoints.
     public private(set) var stepCount: Int
