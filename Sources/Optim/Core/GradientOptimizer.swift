@@ -232,6 +232,7 @@ struct CoefficientKey: Hashable {
 ///
 /// The named optimizers are type aliases of it (``SGD``, ``Adam``, ``Lion``, …).
 public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
+    /// The rule's hyperparameters: one value per group.
     public typealias Hyperparameters = Rule.Hyperparameters
 
     public var name: String { Rule.name }
@@ -239,7 +240,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public static var name: String { Rule.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public internal(set) var skippedSteps = 0
+    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in force included).
     public internal(set) var groups: [ParameterGroup<Hyperparameters>]
+    /// Each group's initial learning rate (`initial_lr`), to which schedules are relative.
     public internal(set) var initialLearningRates: [Double]
     /// The threads the update runs on.
     public let threadPool: ThreadPool

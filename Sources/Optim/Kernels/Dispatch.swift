@@ -31,6 +31,7 @@ public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConverti
         }
     }
 
+    /// The instruction set's name with its level, `-target-cpu` and vector width.
     public var description: String {
         switch self {
         case .baseline: "baseline (the build's own target)"
@@ -44,13 +45,17 @@ public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConverti
 /// update that also sums the metrics, and a chunk of a ``TensorPassRule``'s passes): function
 /// values filled in by a kernel module.
 public struct RuleKernels<Coefficients>: @unchecked Sendable {
+    /// The range-wise update (`UpdateRule.update`).
     public let update: (KernelOperands, Range<Int>, Coefficients) -> Void
+    /// The range-wise update that also sums the metrics (`UpdateRule.updateCollecting`).
     public let updateCollecting: (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator
+    /// A chunk of one of a tensor-wise rule's passes (`UpdateRule.pass`).
     public let pass: (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult
     /// The update on 8-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
     /// last argument: whether to collect the metrics), for a rule that keeps it; else nil.
     public let updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
 
+    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit state.
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
                 updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
                 pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult,
@@ -76,6 +81,7 @@ public struct KernelTable: @unchecked Sendable {
     var gemmBlock: MatMul.BlockKernel?
     var transformer: TransformerKernelSet?
 
+    /// An empty table.
     public init() {}
 
     /// Adds a rule's kernels.

@@ -6,12 +6,19 @@ public typealias FloatVector = SIMD16<Float>
 /// The pointers one fused update reads and writes: the parameter, its gradient and up to three
 /// optimizer state buffers, all of the same element count.
 public struct KernelOperands: @unchecked Sendable {
+    /// The parameter's values, updated in place.
     public var parameter: UnsafeMutablePointer<Float>
+    /// The parameter's gradient.
     public var gradient: UnsafeMutablePointer<Float>
+    /// State buffer 0 (the rule's first state name, such as `exp_avg`).
     public var state0: UnsafeMutablePointer<Float>
+    /// State buffer 1 (the rule's second state name, such as `exp_avg_sq`).
     public var state1: UnsafeMutablePointer<Float>
+    /// State buffer 2, for a rule that keeps a third.
     public var state2: UnsafeMutablePointer<Float>
+    /// State buffer 3, for a rule that keeps a fourth.
     public var state3: UnsafeMutablePointer<Float>
+    /// The element count of every operand.
     public var count: Int
     /// A factor on the gradient, folded into the pass (gradient clipping by norm); 1 for none.
     public var gradientScale: Float = 1
@@ -41,11 +48,16 @@ public protocol VectorKernel {
 /// update used (after any clipping factor), and the first moment after the update (zero for an
 /// optimizer that keeps none).
 public struct UpdateLanes {
+    /// The parameter before the update.
     public var before: FloatVector
+    /// The parameter after the update.
     public var after: FloatVector
+    /// The gradient the update used, after any clipping factor.
     public var gradient: FloatVector
+    /// The first moment after the update; zero for a rule that keeps none.
     public var moment: FloatVector
 
+    /// The lanes of one vector: the parameter before and after, the gradient and the first moment.
     @inlinable @inline(__always)
     public init(before: FloatVector, after: FloatVector, gradient: FloatVector, moment: FloatVector) {
         self.before = before
@@ -99,13 +111,20 @@ struct VectorSums {
 
 /// The six sums of the optimizer metrics over a range of elements.
 public struct MetricAccumulator: Sendable {
+    /// Σ m², the first moment squared.
     public var momentSquared = 0.0
+    /// Σ p², the parameter after the update squared.
     public var parameterSquared = 0.0
+    /// Σ (p_before − p_after)², the update squared.
     public var updateSquared = 0.0
+    /// Σ g², the gradient squared.
     public var gradientSquared = 0.0
+    /// Σ (p_before − p_after)·g, the update dotted with the gradient.
     public var updateDotGradient = 0.0
+    /// Σ m·g, the first moment dotted with the gradient.
     public var momentDotGradient = 0.0
 
+    /// All six sums zero.
     public init() {}
 
     /// Adds one element's terms, in Double (the rules that loop over scalars: Adafactor, Muon).
@@ -119,6 +138,7 @@ public struct MetricAccumulator: Sendable {
         updateDotGradient += change * g
     }
 
+    /// The sums of `a` and `b`, term by term.
     public static func + (a: Self, b: Self) -> Self {
         var sum = a
         sum.momentSquared += b.momentSquared
@@ -135,6 +155,7 @@ public struct MetricAccumulator: Sendable {
 /// ``FloatVector`` steps, and the last partial vector goes through the very same arithmetic on
 /// zero-padded lanes, so every element gets bit-identical treatment wherever it falls.
 public enum Elementwise {
+    /// The lanes of a ``FloatVector``: 16.
     @inlinable public static var width: Int { FloatVector.scalarCount }
 
     /// Applies `Kernel` to each vector of `range`: full vectors in the loop, then the last partial
@@ -192,6 +213,7 @@ public enum Elementwise {
         return total.accumulator
     }
 
+    /// Loads `lanes` floats from `pointer` at `index`; the lanes past them are zero.
     @inlinable @inline(__always)
     public static func load(_ pointer: UnsafePointer<Float>, _ index: Int, _ lanes: Int) -> FloatVector {
         if lanes == width {
@@ -202,6 +224,7 @@ public enum Elementwise {
         return vector
     }
 
+    /// Loads `lanes` floats from `pointer` at `index`; the lanes past them are zero.
     @inlinable @inline(__always)
     public static func load(_ pointer: UnsafeMutablePointer<Float>, _ index: Int, _ lanes: Int) -> FloatVector {
         load(UnsafePointer(pointer), index, lanes)
@@ -214,6 +237,7 @@ public enum Elementwise {
         return operands.gradientScale == 1 ? g : g * operands.gradientScale
     }
 
+    /// Stores the first `lanes` lanes of `vector` to `pointer` at `index`.
     @inlinable @inline(__always)
     public static func store(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>, _ index: Int, _ lanes: Int) {
         if lanes == width {

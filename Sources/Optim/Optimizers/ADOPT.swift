@@ -15,9 +15,12 @@ import Foundation
 /// clipping at `step^0.25`. Paper: arXiv:2411.02853; reference: github.com/iShohei220/adopt.
 public typealias ADOPT = GradientOptimizer<ADOPTRule>
 
+/// The update rule of ``ADOPT``: its hyperparameters, state, per-step coefficients and kernel.
 public enum ADOPTRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "adopt"
 
+    /// The hyperparameters of ``ADOPT``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
         /// `lr`.
         public var learningRate: Double
@@ -78,6 +81,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``ADOPT``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var maximize: Bool
         @usableFromInline var l2: Float

@@ -17,10 +17,14 @@ import Foundation
 /// Descent Tricks".
 public typealias ASGD = GradientOptimizer<ASGDRule>
 
+/// The update rule of ``ASGD``: its hyperparameters, state, per-step coefficients and kernel.
 public enum ASGDRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "asgd"
 
+    /// The hyperparameters of ``ASGD``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// λd, the decay term of the step size.
         public var lambd: Double
@@ -30,6 +34,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         public var t0: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-2, lambd: Double = 1e-4, alpha: Double = 0.75, t0: Double = 1e6, weightDecay: Double = 0,
@@ -68,6 +73,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``ASGD``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var decay: Float
         @usableFromInline var negativeEta: Float

@@ -35,6 +35,7 @@ public struct AdEMAMixBetas: Sendable, Hashable, CustomStringConvertible {
     /// β3, the slow first moment's decay (its final value when `t_beta3` warms it up).
     public var third: Double
 
+    /// The decay rates β1, β2 and β3.
     public init(_ first: Double, _ second: Double, _ third: Double) {
         self.first = first
         self.second = second
@@ -42,14 +43,20 @@ public struct AdEMAMixBetas: Sendable, Hashable, CustomStringConvertible {
     }
 
     var list: [Double] { [first, second, third] }
+    /// `(β1, β2, β3)`.
     public var description: String { "(\(first), \(second), \(third))" }
 }
 
+/// The update rule of ``AdEMAMix``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdEMAMixRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "ademamix"
 
+    /// The hyperparameters of ``AdEMAMix``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: β1, β2 and β3, the decays of the fast moment, the second moment and the slow moment.
         public var betas: AdEMAMixBetas
         /// α, the weight of the slow moment in the numerator (its final value under `t_alpha`).
         public var alpha: Double
@@ -57,6 +64,7 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
         public var alphaWarmup: Double?
         /// Steps over which β3 rises from β1 to its value; `nil` (or 0) for none.
         public var beta3Warmup: Double?
+        /// `eps`, added to the bias-corrected `√ν` in the denominator.
         public var eps: Double
         /// Decoupled decay, `p ← p·(1 − lr·λ)`.
         public var weightDecay: Double
@@ -105,6 +113,7 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``AdEMAMix``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var beta1: Float
         @usableFromInline var oneMinusBeta1: Float

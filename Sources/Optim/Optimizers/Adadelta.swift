@@ -12,16 +12,22 @@
 /// arXiv:1212.5701.
 public typealias Adadelta = GradientOptimizer<AdadeltaRule>
 
+/// The update rule of ``Adadelta``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdadeltaRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "adadelta"
 
+    /// The hyperparameters of ``Adadelta``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// The decay of both running averages.
         public var rho: Double
+        /// `eps`, added inside both square roots.
         public var eps: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1.0, rho: Double = 0.9, eps: Double = 1e-6, weightDecay: Double = 0, maximize: Bool = false) {
@@ -56,6 +62,7 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``Adadelta``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var rho: Float

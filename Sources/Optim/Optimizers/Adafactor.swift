@@ -19,10 +19,14 @@ import Foundation
 /// `torch.optim.Adafactor`; paper: arXiv:1804.04235.
 public typealias Adafactor = GradientOptimizer<AdafactorRule>
 
+/// The update rule of ``Adafactor``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdafactorRule: WholeTensorRule {
+    /// The registry name.
     public static let name = "adafactor"
 
+    /// The hyperparameters of ``Adafactor``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// The exponent of the second-moment weight `t^beta2_decay` (≤ 0).
         public var beta2Decay: Double
@@ -34,6 +38,7 @@ public enum AdafactorRule: WholeTensorRule {
         public var d: Double
         /// Decoupled decay, `p ← p·(1 − lr·λ)`.
         public var weightDecay: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-2, beta2Decay: Double = -0.8, eps1: Double? = nil, eps2: Double = 1e-3, d: Double = 1,
@@ -79,6 +84,7 @@ public enum AdafactorRule: WholeTensorRule {
         }
     }
 
+    /// The scalars of one step of ``Adafactor``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         var weight: Float
         var weightComplement: Float

@@ -12,16 +12,24 @@
 /// "Adaptive Subgradient Methods for Online Learning and Stochastic Optimization", JMLR 2011.
 public typealias Adagrad = GradientOptimizer<AdagradRule>
 
+/// The update rule of ``Adagrad``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdagradRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "adagrad"
 
+    /// The hyperparameters of ``Adagrad``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `lr_decay`: the step size is `lr / (1 + (t − 1)·lr_decay)`.
         public var learningRateDecay: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `initial_accumulator_value`: the value the sum of squared gradients starts at.
         public var initialAccumulatorValue: Double
+        /// `eps`, added to `√s` in the denominator.
         public var eps: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-2, learningRateDecay: Double = 0, weightDecay: Double = 0,
@@ -60,6 +68,7 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``Adagrad``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var l2: Float

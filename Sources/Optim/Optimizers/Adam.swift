@@ -10,7 +10,9 @@
 /// Reference: `torch.optim.Adam`; papers: arXiv:1412.6980, AMSGrad arXiv:1904.09237.
 public typealias Adam = GradientOptimizer<AdamRule>
 
+/// The update rule of ``Adam``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdamRule: AdamVariant {
+    /// The registry name.
     public static let name = "adam"
     public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 0.0

@@ -11,7 +11,9 @@
 /// `weight_decay` 1e-2. Reference: `torch.optim.AdamW`; paper: arXiv:1711.05101.
 public typealias AdamW = GradientOptimizer<AdamWRule>
 
+/// The update rule of ``AdamW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdamWRule: AdamVariant {
+    /// The registry name.
     public static let name = "adamw"
     public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 1e-2

@@ -12,15 +12,22 @@ import Foundation
 /// `exp_inf` (8 bytes per parameter). Reference: `torch.optim.Adamax`; paper: arXiv:1412.6980.
 public typealias Adamax = GradientOptimizer<AdamaxRule>
 
+/// The update rule of ``Adamax``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdamaxRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "adamax"
 
+    /// The hyperparameters of ``Adamax``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: the decays of the first moment and of the infinity norm.
         public var betas: Betas
+        /// `eps`, added to `|g|` in the infinity norm.
         public var eps: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 2e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
@@ -56,6 +63,7 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``Adamax``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var negativeStepSize: Float
         @usableFromInline var oneMinusBeta1: Float

@@ -16,10 +16,14 @@ import Foundation
 /// `optax.adan` 0.2.8; paper: arXiv:2208.06677.
 public typealias Adan = GradientOptimizer<AdanRule>
 
+/// The update rule of ``Adan``: its hyperparameters, state, per-step coefficients and kernel.
 public enum AdanRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "adan"
 
+    /// The hyperparameters of ``Adan``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// β1, the gradient average's decay (optax `b1`).
         public var b1: Double
@@ -27,6 +31,7 @@ public enum AdanRule: UpdateRule, VectorKernel {
         public var b2: Double
         /// β3, the second moment's decay (optax `b3`).
         public var b3: Double
+        /// ε, added to the root in the denominator (optax `eps`).
         public var eps: Double
         /// Added inside the square root (optax `eps_root`).
         public var epsRoot: Double
@@ -71,6 +76,7 @@ public enum AdanRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``Adan``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var b1: Float
         @usableFromInline var oneMinusB1: Float

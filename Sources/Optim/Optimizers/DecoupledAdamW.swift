@@ -12,7 +12,9 @@
 /// `eps` 1e-8, `weight_decay` 1e-5. Reference: `composer.optim.DecoupledAdamW`.
 public typealias DecoupledAdamW = GradientOptimizer<DecoupledAdamWRule>
 
+/// The update rule of ``DecoupledAdamW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledAdamWRule: AdamVariant {
+    /// The registry name.
     public static let name = "decoupled_adamw"
     public static let defaultBetas = Betas(0.9, 0.95)
     public static let defaultWeightDecay = 1e-5

@@ -12,9 +12,12 @@
 /// (MosaicML); Lion paper: arXiv:2302.06675.
 public typealias DecoupledLionW = GradientOptimizer<DecoupledLionWRule>
 
+/// The update rule of ``DecoupledLionW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledLionWRule: LionVariant, VectorKernel {
+    /// The registry name.
     public static let name = "decoupled_lionw"
 
+    /// The scalars of one step of ``DecoupledLionW``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var applyDecay: Bool
         @usableFromInline var decay: Float

@@ -29,13 +29,18 @@ import Foundation
 /// Reference: `optax.lamb` (optax 0.2.8); paper: arXiv:1904.00962.
 public typealias LAMB = GradientOptimizer<LAMBRule>
 
+/// The update rule of ``LAMB``: its hyperparameters, state, per-step coefficients and kernel.
 public enum LAMBRule: TensorPassRule {
+    /// The registry name.
     public static let name = "lamb"
 
+    /// The hyperparameters of ``LAMB``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
         /// No default in optax; 1e-3 here.
         public var learningRate: Double
+        /// β1, the first moment's decay (optax `b1`).
         public var beta1: Double
+        /// β2, the second moment's decay (optax `b2`).
         public var beta2: Double
         /// ε, added to the root of the second moment.
         public var eps: Double
@@ -81,6 +86,7 @@ public enum LAMBRule: TensorPassRule {
         }
     }
 
+    /// The scalars of one step of ``LAMB``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var beta1: Float
         @usableFromInline var oneMinusBeta1: Float

@@ -26,9 +26,12 @@ import Foundation
 /// Reference: `optax.lars` (optax 0.2.8); paper: arXiv:1708.03888.
 public typealias LARS = GradientOptimizer<LARSRule>
 
+/// The update rule of ``LARS``: its hyperparameters, state, per-step coefficients and kernel.
 public enum LARSRule: TensorPassRule {
+    /// The registry name.
     public static let name = "lars"
 
+    /// The hyperparameters of ``LARS``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
         /// No default in optax; 1 here.
         public var learningRate: Double
@@ -38,7 +41,9 @@ public enum LARSRule: TensorPassRule {
         public var trustCoefficient: Double
         /// ε, added to the update's norm in the trust ratio.
         public var eps: Double
+        /// μ, the decay of the momentum buffer `trace` (optax `momentum`).
         public var momentum: Double
+        /// Nesterov momentum: `p ← p + u + μ·b` instead of `p ← p + b` (optax `nesterov`).
         public var nesterov: Bool
 
         public init(learningRate: Double = 1, weightDecay: Double = 0, trustCoefficient: Double = 0.001, eps: Double = 0,
@@ -79,6 +84,7 @@ public enum LARSRule: TensorPassRule {
         }
     }
 
+    /// The scalars of one step of ``LARS``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var weightDecay: Float
         @usableFromInline var trustCoefficient: Float

@@ -31,20 +31,30 @@ import Foundation
 /// paper: Liu & Nocedal, 1989, "On the limited memory BFGS method for large scale
 /// optimization", Math. Programming 45; Nocedal & Wright, Numerical Optimization, 2006.
 public final class LBFGS: Optimizer {
+    /// The registry name.
     public static let name = "lbfgs"
 
+    /// The hyperparameters of L-BFGS, under torch's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`: the step length (the first iteration's is `min(1, 1/‖g‖₁)·lr`), or the line search's first trial.
         public var learningRate: Double
+        /// `max_iter`: the most iterations in one step.
         public var maxIterations: Int
         /// `nil` is torch's `None`: `maxIterations·5/4`.
         public var maxEvaluations: Int?
+        /// `tolerance_grad`: a step stops when `‖g‖∞` is at most this.
         public var toleranceGrad: Double
+        /// `tolerance_change`: a step stops when the parameter change `‖t·d‖∞`, the loss change or the
+        /// directional decrease `−g·d` is within it.
         public var toleranceChange: Double
+        /// `history_size`: the number of step and gradient-difference pairs kept.
         public var historySize: Int
         /// The strong-Wolfe line search, or fixed steps of the learning rate.
         public var strongWolfe: Bool
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep torch's defaults.
         public init(learningRate: Double = 1, maxIterations: Int = 20, maxEvaluations: Int? = nil, toleranceGrad: Double = 1e-7,
                     toleranceChange: Double = 1e-9, historySize: Int = 100, strongWolfe: Bool = false, maximize: Bool = false) {
             self.learningRate = learningRate
@@ -103,8 +113,11 @@ public final class LBFGS: Optimizer {
     }
 
     public var name: String { Self.name }
+    /// The parameters, flattened into one vector by the search.
     public let parameters: [Parameter]
+    /// The hyperparameters of the one group.
     public private(set) var hyperparameters: Hyperparameters
+    /// The learning rate at construction (`initial_lr`), to which schedules are relative.
     public let initialLearningRate: Double
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public private(set) var skippedSteps = 0

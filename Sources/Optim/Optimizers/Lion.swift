@@ -13,9 +13,12 @@
 /// `weight_decay` 0. Paper: arXiv:2302.06675; reference: google/automl `lion_pytorch.py`.
 public typealias Lion = GradientOptimizer<LionRule>
 
+/// The update rule of ``Lion``: its hyperparameters, state, per-step coefficients and kernel.
 public enum LionRule: LionVariant, VectorKernel {
+    /// The registry name.
     public static let name = "lion"
 
+    /// The scalars of one step of ``Lion``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var decay: Float
         @usableFromInline var beta1: Float

@@ -55,7 +55,9 @@ import Foundation
 /// Power of Variance Reduction for Training Large Models", arXiv:2411.10438.
 public typealias MARS = GradientOptimizer<MARSRule>
 
+/// The update rule of ``MARS``: its hyperparameters, state, per-step coefficients and kernel.
 public enum MARSRule: TensorPassRule {
+    /// The registry name.
     public static let name = "mars"
 
     /// The update the corrected momentum feeds (the reference's `mars_type`).
@@ -63,12 +65,15 @@ public enum MARSRule: TensorPassRule {
         case adamw, lion, shampoo
     }
 
+    /// The hyperparameters of ``MARS``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// (β1, β2) of the MARS path.
         public var betas: Betas
         /// γ, the strength of the gradient correction.
         public var gamma: Double
+        /// `mars_type`: the update the corrected momentum feeds ("adamw", "lion" or "shampoo").
         public var marsType: Kind
         /// Whether parameters with fewer than two dimensions take the MARS path too.
         public var optimize1D: Bool
@@ -89,7 +94,9 @@ public enum MARSRule: TensorPassRule {
         public var amsBound: Bool
         /// Masks the update where it disagrees in sign with the gradient.
         public var cautious: Bool
+        /// `eps`, the ε of the update's denominator (and of "shampoo"'s Newton–Schulz).
         public var eps: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 3e-3, betas: Betas = .init(0.95, 0.99), gamma: Double = 0.025, marsType: Kind = .adamw,
@@ -174,6 +181,7 @@ public enum MARSRule: TensorPassRule {
         @usableFromInline var coupled: Float
     }
 
+    /// The scalars of one step of ``MARS``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var kind: Kind
         @usableFromInline var optimize1D: Bool

@@ -26,7 +26,9 @@ import Foundation
 /// networks" (kellerjordan.github.io/posts/muon); Liu et al., 2025, arXiv:2502.16982.
 public typealias Muon = GradientOptimizer<MuonRule>
 
+/// The update rule of ``Muon``: its hyperparameters, state, per-step coefficients and kernel.
 public enum MuonRule: WholeTensorRule {
+    /// The registry name.
     public static let name = "muon"
 
     /// How the learning rate is scaled for an `R × C` matrix (torch's `adjust_lr_fn`).
@@ -56,18 +58,25 @@ public enum MuonRule: WholeTensorRule {
         case float32
     }
 
+    /// The hyperparameters of ``Muon``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// Decoupled decay, `p ← p·(1 − lr·λ)` with the unadjusted learning rate.
         public var weightDecay: Double
+        /// `momentum`, μ: the momentum buffer's decay.
         public var momentum: Double
+        /// `nesterov`: orthogonalise `lerp(G, B, μ)` instead of the buffer `B`.
         public var nesterov: Bool
         /// (a, b, c) of the quintic iteration.
         public var nsCoefficients: [Double]
+        /// `eps`, the floor of `‖M‖_F` when the update is normalised.
         public var eps: Double
+        /// `ns_steps`: the number of Newton–Schulz iterations.
         public var nsSteps: Int
         /// `nil` is torch's `None`, which means ``LearningRateAdjustment/original``.
         public var adjustLearningRate: LearningRateAdjustment?
+        /// `ns_dtype` (this library's key): the precision of the Newton–Schulz iterations.
         public var nsPrecision: NewtonSchulzPrecision
 
         public init(learningRate: Double = 1e-3, weightDecay: Double = 0.1, momentum: Double = 0.95, nesterov: Bool = true,
@@ -122,6 +131,7 @@ public enum MuonRule: WholeTensorRule {
         }
     }
 
+    /// The scalars of one step of ``Muon``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         var oneMinusMomentum: Float
         var oneMinusMomentumComplement: Float

@@ -15,18 +15,26 @@ import Foundation
 /// paper: "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.
 public typealias NAdam = GradientOptimizer<NAdamRule>
 
+/// The update rule of ``NAdam``: its hyperparameters, state, per-step coefficients and kernel.
 public enum NAdamRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "nadam"
 
+    /// The hyperparameters of ``NAdam``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: the decays of the first and second moments.
         public var betas: Betas
+        /// `eps`, added to the bias-corrected `√v` in the denominator.
         public var eps: Double
+        /// `weight_decay`, λ: L2 added to the gradient, or decoupled with ``decoupledWeightDecay``.
         public var weightDecay: Double
         /// ψ of the momentum schedule `μt = β1·(1 − ½·0.96^(t·ψ))`.
         public var momentumDecay: Double
         /// Decay weights as AdamW does (`p ← p·(1 − lr·λ)`) instead of adding `λ·p` to the gradient.
         public var decoupledWeightDecay: Bool
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 2e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
@@ -67,6 +75,7 @@ public enum NAdamRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``NAdam``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var applyDecay: Bool
         @usableFromInline var decay: Float

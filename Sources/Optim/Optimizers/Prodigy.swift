@@ -58,26 +58,33 @@ import Foundation
 /// checkpoints. Reference: `prodigyopt.Prodigy` (1.1.2); paper: Mishchenko & Defazio, 2023,
 /// "Prodigy: An Expeditiously Adaptive Parameter-Free Learner", arXiv:2306.06101.
 public final class Prodigy: TypedOptimizer {
+    /// The registry name.
     public static let name = "prodigy"
 
     /// The keys prodigyopt reads from the first group only: the optimizer's, never a group's.
     public static let globalKeys = ["betas", "beta3", "use_bias_correction", "d_coef", "growth_rate", "decouple", "fsdp_in_use"]
 
+    /// The hyperparameters of Prodigy, under prodigyopt's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
         /// Multiplies the estimated step size; 0 freezes a group's contribution to `d`.
         public var learningRate: Double
+        /// `betas`: the decays of the first and second moments (the optimizer's, read from the first group).
         public var betas: Betas
         /// The decay of `d_numerator` and `s`; `nil` for √β2.
         public var beta3: Double?
+        /// `eps`: `d·eps` is added to `√v` in the denominator.
         public var eps: Double
+        /// `weight_decay`, λ: decoupled with ``decouple``, else `λ·p` added to the gradient.
         public var weightDecay: Double
         /// AdamW-style decay (`p ← p − λ·dlr·p`) rather than `λ·p` added to the gradient.
         public var decouple: Bool
+        /// `use_bias_correction`: scale the step by Adam's bias correction `√(1 − β2^(k+1)) / (1 − β1^(k+1))`.
         public var useBiasCorrection: Bool
         /// Leaves `lr` out of the `s` accumulator (prodigyopt's warm-up safeguard).
         public var safeguardWarmup: Bool
         /// The initial estimate of `d`.
         public var d0: Double
+        /// `d_coef`: the factor on the estimate `d̂`.
         public var dCoef: Double
         /// The most `d` may grow in one step, as a factor; +∞ for no limit.
         public var growthRate: Double
@@ -181,8 +188,11 @@ public final class Prodigy: TypedOptimizer {
     public var name: String { Self.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public private(set) var skippedSteps = 0
+    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in force included).
     public private(set) var groups: [ParameterGroup<Hyperparameters>]
+    /// Each group's initial learning rate (`initial_lr`), to which schedules are relative.
     public private(set) var initialLearningRates: [Double]
+    /// The threads both passes run on.
     public let threadPool: ThreadPool
     var slots: [Slot]
     private let slotIndex: [ObjectIdentifier: Int]

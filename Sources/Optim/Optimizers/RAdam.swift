@@ -15,16 +15,24 @@ import Foundation
 /// Reference: `torch.optim.RAdam`; paper: arXiv:1908.03265.
 public typealias RAdam = GradientOptimizer<RAdamRule>
 
+/// The update rule of ``RAdam``: its hyperparameters, state, per-step coefficients and kernel.
 public enum RAdamRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "radam"
 
+    /// The hyperparameters of ``RAdam``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: the decays of the first and second moments.
         public var betas: Betas
+        /// `eps`, added to `√v` in the denominator.
         public var eps: Double
+        /// `weight_decay`, λ: L2 added to the gradient, or decoupled with ``decoupledWeightDecay``.
         public var weightDecay: Double
         /// Decay weights as AdamW does (`p ← p·(1 − lr·λ)`) instead of adding `λ·p` to the gradient.
         public var decoupledWeightDecay: Bool
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
@@ -62,6 +70,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``RAdam``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var applyDecay: Bool
         @usableFromInline var decay: Float

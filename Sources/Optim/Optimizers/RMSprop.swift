@@ -13,19 +13,26 @@
 /// 2012, Neural Networks for Machine Learning, lecture 6e; Graves, 2013, arXiv:1308.0850.
 public typealias RMSprop = GradientOptimizer<RMSpropRule>
 
+/// The update rule of ``RMSprop``: its hyperparameters, state, per-step coefficients and kernel.
 public enum RMSpropRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "rmsprop"
 
+    /// The hyperparameters of ``RMSprop``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// The smoothing constant of the running averages.
         public var alpha: Double
+        /// `eps`, added to the root mean square in the denominator.
         public var eps: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `momentum`, μ: the decay of the momentum buffer; 0 for none.
         public var momentum: Double
         /// Divide by the running variance (`v − ḡ²`) instead of the running mean square.
         public var centered: Bool
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-2, alpha: Double = 0.99, eps: Double = 1e-8, weightDecay: Double = 0,
@@ -66,6 +73,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``RMSprop``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var alpha: Float

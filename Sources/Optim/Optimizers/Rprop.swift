@@ -14,9 +14,12 @@
 /// Backpropagation Learning: The RPROP Algorithm", IEEE ICNN 1993.
 public typealias Rprop = GradientOptimizer<RpropRule>
 
+/// The update rule of ``Rprop``: its hyperparameters, state, per-step coefficients and kernel.
 public enum RpropRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "rprop"
 
+    /// The hyperparameters of ``Rprop``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
         /// The initial step size of every element.
         public var learningRate: Double
@@ -24,6 +27,7 @@ public enum RpropRule: UpdateRule, VectorKernel {
         public var etas: Betas
         /// (s_min, s_max): the bounds of a step size.
         public var stepSizes: Betas
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-2, etas: Betas = .init(0.5, 1.2), stepSizes: Betas = .init(1e-6, 50), maximize: Bool = false) {
@@ -59,6 +63,7 @@ public enum RpropRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``Rprop``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var etaMinus: Float
         @usableFromInline var etaPlus: Float

@@ -12,16 +12,24 @@
 /// as in Sutskever et al., 2013.
 public typealias SGD = GradientOptimizer<SGDRule>
 
+/// The update rule of ``SGD``: its hyperparameters, state, per-step coefficients and kernel.
 public enum SGDRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "sgd"
 
+    /// The hyperparameters of ``SGD``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `momentum`, μ: the decay of the momentum buffer; 0 for none.
         public var momentum: Double
+        /// `dampening`, τ: the momentum buffer takes `(1 − τ)·g` of each new gradient.
         public var dampening: Double
         /// L2 penalty, added to the gradient.
         public var weightDecay: Double
+        /// `nesterov`: step along `g + μ·b` (Nesterov momentum) instead of `b`.
         public var nesterov: Bool
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0, weightDecay: Double = 0,
@@ -62,6 +70,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``SGD``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var weightDecay: Float

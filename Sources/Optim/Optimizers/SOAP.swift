@@ -55,7 +55,9 @@ import Foundation
 /// "SOAP: Improving and Stabilizing Shampoo using Adam", arXiv:2409.11321.
 public typealias SOAP = GradientOptimizer<SOAPRule>
 
+/// The update rule of ``SOAP``: its hyperparameters, state, per-step coefficients and kernel.
 public enum SOAPRule: WholeTensorRule {
+    /// The registry name.
     public static let name = "soap"
 
     /// The layout of 4-D tensors, for `merge_dims` (the reference's `data_format`).
@@ -66,8 +68,11 @@ public enum SOAPRule: WholeTensorRule {
         case channelsLast = "channels_last"
     }
 
+    /// The hyperparameters of ``SOAP``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: the decays of the first moment and of the second moment in the rotated basis.
         public var betas: Betas
         /// The decay of the preconditioner statistics `GG`; `nil` (torch's `None`) is β2.
         public var shampooBeta: Double?
@@ -85,8 +90,11 @@ public enum SOAPRule: WholeTensorRule {
         public var correctBias: Bool
         /// Divide the update by its RMS (plus ε).
         public var normalizeGradient: Bool
+        /// `data_format`: the layout of 4-D tensors, for ``mergeDimensions``.
         public var dataFormat: DataFormat
+        /// `eps`, added to `√v` in the denominator (and to the RMS with ``normalizeGradient``).
         public var eps: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 3e-3, betas: Betas = .init(0.95, 0.95), shampooBeta: Double? = nil, weightDecay: Double = 1e-2,
@@ -160,6 +168,7 @@ public enum SOAPRule: WholeTensorRule {
         }
     }
 
+    /// The scalars of one step of ``SOAP``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         /// The group's step count after this step's increment (1 on the group's first step).
         var groupStep: Int

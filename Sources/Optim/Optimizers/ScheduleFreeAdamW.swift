@@ -21,12 +21,18 @@ import Foundation
 /// arXiv:2405.15682.
 public typealias ScheduleFreeAdamW = GradientOptimizer<ScheduleFreeAdamWRule>
 
+/// The update rule of ``ScheduleFreeAdamW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
+    /// The registry name.
     public static let name = "schedule_free_adamw"
 
+    /// The hyperparameters of ``ScheduleFreeAdamW``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: ScheduleFreeHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: β1, the interpolation between z and x, and β2, the second moment's decay.
         public var betas: Betas
+        /// `eps`, added to the bias-corrected `√v` in the denominator.
         public var eps: Double
         /// Decay added to the normalised update, at y.
         public var weightDecay: Double
@@ -36,6 +42,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
         public var r: Double
         /// The averaging weight's power of the largest learning rate so far.
         public var weightLearningRatePower: Double
+        /// The train/eval switch's interpolation constant: β1.
         public var interpolation: Double { betas.first }
 
         public init(learningRate: Double = 0.0025, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
@@ -79,6 +86,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``ScheduleFreeAdamW``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var beta2: Float
         @usableFromInline var oneMinusBeta2: Float

@@ -19,10 +19,14 @@ import Foundation
 /// `SGDScheduleFree`; paper: "The Road Less Scheduled", arXiv:2405.15682.
 public typealias ScheduleFreeSGD = GradientOptimizer<ScheduleFreeSGDRule>
 
+/// The update rule of ``ScheduleFreeSGD``: its hyperparameters, state, per-step coefficients and kernel.
 public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
+    /// The registry name.
     public static let name = "schedule_free_sgd"
 
+    /// The hyperparameters of ``ScheduleFreeSGD``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: ScheduleFreeHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
         /// The interpolation that plays momentum's part, in (0, 1).
         public var momentum: Double
@@ -34,6 +38,7 @@ public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
         public var r: Double
         /// The averaging weight's power of the largest learning rate so far.
         public var weightLearningRatePower: Double
+        /// The train/eval switch's interpolation constant: ``momentum``.
         public var interpolation: Double { momentum }
 
         public init(learningRate: Double = 1.0, momentum: Double = 0.9, weightDecay: Double = 0, warmupSteps: Int = 0, r: Double = 0,
@@ -73,6 +78,7 @@ public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``ScheduleFreeSGD``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var weightDecay: Float
         @usableFromInline var ckp1: Float

@@ -19,13 +19,20 @@ import Foundation
 /// (8 bytes per parameter). Reference: `torch.optim.SparseAdam`; paper: arXiv:1412.6980.
 public typealias SparseAdam = GradientOptimizer<SparseAdamRule>
 
+/// The update rule of ``SparseAdam``: its hyperparameters, state, per-step coefficients and kernel.
 public enum SparseAdamRule: UpdateRule, VectorKernel {
+    /// The registry name.
     public static let name = "sparse_adam"
 
+    /// The hyperparameters of ``SparseAdam``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
+        /// `lr`, the learning rate.
         public var learningRate: Double
+        /// `betas`: the decays of the first and second moments.
         public var betas: Betas
+        /// `eps`, added to `√v` in the denominator.
         public var eps: Double
+        /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
         public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, maximize: Bool = false) {
@@ -56,6 +63,7 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// The scalars of one step of ``SparseAdam``, derived from the hyperparameters and the step number.
     public struct Coefficients: Sendable {
         @usableFromInline var oneMinusBeta1: Float
         @usableFromInline var oneMinusBeta2: Float

@@ -94,6 +94,7 @@ public struct OptimizerReference: Sendable, Equatable, CustomStringConvertible {
     /// The paper: authors, year, title, and an arXiv number or venue.
     public let paper: String
 
+    /// A reference to `symbol` of `library` at `version`, and `paper`.
     public init(library: String, version: String, symbol: String, paper: String) {
         self.library = library
         self.version = version
@@ -121,6 +122,7 @@ public struct OptimizerSamples: Sendable {
     /// second moment): 0 for most.
     public let warmupSteps: Int
 
+    /// The samples the generic tests run; `warmupSteps` is 0 for most optimizers.
     public init(basic: OptimizerConfiguration, quadratic: OptimizerConfiguration, rosenbrock: OptimizerConfiguration, warmupSteps: Int = 0) {
         self.basic = basic
         self.quadratic = quadratic
@@ -137,6 +139,7 @@ public struct OptimizerBenchmark: Sendable {
     /// The C kernel of the same arithmetic.
     public let reference: CReference
 
+    /// Times `configuration` against the C kernel `reference`.
     public init(configuration: OptimizerConfiguration, reference: CReference) {
         self.configuration = configuration
         self.reference = reference

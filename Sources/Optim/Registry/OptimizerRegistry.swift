@@ -1,7 +1,9 @@
 /// How to build an optimizer by name: the registry name, its hyperparameters by PyTorch name
 /// (omitted ones take the reference defaults), and for ``Lookahead`` the wrapped optimizer.
 public struct OptimizerConfiguration: Sendable, Equatable {
+    /// The optimizer's registry name (`adamw`, `lookahead`, …).
     public var name: String
+    /// The hyperparameters to set, by PyTorch name; omitted ones take the reference defaults.
     public var hyperparameters: HyperparameterDictionary
     private var wrapped: [OptimizerConfiguration]
 
@@ -11,6 +13,7 @@ public struct OptimizerConfiguration: Sendable, Equatable {
         set { wrapped = newValue.map { [$0] } ?? [] }
     }
 
+    /// The optimizer `name` with `hyperparameters`, and for a wrapper the optimizer `base` it wraps.
     public init(name: String, hyperparameters: HyperparameterDictionary = [:], base: OptimizerConfiguration? = nil) {
         self.name = name
         self.hyperparameters = hyperparameters
@@ -46,6 +49,7 @@ public struct ParameterGroupConfiguration: Sendable {
 /// Adding an optimizer means one file under `Optimizers/` that declares its ``OptimizerInfo``,
 /// and that entry added to ``all`` (CONTRIBUTING.md has the whole recipe).
 public enum OptimizerRegistry {
+    /// Every optimizer's entry, in registry order.
     public static let all: [OptimizerInfo] = [
         SGDRule.info, AdamRule.info, AdamWRule.info, DecoupledAdamWRule.info, LionRule.info, DecoupledLionWRule.info,
         ADOPTRule.info, Lookahead.info,
