@@ -156,11 +156,13 @@ extension UpdateRule {
 }
 
 extension UpdateRule where Self: VectorKernel {
+    /// Runs the rule's vector kernel over `range` (``Elementwise/run(_:_:_:_:)``).
     @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
         Elementwise.run(Self.self, operands, range, coefficients)
     }
 
+    /// Runs the rule's vector kernel over `range` and returns the metric sums, in the same pass.
     @inlinable @inline(__always)
     public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator {
         Elementwise.runCollecting(Self.self, operands, range, coefficients)
@@ -169,9 +171,12 @@ extension UpdateRule where Self: VectorKernel {
 
 /// One state buffer of a parameter: its PyTorch name and element count.
 public struct StateBuffer: Sendable, Equatable {
+    /// The buffer's PyTorch name (`exp_avg`, …).
     public var name: String
+    /// The buffer's element count.
     public var count: Int
 
+    /// A buffer `name` of `count` elements.
     public init(name: String, count: Int) {
         self.name = name
         self.count = count
@@ -184,9 +189,11 @@ public protocol WholeTensorRule: UpdateRule {}
 
 extension WholeTensorRule {
     public static var updatesWholeTensors: Bool { true }
+    /// Never called for a whole-tensor rule: stops the program.
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
         preconditionFailure("\(name) updates whole tensors: GradientOptimizer calls updateTensor")
     }
+    /// Never called for a whole-tensor rule: stops the program.
     public static func updateCollecting(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) -> MetricAccumulator {
         preconditionFailure("\(name) updates whole tensors: GradientOptimizer calls updateTensor")
     }

@@ -3,15 +3,21 @@
 /// Names in such dictionaries are PyTorch's (`lr`, `betas`, `weight_decay`), so a configuration
 /// reads the same in Python and in Swift.
 public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
+    /// A number (`lr`, `eps`, …).
     case number(Double)
+    /// A flag (`maximize`, `nesterov`, …).
     case bool(Bool)
+    /// A list of numbers (`betas`, `ns_coefficients`).
     case numbers([Double])
+    /// No value: Python's `None` (LBFGS's `max_eval`, ADOPT's `clip_exponent`).
     case null
     /// A named choice (Muon's `adjust_lr_fn`, LBFGS's `line_search_fn`).
     case string(String)
     /// A list that is not all numbers (Adafactor's `eps`, `[null, 1e-3]`).
     case list([HyperparameterValue])
 
+    /// The value as messages show it: `0.001`, `1` (whole numbers without `.0`), `true`,
+    /// `[0.9, 0.999]`, `null`, strings unquoted.
     public var description: String {
         switch self {
         case let .number(value): return Self.format(value)
@@ -41,6 +47,7 @@ public enum HyperparameterValue: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension HyperparameterValue: Codable {
+    /// Decodes a JSON value: null, a boolean, a number, a string, a list of numbers, or any other list.
     public init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() { self = .null }
@@ -51,6 +58,7 @@ extension HyperparameterValue: Codable {
         else { self = .list(try container.decode([HyperparameterValue].self)) }
     }
 
+    /// Encodes the value as the JSON value it stands for.
     public func encode(to encoder: Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {

@@ -21,6 +21,7 @@ import Darwin
 /// correctly rounded in every instruction set, and the explicit fused multiply-adds of the 8-bit
 /// kernels (``Elementwise/fusedMultiplyAdd(_:_:_:)``) round once on every path.
 public enum InstructionSet: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// The `Optim` module's own code, the x86-64-v3 (AVX2) kernels, or the x86-64-v4 (AVX-512) ones.
     case baseline, avx2, avx512
 
     var code: Int32 {

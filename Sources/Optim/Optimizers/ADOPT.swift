@@ -110,6 +110,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
             negativeLearningRate: Float(-h.learningRate))
     }
 
+    /// The update over `range`: on a parameter's first step only the second moment is initialised.
     @inlinable @inline(__always)
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
         if c.initialise {
@@ -119,6 +120,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// `update(_:_:_:)` that also returns the metric sums of the range, in the same pass.
     @inlinable @inline(__always)
     public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
         c.initialise ? Elementwise.runCollecting(Initialise.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)

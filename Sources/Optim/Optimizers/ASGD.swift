@@ -37,6 +37,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``ASGD``.
         public init(learningRate: Double = 1e-2, lambd: Double = 1e-4, alpha: Double = 0.75, t0: Double = 1e6, weightDecay: Double = 0,
                     maximize: Bool = false) {
             self.learningRate = learningRate

@@ -69,6 +69,7 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
         /// Decoupled decay, `p ← p·(1 − lr·λ)`.
         public var weightDecay: Double
 
+        /// The hyperparameters; those not written keep the defaults listed on ``AdEMAMix``.
         public init(learningRate: Double = 1e-3, betas: AdEMAMixBetas = .init(0.9, 0.999, 0.9999), alpha: Double = 5,
                     alphaWarmup: Double? = nil, beta3Warmup: Double? = nil, eps: Double = 1e-8, weightDecay: Double = 0.01) {
             self.learningRate = learningRate

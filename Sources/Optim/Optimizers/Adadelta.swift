@@ -30,6 +30,7 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Adadelta``.
         public init(learningRate: Double = 1.0, rho: Double = 0.9, eps: Double = 1e-6, weightDecay: Double = 0, maximize: Bool = false) {
             self.learningRate = learningRate
             self.rho = rho

@@ -41,6 +41,7 @@ public enum AdafactorRule: WholeTensorRule {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Adafactor``.
         public init(learningRate: Double = 1e-2, beta2Decay: Double = -0.8, eps1: Double? = nil, eps2: Double = 1e-3, d: Double = 1,
                     weightDecay: Double = 0, maximize: Bool = false) {
             self.learningRate = learningRate

@@ -32,6 +32,7 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Adagrad``.
         public init(learningRate: Double = 1e-2, learningRateDecay: Double = 0, weightDecay: Double = 0,
                     initialAccumulatorValue: Double = 0, eps: Double = 1e-10, maximize: Bool = false) {
             self.learningRate = learningRate

@@ -38,6 +38,7 @@ public enum AdanRule: UpdateRule, VectorKernel {
         /// Decay added to the update, AdamW style.
         public var weightDecay: Double
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Adan``.
         public init(learningRate: Double = 1e-3, b1: Double = 0.98, b2: Double = 0.92, b3: Double = 0.99, eps: Double = 1e-8,
                     epsRoot: Double = 1e-8, weightDecay: Double = 0) {
             self.learningRate = learningRate

@@ -49,6 +49,7 @@ public enum LAMBRule: TensorPassRule {
         /// Decoupled decay, `λ·p` added to the update before the trust ratio.
         public var weightDecay: Double
 
+        /// The hyperparameters; those not written keep the defaults listed on ``LAMB``.
         public init(learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-6, epsRoot: Double = 0,
                     weightDecay: Double = 0) {
             self.learningRate = learningRate

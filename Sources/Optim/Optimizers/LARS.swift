@@ -46,6 +46,7 @@ public enum LARSRule: TensorPassRule {
         /// Nesterov momentum: `p ← p + u + μ·b` instead of `p ← p + b` (optax `nesterov`).
         public var nesterov: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``LARS``.
         public init(learningRate: Double = 1, weightDecay: Double = 0, trustCoefficient: Double = 0.001, eps: Double = 0,
                     momentum: Double = 0.9, nesterov: Bool = false) {
             self.learningRate = learningRate

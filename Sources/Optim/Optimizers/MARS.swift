@@ -62,6 +62,7 @@ public enum MARSRule: TensorPassRule {
 
     /// The update the corrected momentum feeds (the reference's `mars_type`).
     public enum Kind: String, Sendable, CaseIterable {
+        /// "adamw", "lion" or "shampoo": the AdamW division, the sign, or Newton–Schulz orthogonalisation of matrices.
         case adamw, lion, shampoo
     }
 
@@ -99,6 +100,7 @@ public enum MARSRule: TensorPassRule {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``MARS``.
         public init(learningRate: Double = 3e-3, betas: Betas = .init(0.95, 0.99), gamma: Double = 0.025, marsType: Kind = .adamw,
                     optimize1D: Bool = false, learningRate1D: Double = 3e-3, betas1D: Betas = .init(0.9, 0.95), weightDecay: Double = 0,
                     weightDecay1D: Double = 0.1, weightDecouple: Bool = true, fixedDecay: Bool = false, amsBound: Bool = false,

@@ -79,6 +79,7 @@ public enum MuonRule: WholeTensorRule {
         /// `ns_dtype` (this library's key): the precision of the Newton–Schulz iterations.
         public var nsPrecision: NewtonSchulzPrecision
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Muon``.
         public init(learningRate: Double = 1e-3, weightDecay: Double = 0.1, momentum: Double = 0.95, nesterov: Bool = true,
                     nsCoefficients: [Double] = [3.4445, -4.775, 2.0315], eps: Double = 1e-7, nsSteps: Int = 5,
                     adjustLearningRate: LearningRateAdjustment? = nil, nsPrecision: NewtonSchulzPrecision = .bfloat16) {

@@ -37,6 +37,7 @@ public enum NAdamRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``NAdam``.
         public init(learningRate: Double = 2e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
                     momentumDecay: Double = 4e-3, decoupledWeightDecay: Bool = false, maximize: Bool = false) {
             self.learningRate = learningRate

@@ -91,6 +91,7 @@ public final class Prodigy: TypedOptimizer {
         /// `slice_p`: the estimate uses every `slice_p`-th element of each tensor.
         public var sliceP: Int
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Prodigy``.
         public init(learningRate: Double = 1, betas: Betas = Betas(0.9, 0.999), beta3: Double? = nil, eps: Double = 1e-8,
                     weightDecay: Double = 0, decouple: Bool = true, useBiasCorrection: Bool = false, safeguardWarmup: Bool = false,
                     d0: Double = 1e-6, dCoef: Double = 1, growthRate: Double = .infinity, sliceP: Int = 1) {

@@ -35,6 +35,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``RAdam``.
         public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
                     decoupledWeightDecay: Bool = false, maximize: Bool = false) {
             self.learningRate = learningRate

@@ -35,6 +35,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``RMSprop``.
         public init(learningRate: Double = 1e-2, alpha: Double = 0.99, eps: Double = 1e-8, weightDecay: Double = 0,
                     momentum: Double = 0, centered: Bool = false, maximize: Bool = false) {
             self.learningRate = learningRate

@@ -30,6 +30,7 @@ public enum RpropRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``Rprop``.
         public init(learningRate: Double = 1e-2, etas: Betas = .init(0.5, 1.2), stepSizes: Betas = .init(1e-6, 50), maximize: Bool = false) {
             self.learningRate = learningRate
             self.etas = etas

@@ -32,6 +32,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``SGD``.
         public init(learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0, weightDecay: Double = 0,
                     nesterov: Bool = false, maximize: Bool = false) {
             self.learningRate = learningRate
@@ -107,6 +108,8 @@ public enum SGDRule: UpdateRule, VectorKernel {
         c.momentum != 0 && !c.firstStep && !c.maximize && c.weightDecay == 0
     }
 
+    /// The update over `range`; with momentum past the first step, and neither weight decay nor
+    /// maximize, by a dedicated momentum kernel.
     @inlinable @inline(__always)
     public static func update(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) {
         if usesMomentumKernel(c) {
@@ -116,6 +119,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
         }
     }
 
+    /// `update(_:_:_:)` that also returns the metric sums of the range, in the same pass.
     @inlinable @inline(__always)
     public static func updateCollecting(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients) -> MetricAccumulator {
         usesMomentumKernel(c) ? Elementwise.runCollecting(Momentum.self, o, range, c) : Elementwise.runCollecting(Self.self, o, range, c)

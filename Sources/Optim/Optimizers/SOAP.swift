@@ -97,6 +97,7 @@ public enum SOAPRule: WholeTensorRule {
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
 
+        /// The hyperparameters; those not written keep the defaults listed on ``SOAP``.
         public init(learningRate: Double = 3e-3, betas: Betas = .init(0.95, 0.95), shampooBeta: Double? = nil, weightDecay: Double = 1e-2,
                     preconditionFrequency: Int = 10, maxPreconditionDimension: Int = 10000, mergeDimensions: Bool = false,
                     precondition1D: Bool = false, correctBias: Bool = true, normalizeGradient: Bool = false,

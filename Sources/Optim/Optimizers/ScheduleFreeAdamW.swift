@@ -45,6 +45,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
         /// The train/eval switch's interpolation constant: β1.
         public var interpolation: Double { betas.first }
 
+        /// The hyperparameters; those not written keep the defaults listed on ``ScheduleFreeAdamW``.
         public init(learningRate: Double = 0.0025, betas: Betas = .init(0.9, 0.999), eps: Double = 1e-8, weightDecay: Double = 0,
                     warmupSteps: Int = 0, r: Double = 0, weightLearningRatePower: Double = 2) {
             self.learningRate = learningRate

@@ -41,6 +41,7 @@ public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
         /// The train/eval switch's interpolation constant: ``momentum``.
         public var interpolation: Double { momentum }
 
+        /// The hyperparameters; those not written keep the defaults listed on ``ScheduleFreeSGD``.
         public init(learningRate: Double = 1.0, momentum: Double = 0.9, weightDecay: Double = 0, warmupSteps: Int = 0, r: Double = 0,
                     weightLearningRatePower: Double = 2) {
             self.learningRate = learningRate
