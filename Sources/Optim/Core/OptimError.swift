@@ -38,6 +38,7 @@ public enum OptimError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A schedule-free optimizer was stepped in eval mode (its parameters at the average x).
     case stepInEvalMode(optimizer: String)
 
+    /// A one-line message: what is wrong, naming the optimizer, parameter or group concerned.
     public var description: String {
         switch self {
         case let .invalidHyperparameter(optimizer, name, value, expected):

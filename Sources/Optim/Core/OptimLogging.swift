@@ -7,5 +7,6 @@ import Logging
 /// try OptimLogging.$logger.withValue(myLogger) { try DecoupledLionW(params, hyperparameters: .init(weightDecay: 0.1)) }
 /// ```
 public enum OptimLogging {
+    /// The logger in force for the current task; by default labelled `swift-optim`.
     @TaskLocal public static var logger = Logger(label: "swift-optim")
 }

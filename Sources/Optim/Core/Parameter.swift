@@ -229,10 +229,13 @@ public final class Parameter: @unchecked Sendable {
 }
 
 extension Parameter: Hashable {
+    /// Whether `lhs` and `rhs` are the same object: parameters compare by identity.
     public static func == (lhs: Parameter, rhs: Parameter) -> Bool { lhs === rhs }
+    /// Hashes the parameter's identity, consistently with `==`.
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 }
 
 extension Parameter: CustomStringConvertible {
+    /// `Parameter(name, shape: [..])`.
     public var description: String { "Parameter(\(name), shape: \(shape))" }
 }

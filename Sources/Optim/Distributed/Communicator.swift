@@ -121,6 +121,7 @@ public enum DistributedError: Error, Equatable, Sendable, CustomStringConvertibl
     /// An optimizer or feature that cannot run sharded.
     case unsupported(String)
 
+    /// The error as one line for a person: the operation that failed and why.
     public var description: String {
         switch self {
         case let .communication(operation, code, message):

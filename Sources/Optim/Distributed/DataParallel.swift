@@ -34,6 +34,7 @@ public final class DataParallel {
     /// PyTorch DDP's default bucket: 25 MiB.
     public static let defaultBucketBytes = 25 << 20
 
+    /// The ranks the gradients are averaged over.
     public let communicator: any Communicator
     /// The parameters, in the order every rank passes them.
     public let parameters: [Parameter]

@@ -42,6 +42,7 @@
 /// `Checkpoint.load(from:into:)` works on every rank. Files move freely between sharded and
 /// unsharded runs and between world sizes.
 public final class ShardedOptimizer: Optimizer {
+    /// The ranks that share the optimizer state, each stepping its own shard.
     public let communicator: any Communicator
     /// The configuration every rank's shard optimizer is built from (built from typed groups:
     /// the optimizer's name and the first group's hyperparameters).

@@ -38,6 +38,7 @@ public struct KernelOperands: @unchecked Sendable {
 /// than ``Elementwise/width`` only at the end), computes, and writes back. Implementations are
 /// `@inline(__always)` so ``Elementwise/run(_:_:_:_:)`` compiles into one tight loop per kernel.
 public protocol VectorKernel {
+    /// The per-step scalars the kernel reads (the rule's ``UpdateRule/Coefficients``).
     associatedtype Coefficients
     /// Updates one vector and returns what the optimizer metrics need of it; when no metrics are
     /// collected the returned lanes are dead code and compile away.

@@ -31,6 +31,7 @@ public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
+    /// The `state_dtype` name: `float32` or `int8`.
     public var description: String { rawValue }
 }
 
@@ -306,6 +307,7 @@ public enum BlockwiseQuantization {
 /// with their new float32 values and returns what the metrics need. Implementations are
 /// `@_transparent`, as ``VectorKernel``'s are, so that each kernel module compiles its own loop.
 public protocol QuantizedVectorKernel {
+    /// The per-step scalars the kernel reads (the rule's ``UpdateRule/Coefficients``).
     associatedtype Coefficients
     /// Updates one vector; `state0` and `state1` hold the dequantized state on entry (`state1`
     /// zero for a rule with one buffer) and the updated state on return.

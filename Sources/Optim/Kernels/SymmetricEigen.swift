@@ -15,6 +15,7 @@ public enum SymmetricEigen {
         /// to `values[j]`. Each column has unit length and its entry of largest magnitude (the
         /// first such entry on a tie) positive.
         public var vectors: [Double]
+        /// The matrix's order `n`.
         public var n: Int
     }
 

@@ -91,6 +91,7 @@ public struct TensorPass: Sendable {
     /// Whether this pass sums the optimizer metrics (the one that writes the parameter).
     public var collectingMetrics: Bool
 
+    /// Pass number `index` over a tensor of `rank` dimensions, with the earlier passes' `scalar`.
     public init(index: Int, rank: Int, scalar: Float = 0, collectingMetrics: Bool = false) {
         self.index = index
         self.rank = rank
@@ -111,8 +112,10 @@ public struct PassResult: Sendable {
     /// The metric sums, from the pass that writes the parameter.
     public var metrics = MetricAccumulator()
 
+    /// All sums and the count zero.
     public init() {}
 
+    /// The sums, counts and metric sums of `a` and `b` added.
     public static func + (a: Self, b: Self) -> Self {
         var sum = a
         sum.first += b.first
@@ -223,6 +226,7 @@ public protocol TensorPassRule: WholeTensorRule {
 }
 
 extension UpdateRule where Self: TensorPassRule {
+    /// Runs ``TensorPassRule/passVector(_:_:_:_:_:_:_:_:)`` over `range` for one pass and returns its sums.
     @_transparent
     public static func pass(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients, _ pass: TensorPass) -> PassResult {
         TensorPasses.chunk(Self.self, operands, range, coefficients, pass)

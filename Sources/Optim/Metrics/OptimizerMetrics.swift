@@ -25,6 +25,7 @@ public struct ParameterMetricSums: Sendable, Equatable {
     /// `Σ m·g`, `nil` without a moment.
     public var momentDotGradient: Double?
 
+    /// The six sums of one parameter; the moment's are `nil` for an optimizer that keeps none.
     public init(momentSquared: Double?, parameterSquared: Double, updateSquared: Double, gradientSquared: Double,
                 updateDotGradient: Double, momentDotGradient: Double?) {
         self.momentSquared = momentSquared
@@ -58,6 +59,7 @@ public struct OptimizerMetrics: Sendable, Equatable {
     /// The sums, by parameter name.
     public var sums: [String: ParameterMetricSums]
 
+    /// Metrics from each parameter's sums, by parameter name.
     public init(sums: [String: ParameterMetricSums]) { self.sums = sums }
 
     /// The metric names, in LLM Foundry's order.

@@ -14,6 +14,7 @@ public final class Lookahead: Optimizer {
     /// Forwards to the wrapped optimizer (schedule-free's mode switch).
     public func eval() throws { try base.eval() }
 
+    /// The registry name.
     public static let name = "lookahead"
 
     /// The wrapped optimizer.
@@ -30,6 +31,7 @@ public final class Lookahead: Optimizer {
     /// `step()` calls so far (PyTorch's `step_counter`, its name in checkpoints); per-parameter
     /// counts are ``stepCount(of:)``.
     public internal(set) var stepCount = 0
+    /// The threads the slow-weight updates run on.
     public let threadPool: ThreadPool
 
     let tracked: [Parameter]

@@ -210,6 +210,7 @@ public final class Prodigy: TypedOptimizer {
     public private(set) var dNumerator = 0.0
     /// The last step's `d̂` and Σ|s| (prodigyopt's `d_hat`, `d_denom`; informational).
     public private(set) var dHat: Double
+    /// The last step's Σ|s| (prodigyopt's `d_denom`; informational).
     public private(set) var dDenominator = 0.0
     /// Steps that updated the parameters (prodigyopt's per-group `k`, equal in every group).
     public private(set) var k = 0
