@@ -3,27 +3,39 @@ import Optim
 
 /// A malformed fixture file: which file, which field, what is wrong.
 public struct FixtureError: Error, Equatable, CustomStringConvertible {
+    /// The fixture file's path.
     public var file: String
+    /// The field at fault (`steps[3].grads`, …); empty for the file as a whole.
     public var field: String
+    /// What is wrong.
     public var message: String
 
+    /// `file: field 'field': message`, or `file: message` without a field.
     public var description: String { field.isEmpty ? "\(file): \(message)" : "\(file): field '\(field)': \(message)" }
 }
 
 /// One optimizer trajectory in the `optim-fixture/1` format (see `shared/fixtures/FORMAT.md`):
 /// initial parameters, the gradients of each step, and the parameters the reference reached.
 public struct Fixture: Sendable {
+    /// A named tensor of the file (`params`): shape and row-major data.
     public struct Tensor: Sendable {
+        /// The parameter's name.
         public var name: String
+        /// The dimensions, outermost first.
         public var shape: [Int]
+        /// The elements, row-major.
         public var data: [Float]
     }
 
+    /// One parameter group (`groups`): its parameters, in order, and the hyperparameters it overrides.
     public struct Group: Sendable {
+        /// The names of the group's parameters (`params`), in order.
         public var parameterNames: [String]
+        /// The hyperparameters the group overrides, by Python name.
         public var overrides: HyperparameterDictionary
     }
 
+    /// One optimizer step of the trajectory (`steps`).
     public struct Step: Sendable {
         /// Gradients by parameter name; a parameter missing here has no gradient this step.
         public var gradients: [String: [Float]]
@@ -37,22 +49,33 @@ public struct Fixture: Sendable {
         /// schedule-free's `train()` / `eval()`, which move the parameters.
         public var mode: Mode?
 
+        /// Schedule-free's `train()` or `eval()`.
         public enum Mode: String, Sendable { case train, eval }
     }
 
+    /// The fixture's unique name (`[a-z0-9_-]+`).
     public var name: String
+    /// What produced the expected values: the library and its version (free text).
     public var reference: String
+    /// The optimizer and its hyperparameters by Python name (and, for `lookahead`, the wrapped optimizer).
     public var configuration: OptimizerConfiguration
+    /// The parameter groups, or `nil` for one group holding every parameter in file order.
     public var groups: [Group]?
+    /// The initial parameters, in order (`params`).
     public var parameters: [Tensor]
+    /// The steps, in order.
     public var steps: [Step]
+    /// The parameters after the last step, by name.
     public var expected: [String: [Float]]
     /// The objective a closure-driven optimizer's steps evaluate (L-BFGS), or `nil` when the
     /// steps give gradients.
     public var objective: Objective?
+    /// `rtol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-5 by default.
     public var relativeTolerance: Double
+    /// `atol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-6 by default.
     public var absoluteTolerance: Double
 
+    /// The `format` value every fixture file carries.
     public static let format = "optim-fixture/1"
 }
 

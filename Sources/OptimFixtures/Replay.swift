@@ -3,9 +3,11 @@ import Optim
 
 /// The outcome of replaying one fixture.
 public struct ReplayResult: Sendable {
+    /// The fixture's name.
     public var name: String
     /// The optimizer, with the wrapped one for wrappers (`lookahead(adamw)`).
     public var optimizer: String
+    /// The number of steps replayed.
     public var steps: Int
     /// Largest `|got − want|` over every checked value.
     public var maxAbsoluteError: Double
@@ -16,6 +18,7 @@ public struct ReplayResult: Sendable {
     /// The first value outside tolerance, described.
     public var firstMismatch: String?
 
+    /// Whether every checked value was within tolerance.
     public var passed: Bool { mismatches == 0 }
 }
 
@@ -128,6 +131,7 @@ extension Fixture {
 
 /// Finds fixture files: each path is a `.json` file or a folder searched recursively.
 public enum FixtureFiles {
+    /// The fixture files under `paths`, a folder's `.json` files in sorted order; a path that does not exist, or a folder without any, comes back with an error.
     public static func find(_ paths: [String]) -> [(path: String, error: String?)] {
         var found: [(String, String?)] = []
         let manager = FileManager.default

@@ -2,8 +2,10 @@ import Foundation
 
 /// The element types of safetensors, with their byte sizes.
 public enum DType: String, Sendable, CaseIterable {
+    /// The header's type names: floats (`BF16` is bfloat16), signed and unsigned integers by bit width, and booleans.
     case F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL
 
+    /// The bytes one element takes: 8, 4, 2 or 1 (`BOOL` is one byte).
     public var byteCount: Int {
         switch self {
         case .F64, .I64, .U64: return 8
@@ -16,8 +18,11 @@ public enum DType: String, Sendable, CaseIterable {
 
 /// One tensor of a file: its name, type, shape and byte range in the data section.
 public struct TensorInfo: Sendable, Equatable {
+    /// The tensor's name in the header.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first; `[]` for a scalar.
     public var shape: [Int]
     /// Byte range within the data section (after the header).
     public var dataRange: Range<Int>
@@ -28,11 +33,16 @@ public struct TensorInfo: Sendable, Equatable {
 
 /// A tensor to write: name, type, shape and its raw little-endian bytes.
 public struct TensorData: Sendable {
+    /// The tensor's name in the header.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first; `[]` for a scalar.
     public var shape: [Int]
+    /// The raw little-endian bytes: the element count times ``DType/byteCount``.
     public var bytes: Data
 
+    /// A tensor of `dtype` and `shape` from its raw little-endian `bytes`.
     public init(name: String, dtype: DType, shape: [Int], bytes: Data) {
         self.name = name
         self.dtype = dtype

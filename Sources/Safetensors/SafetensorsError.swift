@@ -21,6 +21,7 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     /// An I/O failure.
     case io(String)
 
+    /// A one-line message: what is wrong with the file, and where.
     public var description: String {
         switch self {
         case let .truncated(what): return "truncated file: \(what)"

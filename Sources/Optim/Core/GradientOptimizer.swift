@@ -122,6 +122,8 @@ extension UpdateRule {
         kernels.update(operands, 0..<operands.count, coefficients)
         return MetricAccumulator()
     }
+    /// One chunk of one pass: never called for a rule that is not a ``TensorPassRule`` (stops the
+    /// program).
     public static func pass(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients, _ pass: TensorPass) -> PassResult {
         preconditionFailure("\(name) is not a TensorPassRule")
     }
