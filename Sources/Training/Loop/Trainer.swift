@@ -5,30 +5,43 @@ import Safetensors
 
 /// Where a run stands, for progress displays.
 public struct TrainingProgress: Sendable {
+    /// The epoch under way, counted from 0.
     public var epoch: Int
+    /// The run's number of epochs.
     public var epochs: Int
+    /// The global step just taken, counted from 1.
     public var step: Int
+    /// The run's total number of steps.
     public var totalSteps: Int
     /// Mean training loss and accuracy over the steps since the last record.
     public var loss: Double
+    /// The mean training accuracy (the fraction of correct predictions) over the same steps.
     public var accuracy: Double
     /// Test accuracy at the end of the latest finished epoch.
     public var testAccuracy: Double?
+    /// Training steps per second so far (evaluation excluded).
     public var stepsPerSecond: Double
+    /// The first group's learning rate in force.
     public var learningRate: Double
 }
 
 /// One logged step of a run (a line of `metrics.jsonl`).
 public struct TrainingRecord: Sendable {
+    /// The global step, counted from 1.
     public var step: Int
+    /// The epoch, counted from 0.
     public var epoch: Int
     /// Seconds of training since the run started (evaluation excluded).
     public var seconds: Double
+    /// The first group's learning rate at the step.
     public var learningRate: Double
+    /// The mean training loss over the steps since the previous record.
     public var loss: Double
+    /// The mean training accuracy (the fraction correct) over the steps since the previous record.
     public var accuracy: Double
     /// Set on the last step of an epoch.
     public var testLoss: Double?
+    /// The held-out accuracy, on the last step of an epoch.
     public var testAccuracy: Double?
     /// The global gradient norm before clipping, when clipping.
     public var gradientNorm: Double?
@@ -38,9 +51,13 @@ public struct TrainingRecord: Sendable {
 
 /// The outcome of a run.
 public struct TrainingResult: Sendable {
+    /// The configuration the run trained with.
     public var configuration: TrainingConfiguration
+    /// Every logged step, in order.
     public var records: [TrainingRecord]
+    /// The final held-out accuracy: the test rows, or the validation batches of a text.
     public var testAccuracy: Double
+    /// The final held-out mean loss.
     public var testLoss: Double
     /// Mean training loss over the last logged interval.
     public var finalTrainLoss: Double
@@ -50,8 +67,11 @@ public struct TrainingResult: Sendable {
     public var startStep: Int
     /// Training seconds (evaluation excluded) and wall-clock seconds.
     public var seconds: Double
+    /// Wall-clock seconds of the run, evaluation included.
     public var wallSeconds: Double
+    /// Training steps per second (evaluation excluded); 0 for a run without training time.
     public var stepsPerSecond: Double { seconds > 0 ? Double(steps) / seconds : 0 }
+    /// The model's number of parameters (elements).
     public var parameterCount: Int
     /// Optimizer state bytes per model parameter (Lookahead's slow weights included).
     public var stateBytesPerParameter: Double
@@ -83,18 +103,26 @@ public enum TrainingData: Sendable {
 /// batch, within float rounding), and optionally each rank keeps only its slice of the optimizer
 /// state (`ShardedOptimizer`, ZeRO stage 1).
 public final class Trainer {
+    /// The run's configuration.
     public let configuration: TrainingConfiguration
+    /// The data trained and evaluated on.
     public let data: TrainingData
+    /// The model being trained.
     public let model: any TrainableModel
+    /// The optimizer stepping the model's parameters (a `ShardedOptimizer` when the state is sharded).
     public let optimizer: any Optimizer
     /// Whether the optimizer evaluates the batch itself, through a closure (L-BFGS).
     let optimizerNeedsClosure: Bool
+    /// The learning-rate schedule applied to the optimizer, its step count the run's global step.
     public let scheduler: LearningRateScheduler
+    /// The threads the model and the optimizer run on.
     public let threadPool: ThreadPool
+    /// Steps in one epoch: batches in one pass over the rows, or for a text ``TrainingConfiguration/evaluateEvery``.
     public let stepsPerEpoch: Int
     /// Epochs of the run: ``TrainingConfiguration/epochs`` passes over rows, or for a text
     /// ``TrainingConfiguration/iterations`` / ``TrainingConfiguration/evaluateEvery`` intervals.
     public let epochs: Int
+    /// Steps in the whole run: ``stepsPerEpoch`` times ``epochs``.
     public var totalSteps: Int { stepsPerEpoch * epochs }
     /// The most steps a run may take (2^31 - 1): far beyond any run that finishes, and small
     /// enough that every count, schedule and record of the run stays exact.

@@ -8,11 +8,13 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// What to train: the MLP on rows of features (the digits, or `--data`), or the GPT on Jane
     /// Austen's novels.
     public enum Task: String, Sendable, CaseIterable, Codable {
+        /// `digits`: the MLP on rows of features; `austen`: the GPT on Jane Austen's novels.
         case digits, austen
     }
 
     /// A learning-rate schedule over the whole run, applied after the warm-up.
     public enum Schedule: String, Sendable, CaseIterable, Codable {
+        /// The schedule's `--schedule` name: constant, cosine decay, linear decay, warm-up–stable–decay, exponential, step decay or one-cycle.
         case constant, cosine, linear, wsd, exponential, step, onecycle
     }
 
@@ -22,15 +24,21 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public var baseOptimizer = "adamw"
     /// Hyperparameters by PyTorch name (`lr`, `weight_decay`, `betas`, …; Lookahead's `k`, `alpha`).
     public var hyperparameters: HyperparameterDictionary = [:]
+    /// The learning-rate schedule after the warm-up; cosine by default.
     public var schedule = Schedule.cosine
     /// Linear warm-up steps before the schedule.
     public var warmupSteps = 0
     /// Global gradient-norm clipping limit, or nil for none.
     public var clipNorm: Double?
+    /// Examples (rows, or text windows) in one global batch, shared by the ranks of a distributed run.
     public var batchSize = 32
+    /// Passes over the training rows (the MLP task; the text task counts ``iterations``).
     public var epochs = 60
+    /// The MLP's hidden-layer widths, in order.
     public var hidden = [256, 128]
+    /// The MLP's activation function.
     public var activation = Activation.relu
+    /// The seed of the weight initialisation, the batch order (rows) and the drawn windows (text).
     public var seed: UInt64 = 0
     /// Threads for the model and the optimizer.
     public var threads = ProcessInfo.processInfo.activeProcessorCount
@@ -41,6 +49,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// The cosine schedule's final learning rate as a fraction of the peak (0: decay to 0).
     public var finalLearningRateFactor = 0.0
 
+    /// What to train: the MLP on rows (`digits`), or the GPT on a text (`austen`).
     public var task = Task.digits
     /// The GPT (task austen): blocks, heads, embedding width and context length.
     public var layers = 4, heads = 4, embedding = 128, context = 64
@@ -49,6 +58,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// Validation batches per evaluation of the text task (the same ones every time).
     public var evaluationBatches = 20
 
+    /// The defaults: DecoupledLionW on the digits with a cosine schedule.
     public init() {}
 
     /// Trains with a typed optimizer: ``optimizer`` becomes its registry name and
@@ -130,14 +140,18 @@ public struct TrainingConfiguration: Sendable, Equatable {
 
 /// A training-run error: one line naming the problem.
 public enum TrainingError: Error, Equatable, CustomStringConvertible {
+    /// An option out of range or inconsistent with the data.
     case invalidOption(String)
+    /// Data that does not fit the run: empty sets, or features that differ from the model's.
     case dataMismatch(String)
+    /// A checkpoint that cannot resume this run.
     case resume(String)
     /// A loss that is not finite, that of global step `step` (counted from 1).
     case diverged(step: Int, message: String)
     /// A file-system problem with a run's files.
     case file(String)
 
+    /// The error's one-line message.
     public var description: String {
         switch self {
         case let .invalidOption(message), let .dataMismatch(message), let .resume(message), let .file(message): return message

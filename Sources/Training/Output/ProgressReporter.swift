@@ -3,8 +3,10 @@ import Foundation
 /// Shows a training run's progress: on a terminal, one bar redrawn in place (at most ten times a
 /// second); otherwise plain lines, one per milestone (epoch end), that read well in a log file.
 public final class ProgressReporter: @unchecked Sendable {
+    /// A bar redrawn in place, plain lines, or nothing.
     public enum Style: Sendable { case bar, lines, silent }
 
+    /// How progress is shown: by default a bar on a terminal, plain lines otherwise.
     public let style: Style
     private let output: FileHandle
     private var lastDraw = 0.0

@@ -27,11 +27,17 @@ public final class RunFolder: @unchecked Sendable {
     /// The files a run writes; a folder holding any of them holds a run.
     public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg"]
 
+    /// The folder.
     public let url: URL
+    /// `summary.json`: the configuration and the outcome, written when the run finishes.
     public var summary: URL { url.appendingPathComponent("summary.json") }
+    /// `metrics.jsonl`: one JSON line per logged step.
     public var metrics: URL { url.appendingPathComponent("metrics.jsonl") }
+    /// `checkpoint.safetensors`: the run's latest checkpoint.
     public var checkpoint: URL { url.appendingPathComponent("checkpoint.safetensors") }
+    /// `loss.svg`: the loss chart.
     public var lossChart: URL { url.appendingPathComponent("loss.svg") }
+    /// `accuracy.svg`: the accuracy chart.
     public var accuracyChart: URL { url.appendingPathComponent("accuracy.svg") }
     /// The lines `metrics.jsonl` held when the folder was opened (0 unless continuing).
     public let earlierRecordCount: Int
@@ -322,6 +328,7 @@ public final class MetricsWriter {
         return try OptimizerMetrics.jsonLine(step: record.step, metrics: record.metrics ?? [:], extra: object)
     }
 
+    /// Appends the record's line (``line(_:)``) to `metrics.jsonl`, and to the TensorBoard log if there is one.
     public func write(_ record: TrainingRecord) throws {
         if let code = Self.writeAll(descriptor, Data((try Self.line(record) + "\n").utf8)) {
             throw TrainingError.file("cannot write \(url.path): \(describeErrno(code))")
@@ -332,9 +339,13 @@ public final class MetricsWriter {
 
 /// How a resumed run relates to the checkpoint it continues, for `summary.json`.
 public struct ResumeRecord: Sendable {
+    /// An option's value in the checkpoint's run and on the resuming command line.
     public struct Change: Sendable, Equatable {
+        /// The value the checkpoint's run had.
         public var from: String
+        /// The value given on resuming.
         public var to: String
+        /// A change of an option from `from` to `to`.
         public init(from: String, to: String) {
             self.from = from
             self.to = to
@@ -346,6 +357,7 @@ public struct ResumeRecord: Sendable {
     /// Options given a new value on the command line, by option name (`epochs`).
     public var changed: [String: Change]
 
+    /// A resume from `checkpoint` with the options in `changed` given new values.
     public init(checkpoint: String, changed: [String: Change] = [:]) {
         self.checkpoint = checkpoint
         self.changed = changed

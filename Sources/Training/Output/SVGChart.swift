@@ -3,20 +3,30 @@ import Foundation
 /// A line chart rendered as a self-contained SVG document: axes with round-number ticks, one
 /// polyline per series, a legend. Enough for training curves; no dependencies.
 public struct SVGChart: Sendable {
+    /// One named line of the chart.
     public struct Series: Sendable {
+        /// The series' name in the legend.
         public var name: String
+        /// The points, in drawing order; non-finite ones are left out.
         public var points: [(x: Double, y: Double)]
+        /// A series of `points`, dropping any with a non-finite coordinate.
         public init(name: String, points: [(x: Double, y: Double)]) {
             self.name = name
             self.points = points.filter { $0.x.isFinite && $0.y.isFinite }
         }
     }
 
+    /// The chart's title.
     public var title: String
+    /// The x axis's label.
     public var xLabel: String
+    /// The y axis's label.
     public var yLabel: String
+    /// The lines, coloured from ``palette`` in order.
     public var series: [Series]
+    /// The SVG's width.
     public var width = 640.0
+    /// The SVG's height.
     public var height = 400.0
     /// A logarithmic y axis (for losses); values ≤ 0 are left out.
     public var logarithmicY = false
@@ -24,6 +34,7 @@ public struct SVGChart: Sendable {
     /// Colours that stay apart for the usual colour-vision deficiencies (Okabe–Ito).
     public static let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
+    /// A 640 × 400 chart of `series`.
     public init(title: String, xLabel: String, yLabel: String, series: [Series], logarithmicY: Bool = false) {
         self.title = title
         self.xLabel = xLabel

@@ -11,17 +11,20 @@ import Optim
 /// (Welch's, about 95 % for normal scores; with one seed no spread is measured and nothing is
 /// called different).
 public struct ShootOut: Sendable {
+    /// One optimizer's runs, one per seed.
     public struct Entry: Sendable {
         /// The optimizer's label (`lion`, `lookahead(adamw)`).
         public var name: String
         /// One result per seed, in seed order.
         public var results: [TrainingResult]
 
+        /// The runs `results` of the optimizer labelled `name`.
         public init(name: String, results: [TrainingResult]) {
             self.name = name
             self.results = results
         }
 
+        /// The learning rate (`lr`) of the first run's configuration, or `nil` when it sets none.
         public var learningRate: Double? {
             guard let configuration = try? results.first?.configuration.optimizerConfiguration(),
                   case let .number(lr)? = configuration.hyperparameters["lr"] else { return nil }
@@ -31,32 +34,44 @@ public struct ShootOut: Sendable {
 
     /// One optimizer's scores over the seeds.
     public struct Summary: Sendable, Equatable {
+        /// The optimizer's label.
         public var name: String
+        /// The final score of each seed, in seed order.
         public var scores: [Double]
+        /// The mean score.
         public var mean: Double
         /// The sample standard deviation (0 for one seed).
         public var standardDeviation: Double
+        /// Training milliseconds per step over all the seeds' runs.
         public var millisecondsPerStep: Double
+        /// Optimizer state bytes per model parameter (of the first run).
         public var stateBytesPerParameter: Double
     }
 
     /// A pair whose difference exceeds the seed spread: `better` ahead of `worse` by `difference`.
     public struct Difference: Sendable, Equatable {
+        /// The label of the optimizer ahead.
         public var better: String
+        /// The label of the optimizer behind.
         public var worse: String
+        /// The absolute difference of their mean scores.
         public var difference: Double
+        /// Twice the standard error of the difference, which `difference` exceeds.
         public var threshold: Double
     }
 
+    /// The optimizers compared, each with its runs.
     public var entries: [Entry]
     /// Whether the score is a validation loss (text task) rather than a test accuracy.
     public var scoreIsLoss: Bool
 
+    /// A shoot-out of `entries`; the score is a loss when the first run is of the text task.
     public init(entries: [Entry]) {
         self.entries = entries
         scoreIsLoss = entries.first?.results.first?.configuration.task == .austen
     }
 
+    /// `validation loss` or `test accuracy`.
     public var scoreName: String { scoreIsLoss ? "validation loss" : "test accuracy" }
 
     func score(_ result: TrainingResult) -> Double { scoreIsLoss ? result.testLoss : result.testAccuracy }
