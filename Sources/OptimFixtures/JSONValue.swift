@@ -3,11 +3,17 @@ import Foundation
 /// A parsed JSON document, kept generic so that every field can be checked with an error that
 /// names it (`steps[3].grads.p0`), rather than a decoder's opaque coding path.
 public enum JSONValue: Sendable, Equatable, Decodable {
+    /// `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// A number.
     case number(Double)
+    /// A string.
     case string(String)
+    /// An array, in order.
     case array([JSONValue])
+    /// An object, by key.
     case object([String: JSONValue])
 
     /// Decodes any JSON value: null, a boolean, a number, a string, an array or an object.

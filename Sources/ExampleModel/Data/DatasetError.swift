@@ -35,6 +35,7 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
     /// not form a data set.
     case inconsistent(String)
 
+    /// A one-line message naming the file or the value at fault.
     public var description: String {
         switch self {
         case let .unreadable(file, reason):

@@ -10,6 +10,7 @@ import Foundation
 /// (``fillBatch(_:index:seed:batchSize:context:inputs:targets:)``), so a run can be resumed and
 /// replayed by another program (`tools/austen/torch_reference.py` draws the same ones).
 public struct TextCorpus: Sendable {
+    /// The part of the text a batch is drawn from: training or validation.
     public enum Split: Sendable { case train, validation }
 
     /// Where the text came from, for messages.
@@ -144,6 +145,7 @@ public enum TextCorpusError: Error, Equatable, Sendable, CustomStringConvertible
     /// A context length below 1.
     case invalidContext(Int)
 
+    /// A one-line message naming the source or the value at fault.
     public var description: String {
         switch self {
         case let .unreadable(file, reason):

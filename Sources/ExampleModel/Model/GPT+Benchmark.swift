@@ -6,8 +6,11 @@ extension GPT {
     public struct BenchmarkResult: Sendable, Codable {
         /// Tokens per second of each timed run (batch × context × steps / seconds).
         public var runs: [Double]
+        /// Sequences per step.
         public var batchSize: Int
+        /// Training steps in each timed run.
         public var steps: Int
+        /// Threads of the model and the optimizer.
         public var threads: Int
         /// The median of ``runs``.
         public var tokensPerSecond: Double {

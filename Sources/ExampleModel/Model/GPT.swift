@@ -73,6 +73,7 @@ public struct GPTConfiguration: Sendable, Equatable, Codable {
 /// shape, a training step allocates nothing. A model is not synchronised: use it from one thread
 /// at a time.
 public final class GPT: @unchecked Sendable {
+    /// The model's shape: vocabulary, context length, layers, heads and embedding width.
     public let configuration: GPTConfiguration
     /// Every parameter, in nanoGPT's `named_parameters()` order.
     public let parameters: [Parameter]

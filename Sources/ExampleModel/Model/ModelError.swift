@@ -12,6 +12,7 @@ public enum ModelError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A label outside `0..<outputs`, at position `index` of its batch.
     case labelOutOfRange(label: Int, index: Int, outputs: Int)
 
+    /// A one-line message naming the problem.
     public var description: String {
         switch self {
         case let .invalidArchitecture(message):

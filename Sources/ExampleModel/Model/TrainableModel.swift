@@ -11,16 +11,21 @@ public struct ModelBatch: Sendable {
     /// Rows, or sequences.
     public var size = 0
 
+    /// An empty batch, to be filled.
     public init() {}
 }
 
 /// What one batch gave: the loss summed over its predictions, how many were right (the largest
 /// logit at the target) and how many there were (rows, or tokens).
 public struct BatchOutcome: Sendable, Equatable {
+    /// The loss summed over the batch's predictions.
     public var lossSum: Double
+    /// Predictions whose largest logit was at the target.
     public var correct: Int
+    /// Predictions in the batch: rows, or tokens.
     public var count: Int
 
+    /// An outcome from its loss sum, correct count and prediction count.
     public init(lossSum: Double, correct: Int, count: Int) {
         self.lossSum = lossSum
         self.correct = correct
@@ -43,8 +48,10 @@ public protocol TrainableModel: AnyObject {
 }
 
 extension MLP: TrainableModel {
+    /// `MLP` and the layer widths from inputs to outputs (`MLP 64-256-128-10`).
     public var architecture: String { "MLP " + ([inputs] + hidden + [outputs]).map(String.init).joined(separator: "-") }
 
+    /// Forward and backward over the batch's rows; the outcome's loss sum is the mean loss times the rows.
     public func lossAndGradient(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome {
         let (loss, correct) = try batch.features.withUnsafeBufferPointer { (features) throws(ModelError) in
             try lossAndGradient(features: features, labels: batch.targets, batchSize: batch.size)
@@ -52,6 +59,7 @@ extension MLP: TrainableModel {
         return BatchOutcome(lossSum: Double(loss) * Double(batch.size), correct: correct, count: batch.size)
     }
 
+    /// The loss and correct count of the batch's rows, forward only.
     public func evaluate(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome {
         try batch.features.withUnsafeBufferPointer { (features) throws(ModelError) in
             try evaluateRows(features: features, labels: batch.targets, rows: batch.size)
@@ -60,10 +68,12 @@ extension MLP: TrainableModel {
 }
 
 extension GPT: TrainableModel {
+    /// `GPT`, its layers, embedding width, heads, context length and vocabulary size.
     public var architecture: String {
         "GPT \(configuration.layers) layers × \(configuration.embedding), \(configuration.heads) heads, context \(configuration.contextLength), vocabulary \(configuration.vocabularySize)"
     }
 
+    /// Forward and backward over the batch's sequences; the outcome's loss sum is the mean loss times the tokens.
     public func lossAndGradient(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome {
         let loss = try batch.tokens.withUnsafeBufferPointer { (inputs) throws(ModelError) in
             try batch.targets.withUnsafeBufferPointer { (targets) throws(ModelError) in try lossAndGradient(inputs: inputs, targets: targets, batchSize: batch.size) }
@@ -71,6 +81,7 @@ extension GPT: TrainableModel {
         return BatchOutcome(lossSum: Double(loss) * Double(batch.tokens.count), correct: lastCorrect, count: batch.tokens.count)
     }
 
+    /// The loss and correct count of the batch's sequences, forward only.
     public func evaluate(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome {
         let loss = try batch.tokens.withUnsafeBufferPointer { (inputs) throws(ModelError) in
             try batch.targets.withUnsafeBufferPointer { (targets) throws(ModelError) in try self.loss(inputs: inputs, targets: targets, batchSize: batch.size) }

@@ -82,7 +82,9 @@ public struct TrainingResult: Sendable {
 /// The data a ``Trainer`` trains on: rows of features with labels (the MLP's task), or a text for
 /// next-character prediction (the GPT's).
 public enum TrainingData: Sendable {
+    /// Rows of features with labels: the training set, and the test set evaluated after every epoch.
     case rows(train: Dataset, test: Dataset)
+    /// A text for next-character prediction, with its training and validation splits.
     case text(TextCorpus)
 
     /// Whether it is a text (validated) rather than rows (tested).
