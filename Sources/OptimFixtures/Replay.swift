@@ -131,7 +131,8 @@ extension Fixture {
 
 /// Finds fixture files: each path is a `.json` file or a folder searched recursively.
 public enum FixtureFiles {
-    /// The fixture files under `paths`, a folder's `.json` files in sorted order; a path that does not exist, or a folder without any, comes back with an error.
+    /// The fixture files under `paths`, a folder's `.json` files in sorted order; a path that does
+    /// not exist, or a folder without any, comes back with an error.
     public static func find(_ paths: [String]) -> [(path: String, error: String?)] {
         var found: [(String, String?)] = []
         let manager = FileManager.default

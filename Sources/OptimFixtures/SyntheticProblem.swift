@@ -12,7 +12,8 @@ public struct SyntheticProblem: Sendable {
     /// The integer every value of the problem is derived from (by SplitMix64).
     public var seed: UInt64
 
-    /// A problem for the registry optimizer `optimizer` over `parameterCount` elements (at least 2); throws for an unknown optimizer.
+    /// A problem for the registry optimizer `optimizer` over `parameterCount` elements (at least
+    /// 2); throws for an unknown optimizer.
     public init(optimizer: String, parameterCount: Int, seed: UInt64 = 1) throws(OptimError) {
         guard parameterCount >= 2 else { throw .invalidConfiguration("a synthetic problem needs at least 2 parameters, got \(parameterCount)") }
         _ = try OptimizerRegistry.info(named: optimizer)

@@ -74,7 +74,9 @@ public enum MPIRuntime {
 /// `MPI_THREAD_SERIALIZED`: any thread may call, one at a time (``threadLevel`` is what the
 /// library granted).
 public final class MPICommunicator: Communicator, @unchecked Sendable {
+    /// This process's rank in `MPI_COMM_WORLD`, `0..<size`.
     public let rank: Int
+    /// The number of ranks in `MPI_COMM_WORLD`.
     public let size: Int
     /// The thread support MPI granted (`MPI_THREAD_SINGLE` 0 … `MPI_THREAD_MULTIPLE` 3).
     public let threadLevel: Int

@@ -2,7 +2,8 @@ import Foundation
 
 /// The element types of safetensors, with their byte sizes.
 public enum DType: String, Sendable, CaseIterable {
-    /// The header's type names: floats (`BF16` is bfloat16), signed and unsigned integers by bit width, and booleans.
+    /// The header's type names: floats (`BF16` is bfloat16), signed and unsigned integers by bit
+    /// width, and booleans.
     case F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL
 
     /// The bytes one element takes: 8, 4, 2 or 1 (`BOOL` is one byte).

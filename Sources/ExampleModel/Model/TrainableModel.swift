@@ -73,7 +73,8 @@ extension GPT: TrainableModel {
         "GPT \(configuration.layers) layers × \(configuration.embedding), \(configuration.heads) heads, context \(configuration.contextLength), vocabulary \(configuration.vocabularySize)"
     }
 
-    /// Forward and backward over the batch's sequences; the outcome's loss sum is the mean loss times the tokens.
+    /// Forward and backward over the batch's sequences; the outcome's loss sum is the mean loss
+    /// times the tokens.
     public func lossAndGradient(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome {
         let loss = try batch.tokens.withUnsafeBufferPointer { (inputs) throws(ModelError) in
             try batch.targets.withUnsafeBufferPointer { (targets) throws(ModelError) in try lossAndGradient(inputs: inputs, targets: targets, batchSize: batch.size) }

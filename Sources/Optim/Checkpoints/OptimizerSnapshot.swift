@@ -53,7 +53,8 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         /// they are held; a buffer is either here or in ``buffers``, never both.
         public var quantizedBuffers: [String: QuantizedBuffer]
 
-        /// A parameter's state from its step count, buffers, pending gradient factor, scalars and 8-bit buffers.
+        /// A parameter's state from its step count, buffers, pending gradient factor, scalars and
+        /// 8-bit buffers.
         public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:],
                     quantizedBuffers: [String: QuantizedBuffer] = [:]) {
             self.stepCount = stepCount
@@ -82,7 +83,8 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         set { wrapped = newValue.map { [$0] } ?? [] }
     }
 
-    /// A snapshot of the optimizer `optimizer` (its registry name); `base` is the wrapped optimizer's snapshot, for a wrapper.
+    /// A snapshot of the optimizer `optimizer` (its registry name); `base` is the wrapped
+    /// optimizer's snapshot, for a wrapper.
     public init(optimizer: String, groups: [Group], parameters: [String: ParameterState], skippedSteps: Int,
                 wrapper: [String: Double] = [:], base: OptimizerSnapshot? = nil) {
         self.optimizer = optimizer
@@ -237,7 +239,8 @@ extension GradientOptimizer {
 }
 
 extension Lookahead {
-    /// The wrapped optimizer's snapshot, with Lookahead's slow weights and counters (`k`, `alpha`, `step_counter`).
+    /// The wrapped optimizer's snapshot, with Lookahead's slow weights and counters (`k`, `alpha`,
+    /// `step_counter`).
     public func snapshot() -> OptimizerSnapshot {
         var snapshot = OptimizerSnapshot(optimizer: Self.name, groups: [], parameters: [:], skippedSteps: 0,
                                          wrapper: ["k": Double(k), "alpha": alpha, "step_counter": Double(stepCount)], base: base.snapshot())

@@ -249,7 +249,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     public static var name: String { Rule.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public internal(set) var skippedSteps = 0
-    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in force included).
+    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in
+    /// force included).
     public internal(set) var groups: [ParameterGroup<Hyperparameters>]
     /// Each group's initial learning rate (`initial_lr`), to which schedules are relative.
     public internal(set) var initialLearningRates: [Double]

@@ -195,7 +195,8 @@ extension AdamVariant {
         BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
     }
 
-    /// The fused Adam update over `range`, its first moment by `lerp` or by multiply-add as the variant's reference computes it.
+    /// The fused Adam update over `range`, its first moment by `lerp` or by multiply-add as the
+    /// variant's reference computes it.
     @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
         if coefficients.lerpFirstMoment {

@@ -36,7 +36,8 @@ public final class LBFGS: Optimizer {
 
     /// The hyperparameters of L-BFGS, under torch's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
-        /// `lr`: the step length (the first iteration's is `min(1, 1/‖g‖₁)·lr`), or the line search's first trial.
+        /// `lr`: the step length (the first iteration's is `min(1, 1/‖g‖₁)·lr`), or the line
+        /// search's first trial.
         public var learningRate: Double
         /// `max_iter`: the most iterations in one step.
         public var maxIterations: Int

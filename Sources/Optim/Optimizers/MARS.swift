@@ -62,7 +62,8 @@ public enum MARSRule: TensorPassRule {
 
     /// The update the corrected momentum feeds (the reference's `mars_type`).
     public enum Kind: String, Sendable, CaseIterable {
-        /// "adamw", "lion" or "shampoo": the AdamW division, the sign, or Newton–Schulz orthogonalisation of matrices.
+        /// "adamw", "lion" or "shampoo": the AdamW division, the sign, or Newton–Schulz
+        /// orthogonalisation of matrices.
         case adamw, lion, shampoo
     }
 

@@ -78,7 +78,8 @@ public final class Prodigy: TypedOptimizer {
         public var weightDecay: Double
         /// AdamW-style decay (`p ← p − λ·dlr·p`) rather than `λ·p` added to the gradient.
         public var decouple: Bool
-        /// `use_bias_correction`: scale the step by Adam's bias correction `√(1 − β2^(k+1)) / (1 − β1^(k+1))`.
+        /// `use_bias_correction`: scale the step by Adam's bias correction
+        /// `√(1 − β2^(k+1)) / (1 − β1^(k+1))`.
         public var useBiasCorrection: Bool
         /// Leaves `lr` out of the `s` accumulator (prodigyopt's warm-up safeguard).
         public var safeguardWarmup: Bool
@@ -189,7 +190,8 @@ public final class Prodigy: TypedOptimizer {
     public var name: String { Self.name }
     public var nonFinitePolicy: NonFinitePolicy = .propagate
     public private(set) var skippedSteps = 0
-    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in force included).
+    /// The parameter groups, each with its parameters and hyperparameters (the learning rate in
+    /// force included).
     public private(set) var groups: [ParameterGroup<Hyperparameters>]
     /// Each group's initial learning rate (`initial_lr`), to which schedules are relative.
     public private(set) var initialLearningRates: [Double]

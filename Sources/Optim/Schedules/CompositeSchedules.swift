@@ -48,7 +48,8 @@ public struct WarmupStableDecaySchedule: LearningRateSchedule {
     /// The shape of the decay: linear or cosine.
     public var decay: Decay
 
-    /// Warm-up, stable and decay phases of the given lengths (negative lengths clamp to 0, `decaySteps` to at least 1).
+    /// Warm-up, stable and decay phases of the given lengths (negative lengths clamp to 0,
+    /// `decaySteps` to at least 1).
     public init(warmupSteps: Int, stableSteps: Int, decaySteps: Int, floor: Double = 0, decay: Decay = .linear) {
         self.warmupSteps = max(warmupSteps, 0)
         self.stableSteps = max(stableSteps, 0)

@@ -119,7 +119,8 @@ public final class Trainer {
     public let scheduler: LearningRateScheduler
     /// The threads the model and the optimizer run on.
     public let threadPool: ThreadPool
-    /// Steps in one epoch: batches in one pass over the rows, or for a text ``TrainingConfiguration/evaluateEvery``.
+    /// Steps in one epoch: batches in one pass over the rows, or for a text
+    /// ``TrainingConfiguration/evaluateEvery``.
     public let stepsPerEpoch: Int
     /// Epochs of the run: ``TrainingConfiguration/epochs`` passes over rows, or for a text
     /// ``TrainingConfiguration/iterations`` / ``TrainingConfiguration/evaluateEvery`` intervals.

@@ -14,7 +14,8 @@ public struct TrainingConfiguration: Sendable, Equatable {
 
     /// A learning-rate schedule over the whole run, applied after the warm-up.
     public enum Schedule: String, Sendable, CaseIterable, Codable {
-        /// The schedule's `--schedule` name: constant, cosine decay, linear decay, warm-up–stable–decay, exponential, step decay or one-cycle.
+        /// The schedule's `--schedule` name: constant, cosine decay, linear decay,
+        /// warm-up–stable–decay, exponential, step decay or one-cycle.
         case constant, cosine, linear, wsd, exponential, step, onecycle
     }
 

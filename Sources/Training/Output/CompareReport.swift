@@ -5,7 +5,8 @@ import Optim
 /// each against step and against training time) and a table of final test accuracy, time per
 /// step and optimizer state bytes per parameter. Self-contained: inline SVG and CSS, no scripts.
 public enum CompareReport {
-    /// The page for `runs`, headed by `title` and `description`, best test accuracy first, stamped with `generated`.
+    /// The page for `runs`, headed by `title` and `description`, best test accuracy first, stamped
+    /// with `generated`.
     public static func html(title: String, description: String, runs: [(name: String, result: TrainingResult)], generated: Date = Date()) -> String {
         let best = runs.map(\.result.testAccuracy).max() ?? 0
         var rows = ""

@@ -328,7 +328,8 @@ public final class MetricsWriter {
         return try OptimizerMetrics.jsonLine(step: record.step, metrics: record.metrics ?? [:], extra: object)
     }
 
-    /// Appends the record's line (``line(_:)``) to `metrics.jsonl`, and to the TensorBoard log if there is one.
+    /// Appends the record's line (``line(_:)``) to `metrics.jsonl`, and to the TensorBoard log if
+    /// there is one.
     public func write(_ record: TrainingRecord) throws {
         if let code = Self.writeAll(descriptor, Data((try Self.line(record) + "\n").utf8)) {
             throw TrainingError.file("cannot write \(url.path): \(describeErrno(code))")
