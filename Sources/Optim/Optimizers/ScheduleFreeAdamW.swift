@@ -30,7 +30,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
     public struct Hyperparameters: ScheduleFreeHyperparameters {
         /// `lr`, the learning rate.
         public var learningRate: Double
-        /// `betas`: β1, the interpolation between z and x, and β2, the second moment's decay.
+        /// `betas`: β1, which places y between x and z, and β2, the second moment's decay.
         public var betas: Betas
         /// `eps`, added to the bias-corrected `√v` in the denominator.
         public var eps: Double
