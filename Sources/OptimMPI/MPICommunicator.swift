@@ -220,14 +220,19 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// Sums `buffer` over the ranks in place (`MPI_Allreduce` with `MPI_SUM`, in pieces beyond
+    /// `Int32.max` elements).
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) {
         try allreduce(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 4, type: cmpi_float())
     }
 
+    /// Sums `buffer` of Double values over the ranks in place (`MPI_Allreduce` with `MPI_SUM`).
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws(DistributedError) {
         try allreduce(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 8, type: cmpi_double())
     }
 
+    /// Gathers each rank's `counts[r]` elements into every rank's `buffer` in place
+    /// (`MPI_Allgatherv`); at most `Int32.max` in all.
     public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: UnsafeBufferPointer<Int>) throws(DistributedError) {
         try checkRunning("MPI_Allgatherv")
         guard counts.count == size else { throw .invalidConfiguration("allgather needs \(size) counts, got \(counts.count)") }
@@ -245,6 +250,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                        "MPI_Allgatherv")
     }
 
+    /// Gathers `send` from every rank into `receive`, rank by rank (`MPI_Allgather`).
     public func allgather(_ send: UnsafeBufferPointer<Int64>, into receive: UnsafeMutableBufferPointer<Int64>) throws(DistributedError) {
         try checkRunning("MPI_Allgather")
         guard send.count <= Int(Int32.max), receive.count >= send.count * size else {
@@ -262,14 +268,18 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// Copies rank `root`'s `buffer` into every other rank's (`MPI_Bcast`, in pieces beyond
+    /// `Int32.max` elements).
     public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, from root: Int) throws(DistributedError) {
         try broadcast(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 4, type: cmpi_float(), root: root)
     }
 
+    /// Copies rank `root`'s bytes into every other rank's (`MPI_Bcast` of `MPI_BYTE`).
     public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, from root: Int) throws(DistributedError) {
         try broadcast(bytes.baseAddress, count: bytes.count, stride: 1, type: cmpi_byte(), root: root)
     }
 
+    /// Returns once every rank has called it (`MPI_Barrier`).
     public func barrier() throws(DistributedError) {
         try checkRunning("MPI_Barrier")
         try Self.check(MPI_Barrier(communicator), "MPI_Barrier")

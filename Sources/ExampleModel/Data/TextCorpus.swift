@@ -135,6 +135,7 @@ public struct TextCorpus: Sendable {
 
 /// Every error of ``TextCorpus``: one line naming the problem and the numbers involved.
 public enum TextCorpusError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A file that cannot be read, and why.
     case unreadable(file: String, reason: String)
     /// A text without a single character.
     case emptyText(source: String)
