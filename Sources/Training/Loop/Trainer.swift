@@ -19,9 +19,9 @@ public struct TrainingProgress: Sendable {
     public var accuracy: Double
     /// Test accuracy at the end of the latest finished epoch.
     public var testAccuracy: Double?
-    /// Training steps per second so far (evaluation excluded).
+    /// Training steps per second so far in this run (evaluation excluded).
     public var stepsPerSecond: Double
-    /// The first group's learning rate in force.
+    /// The first group's learning rate for the step just taken.
     public var learningRate: Double
 }
 
@@ -33,7 +33,7 @@ public struct TrainingRecord: Sendable {
     public var epoch: Int
     /// Seconds of training since the run started (evaluation excluded).
     public var seconds: Double
-    /// The first group's learning rate at the step.
+    /// The first group's learning rate for the step.
     public var learningRate: Double
     /// The mean training loss over the steps since the previous record.
     public var loss: Double
