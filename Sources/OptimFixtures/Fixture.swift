@@ -50,7 +50,12 @@ public struct Fixture: Sendable {
         public var mode: Mode?
 
         /// Schedule-free's `train()` or `eval()`.
-        public enum Mode: String, Sendable { case train, eval }
+        public enum Mode: String, Sendable {
+            /// `optimizer.train()`: the parameters at the training point.
+            case train
+            /// `optimizer.eval()`: the parameters at the evaluation point (schedule-free's average).
+            case eval
+        }
     }
 
     /// The fixture's unique name (`[a-z0-9_-]+`).

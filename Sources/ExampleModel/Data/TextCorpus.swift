@@ -11,7 +11,12 @@ import Foundation
 /// replayed by another program (`tools/austen/torch_reference.py` draws the same ones).
 public struct TextCorpus: Sendable {
     /// The part of the text a batch is drawn from: training or validation.
-    public enum Split: Sendable { case train, validation }
+    public enum Split: Sendable {
+        /// The training part of the text.
+        case train
+        /// The held-out validation part of the text.
+        case validation
+    }
 
     /// Where the text came from, for messages.
     public let source: String

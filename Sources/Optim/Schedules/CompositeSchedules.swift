@@ -35,7 +35,12 @@ public struct SequentialSchedule: LearningRateSchedule {
 /// `stableSteps`, then a decay to `floor` over `decaySteps` (linear or cosine).
 public struct WarmupStableDecaySchedule: LearningRateSchedule {
     /// The shape of the decay phase: linear or cosine.
-    public enum Decay: Sendable { case linear, cosine }
+    public enum Decay: Sendable {
+        /// From the full rate down to `floor` in a straight line.
+        case linear
+        /// Half a cosine from the full rate down to `floor`.
+        case cosine
+    }
 
     /// The number of linear warm-up steps; step `t` of them has multiplier `(t + 1) / warmupSteps`.
     public var warmupSteps: Int
@@ -77,7 +82,12 @@ public struct WarmupStableDecaySchedule: LearningRateSchedule {
 /// to `1/(divFactor·finalDivFactor)` at the last step.
 public struct OneCycleSchedule: LearningRateSchedule {
     /// The annealing shape between the cycle's points (`anneal_strategy`: "cos" or "linear").
-    public enum Anneal: Sendable { case cosine, linear }
+    public enum Anneal: Sendable {
+        /// Half a cosine between the cycle's points (`anneal_strategy="cos"`, torch's default).
+        case cosine
+        /// A straight line between the cycle's points (`anneal_strategy="linear"`).
+        case linear
+    }
 
     /// The length of the cycle in steps (`total_steps`); at least 2.
     public var totalSteps: Int

@@ -4,7 +4,14 @@ import Foundation
 /// second); otherwise plain lines, one per milestone (epoch end), that read well in a log file.
 public final class ProgressReporter: @unchecked Sendable {
     /// A bar redrawn in place, plain lines, or nothing.
-    public enum Style: Sendable { case bar, lines, silent }
+    public enum Style: Sendable {
+        /// One bar redrawn in place (a terminal).
+        case bar
+        /// Plain lines, one per milestone (a log file).
+        case lines
+        /// Nothing.
+        case silent
+    }
 
     /// How progress is shown: by default a bar on a terminal, plain lines otherwise.
     public let style: Style
