@@ -53,18 +53,30 @@ enum MultiplyAddMoment: FirstMomentForm {
     }
 }
 
+/// What both Adam kernels (float32 and 8-bit state) start from, in torch's order: the parameter
+/// before the step, the gradient as given (after any clipping factor), the parameter after
+/// decoupled decay, and the gradient the moments use (negated with `maximize`, plus L2 decay of the
+/// decayed parameter).
+@_transparent @usableFromInline
+func adamInputs(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients)
+    -> (before: FloatVector, gradient: FloatVector, parameter: FloatVector, g: FloatVector) {
+    let before = Elementwise.load(o.parameter, i, n)
+    var p = before
+    let gradient = Elementwise.gradient(o, i, n)
+    var g = c.maximize ? -gradient : gradient
+    if c.applyDecay { p = p * c.decay }
+    if c.l2 != 0 { g = g + c.l2 * p }
+    return (before, gradient, p, g)
+}
+
 @usableFromInline
 enum AdamKernel<Moment: FirstMomentForm>: VectorKernel {
     // Transparent (always inlined): an out-of-line specialization of a generic kernel is a weak
     // symbol of the same name in every kernel module, and the linker would keep only one.
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients) -> UpdateLanes {
-        let before = Elementwise.load(o.parameter, i, n)
-        var p = before
-        let gradient = Elementwise.gradient(o, i, n)
-        var g = c.maximize ? -gradient : gradient
-        if c.applyDecay { p = p * c.decay }
-        if c.l2 != 0 { g = g + c.l2 * p }
+        let (before, gradient, decayed, g) = adamInputs(o, i, n, c)
+        var p = decayed
         let m = Moment.average(Elementwise.load(o.state0, i, n), g, c)
         var v = Elementwise.load(o.state1, i, n)
         v = v * c.beta2 + c.oneMinusBeta2 * g * g
@@ -222,12 +234,8 @@ enum QuantizedAdamKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
                              _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
-        let before = Elementwise.load(o.parameter, i, n)
-        var p = before
-        let gradient = Elementwise.gradient(o, i, n)
-        var g = c.maximize ? -gradient : gradient
-        if c.applyDecay { p = p * c.decay }
-        if c.l2 != 0 { g = g + c.l2 * p }
+        let (before, gradient, decayed, g) = adamInputs(o, i, n, c)
+        var p = decayed
         m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta1), m * c.beta1)
         v = Elementwise.fusedMultiplyAdd(c.oneMinusBeta2 * g, g, v * c.beta2)
         let denominator = Elementwise.squareRoot(v) / c.biasCorrection2Sqrt + c.eps
