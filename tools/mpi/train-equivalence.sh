@@ -20,6 +20,9 @@ fi
 swift build -c "$configuration" --scratch-path "$scratch" --traits MPI --product optim
 optim="$(swift build -c "$configuration" --scratch-path "$scratch" --traits MPI --show-bin-path)/optim"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# OPTIM_MPIRUN replaces mpirun: tools/mpi/netns-hosts.sh sets it to run the ranks on separate
+# network-namespace hosts over TCP.
+mpirun="${OPTIM_MPIRUN:-mpirun}"
 work=$(mktemp -d /tmp/optim-mpi-train.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 common=(--epochs 2 --hidden 64 --batch-size 32 --plain --threads 1)
@@ -44,19 +47,19 @@ for optimizer in decoupled_lionw adamw; do
   echo "== $optimizer: single process"
   "$optim" train "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-single" | tail -2 | head -1
   echo "== $optimizer: mpirun -np 2 --distributed"
-  timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-dp2" | tail -2 | head -1
+  timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-dp2" | tail -2 | head -1
   compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-dp2/checkpoint.safetensors"
   echo "== $optimizer: mpirun -np 3 --distributed --shard-state"
-  timeout 600 mpirun --oversubscribe -np 3 "$optim" train --distributed --shard-state "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-zero3" | tail -2 | head -1
+  timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-zero3" | tail -2 | head -1
   compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-zero3/checkpoint.safetensors"
 done
 
 echo "== checkpoints: sharded -> single process -> sharded (adamw, one epoch each)"
 one=(--hidden 64 --batch-size 32 --plain --threads 1 --optimizer adamw)
-timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --out "$work/straight" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --out "$work/straight" > /dev/null
 # Every leg plans the same 3 epochs (the schedule depends on it) and stops early or resumes.
-timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --stop-after-epoch 1 --out "$work/leg1" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --stop-after-epoch 1 --out "$work/leg1" > /dev/null
 "$optim" train --epochs 3 "${one[@]}" --stop-after-epoch 2 --resume "$work/leg1/checkpoint.safetensors" --out "$work/leg2" > /dev/null
-timeout 600 mpirun --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --resume "$work/leg2/checkpoint.safetensors" --out "$work/leg3" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --resume "$work/leg2/checkpoint.safetensors" --out "$work/leg3" > /dev/null
 compare "$work/straight/checkpoint.safetensors" "$work/leg3/checkpoint.safetensors"
 echo "== optim train --distributed matches a single process"
