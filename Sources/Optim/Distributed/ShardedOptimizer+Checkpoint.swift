@@ -15,12 +15,19 @@ extension ShardedOptimizer {
     /// otherwise.
     public func gatherSnapshot() throws(DistributedError) -> OptimizerSnapshot {
         let local = shardOptimizer.snapshot()
+        try checkStructure(local)
+        return try gather(local)
+    }
+
+    /// Checks that every rank's shard snapshot has the same structure (optimizer, step counts,
+    /// buffer names); throws ``DistributedError/parameterMismatch(_:)`` on every rank otherwise.
+    /// Collective.
+    func checkStructure(_ local: OptimizerSnapshot) throws(DistributedError) {
         let structure = Self.structure(of: local, names: parameters.map(\.name))
         let hashes = try communicator.allgather([Int64(bitPattern: ParameterSignature.fnv1a(structure))])
         if let differing = hashes.indices.first(where: { hashes[$0] != hashes[0] }) {
             throw .parameterMismatch("the optimizer state of rank \(differing) differs in structure from rank 0's (optimizer, step counts or state buffers); this rank's: \(structure)")
         }
-        return try gather(local)
     }
 
     /// A text of everything in a shard snapshot that must agree across ranks, in a fixed order.
