@@ -53,6 +53,9 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("shard-state"), help: "With --distributed: each rank keeps only its slice of the optimizer state (ZeRO stage 1).")
     var shardState = false
 
+    @Flag(name: .customLong("sharded-checkpoint"), help: "With --shard-state: each rank writes its own part of the optimizer state into the run folder's checkpoint/ (an index and a file per rank) instead of rank 0 gathering it into checkpoint.safetensors. --resume takes either form, on any number of ranks.")
+    var shardedCheckpoint = false
+
     func run() throws {
         if task == TrainingConfiguration.Task.austen.rawValue {
             do {
@@ -99,13 +102,19 @@ struct Train: ParsableCommand {
         guard checkpointEvery >= 0 else { throw TrainingError.invalidOption("--checkpoint-every must be at least 0, got \(checkpointEvery)") }
         if stopAfterEpoch != nil, stopAfterEpoch! < 1 { throw TrainingError.invalidOption("--stop-after-epoch must be at least 1, got \(stopAfterEpoch!)") }
 
+        if shardedCheckpoint, !shardState {
+            throw TrainingError.invalidOption("--sharded-checkpoint needs --distributed --shard-state (each rank writes the part of the state it keeps)")
+        }
+
         // The run's options: the checkpoint's when resuming, under those given here.
         var saved: [String: String]?
         if let resume {
-            try checkInputFile(resume, option: "--resume")
+            let sharded = ShardedCheckpoint.exists(at: URL(fileURLWithPath: resume))
+            if !sharded { try checkInputFile(resume, option: "--resume") }
             let metadata: [String: String]
             do {
-                metadata = try SafetensorsFile(contentsOf: URL(fileURLWithPath: resume)).metadata
+                metadata = sharded ? try ShardedCheckpoint.metadata(in: URL(fileURLWithPath: resume))
+                    : try SafetensorsFile(contentsOf: URL(fileURLWithPath: resume)).metadata
             } catch {
                 throw TrainingError.resume("--resume \(resume): \(error)")
             }
@@ -143,6 +152,7 @@ struct Train: ParsableCommand {
         let data = try options.datasets(settings)
         let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
                                   communicator: communicator, shardState: shardState)
+        trainer.shardedCheckpoints = shardedCheckpoint
         trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(RunSettings.saving(settings, resolved.hyperparameters))
         if let resume {
             do {
@@ -187,7 +197,7 @@ struct Train: ParsableCommand {
             say("resumed at step \(trainer.step) from \(resume ?? "")" + (changed.isEmpty ? "" : "; changed: " + changed.joined(separator: ", ")))
         }
         if let folder, folder.earlierRecordCount > 0 { say("continuing \(folder.url.path)/ (metrics.jsonl holds \(folder.earlierRecordCount) earlier record(s))") }
-        let checkpoint = URL(fileURLWithPath: outPath).appendingPathComponent("checkpoint.safetensors")
+        let checkpoint = URL(fileURLWithPath: outPath).appendingPathComponent(shardedCheckpoint ? RunFolder.shardedCheckpointName : "checkpoint.safetensors")
         let result: TrainingResult
         do {
             result = try trainer.run(recordingTo: folder, checkpoint: checkpoint, until: until, checkpointEvery: checkpointEvery,
@@ -209,7 +219,7 @@ struct Train: ParsableCommand {
         guard let folder else { return nil }
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
-        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors")
+        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "")")
         return nil
     }
 

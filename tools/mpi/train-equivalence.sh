@@ -3,6 +3,7 @@
 # sharded state over 3 (uneven shards), for DecoupledLionW (the default) and AdamW; each must end
 # with the single process's parameters (within float32 rounding). Then checkpoints cross over:
 # a sharded run's checkpoint resumed by a single process, and a single process's resumed sharded.
+# Sharded checkpoints (--sharded-checkpoint) go from 3 ranks to 2 to a single process.
 # Exits non-zero on any difference. Needs Open MPI and Python with numpy and safetensors.
 #
 #   tools/mpi/train-equivalence.sh [--release]
@@ -62,4 +63,14 @@ timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard
 "$optim" train --epochs 3 "${one[@]}" --stop-after-epoch 2 --resume "$work/leg1/checkpoint.safetensors" --out "$work/leg2" > /dev/null
 timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --epochs 3 "${one[@]}" --resume "$work/leg2/checkpoint.safetensors" --out "$work/leg3" > /dev/null
 compare "$work/straight/checkpoint.safetensors" "$work/leg3/checkpoint.safetensors"
+
+echo "== sharded checkpoints (each rank writes its part): 3 ranks -> 2 ranks -> a single process (adamw, one epoch each)"
+timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state --sharded-checkpoint --epochs 3 "${one[@]}" --stop-after-epoch 1 --out "$work/sleg1" > /dev/null
+shards=$(find "$work/sleg1/checkpoint" -name 'shard-*-of-00003.safetensors' | wc -l)
+if [[ $shards -ne 3 || ! -f "$work/sleg1/checkpoint/checkpoint.safetensors.index.json" ]]; then
+  echo "FAIL: a 3-rank sharded checkpoint should hold 3 shard files and an index:" >&2; ls -l "$work/sleg1/checkpoint" >&2; exit 1
+fi
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --sharded-checkpoint --epochs 3 "${one[@]}" --stop-after-epoch 2 --resume "$work/sleg1/checkpoint" --out "$work/sleg2" > /dev/null
+"$optim" train --epochs 3 "${one[@]}" --resume "$work/sleg2/checkpoint" --out "$work/sleg3" > /dev/null
+compare "$work/straight/checkpoint.safetensors" "$work/sleg3/checkpoint.safetensors"
 echo "== optim train --distributed matches a single process"

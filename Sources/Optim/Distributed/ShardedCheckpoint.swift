@@ -44,6 +44,19 @@ public enum ShardedCheckpoint {
         var lengths: [String: Int]
     }
 
+    /// Whether `url` is a folder holding a sharded checkpoint's index.
+    public static func exists(at url: URL) -> Bool {
+        var isFolder: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) && isFolder.boolValue
+            && FileManager.default.fileExists(atPath: url.appendingPathComponent(indexName).path)
+    }
+
+    /// The metadata of the sharded checkpoint in `folder` (its index's): the format, the
+    /// optimizer's description, the scheduler step and the saver's own entries.
+    public static func metadata(in folder: URL) throws -> [String: String] {
+        try readIndex(folder).metadata
+    }
+
     static func shardName(save: String, rank: Int, ranks: Int) -> String {
         "shard-\(save)-\(String(format: "%05d", rank + 1))-of-\(String(format: "%05d", ranks)).safetensors"
     }

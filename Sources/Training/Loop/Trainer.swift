@@ -491,9 +491,15 @@ public final class Trainer {
             + (snapshot.base.map(stateBytes) ?? 0)
     }
 
+    /// Whether ``saveCheckpoint(to:)`` writes a sharded checkpoint (``ShardedCheckpoint``: a
+    /// folder where each rank writes its part of the state) rather than one file; needs sharded
+    /// state.
+    public var shardedCheckpoints = false
+
     /// Saves model, optimizer and schedule atomically, with the run's shape in the metadata. In a
     /// data-parallel run it is collective (call it on every rank) and rank 0 writes the file; a
-    /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike.
+    /// sharded run's file holds the full state, loadable by sharded and unsharded runs alike. With
+    /// ``shardedCheckpoints``, `url` is a folder and each rank writes its own part into it.
     public func saveCheckpoint(to url: URL) throws {
         var metadata = checkpointMetadata
         metadata["training/step"] = String(step)
@@ -506,7 +512,12 @@ public final class Trainer {
             metadata["training/gpt"] = gptShape
         }
         do {
-            if let sharded = optimizer as? ShardedOptimizer {
+            if shardedCheckpoints {
+                guard let sharded = optimizer as? ShardedOptimizer else {
+                    throw TrainingError.invalidOption("sharded checkpoints need sharded optimizer state (--distributed --shard-state)")
+                }
+                try sharded.saveShardedCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
+            } else if let sharded = optimizer as? ShardedOptimizer {
                 try sharded.saveCheckpoint(to: url, scheduler: scheduler, metadata: metadata)
             } else if communicator?.isRoot ?? true {
                 try Checkpoint.save(optimizer, scheduler: scheduler, to: url, metadata: metadata)
@@ -517,25 +528,34 @@ public final class Trainer {
     }
 
     /// Loads a checkpoint saved by ``saveCheckpoint(to:)`` (by a run with the same model shape
-    /// and optimizer); the run then continues from its step. Refused loads change nothing.
+    /// and optimizer); the run then continues from its step. Refused loads change nothing. `url`
+    /// may be a sharded checkpoint's folder, saved on any number of ranks: a sharded run reads
+    /// its own parts of it, an unsharded one the whole state.
     public func resume(from url: URL) throws {
-        let file = try SafetensorsFile(contentsOf: url)
+        let sharded = ShardedCheckpoint.exists(at: url)
+        let metadata = sharded ? try ShardedCheckpoint.metadata(in: url) : try SafetensorsFile(contentsOf: url).metadata
         switch data {
         case let .rows(train, _):
-            if let features = file.metadata["training/features"], features != String(train.featureCount) {
+            if let features = metadata["training/features"], features != String(train.featureCount) {
                 throw TrainingError.dataMismatch("the checkpoint's model takes \(features) features, the data has \(train.featureCount)")
             }
-            if let hidden = file.metadata["training/hidden"], hidden != configuration.hidden.map(String.init).joined(separator: ",") {
+            if let hidden = metadata["training/hidden"], hidden != configuration.hidden.map(String.init).joined(separator: ",") {
                 throw TrainingError.resume("the checkpoint's hidden layers are \(hidden), not \(configuration.hidden.map(String.init).joined(separator: ",")); pass --hidden \(hidden)")
             }
         case .text:
-            if file.metadata["training/task"] != configuration.task.rawValue || file.metadata["training/gpt"] != gptShape {
+            if metadata["training/task"] != configuration.task.rawValue || metadata["training/gpt"] != gptShape {
                 throw TrainingError.resume("the checkpoint is not of a \(configuration.task.rawValue) GPT with layers,heads,embedding,context \(gptShape)")
             }
         }
-        if let saved = file.metadata["scheduler_step"].flatMap({ Int($0) }), saved > totalSteps {
+        if let saved = metadata["scheduler_step"].flatMap({ Int($0) }), saved > totalSteps {
             throw TrainingError.resume("the checkpoint is at step \(saved), past the \(totalSteps) steps of \(epochs) epoch(s)")
         }
-        try Checkpoint.load(from: url, into: optimizer, scheduler: scheduler)
+        if sharded, let shardedOptimizer = optimizer as? ShardedOptimizer {
+            try shardedOptimizer.loadShardedCheckpoint(from: url, scheduler: scheduler)
+        } else if sharded {
+            try Checkpoint.load(shardedFrom: url, into: optimizer, scheduler: scheduler)
+        } else {
+            try Checkpoint.load(from: url, into: optimizer, scheduler: scheduler)
+        }
     }
 }

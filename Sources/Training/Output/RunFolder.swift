@@ -26,6 +26,9 @@ public final class RunFolder: @unchecked Sendable {
 
     /// The files a run writes; a folder holding any of them holds a run.
     public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg"]
+    /// The folder of a run's sharded checkpoint (``ShardedCheckpoint``), in place of
+    /// `checkpoint.safetensors` when each rank writes its own part of the state.
+    public static let shardedCheckpointName = "checkpoint"
 
     /// The folder.
     public let url: URL
@@ -51,7 +54,9 @@ public final class RunFolder: @unchecked Sendable {
         self.url = url
         let path = url.path
         try Self.makeFolder(url, option: option, allowExisting: true)
-        let existing = Self.runFiles.filter { access(url.appendingPathComponent($0).path, F_OK) == 0 }
+        var existing = Self.runFiles.filter { access(url.appendingPathComponent($0).path, F_OK) == 0 }
+        let shardedCheckpoint = url.appendingPathComponent(Self.shardedCheckpointName)
+        if ShardedCheckpoint.exists(at: shardedCheckpoint) { existing.append(Self.shardedCheckpointName + "/") }
         if mode == .new, !existing.isEmpty {
             throw TrainingError.file("\(option) \(path) already holds a run (\(existing.joined(separator: ", "))); pass --force to replace it, or --resume \(url.appendingPathComponent("checkpoint.safetensors").path) to continue it")
         }
@@ -67,6 +72,7 @@ public final class RunFolder: @unchecked Sendable {
         if mode == .replace {
             // The replaced run's other files go now, so none is mistaken for this run's.
             for name in Self.runFiles where name != "metrics.jsonl" { unlink(url.appendingPathComponent(name).path) }
+            if ShardedCheckpoint.exists(at: shardedCheckpoint) { try? FileManager.default.removeItem(at: shardedCheckpoint) }
         }
         Self.removeStaleTemporaries(in: url)
     }
