@@ -29,6 +29,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Optim", targets: ["Optim"] + kernelModules.map(\.name)),
+        .library(name: "OptimDistributed", targets: ["OptimDistributed"]),
+        .library(name: "OptimMPI", targets: ["OptimMPI"]),
         .executable(name: "optim", targets: ["optim"]),
     ],
     traits: [
@@ -55,6 +57,7 @@ let package = Package(
         ),
         // The safetensors file format, depending on nothing of ours.
         .target(name: "Safetensors"),
+        .target(name: "OptimDistributed", dependencies: ["Optim", "Safetensors"]),
         // Reading and replaying `optim-fixture/1` trajectory files.
         .target(name: "OptimFixtures", dependencies: ["Optim"]),
         // A small example model for the CLI's training jobs: data sets (the embedded digits, CSV,
@@ -70,7 +73,7 @@ let package = Package(
         .target(
             name: "Training",
             dependencies: [
-                "Optim", "ExampleModel", "Safetensors",
+                "Optim", "OptimDistributed", "ExampleModel", "Safetensors",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -78,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "optim",
             dependencies: optimLinked + [
-                "OptimFixtures", "Safetensors", "ExampleModel", "Training", "OptimMPI",
+                "OptimFixtures", "OptimDistributed", "Safetensors", "ExampleModel", "Training", "OptimMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The C reference kernels are compiled by `optim bench` itself, never by the build.
@@ -87,7 +90,7 @@ let package = Package(
         .testTarget(
             name: "OptimTests",
             dependencies: optimLinked + [
-                "OptimFixtures", "OptimMPI",
+                "OptimFixtures", "OptimDistributed", "OptimMPI",
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
@@ -101,11 +104,11 @@ let package = Package(
         // The MPI test runner, under mpirun (tools/mpi/run-tests.sh) or in-process (`--local N`).
         .executableTarget(
             name: "optim-mpi-tests",
-            dependencies: optimLinked + ["OptimMPI", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+            dependencies: optimLinked + ["OptimDistributed", "OptimMPI", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
             path: "Tests/MPITests"
         ),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"]),
         .testTarget(name: "ExampleModelTests", dependencies: optimLinked + ["ExampleModel", "Safetensors"]),
-        .testTarget(name: "TrainingTests", dependencies: optimLinked + ["Training", "ExampleModel", "Safetensors"]),
+        .testTarget(name: "TrainingTests", dependencies: optimLinked + ["OptimDistributed", "Training", "ExampleModel", "Safetensors"]),
     ] + kernelTargets
 )

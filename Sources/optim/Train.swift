@@ -2,6 +2,7 @@ import ArgumentParser
 import ExampleModel
 import Foundation
 import Optim
+import OptimDistributed
 import Safetensors
 import OptimMPI
 import Training

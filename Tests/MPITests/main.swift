@@ -12,6 +12,7 @@
 // error and makes every rank exit with status 1.
 import Foundation
 import Optim
+import OptimDistributed
 import OptimMPI
 #if MPI
 import CMPI

@@ -1,4 +1,5 @@
 import Optim
+import OptimDistributed
 import Testing
 
 /// One spelling per idea: betas as a struct with synthesized `Equatable` hyperparameters, defaults

@@ -1,5 +1,6 @@
 import Foundation
 import Optim
+import OptimDistributed
 import Testing
 
 /// Data-parallel and sharded (ZeRO-1) training over an in-process group of ranks, each a thread,

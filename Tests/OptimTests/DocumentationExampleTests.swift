@@ -1,12 +1,14 @@
 import Foundation
 import Optim
+import OptimDistributed
 import OptimMPI
 import Safetensors
 import Testing
 
 /// The DocC articles' code, compiled and run.
 ///
-/// Every ```swift block of the catalog `Sources/Optim/Optim.docc` is copied, line for line, into
+/// Every ```swift block of the catalogs `Sources/Optim/Optim.docc` and
+/// `Sources/OptimDistributed/OptimDistributed.docc` is copied, line for line, into
 /// one of the tests below between a `// docs: ARTICLE` line and a `// docs: end` line, in the
 /// article's order; ``articleBlocksAreTheTestedCode()`` reads both files and fails on any
 /// difference, so an article cannot show code that these tests do not compile and run. (An
@@ -14,9 +16,12 @@ import Testing
 @Suite struct DocumentationExampleTests {
     // MARK: the blocks and their twins
 
-    static let catalog = URL(fileURLWithPath: #filePath)
+    static let sources = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Sources/Optim/Optim.docc")
+        .appendingPathComponent("Sources")
+    /// The catalogs whose articles are checked.
+    static let catalogs = [sources.appendingPathComponent("Optim/Optim.docc"),
+                           sources.appendingPathComponent("OptimDistributed/OptimDistributed.docc")]
 
     /// The ```swift blocks of a Markdown text, each as its lines.
     static func swiftBlocks(in text: String) -> [[String]] {
@@ -65,13 +70,17 @@ import Testing
     @Test func articleBlocksAreTheTestedCode() throws {
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)
         let regions = Self.testedRegions(in: source)
-        let articles = try FileManager.default.contentsOfDirectory(atPath: Self.catalog.path)
-            .filter { $0.hasSuffix(".md") }.sorted()
-        #expect(articles.count == 6, "\(articles)")
+        let articles = try Self.catalogs.flatMap { catalog in
+            try FileManager.default.contentsOfDirectory(atPath: catalog.path).filter { $0.hasSuffix(".md") }.sorted()
+                .map { catalog.appendingPathComponent($0) }
+        }
+        #expect(articles.map(\.lastPathComponent) == ["Checkpoints.md", "ChoosingAnOptimizer.md", "GettingStarted.md", "MigratingFromPyTorch.md",
+                                                     "Optim.md", "DistributedTraining.md", "OptimDistributed.md"])
         var checked = 0
-        for file in articles {
+        for url in articles {
+            let file = url.lastPathComponent
             let article = String(file.dropLast(3))
-            let text = try String(contentsOf: Self.catalog.appendingPathComponent(file), encoding: .utf8)
+            let text = try String(contentsOf: url, encoding: .utf8)
             let blocks = Self.swiftBlocks(in: text).map { block in
                 block.filter { line in
                     guard line.hasPrefix("import ") else { return true }
@@ -94,7 +103,7 @@ import Testing
                 checked += 1
             }
         }
-        for article in regions.keys { #expect(articles.contains(article + ".md"), "regions marked for a missing article \(article)") }
+        for article in regions.keys { #expect(articles.contains { $0.lastPathComponent == article + ".md" }, "regions marked for a missing article \(article)") }
         #expect(checked >= 20, "only \(checked) blocks checked")
     }
 
@@ -503,5 +512,26 @@ extension DocumentationExampleTests {
         } else if MPIRuntime.isLaunchedByMPI {
             try mpiMain()
         }
+    }
+}
+
+extension DocumentationExampleTests {
+    @Test func optimDistributedLandingPage() throws {
+        // docs: OptimDistributed
+        let ranks = try LocalCommunicatorGroup(size: 2)
+        let results = ranks.run { communicator in
+            let weight = try Parameter(name: "w", shape: [8], repeating: 1)
+            let dataParallel = try DataParallel([weight], communicator: communicator)
+            let optimizer = try ShardedOptimizer(OptimizerConfiguration(name: "adamw"), parameters: [weight], communicator: communicator)
+            try weight.setGradient(.init(repeating: Float(communicator.rank + 1), count: 8))
+            try dataParallel.averageGradients()
+            try optimizer.step()
+            return weight.valueArray
+        }
+        // docs: end
+        // Both ranks end with AdamW's first step from 1 (the mean gradient 1.5 only sets the sign).
+        let values = try results.map { try $0.get() }
+        #expect(values.count == 2 && values[0].map(\.bitPattern) == values[1].map(\.bitPattern))
+        #expect(values[0].allSatisfy { abs($0 - (1 - 1e-3 * 0.01 - 1e-3)) < 1e-6 })
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Optim
+import OptimDistributed
 import Testing
 
 /// Prodigy is its own class (a global step size `d` between two passes), so beside the generic

@@ -1,5 +1,6 @@
 import Foundation
 import Optim
+import OptimDistributed
 import Safetensors
 import Testing
 

@@ -1,6 +1,7 @@
 import ExampleModel
 import Foundation
 import Optim
+import OptimDistributed
 import Safetensors
 import Testing
 @testable import Training

@@ -154,13 +154,13 @@ public enum Checkpoint {
         }
     }
 
-    static func describe(_ snapshot: OptimizerSnapshot) throws -> String {
+    package static func describe(_ snapshot: OptimizerSnapshot) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(Description(snapshot)), as: UTF8.self)
     }
 
-    static func parse(_ text: String) throws -> OptimizerSnapshot {
+    package static func parse(_ text: String) throws -> OptimizerSnapshot {
         do {
             return try JSONDecoder().decode(Description.self, from: Data(text.utf8)).snapshot
         } catch {

@@ -52,11 +52,11 @@ public protocol Optimizer: AnyObject {
     func restore(_ snapshot: OptimizerSnapshot) throws(OptimError)
     /// Puts the parameters at the point to train from — schedule-free's `optimizer.train()`, which
     /// moves them from the average x back to y. Optimizers without modes ignore it. Idempotent.
-    /// Collective for a ``ShardedOptimizer`` (it gathers the moved parameters).
+    /// Collective for a `ShardedOptimizer` (it gathers the moved parameters).
     func train() throws
     /// Puts the parameters at the point to evaluate — schedule-free's `optimizer.eval()`, which
     /// moves them to the average x; call ``train()`` before the next step. Optimizers without
-    /// modes ignore it. Idempotent. Collective for a ``ShardedOptimizer``.
+    /// modes ignore it. Idempotent. Collective for a `ShardedOptimizer`.
     func eval() throws
 }
 
@@ -150,7 +150,7 @@ public struct ParameterGroup<Hyperparameters: OptimizerHyperparameters>: Sendabl
 ///
 /// What takes an ``OptimizerConfiguration`` (the registry's string-keyed form) takes such an
 /// optimizer type and its typed hyperparameters too: ``OptimizerConfiguration/init(_:hyperparameters:)``,
-/// ``ShardedOptimizer/init(_:groups:communicator:bucketBytes:threadPool:)-(O.Type,_,_,_,_)``.
+/// `ShardedOptimizer.init(_:groups:communicator:bucketBytes:threadPool:)`.
 public protocol TypedOptimizer: Optimizer {
     /// The hyperparameters of one group.
     associatedtype Hyperparameters: OptimizerHyperparameters
@@ -161,7 +161,7 @@ public protocol TypedOptimizer: Optimizer {
 }
 
 /// Checks that groups are non-empty and no parameter (or name) appears twice.
-func validateParameterLists(_ lists: [[Parameter]], optimizer: String) throws(OptimError) {
+package func validateParameterLists(_ lists: [[Parameter]], optimizer: String) throws(OptimError) {
     guard !lists.isEmpty, lists.allSatisfy({ !$0.isEmpty }) else { throw .emptyParameterList(optimizer: optimizer) }
     var names = Set<String>()
     for parameter in lists.joined() where !names.insert(parameter.name).inserted {

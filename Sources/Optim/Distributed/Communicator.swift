@@ -8,7 +8,7 @@ import Darwin
 
 /// The collective operations data-parallel training needs, over a fixed group of ranks — the
 /// transport-agnostic face of MPI (`OptimMPI.MPICommunicator`) and of the in-process
-/// ``LocalCommunicatorGroup`` the tests use.
+/// `LocalCommunicatorGroup` the tests use.
 ///
 /// Every operation is *collective*: each rank of the group must call the same operations in the
 /// same order with matching sizes, or the job hangs (MPI) or fails (the in-process group checks).
@@ -98,7 +98,7 @@ extension Communicator {
     }
 
     /// Throws unless `root` names a rank.
-    func checkRoot(_ root: Int) throws(DistributedError) {
+    package func checkRoot(_ root: Int) throws(DistributedError) {
         guard (0..<size).contains(root) else {
             throw .invalidConfiguration("root rank \(root) does not exist; the group has \(size) rank(s)")
         }

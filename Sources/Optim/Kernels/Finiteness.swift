@@ -1,7 +1,7 @@
 /// Whether buffers hold only finite values: a read-only pass, parallel over all of them.
-enum Finiteness {
+package enum Finiteness {
     /// One flag per buffer: `true` when every element is finite.
-    static func check(_ buffers: [UnsafeBufferPointer<Float>], on pool: ThreadPool) -> [Bool] {
+    package static func check(_ buffers: [UnsafeBufferPointer<Float>], on pool: ThreadPool) -> [Bool] {
         var plan = ChunkPlan()
         for (index, buffer) in buffers.enumerated() { plan.add(tensor: index, count: buffer.count) }
         var finite = [Bool](repeating: true, count: plan.items.count)

@@ -12,7 +12,7 @@ public enum FloatStorage {
     public static var liveBytes: Int { liveBytesCounter.load(ordering: .relaxed) }
 
     /// Allocates `count` Float32 elements, zero-filled.
-    static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+    package static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
@@ -21,7 +21,7 @@ public enum FloatStorage {
     }
 
     /// Allocates and copies `source`.
-    static func allocate(copying source: UnsafeBufferPointer<Float>) -> UnsafeMutableBufferPointer<Float> {
+    package static func allocate(copying source: UnsafeBufferPointer<Float>) -> UnsafeMutableBufferPointer<Float> {
         let buffer = allocate(source.count)
         if let base = source.baseAddress, source.count > 0 {
             buffer.baseAddress!.update(from: base, count: source.count)
@@ -45,7 +45,7 @@ public enum FloatStorage {
         UnsafeMutableRawPointer(base).deallocate()
     }
 
-    static func deallocate(_ buffer: UnsafeMutableBufferPointer<Float>) {
+    package static func deallocate(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard let base = buffer.baseAddress else { return }
         liveBytesCounter.subtract(max(buffer.count, 1) * MemoryLayout<Float>.stride, ordering: .relaxed)
         UnsafeMutableRawPointer(base).deallocate()

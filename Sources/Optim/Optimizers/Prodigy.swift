@@ -41,7 +41,7 @@ import Foundation
 /// dictionary it is omitted (or `null`) for +∞. `fsdp_in_use` is accepted only as `false` (its
 /// `true` path all-reduces through torch.distributed).
 ///
-/// ZeRO-1: ``ShardedOptimizer`` takes it. Each rank steps its parts of the tensors, knowing where
+/// ZeRO-1: `ShardedOptimizer` takes it. Each rank steps its parts of the tensors, knowing where
 /// each part starts (so `s` and `p0` hold the full tensor's every `slice_p`-th element that falls
 /// in the part), adds its exact sums, and one allreduce of them per step (a few hundred bytes:
 /// the limbs, which add exactly) gives every rank the unsharded sums — so a sharded run equals an
@@ -205,7 +205,7 @@ public final class Prodigy: TypedOptimizer {
     /// The largest estimate so far.
     public private(set) var dMax: Double
     /// The ranks whose shards of the parameters this optimizer steps with the others (ZeRO-1,
-    /// set by ``ShardedOptimizer``): the two sums of pass 1 are all-reduced through it.
+    /// set by `ShardedOptimizer`): the two sums of pass 1 are all-reduced through it.
     private var communicator: (any Communicator)?
 
     /// The weighted sum `r` of ⟨g, p0 − p⟩ terms (prodigyopt's `d_numerator`).
@@ -761,13 +761,13 @@ public final class Prodigy: TypedOptimizer {
 }
 
 extension Prodigy: ShardableOptimizer {
-    /// Shardable: ``ShardedOptimizer`` tells it where its parts lie (``attach(communicator:offsets:)``).
-    var isShardable: Bool { true }
+    /// Shardable: `ShardedOptimizer` tells it where its parts lie (``attach(communicator:offsets:)``).
+    package var isShardable: Bool { true }
 
     /// Makes this optimizer one rank's part of a ZeRO-1 Prodigy: `offsets[i]` is where parameter
     /// `i` (a part of a full tensor) starts in that tensor, and the sums of every step are
-    /// all-reduced through `communicator`. Called by ``ShardedOptimizer`` before the first step.
-    func attach(communicator: any Communicator, offsets: [Int]) {
+    /// all-reduced through `communicator`. Called by `ShardedOptimizer` before the first step.
+    package func attach(communicator: any Communicator, offsets: [Int]) {
         self.communicator = communicator
         for index in slots.indices { slots[index].offset = offsets[index] }
     }
@@ -775,7 +775,7 @@ extension Prodigy: ShardableOptimizer {
     /// The part of buffer `name` that this rank's `parameter` (a part starting at `offset` of a
     /// full tensor of `fullCount` elements) holds, and the full buffer's length: the element range
     /// for the moments, the slice range for `s` and `p0`.
-    func bufferRange(_ name: String, of parameter: Parameter, offset: Int, count: Int, fullCount: Int) -> (part: Range<Int>, length: Int) {
+    package func bufferRange(_ name: String, of parameter: Parameter, offset: Int, count: Int, fullCount: Int) -> (part: Range<Int>, length: Int) {
         guard name == "s" || name == "p0", let index = slotIndex[ObjectIdentifier(parameter)] else {
             return (offset..<(offset + count), fullCount)
         }
@@ -783,13 +783,13 @@ extension Prodigy: ShardableOptimizer {
         return (Self.sliceRange(offset: offset, count: count, sliceP: sliceP), (fullCount + sliceP - 1) / sliceP)
     }
 
-    var stateByteCount: Int {
+    package var stateByteCount: Int {
         slots.reduce(0) { total, slot in
             total + [slot.expAvg, slot.expAvgSq, slot.s, slot.p0].reduce(0) { $0 + ($1?.count ?? 0) * MemoryLayout<Float>.stride }
         }
     }
 
-    func recordSkippedStep() {
+    package func recordSkippedStep() {
         skippedSteps += 1
         for index in slots.indices { slots[index].gradientScale = 1 }
     }

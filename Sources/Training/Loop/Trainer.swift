@@ -1,6 +1,7 @@
 import ExampleModel
 import Foundation
 import Optim
+import OptimDistributed
 import Safetensors
 
 /// Where a run stands, for progress displays.
@@ -491,7 +492,7 @@ public final class Trainer {
             + (snapshot.base.map(stateBytes) ?? 0)
     }
 
-    /// Whether ``saveCheckpoint(to:)`` writes a sharded checkpoint (``ShardedCheckpoint``: a
+    /// Whether ``saveCheckpoint(to:)`` writes a sharded checkpoint (`ShardedCheckpoint`: a
     /// folder where each rank writes its part of the state) rather than one file; needs sharded
     /// state.
     public var shardedCheckpoints = false

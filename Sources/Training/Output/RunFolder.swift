@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import Optim
+import OptimDistributed
 import Safetensors
 
 /// A run's folder: `summary.json`, `metrics.jsonl` (written as the run goes), `loss.svg`,
@@ -26,7 +27,7 @@ public final class RunFolder: @unchecked Sendable {
 
     /// The files a run writes; a folder holding any of them holds a run.
     public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg"]
-    /// The folder of a run's sharded checkpoint (``ShardedCheckpoint``), in place of
+    /// The folder of a run's sharded checkpoint (`ShardedCheckpoint`), in place of
     /// `checkpoint.safetensors` when each rank writes its own part of the state.
     public static let shardedCheckpointName = "checkpoint"
 

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import Optim
 import Synchronization
 
 /// A group of ranks inside one process, each a thread, exchanging data through shared memory:

@@ -1,3 +1,5 @@
+import Optim
+
 /// Data-parallel training: every rank holds the whole model, computes gradients on its share of
 /// each global batch, and the gradients are averaged across ranks before the optimizer steps —
 /// PyTorch's `DistributedDataParallel` (Li et al., 2020, "PyTorch Distributed: Experiences on

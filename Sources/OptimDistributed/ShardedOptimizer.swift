@@ -1,3 +1,5 @@
+import Optim
+
 /// Optimizer state sharded across ranks — ZeRO stage 1 (Rajbhandari et al., 2020, "ZeRO: Memory
 /// Optimizations Toward Training Trillion Parameter Models", arXiv:1910.02054): each rank keeps
 /// the optimizer state of only its `1/W` of the parameters, updates that part, and an allgather
@@ -397,7 +399,7 @@ public final class ShardedOptimizer: Optimizer {
 }
 
 extension ShardedOptimizer: ShardableOptimizer {
-    var stateByteCount: Int { shardable.stateByteCount }
-    func recordSkippedStep() { shardable.recordSkippedStep() }
-    var isShardable: Bool { false }  // not to be sharded again
+    package var stateByteCount: Int { shardable.stateByteCount }
+    package func recordSkippedStep() { shardable.recordSkippedStep() }
+    package var isShardable: Bool { false }  // not to be sharded again
 }

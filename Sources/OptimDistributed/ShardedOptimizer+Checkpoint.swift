@@ -1,4 +1,5 @@
 import Foundation
+import Optim
 
 extension ShardedOptimizer {
     /// This rank's shard of the state: the shard optimizer's snapshot, whose buffers hold only

@@ -1,4 +1,5 @@
 import Foundation
+import Optim
 
 /// What ranks compare at start-up: the parameter list (names, shapes, groups, in order) and any
 /// settings that must agree (the optimizer configuration, for a sharded optimizer).

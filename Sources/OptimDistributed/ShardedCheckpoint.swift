@@ -1,4 +1,5 @@
 import Foundation
+import Optim
 import Safetensors
 
 /// Sharded checkpoints: every rank of a ``ShardedOptimizer`` writes its own part of the optimizer
