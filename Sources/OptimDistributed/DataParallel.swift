@@ -7,7 +7,7 @@ import Optim
 /// backward pass.
 ///
 /// Building it is collective: it checks that every rank passes the same parameters (names,
-/// shapes, order) and the same bucket size, throwing ``DistributedError/parameterMismatch(_:)``
+/// shapes, order) and the same bucket size, throwing `DistributedError.parameterMismatch(_:)`
 /// on every rank otherwise, then broadcasts the parameters' values from rank 0 so that all ranks
 /// start alike. Build the optimizer *after* it (Lookahead copies the parameters when built).
 ///
@@ -15,7 +15,7 @@ import Optim
 /// packing gradients into buckets of ``bucketBytes`` (25 MiB by default, DDP's `bucket_cap_mb`),
 /// one in-place allreduce per bucket, and unpacking them scaled — few large messages instead of
 /// one per tensor, and no allocation per step. After it every rank holds the same averaged
-/// gradients, so global-norm clipping (``Optimizer/clipGradientNorm(maxNorm:threadPool:)``),
+/// gradients, so global-norm clipping (`Optimizer.clipGradientNorm(maxNorm:threadPool:)`),
 /// the step and its metrics are computed on global values everywhere, identically.
 ///
 /// A parameter without a gradient on some ranks counts as a zero gradient there (as in a single

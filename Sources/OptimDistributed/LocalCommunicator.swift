@@ -10,7 +10,7 @@ import Optim
 import Synchronization
 
 /// A group of ranks inside one process, each a thread, exchanging data through shared memory:
-/// the ``Communicator`` the tests use to run data-parallel and sharded training without MPI.
+/// the `Communicator` the tests use to run data-parallel and sharded training without MPI.
 ///
 /// Collectives follow MPI's semantics (same calls, same order, matching sizes) and check them:
 /// ranks that call different operations or sizes get an error instead of a hang, as do ranks
@@ -320,7 +320,7 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
     }
 
     /// Writes `message` to standard error and fails the group: every other rank's current or
-    /// next collective throws ``DistributedError/aborted(rank:message:)``. Returns.
+    /// next collective throws `DistributedError.aborted(rank:message:)`. Returns.
     public func abort(message: String, code: Int32) {
         writeToStandardError("rank \(rank): \(message)")
         group.fail(.aborted(rank: rank, message: message))

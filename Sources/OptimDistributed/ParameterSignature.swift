@@ -78,7 +78,7 @@ struct ParameterSignature {
     }
 
     /// Checks that every rank holds the same signature; throws
-    /// ``DistributedError/parameterMismatch(_:)`` on every rank when any differs, naming the ranks
+    /// `DistributedError.parameterMismatch(_:)` on every rank when any differs, naming the ranks
     /// that differ from rank 0 and, on each of those, its first difference. Collective.
     func verify(on communicator: any Communicator) throws(DistributedError) {
         let fingerprints = try communicator.allgather(fingerprint)
@@ -97,7 +97,7 @@ struct ParameterSignature {
 
 extension Communicator {
     /// Checks that every rank passes the same parameters — names, shapes and order (and groups,
-    /// when given as groups) — and throws ``DistributedError/parameterMismatch(_:)`` on every rank
+    /// when given as groups) — and throws `DistributedError.parameterMismatch(_:)` on every rank
     /// otherwise, before any data is exchanged. Collective; ``DataParallel`` and
     /// ``ShardedOptimizer`` call it when built.
     public func verifySameParameters(_ groups: [[Parameter]], settings: String = "") throws(DistributedError) {

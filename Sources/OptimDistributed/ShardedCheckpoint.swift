@@ -11,10 +11,10 @@ import Safetensors
 ///
 /// - `shard-<save>-<rank+1>-of-<ranks>.safetensors` (five-digit numbers, `<save>` sixteen hex
 ///   digits naming one save): the rank's part of every state buffer, flat, under the names a
-///   ``Checkpoint`` uses (`state/<parameter>/<buffer>`, `state/base/…` for a wrapped optimizer);
+///   `Checkpoint` uses (`state/<parameter>/<buffer>`, `state/base/…` for a wrapped optimizer);
 ///   the writing rank's file also holds the parameters, under their own names.
 /// - ``indexName`` (`checkpoint.safetensors.index.json`): `metadata` (``format``, the optimizer's
-///   description as in a ``Checkpoint``, `scheduler_step`, `world_size`, the save's id, and the
+///   description as in a `Checkpoint`, `scheduler_step`, `world_size`, the save's id, and the
 ///   caller's metadata), `weight_map` (each whole tensor → its file, as in Hugging Face's index),
 ///   and two additions for tensors split across files: `slices` (each state buffer → its parts:
 ///   file, first element, element count, in order) and `lengths` (each state buffer's length).
@@ -362,7 +362,7 @@ extension ShardedOptimizer {
 extension Checkpoint {
     /// Loads a sharded checkpoint (``ShardedCheckpoint``, saved on any number of ranks) into an
     /// unsharded optimizer: the whole state is assembled from every shard. Checks everything
-    /// before changing anything, as ``load(from:into:scheduler:)`` does.
+    /// before changing anything, as `Checkpoint.load(from:into:scheduler:)` does.
     ///
     /// - Returns: the index's metadata.
     @discardableResult

@@ -12,7 +12,7 @@ extension ShardedOptimizer {
     /// The full snapshot, the one an unsharded optimizer over the same parameters would give:
     /// every state buffer gathered from the ranks that hold its parts. Collective; every rank
     /// receives it. First checks that every rank's shard has the same structure (optimizer, step
-    /// counts, buffer names), throwing ``DistributedError/parameterMismatch(_:)`` on every rank
+    /// counts, buffer names), throwing `DistributedError.parameterMismatch(_:)` on every rank
     /// otherwise.
     public func gatherSnapshot() throws(DistributedError) -> OptimizerSnapshot {
         let local = shardOptimizer.snapshot()
@@ -21,7 +21,7 @@ extension ShardedOptimizer {
     }
 
     /// Checks that every rank's shard snapshot has the same structure (optimizer, step counts,
-    /// buffer names); throws ``DistributedError/parameterMismatch(_:)`` on every rank otherwise.
+    /// buffer names); throws `DistributedError.parameterMismatch(_:)` on every rank otherwise.
     /// Collective.
     func checkStructure(_ local: OptimizerSnapshot) throws(DistributedError) {
         let structure = Self.structure(of: local, names: parameters.map(\.name))
@@ -90,7 +90,7 @@ extension ShardedOptimizer {
         return part
     }
 
-    /// Saves an ordinary checkpoint (the format of ``Checkpoint/save(_:scheduler:to:metadata:)``,
+    /// Saves an ordinary checkpoint (the format of `Checkpoint.save(_:scheduler:to:metadata:)`,
     /// loadable by a sharded or an unsharded run of any world size): gathers the full state on
     /// every rank, then rank `writer` alone writes the file. Collective — call it on every rank.
     public func saveCheckpoint(to url: URL, scheduler: LearningRateScheduler? = nil, metadata: [String: String] = [:], writer: Int = 0) throws {
@@ -103,7 +103,7 @@ extension ShardedOptimizer {
 
 extension Checkpoint {
     /// Saves `parameters` and a snapshot — typically a sharded optimizer's gathered one — in the
-    /// format of ``save(_:scheduler:to:metadata:)``, which writes it.
+    /// format of `Checkpoint.save(_:scheduler:to:metadata:)`, which writes it.
     public static func save(_ snapshot: OptimizerSnapshot, parameters: [Parameter], schedulerStep: Int? = nil, to url: URL,
                             metadata: [String: String] = [:]) throws {
         var scheduler: LearningRateScheduler?
@@ -118,7 +118,7 @@ private struct ConstantOne: LearningRateSchedule {
     func multiplier(at step: Int) -> Double { 1 }
 }
 
-/// An ``Optimizer`` that only presents a fixed snapshot and parameters, so that
+/// An `Optimizer` that only presents a fixed snapshot and parameters, so that
 /// `Checkpoint.save` writes a gathered snapshot through its one code path. Nothing else works.
 private final class SnapshotHolder: Optimizer {
     let stored: OptimizerSnapshot

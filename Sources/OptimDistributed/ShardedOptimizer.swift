@@ -9,25 +9,25 @@ import Optim
 /// into `W` contiguous ranges of `⌊N/W⌋` or `⌈N/W⌉` elements (``partition``); a tensor may be
 /// split between ranks. On its rank, each parameter's part of the range becomes a parameter of
 /// the same name that *borrows* the full parameter's values and gradient (no copies), and an
-/// optimizer built from the same ``OptimizerConfiguration`` and groups updates those parts
+/// optimizer built from the same `OptimizerConfiguration` and groups updates those parts
 /// (``shardOptimizer``). Its state — moments, momentum, Lookahead's slow weights — is allocated
-/// only for them: ``Optimizer/optimizerStateBytes`` is about `1/W` of an unsharded optimizer's.
+/// only for them: `Optimizer.optimizerStateBytes` is about `1/W` of an unsharded optimizer's.
 ///
 /// A step, on every rank (collective):
-/// 1. under ``NonFinitePolicy/skipStep`` or ``NonFinitePolicy/throw``, the *full* gradients are
+/// 1. under `NonFinitePolicy.skipStep` or `NonFinitePolicy.throw`, the *full* gradients are
 ///    checked, so that every rank makes the same decision;
 /// 2. the shard optimizer steps its parts — with any factor from
-///    ``Optimizer/clipGradientNorm(maxNorm:threadPool:)``, which, called on this optimizer, measures
+///    `Optimizer.clipGradientNorm(maxNorm:threadPool:)`, which, called on this optimizer, measures
 ///    the full averaged gradient every rank holds, so the norm is global and the same everywhere;
 /// 3. the updated ranges are allgathered into the full parameters, in rounds of at most the
 ///    bucket size (``DataParallel/defaultBucketBytes``);
 /// 4. with metrics, each rank's per-parameter sums for its parts — the pre-reduced form of
-///    ``OptimizerMetrics`` — are added across ranks by one allreduce, so the returned metrics are
+///    `OptimizerMetrics` — are added across ranks by one allreduce, so the returned metrics are
 ///    those of the whole parameters, as a single process computes them.
 ///
 /// Every element's arithmetic is the one an unsharded optimizer does, so parameters and (gathered)
 /// state match an unsharded run over the same averaged gradients bit for bit; metrics match
-/// within float rounding (their sums are added in another order). ``Prodigy``, whose step size
+/// within float rounding (their sums are added in another order). `Prodigy`, whose step size
 /// comes from sums over the whole model, is told where its parts lie and all-reduces its exact
 /// sums each step, so it matches bit for bit too; other optimizers over whole tensors are refused.
 ///
@@ -85,15 +85,15 @@ public final class ShardedOptimizer: Optimizer {
 
     /// Builds the shard optimizer of this rank. Collective: checks first that every rank passes
     /// the same parameters, groups, configuration and bucket size
-    /// (``DistributedError/parameterMismatch(_:)`` on every rank otherwise).
+    /// (`DistributedError.parameterMismatch(_:)` on every rank otherwise).
     ///
     /// - Parameters:
-    ///   - configuration: the optimizer, as for ``OptimizerRegistry/makeOptimizer(_:groups:threadPool:)``.
+    ///   - configuration: the optimizer, as for `OptimizerRegistry.makeOptimizer(_:groups:threadPool:)`.
     ///   - groups: the parameter groups and their overrides, as for an unsharded optimizer.
     ///   - communicator: this rank's side of the group.
     ///   - bucketBytes: the most bytes one allgather round carries.
     ///   - threadPool: the threads the shard optimizer's steps run on.
-    /// - Throws: ``DistributedError``, or ``OptimError`` for an invalid configuration (the same on
+    /// - Throws: `DistributedError`, or `OptimError` for an invalid configuration (the same on
     ///   every rank).
     public convenience init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,
                             bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
@@ -113,12 +113,12 @@ public final class ShardedOptimizer: Optimizer {
     /// ``configuration`` is the optimizer's name and the first group's hyperparameters.
     ///
     /// - Parameters:
-    ///   - optimizer: the optimizer type (``Adam``, ``SGD``, ``Prodigy``, …).
+    ///   - optimizer: the optimizer type (`Adam`, `SGD`, `Prodigy`, …).
     ///   - groups: the parameter groups and their hyperparameters, as for an unsharded optimizer.
     ///   - communicator: this rank's side of the group.
     ///   - bucketBytes: the most bytes one allgather round carries.
     ///   - threadPool: the threads the shard optimizer's steps run on.
-    /// - Throws: ``DistributedError``, or ``OptimError`` for invalid hyperparameters (the same on
+    /// - Throws: `DistributedError`, or `OptimError` for invalid hyperparameters (the same on
     ///   every rank).
     public convenience init<O: TypedOptimizer>(_ optimizer: O.Type, groups: [ParameterGroup<O.Hyperparameters>], communicator: any Communicator,
                                                bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
