@@ -25,7 +25,11 @@ enum NewtonSchulz {
         var sumOfSquares = 0.0
         for i in 0..<n { sumOfSquares += Double(x[i]) * Double(x[i]) }
         let norm = max(round(Float(sumOfSquares.squareRoot())), round(eps))
-        for i in 0..<n { x[i] = round(x[i] / norm) }
+        if bfloat16 {
+            for i in 0..<n { x[i] = BFloat16.round(x[i] / norm) }
+        } else {
+            for i in 0..<n { x[i] = x[i] / norm }
+        }
         guard steps > 0 else { return }
         let next = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
         let gram = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
