@@ -20,7 +20,9 @@ import COptimSIMD
 /// Every element of C is the sum over k taken in order, starting from 0 (or from C's value when
 /// accumulating), one multiply then one add per term — the arithmetic of the naive loop
 /// `for p in 0..<k { c += a[i][p] * b[p][j] }`. No element is ever split between threads, so the
-/// result is the same, bit for bit, whatever the thread count and whatever the blocking.
+/// result is the same, bit for bit, whatever the thread count and whatever the blocking. (One
+/// exception, asked for by `bfloat16Operands` on a CPU with AVX512-BF16: the terms are added two
+/// at a time, in an order documented there, again whatever the threads and the blocking.)
 /// Products of fewer than ``parallelThreshold`` multiply-adds run on the calling thread.
 public enum MatMul {
     /// Rows of the micro-kernel's tile of C.
