@@ -78,6 +78,83 @@ import Testing
         }
     }
 
+    /// A symmetric product (X·Xᵀ, or S·S with S symmetric) computes the upper triangle's tiles
+    /// and mirrors them: the in-order sum's bits everywhere, on one and two threads (whose row
+    /// runs are split by triangle area), sizes around the tile and block edges.
+    @Test(arguments: [1, 7, 16, 73, 150, 263])
+    func symmetricProductsMirrorTheUpperTriangleBitForBit(side: Int) {
+        var random = TestRandom(seed: UInt64(side))
+        let k = side % 3 == 0 ? 300 : 97
+        let x = random.floats(side * k)
+        var s = random.floats(side * side)
+        for i in 0..<side { for j in 0..<i { s[i * side + j] = s[j * side + i] } }
+        let gram = naiveProduct(m: side, n: side, k: k, x, transposeA: false, x, transposeB: true).float
+        let square = naiveProduct(m: side, n: side, k: side, s, transposeA: false, s, transposeB: false).float
+        for pool in [Pools.one, ThreadPool(threadCount: 2), ThreadPool(threadCount: 3)] {
+            let c = gemm(m: side, n: side, k: k, x, transposeA: false, x, transposeB: true, symmetric: true, pool: pool)
+            #expect(c.map(\.bitPattern) == gram.map(\.bitPattern), "X·Xᵀ \(side)×\(k), \(pool.threadCount) threads")
+            let c2 = gemm(m: side, n: side, k: side, s, transposeA: false, s, transposeB: false, symmetric: true, pool: pool)
+            #expect(c2.map(\.bitPattern) == square.map(\.bitPattern), "S·S \(side), \(pool.threadCount) threads")
+        }
+    }
+
+    /// The bfloat16-operand path on AVX512-BF16 gives, bit for bit, the documented sum: operands
+    /// rounded to bfloat16, then for each pair of k the odd term and then the even one added in
+    /// float32 — the same whatever the threads, for every transpose, symmetric or not.
+    @Test(.enabled(if: MatMul.hasBFloat16DotProduct && KernelDispatch.selected == .avx512, "no AVX512-BF16 here"),
+          arguments: [(1, 1, 1), (7, 13, 5), (6, 32, 512), (65, 33, 129), (97, 101, 1031), (150, 150, 64)])
+    func bfloat16OperandsSumPairsOfTermsInOrder(size: (Int, Int, Int)) {
+        let (m, n, k) = size
+        var random = TestRandom(seed: UInt64(m * 7 + n * 3 + k))
+        let a = random.floats(m * k), b = random.floats(k * n)
+        func bf16(_ x: Float) -> Float {
+            let bits = x.bitPattern
+            return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+        }
+        for (transposeA, transposeB) in Self.transposes {
+            func opA(_ i: Int, _ p: Int) -> Float { p < k ? bf16(transposeA ? a[p * m + i] : a[i * k + p]) : 0 }
+            func opB(_ p: Int, _ j: Int) -> Float { p < k ? bf16(transposeB ? b[j * k + p] : b[p * n + j]) : 0 }
+            var expected = [Float](repeating: 0, count: m * n)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var sum: Float = 0
+                    for p in stride(from: 0, to: k, by: 2) {
+                        sum += opA(i, p + 1) * opB(p + 1, j)
+                        sum += opA(i, p) * opB(p, j)
+                    }
+                    expected[i * n + j] = sum
+                }
+            }
+            for pool in [Pools.one, ThreadPool(threadCount: 2)] {
+                var c = [Float](repeating: .nan, count: m * n)
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        c.withUnsafeMutableBufferPointer { c in
+                            MatMul.gemm(m: m, n: n, k: k, a, transposeA: transposeA, b, transposeB: transposeB, c,
+                                        bfloat16Operands: true, pool: pool)
+                        }
+                    }
+                }
+                #expect(c.map(\.bitPattern) == expected.map(\.bitPattern), "\(m)×\(n)×\(k) tA=\(transposeA) tB=\(transposeB) \(pool.threadCount) threads")
+            }
+        }
+        // Symmetric products mirror the same bits.
+        do {
+            let side = m, x = a
+            var full = [Float](repeating: .nan, count: side * side), half = full
+            x.withUnsafeBufferPointer { x in
+                full.withUnsafeMutableBufferPointer { c in
+                    MatMul.gemm(m: side, n: side, k: k, x, transposeA: false, x, transposeB: true, c, bfloat16Operands: true, pool: Pools.two)
+                }
+                half.withUnsafeMutableBufferPointer { c in
+                    MatMul.gemm(m: side, n: side, k: k, x, transposeA: false, x, transposeB: true, c, symmetric: true,
+                                bfloat16Operands: true, pool: Pools.two)
+                }
+            }
+            #expect(full.map(\.bitPattern) == half.map(\.bitPattern), "symmetric \(side)×\(k)")
+        }
+    }
+
     /// Speed against the naive loop; run with `EXAMPLEMODEL_BENCHMARK=1 swift test -c release --filter MatMulTests`.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["EXAMPLEMODEL_BENCHMARK"] != nil))
     func benchmark() {

@@ -69,13 +69,13 @@ func naiveProduct(m: Int, n: Int, k: Int, _ a: [Float], transposeA: Bool, _ b: [
 
 /// `MatMul.gemm` on arrays.
 func gemm(m: Int, n: Int, k: Int, _ a: [Float], transposeA: Bool, _ b: [Float], transposeB: Bool,
-          c: [Float]? = nil, accumulate: Bool = false, pool: ThreadPool) -> [Float] {
+          c: [Float]? = nil, accumulate: Bool = false, symmetric: Bool = false, pool: ThreadPool) -> [Float] {
     var c = c ?? [Float](repeating: .nan, count: m * n)
     a.withUnsafeBufferPointer { a in
         b.withUnsafeBufferPointer { b in
             c.withUnsafeMutableBufferPointer { c in
                 MatMul.gemm(m: m, n: n, k: k, a, transposeA: transposeA, b, transposeB: transposeB, c,
-                            accumulate: accumulate, pool: pool)
+                            accumulate: accumulate, symmetric: symmetric, pool: pool)
             }
         }
     }

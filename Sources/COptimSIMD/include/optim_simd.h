@@ -66,4 +66,12 @@ int optim_cpu_supports(int isa);
 /* Calls the kernel module's installer; 1 if it is linked into this program, else 0. */
 int optim_install_kernels(int isa);
 
+/*
+ * The bfloat16-operand GEMM's micro-kernel (optim_simd.c), for CPUs with AVX512-BF16
+ * (optim_cpu_has_avx512bf16): C[6 x 32] (+)= packed A panel (pairs x 6 words) * packed B panel
+ * (pairs x 32 words), each word two bfloat16 values (k even: low half; k odd: high half).
+ */
+int optim_cpu_has_avx512bf16(void);
+void optim_bf16_tile_6x32(long pairs, const uint32_t *a, const uint32_t *b, float *c, long ldc, int load);
+
 #endif

@@ -66,7 +66,7 @@ public struct GPTConfiguration: Sendable, Equatable, Codable {
 /// draws, parameter after parameter in the order above — `normalInitialiser(seed:)`, which
 /// `tools/austen/torch_reference.py` reproduces — so a seed gives the same model everywhere.
 ///
-/// Every matrix product is `MatMul.gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)`:
+/// Every matrix product is `MatMul.gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:symmetric:workspace:pool:)`:
 /// the layers' products on the whole batch (threaded inside the GEMM), attention one
 /// (sequence, head) pair at a time with the pairs spread over the `ThreadPool`. The
 /// activations are kept in one buffer reused between calls: after the first step at a batch

@@ -1,8 +1,10 @@
+import COptimSIMD
+
 /// Single-precision matrix multiplication over contiguous row-major buffers: the one GEMM of the
 /// library, used by matrix optimizers (Muon's Newton–Schulz iterations) and by the example
 /// models' layers.
 ///
-/// ``gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:workspace:pool:)`` computes
+/// ``gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:symmetric:bfloat16Operands:workspace:pool:)`` computes
 ///
 ///     C ← op(A) · op(B)          or, with `accumulate`,     C ← C + op(A) · op(B)
 ///
@@ -18,7 +20,9 @@
 /// Every element of C is the sum over k taken in order, starting from 0 (or from C's value when
 /// accumulating), one multiply then one add per term — the arithmetic of the naive loop
 /// `for p in 0..<k { c += a[i][p] * b[p][j] }`. No element is ever split between threads, so the
-/// result is the same, bit for bit, whatever the thread count and whatever the blocking.
+/// result is the same, bit for bit, whatever the thread count and whatever the blocking. (One
+/// exception, asked for by `bfloat16Operands` on a CPU with AVX512-BF16: the terms are added two
+/// at a time, in an order documented there, again whatever the threads and the blocking.)
 /// Products of fewer than ``parallelThreshold`` multiply-adds run on the calling thread.
 public enum MatMul {
     /// Rows of the micro-kernel's tile of C.
@@ -83,8 +87,20 @@ public enum MatMul {
 
         fileprivate func runPart(_ part: Int) {
             let p = problem!
-            let first = part * p.partSize
-            let last = min(first + p.partSize, p.splitRows ? p.m : p.n)
+            var first = part * p.partSize
+            var last = min(first + p.partSize, p.splitRows ? p.m : p.n)
+            if p.upperOnly {
+                // Row runs of equal work: rows [0, r) of the upper triangle hold m·r − r²/2 of its
+                // m²/2 elements, a fraction f at r = m·(1 − √(1 − f)); whole tiles.
+                func boundary(_ part: Int) -> Int {
+                    guard part < p.partCount else { return p.m }
+                    let f = Double(part) / Double(p.partCount)
+                    let r = Int(Double(p.m) * (1 - (1 - f).squareRoot()))
+                    return min(p.m, r / tileRows * tileRows)
+                }
+                first = boundary(part)
+                last = boundary(part + 1)
+            }
             let rows = p.splitRows ? first..<last : 0..<p.m
             let columns = p.splitRows ? 0..<p.n : first..<last
             p.block(p, rows, columns, storage! + part * p.scratchPerPart)
@@ -96,9 +112,11 @@ public enum MatMul {
         @usableFromInline var m: Int, n: Int, k: Int
         @usableFromInline var a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
         @usableFromInline var transposeA: Bool, transposeB: Bool, accumulate: Bool
+        /// Whether only the tiles of C's upper triangle are computed (``gemm(m:n:k:_:transposeA:_:transposeB:_:accumulate:symmetric:bfloat16Operands:workspace:pool:)``).
+        @usableFromInline var upperOnly = false
         /// Whether the parts are runs of rows of C (else runs of columns), each `partSize` long.
         var splitRows = true
-        var partSize = 0
+        var partSize = 0, partCount = 1
         /// Floats of scratch per part, and the sizes of its packed blocks.
         var scratchPerPart = 0
         @usableFromInline var packedARows = 0, packedBColumns = 0, depth = 0
@@ -118,6 +136,19 @@ public enum MatMul {
     ///   - transposeB: whether op(B) is Bᵀ.
     ///   - c: C, m × n; must not overlap A or B.
     ///   - accumulate: add to C instead of overwriting it (BLAS's β = 1 rather than 0).
+    ///   - symmetric: the caller's promise that op(B) is op(A)ᵀ (`X·Xᵀ`, or `S·S` with S
+    ///     symmetric), so that C is symmetric (with `accumulate`, C must be symmetric before too).
+    ///     Only the tiles that reach C's upper triangle are computed and the rest is copied across
+    ///     the diagonal: the same bits as computing it, since C[j][i] sums the same products as
+    ///     C[i][j] in the same order — about half the work for a square product.
+    ///   - bfloat16Operands: op(A) and op(B) hold bfloat16 values (as in a bfloat16 Newton–Schulz
+    ///     iteration): on a CPU with AVX512-BF16, on the `avx512` path, the product then runs on
+    ///     its dot-product instruction (VDPBF16PS, as oneDNN runs PyTorch's bfloat16 matrix
+    ///     products), with each operand rounded to bfloat16 (ties to even) as it is packed and the
+    ///     sum over k taken a pair of terms at a time — k + 1 before k, for each even k, every
+    ///     addition rounded to float32, denormals flushed to zero — whatever the threads and the
+    ///     blocking. Elsewhere the float32 path (the in-order sum) runs, which for bfloat16
+    ///     operands differs only in the order of the additions.
     ///   - workspace: scratch to reuse across calls; `nil` allocates a temporary one.
     ///   - pool: the threads for products of at least ``parallelThreshold`` multiply-adds.
     ///
@@ -127,9 +158,10 @@ public enum MatMul {
         m: Int, n: Int, k: Int,
         _ a: UnsafeBufferPointer<Float>, transposeA: Bool,
         _ b: UnsafeBufferPointer<Float>, transposeB: Bool,
-        _ c: UnsafeMutableBufferPointer<Float>, accumulate: Bool = false,
-        workspace: Workspace? = nil, pool: ThreadPool = .shared
+        _ c: UnsafeMutableBufferPointer<Float>, accumulate: Bool = false, symmetric: Bool = false,
+        bfloat16Operands: Bool = false, workspace: Workspace? = nil, pool: ThreadPool = .shared
     ) {
+        precondition(!symmetric || m == n, "MatMul.gemm: a symmetric product must be square")
         precondition(m >= 0 && n >= 0 && k >= 0, "MatMul.gemm: negative dimension")
         let (mk, o1) = m.multipliedReportingOverflow(by: k)
         let (kn, o2) = k.multipliedReportingOverflow(by: n)
@@ -142,18 +174,25 @@ public enum MatMul {
             return
         }
         let workspace = workspace ?? Workspace()
+        if bfloat16Operands && hasBFloat16DotProduct && KernelDispatch.current == .avx512 {
+            gemmBFloat16(m: m, n: n, k: k, a.baseAddress!, transposeA: transposeA, b.baseAddress!, transposeB: transposeB,
+                         c.baseAddress!, accumulate: accumulate, symmetric: symmetric, workspace: workspace, pool: pool)
+            return
+        }
         var p = Problem(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!,
                         transposeA: transposeA, transposeB: transposeB, accumulate: accumulate)
         p.block = KernelDispatch.gemmBlock(KernelDispatch.current).0
 
         // Split the longer side of C into equal runs of whole tiles, one per thread.
         let (work, overflow) = mn.multipliedReportingOverflow(by: k)
-        p.splitRows = m >= n
+        p.upperOnly = symmetric
+        p.splitRows = m >= n || symmetric
         let unit = p.splitRows ? tileRows : tileColumns
         let units = ((p.splitRows ? m : n) + unit - 1) / unit
         let parts = (overflow || work >= parallelThreshold) ? min(pool.threadCount, units) : 1
         p.partSize = (units + parts - 1) / parts * unit
         let partCount = ((p.splitRows ? m : n) + p.partSize - 1) / p.partSize
+        p.partCount = partCount
 
         // Scratch of one part: a block of op(A), a block of op(B), one edge tile.
         p.depth = min(k, blockDepth)
@@ -169,6 +208,169 @@ public enum MatMul {
             pool.run(partCount, workspace.job)
         }
         workspace.problem = nil
+        if symmetric { mirrorUpperTriangle(c.baseAddress!, n, pool: pool) }
+    }
+
+    /// Whether this CPU has AVX512-BF16's dot product (and the `avx512` path).
+    public static let hasBFloat16DotProduct = optim_cpu_has_avx512bf16() != 0
+
+    /// Tile of the bfloat16 path's micro-kernel: 6 rows × 32 columns (twelve zmm accumulators).
+    static let bfloat16TileColumns = 32
+    /// Pairs of k in a depth block of the bfloat16 path: a 32-column panel of it is 32 KB.
+    static let bfloat16BlockPairs = 256
+    /// Column panels in a column block of the bfloat16 path: 16 × 32 KB = 512 KB, in L2.
+    static let bfloat16BlockPanels = 16
+
+    /// The bfloat16-operand product on AVX512-BF16 (see `bfloat16Operands`): both operands are
+    /// packed once, in parallel, into panels of bfloat16 pairs, then each thread computes a run of
+    /// rows (or of columns) of C, depth block by depth block.
+    static func gemmBFloat16(m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, transposeA: Bool, _ b: UnsafePointer<Float>,
+                             transposeB: Bool, _ c: UnsafeMutablePointer<Float>, accumulate: Bool, symmetric: Bool,
+                             workspace: Workspace, pool: ThreadPool) {
+        let columns = bfloat16TileColumns
+        let pairs = (k + 1) / 2
+        let rowPanels = (m + tileRows - 1) / tileRows, columnPanels = (n + columns - 1) / columns
+        let aWords = rowPanels * pairs * tileRows, bWords = columnPanels * pairs * columns
+        let (work, overflow) = (m * n).multipliedReportingOverflow(by: k)
+        let splitRows = m >= n || symmetric
+        let units = splitRows ? rowPanels : columnPanels
+        let parts = (overflow || work >= parallelThreshold) ? min(pool.threadCount, units) : 1
+        let edgeFloats = tileRows * columns
+        let storage = workspace.reserve(aWords + bWords + parts * edgeFloats + 32)
+        let raw = UnsafeMutableRawPointer(storage)
+        let packedA = raw.bindMemory(to: UInt32.self, capacity: aWords + bWords)
+        let packedB = packedA + aWords
+        let edgeTiles = storage + aWords + bWords
+
+        @inline(__always) func word(_ even: Float, _ odd: Float) -> UInt32 {
+            (BFloat16.round(odd).bitPattern & 0xFFFF_0000) | (BFloat16.round(even).bitPattern >> 16)
+        }
+        // Packing, split by panels: op(A)'s 6-row panels, then op(B)'s 32-column panels.
+        pool.run(parts) { part in
+            let aFirst = part * rowPanels / parts, aLast = (part + 1) * rowPanels / parts
+            for panel in aFirst..<aLast {
+                let out = packedA + panel * pairs * tileRows
+                for r in 0..<tileRows {
+                    let row = panel * tileRows + r
+                    if row >= m {
+                        for q in 0..<pairs { out[q * tileRows + r] = 0 }
+                    } else if transposeA {
+                        for q in 0..<pairs {
+                            let even = a[2 * q * m + row], odd: Float = 2 * q + 1 < k ? a[(2 * q + 1) * m + row] : 0
+                            out[q * tileRows + r] = word(even, odd)
+                        }
+                    } else {
+                        let source = a + row * k
+                        for q in 0..<k / 2 { out[q * tileRows + r] = word(source[2 * q], source[2 * q + 1]) }
+                        if k % 2 == 1 { out[(pairs - 1) * tileRows + r] = word(source[k - 1], 0) }
+                    }
+                }
+            }
+            let bFirst = part * columnPanels / parts, bLast = (part + 1) * columnPanels / parts
+            for panel in bFirst..<bLast {
+                let out = packedB + panel * pairs * columns
+                if transposeB {
+                    for j in 0..<columns {
+                        let column = panel * columns + j
+                        if column >= n {
+                            for q in 0..<pairs { out[q * columns + j] = 0 }
+                            continue
+                        }
+                        let source = b + column * k
+                        for q in 0..<k / 2 { out[q * columns + j] = word(source[2 * q], source[2 * q + 1]) }
+                        if k % 2 == 1 { out[(pairs - 1) * columns + j] = word(source[k - 1], 0) }
+                    }
+                } else {
+                    let width = min(columns, n - panel * columns)
+                    for q in 0..<pairs {
+                        let even = b + 2 * q * n + panel * columns
+                        let target = out + q * columns
+                        if 2 * q + 1 < k {
+                            let odd = even + n
+                            for j in 0..<width { target[j] = word(even[j], odd[j]) }
+                        } else {
+                            for j in 0..<width { target[j] = word(even[j], 0) }
+                        }
+                        for j in width..<columns { target[j] = 0 }
+                    }
+                }
+            }
+        }
+
+        // The product: runs of whole row panels (of equal triangle area when symmetric), or of
+        // column panels.
+        pool.run(parts) { part in
+            var panels: Range<Int>
+            if symmetric {
+                func boundary(_ part: Int) -> Int {
+                    guard part < parts else { return rowPanels }
+                    let f = Double(part) / Double(parts)
+                    return min(rowPanels, Int(Double(rowPanels) * (1 - (1 - f).squareRoot())))
+                }
+                panels = boundary(part)..<boundary(part + 1)
+            } else {
+                panels = (part * units / parts)..<((part + 1) * units / parts)
+            }
+            let rowPanelRange = splitRows ? panels : 0..<rowPanels
+            let columnPanelRange = splitRows ? 0..<columnPanels : panels
+            let edge = edgeTiles + part * edgeFloats
+            var depthStart = 0
+            while depthStart < pairs {
+                let depth = min(bfloat16BlockPairs, pairs - depthStart)
+                let load: Int32 = accumulate || depthStart > 0 ? 1 : 0
+                var blockStart = columnPanelRange.lowerBound
+                while blockStart < columnPanelRange.upperBound {
+                    let blockEnd = min(blockStart + bfloat16BlockPanels, columnPanelRange.upperBound)
+                    for rowPanel in rowPanelRange {
+                        let row = rowPanel * tileRows, height = min(tileRows, m - row)
+                        let aPanel = UnsafePointer(packedA + (rowPanel * pairs + depthStart) * tileRows)
+                        for columnPanel in blockStart..<blockEnd {
+                            let column = columnPanel * columns
+                            // Symmetric: tiles wholly below the diagonal are mirrored afterwards.
+                            if symmetric && column + columns <= row { continue }
+                            let bPanel = UnsafePointer(packedB + (columnPanel * pairs + depthStart) * columns)
+                            let width = min(columns, n - column)
+                            let cTile = c + row * n + column
+                            if height == tileRows && width == columns {
+                                optim_bf16_tile_6x32(depth, aPanel, bPanel, cTile, n, load)
+                            } else {
+                                edge.update(repeating: 0, count: edgeFloats)
+                                if load != 0 {
+                                    for r in 0..<height { (edge + r * columns).update(from: cTile + r * n, count: width) }
+                                }
+                                optim_bf16_tile_6x32(depth, aPanel, bPanel, edge, columns, 1)
+                                for r in 0..<height { (cTile + r * n).update(from: edge + r * columns, count: width) }
+                            }
+                        }
+                    }
+                    blockStart = blockEnd
+                }
+                depthStart += depth
+            }
+        }
+        if symmetric { mirrorUpperTriangle(c, n, pool: pool) }
+    }
+
+    /// Copies the upper triangle of the n × n matrix `c` onto its lower triangle, in 64 × 64
+    /// blocks (a transposed copy), block rows shared out between the pool's threads.
+    static func mirrorUpperTriangle(_ c: UnsafeMutablePointer<Float>, _ n: Int, pool: ThreadPool) {
+        let block = 64, blockRows = (n + block - 1) / block
+        let parts = n * n >= parallelThreshold / 16 ? min(pool.threadCount, blockRows) : 1
+        pool.run(parts) { part in
+            var blockRow = part
+            while blockRow < blockRows {
+                let i0 = blockRow * block
+                var j0 = 0
+                while j0 <= i0 {
+                    for i in i0..<min(i0 + block, n) {
+                        let row = c + i * n
+                        for j in j0..<min(j0 + block, i) { row[j] = c[j * n + i] }
+                    }
+                    j0 += block
+                }
+                blockRow += parts
+            }
+        }
     }
 
     @inlinable @inline(__always)
@@ -187,10 +389,16 @@ public enum MatMul {
             var columnStart = columns.lowerBound
             while columnStart < columns.upperBound {
                 let columnCount = min(p.packedBColumns, columns.upperBound - columnStart)
+                // Upper triangle only: columns left of every row of this part are skipped.
+                if p.upperOnly && columnStart + columnCount <= rows.lowerBound {
+                    columnStart += columnCount
+                    continue
+                }
                 packB(p, depthStart: depthStart, depth: depth, columnStart: columnStart, columnCount: columnCount, into: packedB)
                 var rowStart = rows.lowerBound
                 while rowStart < rows.upperBound {
                     let rowCount = min(p.packedARows, rows.upperBound - rowStart)
+                    if p.upperOnly && columnStart + columnCount <= rowStart { break }
                     packA(p, rowStart: rowStart, rowCount: rowCount, depthStart: depthStart, depth: depth, into: packedA)
                     var j = 0
                     while j < columnCount {
@@ -199,6 +407,7 @@ public enum MatMul {
                         var i = 0
                         while i < rowCount {
                             let tileHeight = min(tileRows, rowCount - i)
+                            if p.upperOnly && columnStart + j + tileWidth <= rowStart + i { break }
                             let aPanel = UnsafePointer(packedA + i * depth)
                             let cTile = p.c + (rowStart + i) * p.n + columnStart + j
                             if tileHeight == tileRows && tileWidth == tileColumns {

@@ -7,7 +7,10 @@
 /// X ← X / max(‖X‖_F, ε)
 /// repeat steps:  A = X·Xᵀ;  B = b·A + c·A·A;  X ← a·X + B·X
 /// ```
-/// The products run on ``MatMul`` (threaded on the pool). With `bfloat16`, as the references
+/// The products run on ``MatMul`` (threaded on the pool); A = X·Xᵀ and A·A are symmetric, so only
+/// their upper triangles are computed (the same bits: each mirrored element sums the same products
+/// in the same order). In bfloat16 the products take MatMul's bfloat16-operand path (AVX512-BF16's
+/// dot product where the CPU has it, as PyTorch's oneDNN does). With `bfloat16`, as the references
 /// run it, every stored result — the normalised X, A, B and each new X — is rounded to bfloat16
 /// while the products accumulate in float32; otherwise everything stays float32.
 enum NewtonSchulz {
@@ -22,7 +25,11 @@ enum NewtonSchulz {
         var sumOfSquares = 0.0
         for i in 0..<n { sumOfSquares += Double(x[i]) * Double(x[i]) }
         let norm = max(round(Float(sumOfSquares.squareRoot())), round(eps))
-        for i in 0..<n { x[i] = round(x[i] / norm) }
+        if bfloat16 {
+            for i in 0..<n { x[i] = BFloat16.round(x[i] / norm) }
+        } else {
+            for i in 0..<n { x[i] = x[i] / norm }
+        }
         guard steps > 0 else { return }
         let next = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
         let gram = UnsafeMutableBufferPointer<Float>.allocate(capacity: short * short)
@@ -33,18 +40,41 @@ enum NewtonSchulz {
         for _ in 0..<steps {
             // A = X·Xᵀ;  B = b·A + c·A·A;  X ← a·X + B·X, each result stored in the precision.
             MatMul.gemm(m: short, n: short, k: long, UnsafeBufferPointer(current), transposeA: false,
-                        UnsafeBufferPointer(current), transposeB: true, gram, workspace: workspace, pool: pool)
-            for i in gram.indices { gram[i] = round(gram[i]) }
+                        UnsafeBufferPointer(current), transposeB: true, gram, symmetric: true, bfloat16Operands: bfloat16,
+                        workspace: workspace, pool: pool)
+            let (g, s, cur, o) = (gram.baseAddress!, square.baseAddress!, current.baseAddress!, other.baseAddress!)
+            if bfloat16 { parallel(short * short, pool) { for i in $0 { g[i] = BFloat16.round(g[i]) } } }
             MatMul.gemm(m: short, n: short, k: short, UnsafeBufferPointer(gram), transposeA: false,
-                        UnsafeBufferPointer(gram), transposeB: false, square, workspace: workspace, pool: pool)
-            for i in square.indices { square[i] = round(b * gram[i] + c * square[i]) }
+                        UnsafeBufferPointer(gram), transposeB: false, square, symmetric: true, bfloat16Operands: bfloat16,
+                        workspace: workspace, pool: pool)
+            parallel(short * short, pool) { range in
+                if bfloat16 {
+                    for i in range { s[i] = BFloat16.round(b * g[i] + c * s[i]) }
+                } else {
+                    for i in range { s[i] = b * g[i] + c * s[i] }
+                }
+            }
             MatMul.gemm(m: short, n: long, k: short, UnsafeBufferPointer(square), transposeA: false,
-                        UnsafeBufferPointer(current), transposeB: false, other, workspace: workspace, pool: pool)
-            for i in 0..<n { other[i] = round(a * current[i] + other[i]) }
+                        UnsafeBufferPointer(current), transposeB: false, other, bfloat16Operands: bfloat16,
+                        workspace: workspace, pool: pool)
+            parallel(n, pool) { range in
+                if bfloat16 {
+                    for i in range { o[i] = BFloat16.round(a * cur[i] + o[i]) }
+                } else {
+                    for i in range { o[i] = a * cur[i] + o[i] }
+                }
+            }
             swap(&current, &other)
         }
         if current.baseAddress != x.baseAddress {
             for i in 0..<n { x[i] = current[i] }
         }
+    }
+
+    /// Runs `body` over `0..<count`, in one contiguous run per thread of the pool (elementwise
+    /// passes: the same values whatever the split).
+    static func parallel(_ count: Int, _ pool: ThreadPool, _ body: @escaping (Range<Int>) -> Void) {
+        let parts = count >= 1 << 16 ? pool.threadCount : 1
+        pool.run(parts) { part in body((part * count / parts)..<((part + 1) * count / parts)) }
     }
 }
