@@ -106,7 +106,7 @@ import Testing
     func prodigyGivesTheBaselinesBitsOverSeveralChunks() throws {
         let cases: [HyperparameterDictionary] = [
             ["d0": .number(1e-3)],
-            ["d0": .number(1e-3), "betas": .list([.number(0), .number(0.99)]), "weight_decay": .number(0.1), "decouple": .bool(false)],
+            ["d0": .number(1e-3), "betas": .numbers([0, 0.99]), "weight_decay": .number(0.1), "decouple": .bool(false)],
             ["d0": .number(1e-2), "weight_decay": .number(0.01), "safeguard_warmup": .bool(true), "use_bias_correction": .bool(true)],
         ]
         for hyperparameters in cases {
