@@ -1,5 +1,5 @@
 // The kernels of every elementwise update rule, of the whole-tensor rules written as passes
-// (TensorPassRule), of the matrix multiply and of the transformer's element-wise and row-wise
+// (TensorPassRule), of Prodigy's chunk loops (ProdigyKernels), of the matrix multiply and of the transformer's element-wise and row-wise
 // passes (TransformerKernels), compiled once per
 // instruction set: this one file is the source of both OptimKernelsAVX2 (-target-cpu x86-64-v3)
 // and OptimKernelsAVX512 (-target-cpu x86-64-v4; its Kernels.swift is a symlink to this file).
@@ -53,6 +53,8 @@ func compiledKernels() -> KernelTable {
     table.add(LAMBRule.self)
     table.add(LARSRule.self)
     table.add(MARSRule.self)
+    table.setProdigyKernels(ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
+                                           secondPass: { Prodigy.secondPassChunk($0, $1, $2) }))
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     table.setTransformerKernels(TransformerKernelSet(
         gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },

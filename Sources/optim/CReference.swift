@@ -12,6 +12,10 @@ struct CReferenceKernels {
     typealias Kernel = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
                                        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                        Int, UnsafePointer<Float>) -> Void
+    /// `ref_<name>(p, g, s0, s1, s2, s3, n, c, global)`, see ``CReference/globalKernel(symbol:stateBuffers:coefficients:globals:)``.
+    typealias GlobalKernel = @convention(c) (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
+                                             UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                             Int, UnsafePointer<Float>, UnsafeMutablePointer<Double>) -> Void
     /// `ref_<sync>(p, slow, n, c)`, see ``CReference/wrapper(sync:every:coefficients:)``.
     typealias Sync = @convention(c) (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>) -> Void
 
@@ -69,7 +73,10 @@ struct CReferenceKernels {
 final class CReferenceWorkload {
     let kernels: CReferenceKernels
     let count: Int
-    private let kernel: CReferenceKernels.Kernel
+    /// The kernel: one of the elementwise ABI, or one with global state (`global`, updated by each step).
+    private let kernel: CReferenceKernels.Kernel?
+    private let globalKernel: CReferenceKernels.GlobalKernel?
+    private var global: [Double] = []
     private let coefficients: [Float]
     private let sync: (function: CReferenceKernels.Sync, every: Int, coefficients: [Float])?
     private var buffers: [UnsafeMutablePointer<Float>] = []
@@ -90,14 +97,25 @@ final class CReferenceWorkload {
         } else {
             sync = nil
         }
-        guard case let .kernel(symbol, stateBuffers, coefficients) = reference else {
-            if case let .none(reason) = reference {
-                throw CReferenceKernels.LoadError(description: "\(info.name) has no C reference: \(reason)")
-            }
+        let stateBuffers: Int
+        switch reference {
+        case let .kernel(symbol, buffers, coefficients):
+            kernel = try kernels.symbol("ref_" + symbol, CReferenceKernels.Kernel.self)
+            globalKernel = nil
+            stateBuffers = buffers
+            self.coefficients = coefficients
+        case let .globalKernel(symbol, buffers, coefficients, globals):
+            guard sync == nil else { throw CReferenceKernels.LoadError(description: "\(info.name): a wrapper must wrap an elementwise kernel") }
+            kernel = nil
+            globalKernel = try kernels.symbol("ref_" + symbol, CReferenceKernels.GlobalKernel.self)
+            stateBuffers = buffers
+            self.coefficients = coefficients
+            global = globals
+        case let .none(reason):
+            throw CReferenceKernels.LoadError(description: "\(info.name) has no C reference: \(reason)")
+        case .wrapper:
             throw CReferenceKernels.LoadError(description: "\(info.name): a wrapper must wrap an optimizer with a kernel")
         }
-        self.kernel = try kernels.symbol("ref_" + symbol, CReferenceKernels.Kernel.self)
-        self.coefficients = coefficients
         // The parameter, the gradient, the state buffers, and the slow weights of a wrapper; the
         // second moments (buffers 3 and on) positive, as they are in a real run.
         let streams = 2 + stateBuffers + (sync == nil ? 0 : 1)
@@ -118,7 +136,14 @@ final class CReferenceWorkload {
     func step() {
         let state = { (index: Int) in self.buffers[min(2 + index, self.buffers.count - 1)] }
         coefficients.withUnsafeBufferPointer { c in
-            kernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), state(3), count, c.baseAddress!)
+            if let kernel {
+                kernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), state(3), count, c.baseAddress!)
+            } else if let globalKernel {
+                global.withUnsafeMutableBufferPointer { global in
+                    globalKernel(buffers[0], UnsafePointer(buffers[1]), state(0), state(1), state(2), state(3), count, c.baseAddress!,
+                                 global.baseAddress!)
+                }
+            }
         }
         steps += 1
         if let sync, steps % sync.every == 0 {

@@ -38,6 +38,7 @@ struct List: ParsableCommand {
         let reference: String?
         switch info.benchmark.reference {
         case let .kernel(symbol, _, _): reference = symbol
+        case let .globalKernel(symbol, _, _, _): reference = symbol
         case let .wrapper(sync, _, _): reference = sync
         case .none: reference = nil
         }

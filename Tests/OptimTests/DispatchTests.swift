@@ -53,7 +53,7 @@ import Testing
     }
 
     /// Parameters, state and metrics after a few steps of `configuration` on `path`.
-    static func run(_ configuration: OptimizerConfiguration, on path: InstructionSet, count: Int) throws -> [[UInt32]] {
+    static func run(_ configuration: OptimizerConfiguration, on path: InstructionSet, count: Int, scaled: Bool = false) throws -> [[UInt32]] {
         var random = SplitMix(seed: 11)
         var initial = random.floats(count, in: -2...2)
         initial[0] = 0
@@ -66,6 +66,7 @@ import Testing
             var gradient = random.floats(count, in: -3...3)
             for index in stride(from: step, to: count, by: 7) { gradient[index] = 0 }  // signs of zero, absent elements
             try parameter.setGradient(gradient)
+            if scaled && step >= 2 { try optimizer.scaleNextGradient(of: parameter, by: 0.75) }
             if let metrics = try optimizer.step(collectingMetrics: step % 2 == 1) {
                 result.append(metrics.values.sorted { $0.key < $1.key }.map { UInt32(truncatingIfNeeded: $0.value.bitPattern) ^ UInt32($0.value.bitPattern >> 32) })
             }
@@ -96,6 +97,29 @@ import Testing
             }
         }
         #expect(seen.count > 50)
+    }
+
+    /// Prodigy's dispatched chunk loops over several chunks (the fixture configurations above
+    /// cover one chunk of 4,099 elements): 70,001 elements on two threads, with the moment and
+    /// without, decoupled and coupled decay, a gradient scale (clipping folded into the step).
+    @Test(.enabled(if: !widerPaths.isEmpty, "this CPU runs the baseline only"))
+    func prodigyGivesTheBaselinesBitsOverSeveralChunks() throws {
+        let cases: [HyperparameterDictionary] = [
+            ["d0": .number(1e-3)],
+            ["d0": .number(1e-3), "betas": .numbers([0, 0.99]), "weight_decay": .number(0.1), "decouple": .bool(false)],
+            ["d0": .number(1e-2), "weight_decay": .number(0.01), "safeguard_warmup": .bool(true), "use_bias_correction": .bool(true)],
+        ]
+        for hyperparameters in cases {
+            let configuration = OptimizerConfiguration(name: "prodigy", hyperparameters: hyperparameters)
+            let baseline = try Self.run(configuration, on: .baseline, count: 70_001, scaled: true)
+            for path in Self.widerPaths {
+                let other = try Self.run(configuration, on: path, count: 70_001, scaled: true)
+                #expect(other == baseline, "\(path.rawValue) differs from baseline for \(configuration) (stale kernel module?)")
+                #expect(try KernelDispatch.withInstructionSet(path) {
+                    try OptimizerRegistry.makeOptimizer(configuration, parameters: [try Parameter(name: "w", shape: [3])])
+                }.instructionSet == path)
+            }
+        }
     }
 
     @Test(.enabled(if: !widerPaths.isEmpty, "this CPU runs the baseline only"))

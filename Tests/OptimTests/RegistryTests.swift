@@ -83,6 +83,16 @@ import Testing
             try optimizer.step()
             let buffers = try optimizer.state(of: w).values.filter { $0.count == w.count }  // not the scalar state
             #expect(buffers.count == stateBuffers, "\(name): the C kernel's state buffers differ from the optimizer's")
+        case let .globalKernel(symbol, stateBuffers, coefficients, globals):
+            #expect(source.contains("GLOBAL_KERNEL(\(symbol))"), "reference_kernels.c has no GLOBAL_KERNEL(\(symbol))")
+            #expect(!coefficients.isEmpty && !globals.isEmpty)
+            let w = try Parameter(name: "w", shape: testShape(name, 3), values: [1, 2, 3])
+            let optimizer = try OptimizerRegistry.makeOptimizer(info.benchmark.configuration, parameters: [w])
+            try w.setGradient([0.5, -0.5, 1])
+            try optimizer.step()
+            try optimizer.step()
+            let buffers = try optimizer.state(of: w).values.filter { $0.count == w.count }
+            #expect(buffers.count == stateBuffers, "\(name): the C kernel's state buffers differ from the optimizer's")
         case let .wrapper(sync, every, _):
             #expect(source.contains("ref_\(sync)("), "reference_kernels.c has no ref_\(sync)")
             #expect(every >= 1)

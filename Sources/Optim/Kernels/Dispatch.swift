@@ -81,6 +81,7 @@ public struct KernelTable: @unchecked Sendable {
     var ruleNames: Set<String> = []
     var gemmBlock: MatMul.BlockKernel?
     var transformer: TransformerKernelSet?
+    var prodigy: ProdigyKernels?
 
     /// An empty table.
     public init() {}
@@ -94,6 +95,12 @@ public struct KernelTable: @unchecked Sendable {
     /// Sets the matrix multiply's block loop, as compiled by the calling module.
     public mutating func setMatrixMultiply(_ block: @escaping MatMul.BlockKernel) {
         gemmBlock = block
+    }
+
+    /// Sets ``Prodigy``'s chunk loops, as compiled by the calling module.
+    public mutating func setProdigyKernels(_ kernels: ProdigyKernels) {
+        prodigy = kernels
+        ruleNames.insert(Prodigy.name)
     }
 
     /// Sets the transformer's element-wise and row-wise kernels, as compiled by the calling module.
@@ -167,12 +174,19 @@ public enum KernelDispatch {
 
     /// A rule's kernels on `instructionSet` and the path they really are: the kernel module's,
     /// or the baseline for a rule the module does not compile (the whole-tensor rules other than
-    /// ``TensorPassRule``s: Adafactor, Muon, SOAP, whose loops run on the baseline path).
+    /// ``TensorPassRule``s: Adafactor, Muon, SOAP, whose loops run on the baseline path; Prodigy
+    /// has its own, ``prodigyKernels(on:)``).
     static func kernels<Rule: UpdateRule>(_ rule: Rule.Type, on instructionSet: InstructionSet) -> (RuleKernels<Rule.Coefficients>, InstructionSet) {
         if let found = table(instructionSet)?.rules[ObjectIdentifier(rule)] as? RuleKernels<Rule.Coefficients> {
             return (found, instructionSet)
         }
         return (RuleKernels<Rule.Coefficients>.baseline(rule), .baseline)
+    }
+
+    /// ``Prodigy``'s chunk loops on `instructionSet` and the path they really are.
+    static func prodigyKernels(on instructionSet: InstructionSet) -> (ProdigyKernels, InstructionSet) {
+        if let found = table(instructionSet)?.prodigy { return (found, instructionSet) }
+        return (.baseline, .baseline)
     }
 
     /// The registry names of the rules a path has compiled kernels for (`baseline`: all).

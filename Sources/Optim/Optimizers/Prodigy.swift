@@ -197,6 +197,11 @@ public final class Prodigy: TypedOptimizer {
     public private(set) var initialLearningRates: [Double]
     /// The threads both passes run on.
     public let threadPool: ThreadPool
+    /// The instruction set the passes' vector loops run with (``KernelDispatch``, chosen when
+    /// the optimizer is built).
+    public let instructionSet: InstructionSet
+    /// The chunk loops on ``instructionSet``.
+    let kernels: ProdigyKernels
     var slots: [Slot]
     private let slotIndex: [ObjectIdentifier: Int]
 
@@ -236,6 +241,7 @@ public final class Prodigy: TypedOptimizer {
         self.groups = groups
         self.initialLearningRates = rates
         self.threadPool = threadPool
+        (kernels, instructionSet) = KernelDispatch.prodigyKernels(on: KernelDispatch.current)
         var slots: [Slot] = []
         for (index, group) in groups.enumerated() {
             for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
@@ -337,24 +343,6 @@ public final class Prodigy: TypedOptimizer {
 
     // MARK: the step
 
-    /// The per-step scalars of the first pass for one group.
-    private struct FirstPass {
-        var active: Bool
-        var coupledDecay: Float
-        var beta1: Float, beta2: Float, beta3: Float
-        var momentScale: Float, squareScale: Float, sliceScale: Float
-        var sliceP: Int
-    }
-
-    /// The per-step scalars of the second pass for one group.
-    private struct SecondPass {
-        var coupledDecay: Float
-        var decoupledDecay: Float?
-        var denominatorAdd: Float
-        var negativeStep: Float
-        var negativeGradientStep: Float
-    }
-
     /// Sums of one chunk of the first pass, exact.
     struct Sums {
         var dot = ExactSum()
@@ -399,10 +387,10 @@ public final class Prodigy: TypedOptimizer {
             let active = h.learningRate > 0
             guard active else { continue }  // lr-0 groups: nothing in this pass but the (local) coupled decay
             let ratio = d / h.d0
-            let scalars = FirstPass(active: active, coupledDecay: h.decouple ? 0 : Float(h.weightDecay),
+            let scalars = FirstPass(coupledDecay: h.decouple ? 0 : Float(h.weightDecay),
                                     beta1: Float(beta1), beta2: Float(beta2), beta3: Float(beta3),
                                     momentScale: Float(d * (1 - beta1)), squareScale: Float(d * d * (1 - beta2)),
-                                    sliceScale: Float(ratio * (h.safeguardWarmup ? d : dlr)), sliceP: h.sliceP)
+                                    sliceScale: Float(ratio * (h.safeguardWarmup ? d : dlr)), sliceP: h.sliceP, keepsMoment: keepsMoment)
             let tensor = firstPass(slots[index], gradient: gradient, scalars)
             sums[slots[index].group].add(tensor.dot)
             sums[groups.count].add(tensor.absolute)
@@ -440,7 +428,8 @@ public final class Prodigy: TypedOptimizer {
             let decoupled = h.weightDecay != 0 && h.decouple
             let scalars = SecondPass(coupledDecay: h.decouple ? 0 : Float(h.weightDecay),
                                      decoupledDecay: decoupled ? Float(-h.weightDecay * dlr) : nil,
-                                     denominatorAdd: Float(newD * h.eps), negativeStep: Float(-dlr), negativeGradientStep: Float(-dlr * newD))
+                                     denominatorAdd: Float(newD * h.eps), negativeStep: Float(-dlr), negativeGradientStep: Float(-dlr * newD),
+                                     keepsMoment: keepsMoment)
             let total = secondPass(slots[index], gradient: gradient, scalars, collecting: collectingMetrics)
             slots[index].gradientScale = 1
             if collectingMetrics {
@@ -490,6 +479,9 @@ public final class Prodigy: TypedOptimizer {
         let m = slot.expAvg?.baseAddress, v = slot.expAvgSq!.baseAddress!, s = slot.s!.baseAddress!, p0 = slot.p0!.baseAddress!
         let scale = slot.gradientScale, sliceP = c.sliceP, offset = slot.offset
         let first = (offset + sliceP - 1) / sliceP  // the first slice index of this (part of the) tensor
+        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: s, state3: p0,
+                                      count: slot.parameter.count, gradientScale: scale)
+        let kernels = self.kernels
         let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> Sums in
             @inline(__always) func grad(_ i: Int) -> Float {
                 var value = g[i]
@@ -506,15 +498,10 @@ public final class Prodigy: TypedOptimizer {
             }
             var sums = Sums()
             if sliceP == 1 {
-                // Every element is a slice element (the default): the exact sums first (a scalar
-                // loop: one integer addition per sum and element), then the state a vector at a
-                // time — the same arithmetic per element as the two loops below.
-                for i in range {
-                    let gi = grad(i)
-                    dot.addProduct(gi, p0[i] - p[i], set: i & 3)
-                    absolute.addValue(abs(s[i] * c.beta3 + gi * c.sliceScale), set: i & 3)
-                }
-                Self.firstPassVectors(p: p, g: g, m: m, v: v, s: s, scale: scale, c, range)
+                // Every element is a slice element (the default): the dispatched chunk loops —
+                // the exact sums' terms, then the state a vector at a time; the same arithmetic
+                // per element as the two loops below.
+                kernels.firstPass(operands, c, range, &dot, &absolute)
                 dot.foldProducts(into: &sums.dot)
                 absolute.foldValues(into: &sums.absolute)
                 return sums
@@ -553,10 +540,13 @@ public final class Prodigy: TypedOptimizer {
         let p = slot.parameter.values.baseAddress!, g = gradient.baseAddress!
         let m = slot.expAvg?.baseAddress, v = slot.expAvgSq!.baseAddress!
         let scale = slot.gradientScale
+        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: v, state3: v,
+                                      count: slot.parameter.count, gradientScale: scale)
+        let kernels = self.kernels
         let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> MetricAccumulator in
             var metrics = MetricAccumulator()
             if !collecting {
-                Self.secondPassVectors(p: p, g: g, m: m, v: v, scale: scale, c, range)
+                kernels.secondPass(operands, c, range)
                 return metrics
             }
             for i in range {
@@ -578,62 +568,6 @@ public final class Prodigy: TypedOptimizer {
             return metrics
         }
         return partials.reduce(MetricAccumulator(), +)
-    }
-
-    /// The state updates of pass 1 (slice_p 1) over `range`, a vector at a time: the arithmetic of
-    /// the scalar loops, lane by lane (the same bits).
-    private static func firstPassVectors(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
-                                         v: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>, scale: Float, _ c: FirstPass,
-                                         _ range: Range<Int>) {
-        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: s, state3: v, count: range.upperBound,
-                                      gradientScale: scale)
-        let hasMoment = m != nil
-        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
-            var gi = Elementwise.gradient(operands, i, lanes)
-            if c.coupledDecay != 0 { gi = gi + c.coupledDecay * Elementwise.load(operands.parameter, i, lanes) }
-            Elementwise.store(Elementwise.load(operands.state2, i, lanes) * c.beta3 + gi * c.sliceScale, operands.state2, i, lanes)
-            if hasMoment {
-                Elementwise.store(Elementwise.load(operands.state0, i, lanes) * c.beta1 + gi * c.momentScale, operands.state0, i, lanes)
-            }
-            Elementwise.store(Elementwise.load(operands.state1, i, lanes) * c.beta2 + c.squareScale * gi * gi, operands.state1, i, lanes)
-        }
-        forEachVector(range, vector)
-    }
-
-    /// `body(index, lanes)` over the vectors of `range`: whole ones, then the partial last one.
-    @inline(__always)
-    private static func forEachVector(_ range: Range<Int>, _ body: (Int, Int) -> Void) {
-        let width = Elementwise.width
-        var i = range.lowerBound
-        while i + width <= range.upperBound {
-            body(i, width)
-            i += width
-        }
-        if i < range.upperBound { body(i, range.upperBound - i) }
-    }
-
-    /// Pass 2 over `range` without metrics, a vector at a time: the arithmetic of the scalar loop
-    /// in ``secondPass(_:gradient:_:collecting:)``, lane by lane (the same bits).
-    private static func secondPassVectors(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
-                                          v: UnsafeMutablePointer<Float>, scale: Float, _ c: SecondPass, _ range: Range<Int>) {
-        let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: v, state3: v, count: range.upperBound,
-                                      gradientScale: scale)
-        let decays = c.decoupledDecay != nil, decay = c.decoupledDecay ?? 0, hasMoment = m != nil
-        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
-            let before = Elementwise.load(operands.parameter, i, lanes)
-            let denominator = Elementwise.squareRoot(Elementwise.load(operands.state1, i, lanes)) + c.denominatorAdd
-            var after = before
-            if decays { after = after + decay * after }
-            if hasMoment {
-                after = after + c.negativeStep * Elementwise.load(operands.state0, i, lanes) / denominator
-            } else {
-                let raw = Elementwise.gradient(operands, i, lanes)
-                let used = c.coupledDecay != 0 ? raw + c.coupledDecay * before : raw
-                after = after + c.negativeGradientStep * used / denominator
-            }
-            Elementwise.store(after, operands.parameter, i, lanes)
-        }
-        forEachVector(range, vector)
     }
 
     /// The metrics of a step that stopped after pass 1 (Σ|s| = 0): no parameter moved.
@@ -801,15 +735,20 @@ extension Prodigy {
         name: name, typeName: "Prodigy",
         reference: .init(library: "prodigyopt", version: "1.1.2", symbol: "prodigyopt.Prodigy",
                          paper: "Mishchenko & Defazio, 2023, \"Prodigy: An Expeditiously Adaptive Parameter-Free Learner\", arXiv:2306.06101"),
-        // Not elementwise (no dispatched kernels, the baseline path); ZeRO-1 still takes it, since
-        // its only whole-model quantities are sums its shards all-reduce (ShardedOptimizer).
-        defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true,
+        // Not elementwise, but its chunk loops are compiled per instruction set (ProdigyKernels);
+        // ZeRO-1 still takes it, since its only whole-model quantities are sums its shards
+        // all-reduce (ShardedOptimizer).
+        defaults: Hyperparameters().dictionary, isWrapper: false, updatesWholeTensors: true, compiledPerInstructionSet: true,
         suggested: ["lr": .number(1)],
         samples: .init(basic: .init(name: name, hyperparameters: ["lr": .number(1), "d0": .number(1e-3)]),
                        quadratic: .init(name: name, hyperparameters: ["lr": .number(1)]),
                        rosenbrock: .init(name: name, hyperparameters: ["lr": .number(1)])),
         benchmark: .init(configuration: .init(name: name),
-                         reference: .none(reason: "two passes over every parameter with a global step-size update between them; the C kernel ABI is one elementwise pass")),
+                         // The defaults: beta1, beta2, beta3 = √β2, lr, d0, d_coef, growth_rate, eps,
+                         // weight_decay; global: d = d_max = d0, d_numerator 0, k 0.
+                         reference: .globalKernel(symbol: "prodigy", stateBuffers: 4,
+                                                  coefficients: [0.9, 0.999, Float(0.999.squareRoot()), 1, 1e-6, 1, .infinity, 1e-8, 0],
+                                                  globals: [1e-6, 1e-6, 0, 0])),
         make: { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil { throw .invalidConfiguration("prodigy does not wrap another optimizer; remove 'base'") }
             // prodigyopt's constructor: lr > 0 (a group may override it with 0).
@@ -960,43 +899,46 @@ struct ExactSum {
     }
 }
 
-/// The exact sum of one chunk's terms — products of two Floats (``addProduct(_:_:)``) or Floats
-/// (``addValue(_:)``), at most ``capacity`` of them — kept as one Int64 per binary exponent: a
-/// term is its integer mantissa (24 bits, 48 for a product) times a power of two, so adding it
-/// is one integer addition into the bin of that power. The bins are folded into an
-/// ``ExactSum`` at the end of the chunk: the same exact value as adding every term to the
-/// ``ExactSum`` itself, for a fraction of the work.
-struct ExactChunkSum {
+/// The exact sum of one chunk of ``Prodigy``'s terms — products of two Floats
+/// (``addProduct(_:_:set:)``) or Floats (``addValue(_:set:)``), at most ``capacity`` of them —
+/// kept as one Int64 per binary exponent: a term is its integer mantissa (24 bits, 48 for a
+/// product) times a power of two, so adding it is one integer addition into the bin of that
+/// power. The optimizer folds the bins into its fixed-point exact sum at the end of the chunk:
+/// the same exact value as adding every term to that sum itself, for a fraction of the work.
+/// Public for the kernel modules, which compile Prodigy's chunk loops (``ProdigyKernels``).
+public struct ExactChunkSum {
     /// Terms per chunk: 2¹⁵ products of 48-bit mantissas stay below 2⁶³ in a bin.
-    static let capacity = 1 << 15
+    public static var capacity: Int { 1 << 15 }
     /// Bins per set: the sum of two biased Float exponents (2 ... 508), or one (1 ... 254).
-    static let binCount = 512
+    @inlinable static var binCount: Int { 512 }
     /// Independent sets of bins (a caller spreads consecutive terms over them), so that
     /// additions into the same bin do not wait on each other.
-    static let sets = 4
-    private let bins: UnsafeMutablePointer<Int64>
-    /// Non-finite terms, added in Double in order (as ``ExactSum`` adds them).
-    private var special = 0.0
+    @inlinable static var sets: Int { 4 }
+    @usableFromInline let bins: UnsafeMutablePointer<Int64>
+    /// Non-finite terms, added in Double in order (as the fixed-point sum adds them).
+    @usableFromInline var special = 0.0
 
-    init() {
+    /// Empty bins (allocated: ``deallocate()`` them).
+    public init() {
         bins = .allocate(capacity: Self.binCount * Self.sets)
         bins.initialize(repeating: 0, count: Self.binCount * Self.sets)
     }
 
-    func deallocate() { bins.deallocate() }
+    /// Frees the bins.
+    public func deallocate() { bins.deallocate() }
 
     /// A Float as its integer mantissa (with the implicit bit) and its biased exponent (1 for
     /// subnormals): `x = mantissa·2^(exponent − 150)`.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func parts(_ x: Float) -> (mantissa: Int64, exponent: Int) {
         let bits = x.bitPattern
         let exponent = Int((bits >> 23) & 0xFF), fraction = Int64(bits & 0x7F_FFFF)
         return exponent == 0 ? (fraction, 1) : (fraction | 0x80_0000, exponent)
     }
 
-    /// Adds `a·b` exactly, into bin set `set` (0 ..< ``sets``).
-    @inline(__always)
-    mutating func addProduct(_ a: Float, _ b: Float, set: Int) {
+    /// Adds `a·b` exactly, into bin set `set` (0 ..< 4).
+    @inlinable @inline(__always)
+    public mutating func addProduct(_ a: Float, _ b: Float, set: Int) {
         let (ma, ea) = Self.parts(a), (mb, eb) = Self.parts(b)
         if ea == 255 || eb == 255 {
             special += Double(a) * Double(b)
@@ -1007,9 +949,9 @@ struct ExactChunkSum {
         bins[set &* Self.binCount &+ ea &+ eb] &+= ((ma &* mb) ^ sign) &- sign
     }
 
-    /// Adds `a` exactly, into bin set `set` (0 ..< ``sets``).
-    @inline(__always)
-    mutating func addValue(_ a: Float, set: Int) {
+    /// Adds `a` exactly, into bin set `set` (0 ..< 4).
+    @inlinable @inline(__always)
+    public mutating func addValue(_ a: Float, set: Int) {
         let (m, e) = Self.parts(a)
         if e == 255 {
             special += Double(a)

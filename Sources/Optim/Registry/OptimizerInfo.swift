@@ -22,9 +22,10 @@ public struct OptimizerInfo: Sendable {
     /// Adafactor, Muon), so that ZeRO-1 sharding, which splits tensors, does not take it.
     public let updatesWholeTensors: Bool
     /// Whether its loops are compiled for each instruction set and run on the path chosen at run
-    /// time (``KernelDispatch``): the elementwise rules and the ``TensorPassRule``s (LAMB, LARS,
-    /// MARS). The others (Adafactor, Muon, SOAP, L-BFGS, Prodigy's own passes) run on the
-    /// baseline path, apart from the matrix multiply, which is dispatched by itself.
+    /// time (``KernelDispatch``): the elementwise rules, the ``TensorPassRule``s (LAMB, LARS,
+    /// MARS) and ``Prodigy``'s chunk loops (``ProdigyKernels``). The others (Adafactor, Muon,
+    /// SOAP, L-BFGS) run on the baseline path, apart from the matrix multiply, which is
+    /// dispatched by itself.
     public let compiledPerInstructionSet: Bool
     /// Whether it takes only 2-D parameters (``UpdateRule/requiresMatrices``: Muon).
     public let requiresMatrices: Bool
@@ -153,9 +154,14 @@ public enum CReference: Sendable, Equatable {
     /// (their order is the kernel's, documented beside it; values for the benchmark's
     /// configuration in its steady state).
     case kernel(symbol: String, stateBuffers: Int, coefficients: [Float])
+    /// `void ref_<symbol>(float *p, const float *g, float *s0, float *s1, float *s2, float *s3, long n, const float *c, double *global)`:
+    /// a step of several passes over the `n` elements with state of the whole model between them
+    /// (`GLOBAL_KERNEL` in the C file): the kernel reads `global` (starting from `globals`) and
+    /// updates it, as ``Prodigy`` updates its step size `d` between its two passes.
+    case globalKernel(symbol: String, stateBuffers: Int, coefficients: [Float], globals: [Double])
     /// The wrapped optimizer's kernel, then `ref_<sync>(p, slow, n, c)` every `every` steps.
     case wrapper(sync: String, every: Int, coefficients: [Float])
-    /// No elementwise C kernel exists for this rule (it is not elementwise); the reason is shown.
+    /// No C kernel exists for this rule; the reason is shown.
     case none(reason: String)
 }
 

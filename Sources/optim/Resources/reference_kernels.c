@@ -7,10 +7,13 @@
  * Every kernel has the signature of `KERNEL` below: the parameter, the gradient, up to three
  * state buffers (unused ones may be any pointer), the element count and the step's scalars `c`,
  * in the order each kernel documents. Which kernel an optimizer is timed against, and with which
- * scalars, is in its registry entry (`OptimizerInfo.benchmark`).
+ * scalars, is in its registry entry (`OptimizerInfo.benchmark`). A `GLOBAL_KERNEL` (Prodigy) also
+ * takes `double *global`: state of the whole model that it reads and updates between its passes.
  */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 void ref_set_threads(int threads) { omp_set_num_threads(threads); }
 
@@ -396,5 +399,176 @@ KERNEL(mars) {
         s2[i] = grad;
         float denom = (sqrtf(v + 1e-15f) + eps) / correction2_root * correction1;
         p[i] = p[i] + neg_lr * (m / denom);
+    }
+}
+
+#define GLOBAL_KERNEL(name) void ref_##name(float *restrict p, const float *restrict g, float *restrict s0, \
+                                           float *restrict s1, float *restrict s2, float *restrict s3, long n, \
+                                           const float *restrict c, double *restrict global)
+
+/* Prodigy's exact sums, as the Swift side keeps them (Optim's ExactSum and ExactChunkSum): a
+   chunk of 32768 elements bins each term -- a product of two floats, or a float -- by its binary
+   exponent into one int64 (its integer mantissa, signed), in 4 sets of 512 bins; at the end of
+   the chunk the bins are added to a fixed-point number of 22 32-bit limbs from 2^-384, which
+   holds every term exactly; the limbs are rounded to a double once. Non-finite terms are added
+   in double on the side. */
+enum { EXACT_LIMBS = 22, EXACT_MIN_EXPONENT = -384, PRODIGY_CHUNK = 32768, PRODIGY_BINS = 512, PRODIGY_SETS = 4 };
+
+typedef struct {
+    long long limbs[EXACT_LIMBS];
+    double special;
+} exact_sum;
+
+static void exact_add_integer(exact_sum *sum, long long value, int exponent) {
+    if (value == 0) return;
+    const int position = exponent - EXACT_MIN_EXPONENT, index = position >> 5;
+    const unsigned long long magnitude = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    const unsigned __int128 shifted = (unsigned __int128)magnitude << (position & 31);
+    const long long low = (long long)(shifted & 0xFFFFFFFFu), middle = (long long)((shifted >> 32) & 0xFFFFFFFFu);
+    const long long high = (long long)(shifted >> 64);
+    if (value < 0) {
+        sum->limbs[index] -= low; sum->limbs[index + 1] -= middle; sum->limbs[index + 2] -= high;
+    } else {
+        sum->limbs[index] += low; sum->limbs[index + 1] += middle; sum->limbs[index + 2] += high;
+    }
+}
+
+static void exact_normalize(exact_sum *sum) {
+    for (int i = 0; i < EXACT_LIMBS - 1; i++) {
+        const long long carry = sum->limbs[i] >> 32;
+        sum->limbs[i] -= carry * 4294967296LL;
+        sum->limbs[i + 1] += carry;
+    }
+}
+
+static void exact_add(exact_sum *sum, const exact_sum *other) {
+    for (int i = 0; i < EXACT_LIMBS; i++) sum->limbs[i] += other->limbs[i];
+    sum->special += other->special;
+    exact_normalize(sum);
+}
+
+static double exact_value(exact_sum sum) {
+    exact_normalize(&sum);
+    const int negative = sum.limbs[EXACT_LIMBS - 1] < 0;
+    if (negative) {
+        for (int i = 0; i < EXACT_LIMBS; i++) sum.limbs[i] = -sum.limbs[i];
+        exact_normalize(&sum);
+    }
+    double result = 0.0;
+    for (int i = 0; i < EXACT_LIMBS; i++)
+        if (sum.limbs[i] != 0) result += (double)sum.limbs[i] * ldexp(1.0, EXACT_MIN_EXPONENT + 32 * i);
+    if (negative) result = -result;
+    return sum.special == 0.0 ? result : result + sum.special;
+}
+
+/* A float's integer mantissa (with the implicit bit) and biased exponent (1 for subnormals). */
+static inline long long float_parts(float x, int *exponent) {
+    unsigned bits;
+    memcpy(&bits, &x, sizeof bits);
+    const int e = (int)((bits >> 23) & 0xFF);
+    const long long fraction = (long long)(bits & 0x7FFFFF);
+    *exponent = e == 0 ? 1 : e;
+    return e == 0 ? fraction : fraction | 0x800000;
+}
+
+static inline unsigned float_bits(float x) {
+    unsigned bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+static inline void bin_product(long long *restrict bins, float a, float b, double *special) {
+    int ea, eb;
+    const long long ma = float_parts(a, &ea), mb = float_parts(b, &eb);
+    if (ea == 255 || eb == 255) { *special += (double)a * (double)b; return; }
+    const long long sign = -(long long)((float_bits(a) ^ float_bits(b)) >> 31);
+    bins[ea + eb] += ((ma * mb) ^ sign) - sign;
+}
+
+static inline void bin_value(long long *restrict bins, float a, double *special) {
+    int e;
+    const long long m = float_parts(a, &e);
+    if (e == 255) { *special += (double)a; return; }
+    const long long sign = -(long long)(float_bits(a) >> 31);
+    bins[e] += (m ^ sign) - sign;
+}
+
+static void fold_bins(const long long *bins, int bias, double special, exact_sum *sum) {
+    for (int i = 0; i < PRODIGY_BINS * PRODIGY_SETS; i++)
+        if (bins[i] != 0) exact_add_integer(sum, bins[i], i % PRODIGY_BINS - bias);
+    sum->special += special;
+    exact_normalize(sum);
+}
+
+/* Prodigy (prodigyopt 1.1.2; decouple, no bias correction, slice_p 1, one group), one step: pass 1
+   over chunks of 32768 -- the exact sums of g*(p0 - p) and of |s| (s updated), then s, exp_avg and
+   exp_avg_sq a vector at a time; the global update of d between the passes (as prodigyopt does
+   it: d_numerator, d_hat, d_max, growth); pass 2 -- decoupled decay and the Adam step with the
+   old dlr and the new d. c: beta1, beta2, beta3, lr, d0, d_coef, growth_rate, eps, weight_decay.
+   s0: exp_avg, s1: exp_avg_sq, s2: s, s3: p0. global: d, d_max, d_numerator, k (updated). */
+GLOBAL_KERNEL(prodigy) {
+    const double beta1 = c[0], beta2 = c[1], beta3 = c[2], lr = c[3], d0 = c[4], d_coef = c[5];
+    const double growth_rate = c[6], eps = c[7], weight_decay = c[8];
+    const double d = global[0], d_max = global[1];
+    const double dlr = d * lr;
+    const float b1 = (float)beta1, b2 = (float)beta2, b3 = (float)beta3;
+    const float moment_scale = (float)(d * (1 - beta1)), square_scale = (float)(d * d * (1 - beta2));
+    const float slice_scale = (float)(d / d0 * dlr);
+    const long chunks = (n + PRODIGY_CHUNK - 1) / PRODIGY_CHUNK;
+    exact_sum dot_total = {{0}, 0.0}, absolute_total = {{0}, 0.0};
+    #pragma omp parallel
+    {
+        long long *dot_bins = malloc(2 * PRODIGY_SETS * PRODIGY_BINS * sizeof(long long));
+        long long *absolute_bins = dot_bins + PRODIGY_SETS * PRODIGY_BINS;
+        exact_sum dot = {{0}, 0.0}, absolute = {{0}, 0.0};
+        #pragma omp for schedule(static)
+        for (long chunk = 0; chunk < chunks; chunk++) {
+            const long lower = chunk * PRODIGY_CHUNK, upper = lower + PRODIGY_CHUNK < n ? lower + PRODIGY_CHUNK : n;
+            memset(dot_bins, 0, 2 * PRODIGY_SETS * PRODIGY_BINS * sizeof(long long));
+            double dot_special = 0.0, absolute_special = 0.0;
+            for (long i = lower; i < upper; i++) {
+                const float grad = g[i];
+                bin_product(dot_bins + (i & 3) * PRODIGY_BINS, grad, s3[i] - p[i], &dot_special);
+                bin_value(absolute_bins + (i & 3) * PRODIGY_BINS, fabsf(s2[i] * b3 + grad * slice_scale), &absolute_special);
+            }
+            #pragma omp simd
+            for (long i = lower; i < upper; i++) {
+                const float grad = g[i];
+                s2[i] = s2[i] * b3 + grad * slice_scale;
+                s0[i] = s0[i] * b1 + grad * moment_scale;
+                s1[i] = s1[i] * b2 + square_scale * grad * grad;
+            }
+            fold_bins(dot_bins, 300, dot_special, &dot);
+            fold_bins(absolute_bins, 150, absolute_special, &absolute);
+        }
+        #pragma omp critical
+        {
+            exact_add(&dot_total, &dot);
+            exact_add(&absolute_total, &absolute);
+        }
+        free(dot_bins);
+    }
+    const double denominator = exact_value(absolute_total);
+    if (denominator == 0.0) return;  /* prodigyopt stops here: nothing moves */
+    const double numerator = global[2] * beta3 + d / d0 * dlr * exact_value(dot_total);
+    const double estimate = d_coef * numerator / denominator;
+    double new_d = d, new_max = d_max;
+    if (lr > 0) {
+        if (new_d == d0 && estimate > new_d) new_d = estimate;
+        if (estimate > new_max) new_max = estimate;
+        const double grown = new_d * growth_rate;
+        new_d = grown < new_max ? grown : new_max;
+    }
+    global[0] = new_d;
+    global[1] = new_max;
+    global[2] = numerator;
+    global[3] += 1;
+    const float decay = (float)(-weight_decay * dlr), neg_step = (float)(-dlr), denominator_add = (float)(new_d * eps);
+    const int decays = weight_decay != 0.0;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float after = p[i];
+        if (decays) after = after + decay * after;
+        p[i] = after + neg_step * s0[i] / (sqrtf(s1[i]) + denominator_add);
     }
 }

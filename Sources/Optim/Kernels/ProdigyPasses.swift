@@ -1,0 +1,146 @@
+/// Prodigy's per-chunk loops (``Prodigy``'s two passes at `slice_p` 1, without metrics), as
+/// function values: the baseline ones compiled into `Optim`, and the ones a kernel module
+/// compiles for its instruction set (`table.setProdigyKernels` in the kernel modules), chosen at
+/// run time like the elementwise rules' (``KernelDispatch``). Every path does the same
+/// arithmetic, bit for bit.
+public struct ProdigyKernels: @unchecked Sendable {
+    /// Pass 1 over a chunk: the exact sums' terms binned into `dot` (⟨g, p₀ − p⟩) and `absolute`
+    /// (|s|), then `s`, `exp_avg` and `exp_avg_sq` updated a vector at a time
+    /// (``Prodigy/firstPassChunk(_:_:_:dot:absolute:)``).
+    public let firstPass: (KernelOperands, Prodigy.FirstPass, Range<Int>, inout ExactChunkSum, inout ExactChunkSum) -> Void
+    /// Pass 2 over a chunk: decay and step (``Prodigy/secondPassChunk(_:_:_:)``).
+    public let secondPass: (KernelOperands, Prodigy.SecondPass, Range<Int>) -> Void
+
+    /// The kernels from their function values (written in the kernel module that compiles them).
+    public init(firstPass: @escaping (KernelOperands, Prodigy.FirstPass, Range<Int>, inout ExactChunkSum, inout ExactChunkSum) -> Void,
+                secondPass: @escaping (KernelOperands, Prodigy.SecondPass, Range<Int>) -> Void) {
+        self.firstPass = firstPass
+        self.secondPass = secondPass
+    }
+
+    /// The loops as compiled into `Optim` itself: the baseline path.
+    static let baseline = ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
+                                         secondPass: { Prodigy.secondPassChunk($0, $1, $2) })
+}
+
+extension Prodigy {
+    /// The per-step scalars of pass 1 for one group (rounded to Float as prodigyopt hands them
+    /// to float32 tensors): `g ← g + coupledDecay·p`; `m ← β1·m + momentScale·g`;
+    /// `v ← β2·v + squareScale·g·g`; `s ← β3·s + sliceScale·g`.
+    public struct FirstPass: Sendable {
+        /// λ when the decay is coupled (added to the gradient), else 0.
+        public var coupledDecay: Float
+        /// β1, β2, β3.
+        public var beta1: Float, beta2: Float, beta3: Float
+        /// `d(1 − β1)`, `d²(1 − β2)`, and `(d/d0)·(safeguard_warmup ? d : dlr)`.
+        public var momentScale: Float, squareScale: Float, sliceScale: Float
+        /// `slice_p` (the kernels take only 1).
+        public var sliceP: Int
+        /// Whether `exp_avg` is kept (β1 > 0): operand `state0`.
+        public var keepsMoment: Bool
+    }
+
+    /// The per-step scalars of pass 2 for one group: `p ← p + decoupledDecay·p` (when decay is
+    /// decoupled), then `p ← p + negativeStep·m / (√v + denominatorAdd)`, or without `exp_avg`
+    /// `p ← p + negativeGradientStep·(g + coupledDecay·p) / (√v + denominatorAdd)`.
+    public struct SecondPass: Sendable {
+        /// λ when the decay is coupled, else 0.
+        public var coupledDecay: Float
+        /// `−λ·dlr` when the decay is decoupled and λ ≠ 0, else nil.
+        public var decoupledDecay: Float?
+        /// `d·eps`, the new `d`.
+        public var denominatorAdd: Float
+        /// `−dlr` and `−dlr·d`.
+        public var negativeStep: Float, negativeGradientStep: Float
+        /// Whether `exp_avg` is kept (β1 > 0): operand `state0`.
+        public var keepsMoment: Bool
+    }
+
+    /// Pass 1 over `range` at `slice_p` 1: for every element the exact sums' terms `g·(p₀ − p)`
+    /// into `dot` and `|β3·s + sliceScale·g|` into `absolute` (a scalar loop: one integer addition
+    /// per term), then the state a vector at a time — `s`, `exp_avg`, `exp_avg_sq` (operands
+    /// `state2`, `state0`, `state1`; `p₀` is `state3`). The loop variant for the moment and the
+    /// coupled decay is chosen once, outside the loops.
+    @_transparent
+    public static func firstPassChunk(_ operands: KernelOperands, _ c: FirstPass, _ range: Range<Int>,
+                                      dot: inout ExactChunkSum, absolute: inout ExactChunkSum) {
+        switch (c.keepsMoment, c.coupledDecay != 0) {
+        case (true, false): firstPassLoops(operands, c, range, moment: true, coupled: false, &dot, &absolute)
+        case (true, true): firstPassLoops(operands, c, range, moment: true, coupled: true, &dot, &absolute)
+        case (false, false): firstPassLoops(operands, c, range, moment: false, coupled: false, &dot, &absolute)
+        case (false, true): firstPassLoops(operands, c, range, moment: false, coupled: true, &dot, &absolute)
+        }
+    }
+
+    @inlinable @inline(__always)
+    static func firstPassLoops(_ operands: KernelOperands, _ c: FirstPass, _ range: Range<Int>, moment: Bool, coupled: Bool,
+                               _ dot: inout ExactChunkSum, _ absolute: inout ExactChunkSum) {
+        let p = operands.parameter, g = operands.gradient, s = operands.state2, p0 = operands.state3
+        let scale = operands.gradientScale
+        for i in range {
+            var gi = g[i]
+            if scale != 1 { gi = gi * scale }
+            if coupled { gi = gi + c.coupledDecay * p[i] }
+            dot.addProduct(gi, p0[i] - p[i], set: i & 3)
+            absolute.addValue(abs(s[i] * c.beta3 + gi * c.sliceScale), set: i & 3)
+        }
+        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
+            var gi = Elementwise.gradient(operands, i, lanes)
+            if coupled { gi = gi + c.coupledDecay * Elementwise.load(operands.parameter, i, lanes) }
+            Elementwise.store(Elementwise.load(operands.state2, i, lanes) * c.beta3 + gi * c.sliceScale, operands.state2, i, lanes)
+            if moment {
+                Elementwise.store(Elementwise.load(operands.state0, i, lanes) * c.beta1 + gi * c.momentScale, operands.state0, i, lanes)
+            }
+            Elementwise.store(Elementwise.load(operands.state1, i, lanes) * c.beta2 + c.squareScale * gi * gi, operands.state1, i, lanes)
+        }
+        let width = Elementwise.width
+        var i = range.lowerBound
+        while i + width <= range.upperBound {
+            vector(i, width)
+            i += width
+        }
+        if i < range.upperBound { vector(i, range.upperBound - i) }
+    }
+
+    /// Pass 2 over `range` without metrics, a vector at a time: the decoupled decay and the step
+    /// (operands: `exp_avg` `state0`, `exp_avg_sq` `state1`). The loop variant is chosen once,
+    /// outside the loop.
+    @_transparent
+    public static func secondPassChunk(_ operands: KernelOperands, _ c: SecondPass, _ range: Range<Int>) {
+        let decays = c.decoupledDecay != nil
+        switch (c.keepsMoment, decays, c.coupledDecay != 0) {
+        case (true, false, _): secondPassLoop(operands, c, range, moment: true, decays: false, coupled: false)
+        case (true, true, _): secondPassLoop(operands, c, range, moment: true, decays: true, coupled: false)
+        case (false, false, false): secondPassLoop(operands, c, range, moment: false, decays: false, coupled: false)
+        case (false, true, false): secondPassLoop(operands, c, range, moment: false, decays: true, coupled: false)
+        case (false, false, true): secondPassLoop(operands, c, range, moment: false, decays: false, coupled: true)
+        case (false, true, true): secondPassLoop(operands, c, range, moment: false, decays: true, coupled: true)
+        }
+    }
+
+    @inlinable @inline(__always)
+    static func secondPassLoop(_ operands: KernelOperands, _ c: SecondPass, _ range: Range<Int>, moment: Bool, decays: Bool, coupled: Bool) {
+        let decay = c.decoupledDecay ?? 0
+        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
+            let before = Elementwise.load(operands.parameter, i, lanes)
+            let denominator = Elementwise.squareRoot(Elementwise.load(operands.state1, i, lanes)) + c.denominatorAdd
+            var after = before
+            if decays { after = after + decay * after }
+            if moment {
+                after = after + c.negativeStep * Elementwise.load(operands.state0, i, lanes) / denominator
+            } else {
+                let raw = Elementwise.gradient(operands, i, lanes)
+                let used = coupled ? raw + c.coupledDecay * before : raw
+                after = after + c.negativeGradientStep * used / denominator
+            }
+            Elementwise.store(after, operands.parameter, i, lanes)
+        }
+        let width = Elementwise.width
+        var i = range.lowerBound
+        while i + width <= range.upperBound {
+            vector(i, width)
+            i += width
+        }
+        if i < range.upperBound { vector(i, range.upperBound - i) }
+    }
+}
