@@ -32,6 +32,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object per implementation and line.")
     var json = false
 
+    @Flag(help: "With --tensors: the tensors borrow consecutive slices of one flat allocation for the parameters and one for the gradients (a framework's flat buffer), instead of each allocating its own.")
+    var contiguous = false
+
     @Flag(help: "Skip the C reference (to measure the Swift side's memory alone).")
     var noReference = false
 
@@ -70,13 +73,27 @@ struct Bench: ParsableCommand {
         let info = try OptimizerRegistry.info(named: optimizer)
         var parameters: [Parameter] = []
         let base = params / tensors
+        // --contiguous: one flat buffer each for the values and the gradients, kept for the run.
+        let flatValues = contiguous ? UnsafeMutableBufferPointer<Float>.allocate(capacity: params) : nil
+        let flatGradients = contiguous ? UnsafeMutableBufferPointer<Float>.allocate(capacity: params) : nil
+        defer { flatValues?.deallocate(); flatGradients?.deallocate() }
+        var offset = 0
         for index in 0..<tensors {
             let count = index == tensors - 1 ? params - base * (tensors - 1) : base
             // A matrix-only optimizer (Muon) gets square matrices of at most `count` elements.
             let side = Int(Double(count).squareRoot())
-            let parameter = try Parameter(name: "p\(index)", shape: info.requiresMatrices ? [side, side] : [count])
+            let shape = info.requiresMatrices ? [side, side] : [count]
+            let elements = shape.reduce(1, *)
+            let parameter: Parameter
+            if let flatValues, let flatGradients {
+                parameter = try Parameter(name: "p\(index)", shape: shape, borrowing: UnsafeMutableBufferPointer(rebasing: flatValues[offset..<(offset + elements)]))
+                try parameter.setGradient(borrowing: UnsafeMutableBufferPointer(rebasing: flatGradients[offset..<(offset + elements)]))
+                offset += count
+            } else {
+                parameter = try Parameter(name: "p\(index)", shape: shape)
+            }
             fillBenchmarkValues(parameter.values, seed: UInt64(2 * index + 1))
-            fillBenchmarkValues(parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
+            fillBenchmarkValues(parameter.gradient ?? parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
             parameters.append(parameter)
         }
         var configuration = info.benchmark.configuration
@@ -117,7 +134,7 @@ struct Bench: ParsableCommand {
         if json {
             for (implementation, seconds) in medians {
                 let object: [String: Any] = [
-                    "optimizer": optimizer, "implementation": implementation, "params": params, "tensors": tensors,
+                    "optimizer": optimizer, "implementation": implementation, "params": params, "tensors": tensors, "contiguous": contiguous,
                     "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
                     "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
                     "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
@@ -128,7 +145,7 @@ struct Bench: ParsableCommand {
             }
             return
         }
-        print("optimizer \(configuration.displayName), \(stateDType) state, \(params) params in \(tensors) tensor(s), \(threads) thread(s), median of \(steps) steps")
+        print("optimizer \(configuration.displayName), \(stateDType) state, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
         print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         if let reference { print("C reference: \(reference.kernels.compileCommand)") }

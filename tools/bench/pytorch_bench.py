@@ -9,6 +9,7 @@ One JSON object per (optimizer, implementation) and line:
   it, else foreach), SparseAdam on `grad.to_sparse()`, Muon on one square matrix (`--params` is
   rounded down to a square), lion-pytorch's Lion (its default single-tensor path), torch-adopt's
   ADOPT (foreach).
+`--list` prints the optimizer names it has (tools/bench/make_benchmarks.py reads them).
 Each runs `--steps` timed steps after 2 warm-up steps; `seconds_per_step` is the median.
 Needs torch (and lion-pytorch, torch-adopt for those rows); never used by the tests or CI.
 """
@@ -102,7 +103,11 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--only", nargs="*", help="optimizer names to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the optimizer names this script has an implementation of, one a line, and exit")
     args = parser.parse_args()
+    if args.list:
+        print("\n".join(dict.fromkeys(name for name, _, _ in implementations())))
+        return
     torch.set_num_threads(args.threads)
     for name, implementation, make in implementations():
         if args.only and name not in args.only:

@@ -1,3 +1,5 @@
+import COptimSIMD
+
 /// The element-wise update of one optimizer: its hyperparameters, the state it keeps per
 /// parameter, the scalars it derives for each step, and the fused kernel that applies them.
 ///
@@ -229,6 +231,12 @@ struct ActiveTensor {
     var slot: Int
 }
 
+/// An optimizer whose steps can reuse the last step's plan of tensors and chunks
+/// (``GradientOptimizer``): a switch for the tests.
+protocol PlanReusing: AnyObject {
+    var reusesPlans: Bool { get set }
+}
+
 /// Parameters that share coefficients in a step: same group, same step count.
 struct CoefficientKey: Hashable {
     var group: Int
@@ -240,7 +248,7 @@ struct CoefficientKey: Hashable {
 /// (multi-tensor apply) and spread over a ``ThreadPool``.
 ///
 /// The named optimizers are type aliases of it (``SGD``, ``Adam``, ``Lion``, …).
-public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
+public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReusing {
     /// The rule's hyperparameters: one value per group.
     public typealias Hyperparameters = Rule.Hyperparameters
 
@@ -285,6 +293,19 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     /// Coefficients of this step, one per distinct (group, step count).
     private var coefficientTable: [Rule.Coefficients] = []
     private var coefficientIndex: [CoefficientKey: Int] = [:]
+    /// The (group, step count) of each entry of ``coefficientTable``.
+    private var coefficientKeys: [CoefficientKey] = []
+    /// Whether the step's plan (``active``, ``plan``, ``coefficientKeys``) may be reused by the
+    /// next step: false until one is built, and again whenever state is allocated or layouts change.
+    private var planValid = false
+    /// Per slot, when the plan was made: the gradient's address (nil for none) and the step count
+    /// after that step. The next step reuses the plan if every slot still matches, then only step
+    /// counts, clipping factors and coefficients change — O(1) per tensor, no hashing or appends.
+    private var planGradients: [UnsafeMutablePointer<Float>?] = []
+    private var planSteps: [Int] = []
+    /// Whether steps may reuse the last step's plan (``PlanReusing``); the tests turn it off to
+    /// compare against plans rebuilt every step.
+    var reusesPlans = true
     /// A buffer of one float that stands in for state an update rule doesn't keep.
     private let placeholder = FloatStorage.allocate(1)
 
@@ -406,6 +427,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
 
     /// Recomputes the state layout of a group's parameters after its hyperparameters changed.
     func refreshLayouts(group: Int) {
+        planValid = false
         for index in slots.indices where slots[index].group == group {
             slots[index].layout = Rule.stateLayout(groups[group].hyperparameters, shape: slots[index].parameter.shape)
             slots[index].quantized = groups[group].hyperparameters.statePrecision.quantizes(count: slots[index].parameter.count)
@@ -456,15 +478,39 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
         for index in groupStates.indices where !groupStates[index].isEmpty {
             Rule.advanceGroup(groups[index].hyperparameters, initialLearningRate: initialLearningRates[index], state: &groupStates[index])
         }
-        pending.removeAll(keepingCapacity: true)
-        for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < slots[index].layout.count {
-            pending.append(index)
+        // The last step's plan when nothing changed (its tensors have their state already), else
+        // state for the parameters that get their first update, and a new plan.
+        if !reusePlan() {
+            pending.removeAll(keepingCapacity: true)
+            for index in slots.indices where slots[index].parameter.gradient != nil && slots[index].state.count < slots[index].layout.count {
+                pending.append(index)
+            }
+            if !pending.isEmpty { allocateState(pending) }
+            buildPlan()
         }
-        if !pending.isEmpty { allocateState(pending) }
+        guard collectingMetrics else {
+            metricOutput = nil
+            runParts()
+            return nil
+        }
+        metricPartials.removeAll(keepingCapacity: true)
+        metricPartials.append(contentsOf: repeatElement(MetricAccumulator(), count: plan.items.count))
+        metricPartials.withUnsafeMutableBufferPointer { partials in
+            metricOutput = partials.baseAddress
+            runParts()
+            metricOutput = nil
+        }
+        return metrics()
+    }
 
+    /// Builds the step's plan: for every parameter with a gradient, its step count advanced, its
+    /// coefficients (one entry per distinct group and step count) and its pointers, cut into chunks.
+    private func buildPlan() {
         // The scratch storage is moved into locals for the loop (and back after): touching class
         // properties per tensor costs a dynamic exclusivity check each time.
-        var active = self.active, plan = self.plan, table = self.coefficientTable, index = self.coefficientIndex
+        var active = self.active, plan = self.plan, table = self.coefficientTable, index = self.coefficientIndex, keys = self.coefficientKeys
+        self.coefficientKeys = []
+        keys.removeAll(keepingCapacity: true)
         self.active = []
         self.plan = ChunkPlan()
         self.coefficientTable = []
@@ -487,6 +533,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
                     // Scalar state is the parameter's own: coefficients per tensor, not shared.
                     if slots[slot].scalars.isEmpty { slots[slot].scalars = Rule.initialScalars(hyperparameters) }
                     lastCoefficients = table.count
+                    keys.append(key)
                     table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group],
                                                    step: key.steps, groupState: groupStates[key.group], scalars: &slots[slot].scalars))
                     lastKey = CoefficientKey(group: -1, steps: -1)
@@ -496,6 +543,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
                     } else {
                         lastCoefficients = table.count
                         index[key] = lastCoefficients
+                        keys.append(key)
                         table.append(Rule.coefficients(hyperparameters, initialLearningRate: initialLearningRates[key.group], step: key.steps,
                                                        groupState: groupStates[key.group], scalars: &noScalars))
                     }
@@ -542,19 +590,69 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
             }
         }
         (self.active, self.plan, self.coefficientTable, self.coefficientIndex) = (active, plan, table, index)
-        guard collectingMetrics else {
-            metricOutput = nil
-            runParts()
-            return nil
+        self.coefficientKeys = keys
+        recordPlan()
+    }
+
+    /// Records what the plan was made from, for ``reusePlan()``.
+    private func recordPlan() {
+        planGradients.removeAll(keepingCapacity: true)
+        planSteps.removeAll(keepingCapacity: true)
+        slots.withUnsafeBufferPointer { slots in
+            for slot in slots.indices {
+                planGradients.append(slots[slot].parameter.gradient?.baseAddress)
+                planSteps.append(slots[slot].steps)
+            }
         }
-        metricPartials.removeAll(keepingCapacity: true)
-        metricPartials.append(contentsOf: repeatElement(MetricAccumulator(), count: plan.items.count))
-        metricPartials.withUnsafeMutableBufferPointer { partials in
-            metricOutput = partials.baseAddress
-            runParts()
-            metricOutput = nil
+        // Sparse gradients change their rows, scalar state its coefficients per tensor: rebuilt each step.
+        planValid = !Rule.acceptsSparseGradients && !Rule.updatesWholeTensors && !scalarGroups.contains(true)
+    }
+
+    /// Takes this step with the last step's plan if the same parameters have gradients, at the same
+    /// addresses, and no step count or state changed since: advances the step counts, moves the
+    /// clipping factors into the operands and recomputes the coefficients (each entry's step count
+    /// one more). Returns false, changing nothing, when the plan must be rebuilt.
+    private func reusePlan() -> Bool {
+        guard planValid, reusesPlans else { return false }
+        let matches = slots.withUnsafeBufferPointer { slots in
+            planGradients.withUnsafeBufferPointer { gradients in
+                planSteps.withUnsafeBufferPointer { steps in
+                    guard gradients.count == slots.count else { return false }
+                    for slot in slots.indices where slots[slot].parameter.gradient?.baseAddress != gradients[slot] || slots[slot].steps != steps[slot] {
+                        return false
+                    }
+                    return true
+                }
+            }
         }
-        return metrics()
+        guard matches else { return false }
+        var active = self.active, steps = self.planSteps
+        (self.active, self.planSteps) = ([], [])
+        slots.withUnsafeMutableBufferPointer { slots in
+            active.withUnsafeMutableBufferPointer { active in
+                steps.withUnsafeMutableBufferPointer { steps in
+                    for tensor in active.indices {
+                        let slot = active[tensor].slot
+                        slots[slot].steps += 1
+                        steps[slot] = slots[slot].steps
+                        active[tensor].operands.gradientScale = slots[slot].gradientScale
+                        slots[slot].gradientScale = 1
+                    }
+                }
+            }
+        }
+        (self.active, self.planSteps) = (active, steps)
+        var table = self.coefficientTable, keys = self.coefficientKeys
+        (self.coefficientTable, self.coefficientKeys) = ([], [])
+        var noScalars: [Float] = []
+        for entry in keys.indices {
+            keys[entry].steps += 1
+            let group = keys[entry].group
+            table[entry] = Rule.coefficients(groups[group].hyperparameters, initialLearningRate: initialLearningRates[group], step: keys[entry].steps,
+                                             groupState: groupStates[group], scalars: &noScalars)
+        }
+        (self.coefficientTable, self.coefficientKeys) = (table, keys)
+        return true
     }
 
     private func runParts() {
@@ -593,25 +691,65 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     /// Updates the chunks of part `part` of the step (all of them for `nil`).
     private func runPart(_ part: Int?) {
         let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
-        let output = metricOutput, kernels = self.kernels
+        let output = metricOutput, kernels = self.kernels, placeholder = self.placeholder.baseAddress!
         plan.items.withUnsafeBufferPointer { items in
             active.withUnsafeBufferPointer { active in
                 coefficientTable.withUnsafeBufferPointer { table in
+                    guard !range.isEmpty else { return }
+                    // This method runs unspecialised: copying a generic `Coefficients` out of the
+                    // table goes through its value witness, so it is done only when it changes
+                    // (once per group and step count, not per tensor).
+                    var current = active[items[range.lowerBound].tensor].coefficients
+                    var coefficients = table[current]
                     for index in range {
                         let item = items[index], tensor = active[item.tensor]
+                        if index + 1 < range.upperBound {
+                            let next = items[index + 1]
+                            if next.tensor != item.tensor { Self.prefetchStart(of: active[next.tensor].operands, at: next.range, unused: placeholder) }
+                        }
+                        if tensor.coefficients != current {
+                            current = tensor.coefficients
+                            coefficients = table[current]
+                        }
                         if tensor.operands.codes0 != nil {
                             // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).
-                            let sums = kernels.updateQuantized?(tensor.operands, item.range, table[tensor.coefficients], output != nil)
-                                ?? Rule.updateQuantized(tensor.operands, item.range, table[tensor.coefficients], collectingMetrics: output != nil)
+                            let sums = kernels.updateQuantized?(tensor.operands, item.range, coefficients, output != nil)
+                                ?? Rule.updateQuantized(tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if let output {
-                            output[index] = kernels.updateCollecting(tensor.operands, item.range, table[tensor.coefficients])
+                            output[index] = kernels.updateCollecting(tensor.operands, item.range, coefficients)
                         } else {
-                            kernels.update(tensor.operands, item.range, table[tensor.coefficients])
+                            kernels.update(tensor.operands, item.range, coefficients)
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Cache lines asked for at the start of each stream of the next tensor (``prefetchStart(of:at:unused:)``).
+    static var prefetchLines: Int { ChunkPlan.prefetchLines }
+
+    /// Asks for the first cache lines of every stream a tensor's update reads (parameter, gradient,
+    /// float32 state other than `unused`, the stand-in for state a rule doesn't keep) from element
+    /// `range.lowerBound`, while the tensor before it is updated: the
+    /// hardware prefetchers pick up a stream only after its first misses, and a tensor of a few
+    /// thousand elements would otherwise start with a miss per stream. A hint, never a fault;
+    /// changes no value.
+    @inline(__always)
+    private static func prefetchStart(of operands: KernelOperands, at range: Range<Int>, unused: UnsafeMutablePointer<Float>) {
+        let lines = min(prefetchLines, (range.count + 15) / 16), start = range.lowerBound
+        let quantized = operands.codes0 != nil
+        for line in 0..<lines {
+            let offset = start + line * 16
+            optim_prefetch(operands.parameter + offset)
+            optim_prefetch(operands.gradient + offset)
+            guard !quantized else { continue }
+            // Four tests, not a loop over an array: an array literal here could allocate per tensor.
+            if operands.state0 != unused { optim_prefetch(operands.state0 + offset) }
+            if operands.state1 != unused { optim_prefetch(operands.state1 + offset) }
+            if operands.state2 != unused { optim_prefetch(operands.state2 + offset) }
+            if operands.state3 != unused { optim_prefetch(operands.state3 + offset) }
         }
     }
 
@@ -625,6 +763,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer {
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive
     /// 64-byte-aligned slices of one new allocation per buffer.
     func allocateState(_ pending: [Int]) {
+        planValid = false
         let alignment = FloatStorage.alignment / MemoryLayout<Float>.stride
         func padded(_ count: Int) -> Int { (count + alignment - 1) / alignment * alignment }
         var buffer = 0

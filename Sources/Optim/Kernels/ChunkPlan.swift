@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Multi-tensor apply: the elements of many tensors cut into equal chunks, so one parallel loop
 /// balances a step over all parameters whatever their sizes — 20,000 small tensors step as fast
 /// as one large tensor of the same total size.
@@ -11,6 +19,14 @@ struct ChunkPlan {
 
     /// Elements per chunk: large enough to amortise scheduling, small enough to balance threads.
     static let chunkSize = 1 << 15
+    /// Cache lines of each stream of the next tensor that the multi-tensor loop asks for while it
+    /// updates the current one (`GradientOptimizer`'s prefetch): 8 unless the environment variable
+    /// `OPTIM_PREFETCH_LINES` (0 to 64) sets another count, for measuring.
+    static let prefetchLines: Int = {
+        guard let text = getenv("OPTIM_PREFETCH_LINES"), let value = Int(String(cString: text)), (0...64).contains(value) else { return 8 }
+        return value
+    }()
+
     /// Below this many elements, a loop runs on the calling thread alone.
     static let parallelThreshold = 1 << 16
 
