@@ -32,25 +32,94 @@ static inline __attribute__((always_inline)) optim_float16 optim_fma16(optim_flo
 }
 
 /*
- * The table look-ups of the 8-bit kernels, written as plain loops that LLVM turns into gathers
- * (vpgatherdd/vgatherdps on AVX2 and AVX-512) where the target has them; Swift's per-lane SIMD
- * subscripts and its checked float-to-integer conversion keep them scalar. Pure data movement:
- * the same values on every path.
+ * The table look-ups of the 8-bit kernels. Swift's per-lane SIMD subscripts and its checked
+ * float-to-integer conversion keep them scalar, and LLVM does not turn the plain loops into
+ * gathers either (it has no byte gather), so each instruction set gets its own form, chosen by the
+ * macros of the CPU the including module is compiled for (the kernel modules' `-target-cpu`
+ * reaches the Clang importer): AVX-512 and AVX2 gathers, and the plain loops elsewhere. Pure data
+ * movement: the same values on every path.
  */
 #include <stdint.h>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 typedef int32_t optim_int16 __attribute__((ext_vector_type(16)));
+typedef float optim_float8 __attribute__((ext_vector_type(8)));
 
 /* table[codes[i]] for the 16 codes at `codes`. */
 static inline __attribute__((always_inline)) optim_float16 optim_gather16(const float *table, const uint8_t *codes) {
+#if defined(__AVX512F__)
+    __m512i index = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    return (optim_float16)_mm512_i32gather_ps(index, table, 4);
+#elif defined(__AVX2__)
+    __m128i bytes = _mm_loadu_si128((const __m128i *)codes);
+    __m256 low = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(bytes), 4);
+    __m256 high = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)), 4);
+    optim_float8 l = (optim_float8)low, h = (optim_float8)high;
+    return __builtin_shufflevector(l, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
     optim_float16 result;
     for (int i = 0; i < 16; i++) result[i] = table[codes[i]];
     return result;
+#endif
 }
 
-/* out[i] = table[(int)bins[i]] (truncation toward zero) for i < 16; every bin in [0, 65535]. */
-static inline __attribute__((always_inline)) void optim_lookup16(const uint8_t *table, optim_float16 bins, uint8_t *out) {
+/*
+ * out[i] = table[(int)bins[i]] (truncation toward zero) for i < 16; every bin in [0, 65535]. The
+ * vector forms read 4 bytes at each bin and keep the first, so `table` has 3 bytes beyond its
+ * last bin (DynamicQuantizationMap allocates them).
+ */
+static inline __attribute__((always_inline)) void optim_lookup16_at(const uint8_t *table, const optim_float16 *binsAt, uint8_t *out) {
+    optim_float16 bins = *binsAt;
+#if defined(__AVX512F__)
+    __m512i index = _mm512_cvttps_epi32((__m512)bins);
+    __m512i words = _mm512_i32gather_epi32(index, (const void *)table, 1);
+    _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(words));
+#elif defined(__AVX2__)
+    optim_float8 l = __builtin_shufflevector(bins, bins, 0, 1, 2, 3, 4, 5, 6, 7);
+    optim_float8 h = __builtin_shufflevector(bins, bins, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m256i mask = _mm256_set1_epi32(0xFF);
+    __m256i low = _mm256_and_si256(_mm256_i32gather_epi32((const int *)table, _mm256_cvttps_epi32((__m256)l), 1), mask);
+    __m256i high = _mm256_and_si256(_mm256_i32gather_epi32((const int *)table, _mm256_cvttps_epi32((__m256)h), 1), mask);
+    /* 16-bit lanes low0-3 high0-3 low4-7 high4-7, put in order, then packed to bytes. */
+    __m256i words = _mm256_permute4x64_epi64(_mm256_packus_epi32(low, high), 0xD8);
+    _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
+#else
     optim_int16 index = __builtin_convertvector(bins, optim_int16);
     for (int i = 0; i < 16; i++) out[i] = table[index[i]];
+#endif
+}
+
+static inline __attribute__((always_inline)) void optim_lookup16(const uint8_t *table, optim_float16 bins, uint8_t *out) {
+    optim_lookup16_at(table, &bins, out);
+}
+
+/*
+ * The codes of 16 values at `values` (bitsandbytes' CPU quantizer, after the block's absmax):
+ * v = x·inverse; NaN and values below −1 become −1, values above 1 become 1; the bin
+ * ((v + 1)·0.5)·65535 + 0.5, rounded in float32 at each operation (no fused multiply-add),
+ * truncated; its entry of `table` (optim_lookup16). The same bits on every path.
+ */
+static inline __attribute__((always_inline)) void optim_quantize16(const uint8_t *table, const float *values, float inverse, uint8_t *out) {
+#pragma clang fp contract(off)
+    optim_float16 x;
+    __builtin_memcpy(&x, values, sizeof x);
+    optim_float16 v = x * inverse;
+#if defined(__AVX512F__)
+    /* maxps returns its second operand when either is NaN. */
+    v = (optim_float16)_mm512_min_ps(_mm512_max_ps((__m512)v, _mm512_set1_ps(-1.0f)), _mm512_set1_ps(1.0f));
+#else
+    v = v >= -1.0f ? v : -1.0f;
+    v = v > 1.0f ? 1.0f : v;
+#endif
+    optim_float16 half = (v + 1.0f) * 0.5f;
+    optim_float16 bins = half * 65535.0f + 0.5f;
+    optim_lookup16_at(table, &bins, out);
+}
+
+/* The largest lane of 16 values that hold no NaN. */
+static inline __attribute__((always_inline)) float optim_reduce_max16(optim_float16 x) {
+    return __builtin_reduce_max(x);
 }
 
 /*
