@@ -36,7 +36,7 @@ static inline __attribute__((always_inline)) optim_float16 optim_fma16(optim_flo
  * float-to-integer conversion keep them scalar, and LLVM does not turn the plain loops into
  * gathers either (it has no byte gather), so each instruction set gets its own form, chosen by the
  * macros of the CPU the including module is compiled for (the kernel modules' `-target-cpu`
- * reaches the Clang importer): AVX-512 and AVX2 gathers, and the plain loops elsewhere. Pure data
+ * reaches the Clang importer): permutes on AVX-512, gathers on AVX2, the plain loops elsewhere. Pure data
  * movement: the same values on every path.
  */
 #include <stdint.h>
