@@ -56,6 +56,47 @@ import Testing
         #expect(BlockwiseQuantization.blockCount(0) == 0 && BlockwiseQuantization.blockCount(256) == 1 && BlockwiseQuantization.blockCount(257) == 2)
     }
 
+    /// The fused kernels' requantization (on AVX-512 a binary search over the table's code
+    /// boundaries, on AVX2 gathers, on the baseline the table) against the scalar quantizer,
+    /// which reads bitsandbytes' table, for a value in every one of the 65,536 bins of both maps,
+    /// on every instruction set. With β = 0 the new moments are the gradient (Lion's `exp_avg`,
+    /// signed map) and its square (Adam's `exp_avg_sq`, unsigned map) exactly, and each block of
+    /// 256 holds a 1 so that the values are their own normalized values.
+    @Test func fusedRequantizationMatchesTheTableInEveryBin() throws {
+        let bins = 65536  // bitsandbytes' kLUTSize
+        var values: [Float] = []
+        for bin in 0..<bins {
+            if values.count % 256 == 255 { values.append(1) }
+            values.append(-1 + 2 * (Float(bin) + 0.25) / Float(bins - 1))  // inside bin `bin`
+            if bin % 7 == 0 { values.append((-1 + 2 * Float(bin) / Float(bins - 1)).nextUp) }  // a bin's lower edge
+        }
+        while values.count % 256 != 0 { values.append(values.count % 256 == 255 ? 1 : 0.5) }
+        let signed = BlockwiseQuantization.quantize(values, map: .signed)
+        let unsigned = BlockwiseQuantization.quantize(values.map { abs($0).squareRoot() }.map { $0 * $0 }, map: .unsigned)
+        for isa in KernelDispatch.available {
+            try KernelDispatch.withInstructionSet(isa) {
+                // Lion: m = fma(g, 1 − β2, m·β2) = g with β2 = 0.
+                let lionParameter = try Parameter(name: "w", shape: [values.count])
+                let lion = try OptimizerRegistry.makeOptimizer(defaultConfiguration("lion", ["state_dtype": .string("int8"), "betas": .numbers([0.9, 0])]),
+                                                               parameters: [lionParameter])
+                try lionParameter.setGradient(values)
+                try lion.step()
+                let lionState = try #require(lion.snapshot().parameters["w"]?.quantizedBuffers["exp_avg"])
+                #expect(lionState.codes == signed.codes, "\(isa) signed map: \(zip(lionState.codes, signed.codes).filter { $0 != $1 }.count) codes differ")
+                #expect(bits(lionState.absmax) == bits(signed.absmax), "\(isa) signed map: absmax")
+                // Adam: v = fma((1 − β2)·g, g, v·β2) = g·g with β2 = 0, g = √|x|.
+                let adamParameter = try Parameter(name: "w", shape: [values.count])
+                let adam = try OptimizerRegistry.makeOptimizer(defaultConfiguration("adam", ["state_dtype": .string("int8"), "betas": .numbers([0, 0])]),
+                                                               parameters: [adamParameter])
+                try adamParameter.setGradient(values.map { abs($0).squareRoot() })
+                try adam.step()
+                let adamState = try #require(adam.snapshot().parameters["w"]?.quantizedBuffers["exp_avg_sq"])
+                #expect(adamState.codes == unsigned.codes, "\(isa) unsigned map: \(zip(adamState.codes, unsigned.codes).filter { $0 != $1 }.count) codes differ")
+                #expect(bits(adamState.absmax) == bits(unsigned.absmax), "\(isa) unsigned map: absmax")
+            }
+        }
+    }
+
     // MARK: optimizer state against bitsandbytes
 
     /// Replays the fixture the state file belongs to with our optimizer and compares, after each

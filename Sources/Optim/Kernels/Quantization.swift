@@ -14,6 +14,10 @@ import Foundation
 ///   ``StatePrecision/minimumQuantizedCount`` elements (`min_8bit_size`, 4096) keeps float32
 ///   state, as bitsandbytes does. Rules that offer it: ``AdamRule``, ``AdamWRule``, ``LionRule``.
 ///
+/// Speed (BENCHMARKS.md, "8-bit optimizer state", with its commands): the fused 8-bit step is
+/// 8–9× faster than bitsandbytes' own CPU 8-bit step on the same 64M-parameter tensors, but still
+/// compute-bound at 3–5× the float32 step's time (measured under load on 2026-12-02).
+///
 /// `bfloat16` and `int4` (torchao's 4-bit state) are names FORMAT.md reserves; they are not
 /// implemented yet and are refused like any unknown value.
 public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible {
@@ -116,6 +120,9 @@ public final class DynamicQuantizationMap: @unchecked Sendable {
     /// The entries and the lookup table, as immortal buffers the kernels read without checks.
     @usableFromInline let entries: UnsafeMutablePointer<Float>
     @usableFromInline let table: UnsafeMutablePointer<UInt8>
+    /// The table as a binary search: 19 rows of 16 `Int32` (see `optim_code_search16` in
+    /// COptimSIMD), which the AVX-512 kernels search with permutes instead of reading the table.
+    @usableFromInline let searchLevels: UnsafeMutablePointer<Int32>
     /// Bins of the lookup table (bitsandbytes' `kLUTSize`).
     @usableFromInline static let tableSize = 65536
 
@@ -131,7 +138,9 @@ public final class DynamicQuantizationMap: @unchecked Sendable {
         entries = .allocate(capacity: 256)
         entries.initialize(from: values, count: 256)
         // bitsandbytes' build_quantize_lut, in float32.
-        table = .allocate(capacity: Self.tableSize)
+        // Three bytes beyond the last bin: the vector look-ups read 4 bytes at a bin (optim_lookup16).
+        table = .allocate(capacity: Self.tableSize + 4)
+        table.initialize(repeating: 0, count: Self.tableSize + 4)
         var midpoints = [Float](repeating: 0, count: 255)
         for i in 0..<255 { midpoints[i] = 0.5 * (values[i] + values[i + 1]) }
         var code = 0
@@ -139,6 +148,20 @@ public final class DynamicQuantizationMap: @unchecked Sendable {
             let position: Float = -1 + (2 * Float(i)) / Float(Self.tableSize - 1)
             while code < 255 && midpoints[code] < position { code += 1 }
             table[i] = UInt8(code)
+        }
+        // S[c]: the first bin whose code is at least c (65536 when none); step s of the search
+        // reads S[2s·k + s] for k < 128/s, at the row offsets optim_code_search16 uses.
+        var first = [Int32](repeating: Int32(Self.tableSize), count: 256)
+        var bin = 0
+        for c in 1...255 {
+            while bin < Self.tableSize && Int(table[bin]) < c { bin += 1 }
+            first[c] = Int32(bin)
+        }
+        let rows = Int(OPTIM_CODE_SEARCH_ROWS)
+        searchLevels = .allocate(capacity: 16 * rows)
+        searchLevels.initialize(repeating: 0, count: 16 * rows)
+        for (step, offset) in [(128, 0), (64, 16), (32, 32), (16, 48), (8, 64), (4, 80), (2, 112), (1, 176)] {
+            for k in 0..<(128 / step) { searchLevels[offset + k] = first[2 * step * k + step] }
         }
     }
 
@@ -328,7 +351,9 @@ extension BlockwiseQuantization {
 
     /// Requantizes a block of `count` values whose absmax is `absmax`: the vector form of
     /// ``quantizeBlock(_:count:map:codes:)``'s second half, the same bits (`x·(1/absmax)`,
-    /// NaN → −1, clamp to [−1, 1], bin `⌊((v + 1)·0.5)·65535 + 0.5⌋`).
+    /// NaN → −1, clamp to [−1, 1], bin `⌊((v + 1)·0.5)·65535 + 0.5⌋`), 16 values at a time by
+    /// `optim_quantize16` (AVX2: gathers from the table; AVX-512: a binary search over the
+    /// table's code boundaries by permutes, which a test checks against the table bin by bin).
     @_transparent
     public static func requantize(_ values: UnsafePointer<Float>, count: Int, absmax: Float, map: DynamicQuantizationMap,
                                   codes: UnsafeMutablePointer<UInt8>) {
@@ -336,20 +361,19 @@ extension BlockwiseQuantization {
             codes.update(repeating: 0, count: count)
             return
         }
-        let inverse = 1 / absmax, table = map.table, width = FloatVector.scalarCount
+        let inverse = 1 / absmax, table = map.table, levels = map.searchLevels, width = FloatVector.scalarCount
         var i = 0
-        while i < count {
-            let lanes = min(width, count - i)
-            var v = Elementwise.load(values, i, lanes) * inverse
-            v = v.replacing(with: -1, where: .!(v .>= -1))  // below −1, and NaN
-            v = v.replacing(with: 1, where: v .> 1)
-            let bins = (v + 1) * 0.5 * Float(DynamicQuantizationMap.tableSize - 1) + 0.5
-            if lanes == width {
-                optim_lookup16(table, bins, codes + i)
-            } else {
-                for lane in 0..<lanes { codes[i + lane] = table[Int(bins[lane])] }
-            }
+        while i + width <= count {
+            optim_quantize16(table, levels, values + i, inverse, codes + i)
             i += width
+        }
+        while i < count {
+            var v = values[i] * inverse
+            if !(v >= -1) { v = -1 }  // below −1, and NaN
+            if v > 1 { v = 1 }
+            let bin = (v + 1) * 0.5 * Float(DynamicQuantizationMap.tableSize - 1) + 0.5
+            codes[i] = table[Int(bin)]
+            i += 1
         }
     }
 
@@ -365,58 +389,76 @@ extension BlockwiseQuantization {
                                                           map1: DynamicQuantizationMap?, collectingMetrics: Bool) -> MetricAccumulator {
         // One block's new state (2 KB) per call of a chunk of up to 2¹⁵ elements; allocated here,
         // not in a closure, which a kernel module would compile under Optim's symbol name.
-        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize), new1 = new0 + blockSize
+        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize)
         defer { new0.deallocate() }
-        do {
-            let width = FloatVector.scalarCount
-            let codes0 = o.codes0!, codes1 = o.codes1
-            let lane = FloatVector(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-            var total = VectorSums()
-            var start = range.lowerBound
-            while start < range.upperBound {
-                let block = start / blockSize, count = min(blockSize, range.upperBound - start)
-                let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0
-                var max0 = FloatVector(), max1 = FloatVector(), sums = VectorSums()
-                var j = 0
-                while j < count {
-                    let lanes = min(width, count - j), i = start + j
-                    var s0 = entries(map0, codes0, i, lanes) * scale0
-                    var s1 = FloatVector()
-                    if let map1 { s1 = entries(map1, codes1!, i, lanes) * scale1 }
-                    var result = Kernel.apply(o, i, lanes, coefficients, &s0, &s1)
-                    if lanes < width {
-                        // Padding lanes hold what the arithmetic made of zeros: leave them out.
-                        let padding = lane .>= FloatVector(repeating: Float(lanes))
-                        s0.replace(with: 0, where: padding)
-                        s1.replace(with: 0, where: padding)
-                        result.before.replace(with: 0, where: padding)
-                        result.after.replace(with: 0, where: padding)
-                        result.gradient.replace(with: 0, where: padding)
-                        result.moment.replace(with: 0, where: padding)
-                    }
-                    Elementwise.store(s0, new0, j, lanes)
-                    let magnitude0 = Elementwise.absolute(s0)
-                    max0.replace(with: magnitude0, where: magnitude0 .> max0)  // NaN compares false
-                    if map1 != nil {
-                        Elementwise.store(s1, new1, j, lanes)
-                        let magnitude1 = Elementwise.absolute(s1)
-                        max1.replace(with: magnitude1, where: magnitude1 .> max1)
-                    }
-                    if collectingMetrics { sums.add(result) }
-                    j += width
-                }
-                let absmax0 = max0.max()
-                o.state0[block] = absmax0
-                requantize(new0, count: count, absmax: absmax0, map: map0, codes: codes0 + start)
-                if let map1 {
-                    let absmax1 = max1.max()
-                    o.state1[block] = absmax1
-                    requantize(new1, count: count, absmax: absmax1, map: map1, codes: codes1! + start)
-                }
-                if collectingMetrics { total.add(sums) }
-                start += count
+        var total = VectorSums()
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let count = min(blockSize, range.upperBound - start)
+            // A whole block (every block but a tensor's last) with the vector width fixed, so
+            // that the partial-vector branches fold away.
+            if count == blockSize {
+                block(Kernel.self, o, start, count, full: true, coefficients, map0: map0, map1: map1, scratch: new0,
+                      collectingMetrics: collectingMetrics, total: &total)
+            } else {
+                block(Kernel.self, o, start, count, full: false, coefficients, map0: map0, map1: map1, scratch: new0,
+                      collectingMetrics: collectingMetrics, total: &total)
             }
-            return collectingMetrics ? total.accumulator : MetricAccumulator()
+            start += count
         }
+        return collectingMetrics ? total.accumulator : MetricAccumulator()
+    }
+
+    /// One block of ``run(_:_:_:_:map0:map1:collectingMetrics:)``: `count` elements at `start`,
+    /// every vector full when `full` (a compile-time constant at each call).
+    @_transparent
+    @usableFromInline
+    static func block<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ start: Int, _ count: Int, full: Bool,
+                                                     _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
+                                                     map1: DynamicQuantizationMap?, scratch new0: UnsafeMutablePointer<Float>,
+                                                     collectingMetrics: Bool, total: inout VectorSums) {
+        let width = FloatVector.scalarCount, new1 = new0 + blockSize
+        let codes0 = o.codes0!, codes1 = o.codes1
+        let lane = FloatVector(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        let block = start / blockSize
+        let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0
+        var max0 = FloatVector(), max1 = FloatVector(), sums = VectorSums()
+        var j = 0
+        while j < count {
+            let lanes = full ? width : min(width, count - j), i = start + j
+            var s0 = entries(map0, codes0, i, lanes) * scale0
+            var s1 = FloatVector()
+            if let map1 { s1 = entries(map1, codes1!, i, lanes) * scale1 }
+            var result = Kernel.apply(o, i, lanes, coefficients, &s0, &s1)
+            if !full && lanes < width {
+                // Padding lanes hold what the arithmetic made of zeros: leave them out.
+                let padding = lane .>= FloatVector(repeating: Float(lanes))
+                s0.replace(with: 0, where: padding)
+                s1.replace(with: 0, where: padding)
+                result.before.replace(with: 0, where: padding)
+                result.after.replace(with: 0, where: padding)
+                result.gradient.replace(with: 0, where: padding)
+                result.moment.replace(with: 0, where: padding)
+            }
+            Elementwise.store(s0, new0, j, lanes)
+            let magnitude0 = Elementwise.absolute(s0)
+            max0.replace(with: magnitude0, where: magnitude0 .> max0)  // NaN compares false
+            if map1 != nil {
+                Elementwise.store(s1, new1, j, lanes)
+                let magnitude1 = Elementwise.absolute(s1)
+                max1.replace(with: magnitude1, where: magnitude1 .> max1)
+            }
+            if collectingMetrics { sums.add(result) }
+            j += width
+        }
+        let absmax0 = optim_reduce_max16(max0)
+        o.state0[block] = absmax0
+        requantize(new0, count: count, absmax: absmax0, map: map0, codes: codes0 + start)
+        if let map1 {
+            let absmax1 = optim_reduce_max16(max1)
+            o.state1[block] = absmax1
+            requantize(new1, count: count, absmax: absmax1, map: map1, codes: codes1! + start)
+        }
+        if collectingMetrics { total.add(sums) }
     }
 }
