@@ -4,6 +4,9 @@
 //   mpirun -np 2 optim-mpi-tests --abort-check
 //                                          the last rank fails; the job must end (MPI_Abort), not hang
 //   optim-mpi-tests --local 3              the same checks over in-process ranks (any build)
+//   mpirun -np 2 optim-mpi-tests --allreduce-bench
+//                                          times allreduce (sum of float32) from 4 B to 64 MB: the
+//                                          latency and bandwidth that DISTRIBUTED.md's model uses
 //
 // Each rank computes the single-process reference itself (it knows every rank's synthetic
 // gradients). Gradients are small multiples of 2⁻¹⁰, so their sum over ranks is exact whatever
@@ -369,6 +372,34 @@ func allocationCheck(steps: Int, lookahead: Bool) throws {
     for result in results { _ = try result.get() }
 }
 
+/// Times `allreduceSum` of float32 buffers from 4 bytes to 64 MB (median of repeated runs,
+/// each rank starting together after a barrier) and prints, on rank 0, bytes, seconds and the
+/// bus bandwidth of a ring allreduce, 2(W−1)/W · bytes / time, as NCCL's tests report it.
+func allreduceBenchmark(on communicator: any Communicator) throws {
+    if communicator.rank == 0 { print("allreduce over \(communicator.size) ranks: bytes, median seconds, bus bandwidth GB/s") }
+    var bytes = 4
+    while bytes <= 64 << 20 {
+        var buffer = [Float](repeating: 1, count: bytes / 4)
+        let repeats = bytes <= 1 << 16 ? 200 : bytes <= 1 << 22 ? 20 : 5
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            try communicator.barrier()
+            let start = DispatchTime.now().uptimeNanoseconds
+            try buffer.withUnsafeMutableBufferPointer { pointer throws(DistributedError) in try communicator.allreduceSum(pointer) }
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        // Every rank's time counts: the slowest rank's median.
+        let median = times.sorted()[times.count / 2]
+        let all = try communicator.allgather([Int64(median * 1e9)])
+        let slowest = Double(all.map { $0[0] }.max()!) / 1e9
+        let size = Double(communicator.size)
+        if communicator.rank == 0 {
+            print(String(format: "%10d  %.6f  %.3f", bytes, slowest, 2 * (size - 1) / size * Double(bytes) / slowest / 1e9))
+        }
+        bytes *= 4
+    }
+}
+
 func main() -> Int32 {
     let arguments = Array(CommandLine.arguments.dropFirst())
     do {
@@ -392,6 +423,11 @@ func main() -> Int32 {
         }
         let communicator = try MPIRuntime.world()
         if arguments.contains("--abort-check") { try abortCheck(on: communicator) }
+        if arguments.contains("--allreduce-bench") {
+            try allreduceBenchmark(on: communicator)
+            try MPIRuntime.finalize()
+            return 0
+        }
         let failures = try runAll(on: communicator)
         try MPIRuntime.finalize()
         return failures == 0 ? 0 : 1
