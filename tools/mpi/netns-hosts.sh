@@ -3,7 +3,10 @@
 # network stack and one address 10.77.0.(i+1)/24 on a veth link into one bridge. It exports
 # OPTIM_MPIRUN, an mpirun that starts in optim-h0 with a hostfile of the N addresses (one slot
 # each: rank i runs on host i), launches the remote daemons through tools/mpi/netns-agent.sh
-# instead of ssh, and allows only the TCP transport (`--mca btl tcp,self`: no shared memory
+# instead of ssh, binds no rank to a core (the "hosts" share this machine's cores, and each would
+# pin its rank to its first core: the same one; and with more ranks than cores, ranks that spin
+# while they wait take the cores from the ranks they wait for, so they yield), launches with
+# direct routing, and allows only the TCP transport (`--mca btl tcp,self`: no shared memory
 # between ranks) on the bridge's subnet. The MPI test scripts run their mpirun through it.
 #
 #   tools/mpi/netns-hosts.sh [--hosts N] [--rate RATE] COMMAND [ARGS...]
@@ -63,9 +66,9 @@ done
 
 cat > "$work/mpirun" <<WRAPPER
 #!/bin/sh
-exec ip netns exec optim-h0 mpirun --hostfile "$work/hostfile" \\
+exec ip netns exec optim-h0 mpirun --hostfile "$work/hostfile" --bind-to none --mca mpi_yield_when_idle 1 \\
   --mca plm_rsh_agent "$root/tools/mpi/netns-agent.sh" \\
-  --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 "\$@"
+  --mca routed direct --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 "\$@"
 WRAPPER
 chmod +x "$work/mpirun"
 export OPTIM_MPIRUN="$work/mpirun"
