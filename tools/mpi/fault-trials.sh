@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rank killed at a random moment: TRIALS times, start `optim train --distributed` on 2 ranks
-# (ZeRO-1 with --shard-state on odd trials), SIGKILL one of the ranks, chosen at random, after a
-# random delay, and check that
+# (ZeRO-1 with --shard-state on odd trials), SIGKILL one of the ranks, chosen at random, at a
+# random moment between 10 % and 90 % of an uninterrupted run's time (measured first), and check
+# that
 #   - the job ends within 30 s of the kill (no rank left waiting in a collective),
 #   - mpirun's message names the killed rank,
 #   - the run folder still holds a complete checkpoint (or none, if the kill came before the
@@ -29,16 +30,22 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun="${OPTIM_MPIRUN:-mpirun}"
 work=$(mktemp -d /tmp/optim-mpi-faults.XXXXXX)
 trap 'pkill -9 -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
-# An epoch takes well under a second; 20 of them outlast the kill at 0.5–4.5 s, with a checkpoint
-# after each (the kill may also come before the first).
-common=(--epochs 20 --hidden 32 --batch-size 64 --plain --threads 1 --optimizer adamw)
+# A checkpoint after every epoch (the kill may also come before the first).
+common=(--epochs 100 --hidden 32 --batch-size 64 --plain --threads 1 --optimizer adamw)
+
+# How long a whole run takes here: each kill comes at a random moment between 10 % and 90 % of it.
+started=$(date +%s.%N)
+"$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${common[@]}" --out "$work/calibration" > "$work/calibration.log" 2>&1 \
+  || { echo "the uninterrupted run failed:" >&2; cat "$work/calibration.log" >&2; exit 1; }
+duration=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+echo "an uninterrupted run takes ${duration} s"
 
 for ((trial = 1; trial <= trials; trial++)); do
   run="$work/run$trial"
   shard=()
   if (( trial % 2 == 1 )); then shard=(--shard-state); fi
   victim=$(( RANDOM % 2 ))
-  delay=$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", 0.5 + 4 * r / 32767 }')
+  delay=$(awk -v r="$RANDOM" -v d="$duration" 'BEGIN { printf "%.2f", d * (0.1 + 0.8 * r / 32767) }')
   "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${shard[@]}" "${common[@]}" --out "$run" \
     > "$work/out$trial.log" 2>&1 &
   job=$!
@@ -46,12 +53,17 @@ for ((trial = 1; trial <= trials; trial++)); do
   # The rank's process: an optim whose environment says OMPI_COMM_WORLD_RANK=victim and whose
   # command line names this trial's run folder.
   pid=""
-  for candidate in $(pgrep -f -- "--out $run" || true); do
-    [[ -r /proc/$candidate/environ ]] || continue
-    if tr '\0' '\n' < "/proc/$candidate/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim" \
-        && [[ "$(readlink "/proc/$candidate/exe" 2>/dev/null)" == "$(readlink -f "$optim")" ]]; then
-      pid=$candidate
-    fi
+  look=0
+  while [[ -z "$pid" && $look -lt 50 ]]; do  # the ranks may not have started yet
+    look=$((look + 1))
+    for candidate in $(pgrep -f -- "--out $run" || true); do
+      [[ -r /proc/$candidate/environ ]] || continue
+      if tr '\0' '\n' < "/proc/$candidate/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim" \
+          && [[ "$(readlink "/proc/$candidate/exe" 2>/dev/null)" == "$(readlink -f "$optim")" ]]; then
+        pid=$candidate
+      fi
+    done
+    if [[ -z "$pid" ]]; then kill -0 "$job" 2>/dev/null || break; sleep 0.1; fi
   done
   if [[ -z "$pid" ]]; then
     if wait "$job"; then echo "trial $trial: the run finished before the kill at ${delay} s; lengthen it" >&2; else cat "$work/out$trial.log" >&2; fi
