@@ -68,7 +68,7 @@ cat > "$work/mpirun" <<WRAPPER
 #!/bin/sh
 exec ip netns exec optim-h0 mpirun --hostfile "$work/hostfile" --bind-to none --mca mpi_yield_when_idle 1 \\
   --mca plm_rsh_agent "$root/tools/mpi/netns-agent.sh" \\
-  --mca routed direct --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 "\$@"
+  --mca routed direct --mca plm_rsh_no_tree_spawn 1 --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 "\$@"
 WRAPPER
 chmod +x "$work/mpirun"
 export OPTIM_MPIRUN="$work/mpirun"
