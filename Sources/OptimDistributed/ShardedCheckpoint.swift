@@ -162,7 +162,7 @@ public enum ShardedCheckpoint {
         private func read(_ tensor: String, _ wanted: Range<Int>, slices: [Slice]) throws -> [Float] {
             var values = [Float](repeating: 0, count: wanted.count)
             for slice in slices {
-                let overlap = max(slice.start, wanted.lowerBound)..<max(max(slice.start, wanted.lowerBound), min(slice.start + slice.count, wanted.upperBound))
+                let overlap = wanted.clamped(to: slice.start..<(slice.start + slice.count))
                 if overlap.isEmpty { continue }
                 let file = try file(slice.file)
                 let info: TensorInfo
