@@ -165,7 +165,15 @@ struct Train: ParsableCommand {
             }
         }
         let until = stopAfterEpoch.map { $0 * trainer.stepsPerEpoch } ?? trainer.totalSteps
-        guard trainer.step < until else {
+        // A checkpoint at the run's end whose folder has no finished summary: the run was
+        // stopped between saving its last checkpoint and writing summary.json. Resuming finishes
+        // it (evaluation, summary, charts) instead of refusing.
+        var unfinished = false
+        if let resume, trainer.step >= until, stopAfterEpoch == nil, out == nil {
+            unfinished = isRoot && Self.summaryUnfinished(besideCheckpoint: resume)
+            if let communicator { unfinished = try communicator.broadcast(unfinished ? "1" : "0", from: 0) == "1" }
+        }
+        guard trainer.step < until || unfinished else {
             throw TrainingError.resume("--resume \(resume ?? ""): the checkpoint is at step \(trainer.step), which already ends \(stopAfterEpoch.map { "epoch \($0)" } ?? "its \(configuration.epochs) epoch(s)"); nothing is left to train (pass a larger --epochs to train further)")
         }
 
@@ -196,6 +204,7 @@ struct Train: ParsableCommand {
         if trainer.step > 0 {
             let changed = resolved.changes.sorted { $0.key < $1.key }.map { "--\($0.key) \($0.value.from) → \($0.value.to)" }
             say("resumed at step \(trainer.step) from \(resume ?? "")" + (changed.isEmpty ? "" : "; changed: " + changed.joined(separator: ", ")))
+            if unfinished { say("the checkpoint already ends the run, whose summary was not written: finishing it (evaluation, summary, charts)") }
         }
         if let folder, folder.earlierRecordCount > 0 { say("continuing \(folder.url.path)/ (metrics.jsonl holds \(folder.earlierRecordCount) earlier record(s))") }
         let checkpoint = URL(fileURLWithPath: outPath).appendingPathComponent(shardedCheckpoint ? RunFolder.shardedCheckpointName : "checkpoint.safetensors")
@@ -222,6 +231,16 @@ struct Train: ParsableCommand {
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "")")
         return nil
+    }
+
+    /// True when the run folder beside `checkpoint` keeps metrics but no summary that says the
+    /// run completed.
+    static func summaryUnfinished(besideCheckpoint checkpoint: String) -> Bool {
+        let folder = URL(fileURLWithPath: checkpoint).standardizedFileURL.resolvingSymlinksInPath().deletingLastPathComponent()
+        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("metrics.jsonl").path) else { return false }
+        guard let data = try? Data(contentsOf: folder.appendingPathComponent("summary.json")),
+              let summary = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return true }
+        return summary["status"] as? String != "completed"
     }
 
     /// The run folder: --out (refused if it holds a run, unless --force or it is the resumed

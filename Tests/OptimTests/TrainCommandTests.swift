@@ -72,6 +72,21 @@ import Testing
         #expect(try Self.optim(["train", "--epochs", "2", "--out", again.path] + quick).status == 0)
         #expect(try Data(contentsOf: again.appendingPathComponent("checkpoint.safetensors")) == Data(contentsOf: run.appendingPathComponent("checkpoint.safetensors")))
 
+        // A run stopped after its last checkpoint but before its summary: resuming finishes it,
+        // with the test accuracy and final train loss the uninterrupted run reported.
+        try FileManager.default.removeItem(at: again.appendingPathComponent("summary.json"))
+        let finish = try Self.optim(["train", "--resume", again.appendingPathComponent("checkpoint.safetensors").path])
+        #expect(finish.status == 0, "\(finish.error)")
+        #expect(finish.output.contains("finishing it"))
+        let finished = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: again.appendingPathComponent("summary.json"))) as? [String: Any])
+        #expect(finished["status"] as? String == "completed")
+        #expect(finished["steps"] as? Int == 0 && finished["start_step"] as? Int == 46)
+        #expect(finished["test_accuracy"] as? Double == summary["test_accuracy"] as? Double)
+        #expect(finished["final_train_loss"] as? Double == summary["final_train_loss"] as? Double)
+        // Once finished, there is nothing left to do.
+        let twice = try Self.optim(["train", "--resume", again.appendingPathComponent("checkpoint.safetensors").path])
+        #expect(twice.status == 1 && twice.error.contains("nothing is left to train"), "\(twice.error)")
+
         // Resume for a third epoch.
         let resumed = root.appendingPathComponent("resumed")
         let third = try Self.optim(["train", "--epochs", "3", "--out", resumed.path, "--resume", run.appendingPathComponent("checkpoint.safetensors").path] + quick)

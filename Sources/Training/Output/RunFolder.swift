@@ -423,8 +423,13 @@ extension Trainer {
             throw writeError
         }
         try saveCheckpoint(to: checkpoint)
+        var finished = result
+        if finished.records.isEmpty, let last = folder?.earlierRecords.last(where: { $0.step <= startStep }) {
+            // Finishing a run that had already trained to its end: its last train loss is on record.
+            finished.finalTrainLoss = last.loss
+        }
         // `stopped`: ended at `until` (--stop-after-epoch), before the configured end.
-        try folder?.finish(result, extra: extra, resume: resume, status: !result.interrupted && step < totalSteps ? "stopped" : nil)
-        return result
+        try folder?.finish(finished, extra: extra, resume: resume, status: !finished.interrupted && step < totalSteps ? "stopped" : nil)
+        return finished
     }
 }
