@@ -5,7 +5,7 @@ import Safetensors
 import Testing
 
 /// 8-bit optimizer state (``StateDType/int8``) against bitsandbytes 0.50.2's CPU backend: the
-/// dynamic maps, blockwise quantization, and Adam8bit / AdamW8bit / Lion8bit state step for
+/// dynamic maps, blockwise quantization, and Adam8bit / AdamW8bit / Lion8bit / SGD8bit / RMSprop8bit / Adagrad8bit state step for
 /// step, from the files `tools/reference/make_lowbit_fixtures.py` wrote with bitsandbytes.
 @Suite struct LowPrecisionStateTests {
     static let folder = Paths.repository.appendingPathComponent("Tests/Fixtures/lowbit")
@@ -364,7 +364,9 @@ import Testing
 
     @Test func aStateDTypeAnOptimizerCannotKeepIsRefusedAtConstruction() throws {
         let parameter = try Parameter(name: "w", shape: [5000])
-        for (name, extra) in [("sgd", [:]), ("decoupled_adamw", [:]), ("rmsprop", [:]), ("adamw", ["amsgrad": HyperparameterValue.bool(true)])] as [(String, HyperparameterDictionary)] {
+        for (name, extra) in [("sgd", [:]), ("decoupled_adamw", [:]), ("rmsprop", ["momentum": HyperparameterValue.number(0.9)]),
+                              ("rmsprop", ["centered": .bool(true)]), ("adagrad", ["initial_accumulator_value": .number(0.1)]),
+                              ("adamw", ["amsgrad": .bool(true)])] as [(String, HyperparameterDictionary)] {
             var hyperparameters = extra
             hyperparameters["state_dtype"] = .string("int8")
             let error = #expect(throws: OptimError.self, "\(name) accepted state_dtype int8") {
@@ -378,7 +380,7 @@ import Testing
         #expect(throws: OptimError.self) { try OptimizerRegistry.makeOptimizer(defaultConfiguration("lion", ["state_dtype": .string("int8"), "min_8bit_size": .number(-1)]), parameters: [parameter]) }
         #expect(throws: OptimError.self) { try OptimizerRegistry.makeOptimizer(defaultConfiguration("lion", ["state_dtype": .string("int8"), "min_8bit_size": .number(2.5)]), parameters: [parameter]) }
         #expect(throws: OptimError.self) { try AdamW([parameter], hyperparameters: .init(amsgrad: true, statePrecision: .init(dtype: .int8))) }
-        #expect(OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).sorted() == ["adam", "adamw", "lion"])
+        #expect(OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).sorted() == ["adagrad", "adam", "adamw", "lion", "rmsprop", "sgd"])
     }
 
     @Test func stateDTypeRoundTripsThroughTheHyperparameterDictionary() throws {

@@ -10,13 +10,15 @@ tensors (its native `libbitsandbytes_cpu.so` quantizer, the pure-torch 8-bit opt
       codes and per-block absmax `torch.ops.bitsandbytes.quantize_blockwise` gives for them
       (blocks of 256) and the values `dequantize_blockwise` gives back.
 
-  Tests/Fixtures/reference/{adam,adamw,lion}-int8-*.json     (format optim-fixture/1)
-      trajectories of `bnb.optim.Adam8bit`, `AdamW8bit` and `Lion8bit`, hyperparameters written
+  Tests/Fixtures/reference/{adam,adamw,lion,sgd,rmsprop,adagrad}-int8-*.json   (optim-fixture/1)
+      trajectories of `bnb.optim.Adam8bit`, `AdamW8bit`, `Lion8bit`, `SGD8bit`, `RMSprop8bit`
+      and `Adagrad8bit`, hyperparameters written
       with FORMAT.md's `state_dtype: "int8"` and `min_8bit_size`.
 
   Tests/Fixtures/lowbit/<fixture name>.state.json
       the quantized state bitsandbytes holds after chosen steps of each trajectory: per
-      parameter, per buffer (`exp_avg`, `exp_avg_sq`), the uint8 codes and the float32 absmax
+      parameter, per buffer (torch's names: `exp_avg`, `exp_avg_sq`, `momentum_buffer`,
+      `square_avg`, `sum`), the uint8 codes and the float32 absmax
       (bitsandbytes' `state1`/`absmax1`, `state2`/`absmax2`), and the step count.
 
 Usage (in a venv with torch and bitsandbytes 0.50.2):
@@ -150,8 +152,10 @@ def quantization_fixture(F) -> dict:
 # optimizer trajectories
 
 SCALES = [1.0, 1e-3, 10.0, 0.1, 0.01, 3.0, 0.3]
-BNB_CLASS = {"adam": "Adam8bit", "adamw": "AdamW8bit", "lion": "Lion8bit"}
-STATE_NAMES = {"adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"], "lion": ["exp_avg"]}
+BNB_CLASS = {"adam": "Adam8bit", "adamw": "AdamW8bit", "lion": "Lion8bit",
+             "sgd": "SGD8bit", "rmsprop": "RMSprop8bit", "adagrad": "Adagrad8bit"}
+STATE_NAMES = {"adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"], "lion": ["exp_avg"],
+               "sgd": ["momentum_buffer"], "rmsprop": ["square_avg"], "adagrad": ["sum"]}
 
 
 def trajectory(bnb, name, optimizer, hp, params, steps, *, missing=None, zero=None, lr=None,
@@ -261,10 +265,25 @@ def optimizer_fixtures(bnb):
          dict(params={"w": [600], "v": [8, 65]}, missing={"v": [1, 7]}, zero={"w": [3]}, lr={4: {0: 2e-4}})),
         ("lion-int8-mixed-min-size", "lion", {"state_dtype": "int8", "min_8bit_size": 300},
          dict(params={"w": [700], "b": [300], "s": [40]})),
+        # One-state optimizers: SGD8bit (momentum), RMSprop8bit, Adagrad8bit.
+        ("sgd-int8-momentum", "sgd", {"state_dtype": "int8", "lr": 0.01, "momentum": 0.9}, dict(params=big)),
+        ("sgd-int8-wd-missing-lr", "sgd", {"state_dtype": "int8", "min_8bit_size": 512, "lr": 0.05, "momentum": 0.5,
+                                           "weight_decay": 0.01},
+         dict(params={"w": [600], "v": [8, 65]}, missing={"w": [2, 3]}, zero={"v": [4]}, lr={6: {0: 0.01}})),
+        ("sgd-int8-mixed-min-size", "sgd", {"state_dtype": "int8", "min_8bit_size": 300, "lr": 0.01, "momentum": 0.95},
+         dict(params={"w": [700], "b": [300], "s": [40]})),
+        ("rmsprop-int8-defaults", "rmsprop", {"state_dtype": "int8"}, dict(params=big)),
+        ("rmsprop-int8-alpha-eps-wd", "rmsprop", {"state_dtype": "int8", **small, "lr": 0.003, "alpha": 0.9, "eps": 1e-6,
+                                                  "weight_decay": 0.1},
+         dict(params={"w": [20, 55]}, missing={"w": [3]}, lr={5: {0: 0.001}})),
+        ("adagrad-int8-defaults", "adagrad", {"state_dtype": "int8"}, dict(params=big)),
+        ("adagrad-int8-eps-wd", "adagrad", {"state_dtype": "int8", "min_8bit_size": 300, "lr": 0.05, "eps": 1e-6,
+                                            "weight_decay": 0.1},
+         dict(params={"w": [700], "b": [300], "s": [40]}, zero={"w": [4]}, lr={5: {0: 0.02}})),
     ]
     for name, optimizer, hp, extra in specs:
         params = extra.pop("params")
-        tolerance = EXACT if optimizer == "lion" else ADAM_TOLERANCE
+        tolerance = EXACT if optimizer in ("lion", "sgd") else ADAM_TOLERANCE
         note = ""
         if "s" in params:
             # A tensor under min_8bit_size keeps float32 state and bitsandbytes steps it with its

@@ -12,7 +12,9 @@ import Foundation
 ///   `map[code] · absmax`. Signed state (first moments) uses ``DynamicQuantizationMap/signed``,
 ///   the second moment ``DynamicQuantizationMap/unsigned``. A parameter with fewer than
 ///   ``StatePrecision/minimumQuantizedCount`` elements (`min_8bit_size`, 4096) keeps float32
-///   state, as bitsandbytes does. Rules that offer it: ``AdamRule``, ``AdamWRule``, ``LionRule``.
+///   state, as bitsandbytes does. Rules that offer it: ``AdamRule``, ``AdamWRule``, ``LionRule``,
+///   ``SGDRule`` (momentum), ``RMSpropRule`` (neither momentum nor centred) and ``AdagradRule``.
+///   One-state rules quantize with the signed map, as bitsandbytes' `Optimizer1State` does.
 ///
 /// Speed (BENCHMARKS.md, "8-bit optimizer state", with its commands): the fused 8-bit step is
 /// 8–9× faster than bitsandbytes' own CPU 8-bit step on the same 64M-parameter tensors, but still

@@ -31,16 +31,21 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         public var eps: Double
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
+        /// The state format (`state_dtype`, `min_8bit_size`): float32, or bitsandbytes' 8-bit
+        /// blockwise `sum` (``StateDType/int8``, as its `Adagrad8bit`; `initial_accumulator_value` 0).
+        public var statePrecision: StatePrecision
 
         /// The hyperparameters; those not written keep the defaults listed on ``Adagrad``.
         public init(learningRate: Double = 1e-2, learningRateDecay: Double = 0, weightDecay: Double = 0,
-                    initialAccumulatorValue: Double = 0, eps: Double = 1e-10, maximize: Bool = false) {
+                    initialAccumulatorValue: Double = 0, eps: Double = 1e-10, maximize: Bool = false,
+                    statePrecision: StatePrecision = .float32) {
             self.learningRate = learningRate
             self.learningRateDecay = learningRateDecay
             self.weightDecay = weightDecay
             self.initialAccumulatorValue = initialAccumulatorValue
             self.eps = eps
             self.maximize = maximize
+            self.statePrecision = statePrecision
         }
 
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -51,13 +56,17 @@ public enum AdagradRule: UpdateRule, VectorKernel {
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       initialAccumulatorValue: try reader.number("initial_accumulator_value", default: d.initialAccumulatorValue),
                       eps: try reader.number("eps", default: d.eps),
-                      maximize: try reader.bool("maximize", default: d.maximize))
+                      maximize: try reader.bool("maximize", default: d.maximize),
+                      statePrecision: try StatePrecision(reading: &reader, supported: AdagradRule.stateDTypes))
             try reader.finish()
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "lr_decay": .number(learningRateDecay), "weight_decay": .number(weightDecay),
-             "initial_accumulator_value": .number(initialAccumulatorValue), "eps": .number(eps), "maximize": .bool(maximize)]
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "lr_decay": .number(learningRateDecay), "weight_decay": .number(weightDecay),
+                "initial_accumulator_value": .number(initialAccumulatorValue), "eps": .number(eps), "maximize": .bool(maximize)]
+            statePrecision.write(into: &result)
+            return result
         }
 
         public func validate() throws(OptimError) {
@@ -66,6 +75,9 @@ public enum AdagradRule: UpdateRule, VectorKernel {
             try Validate.weightDecay(weightDecay, name)
             try Validate.nonNegative(initialAccumulatorValue, "initialAccumulatorValue (initial_accumulator_value)", name)
             try Validate.nonNegative(eps, "eps", name)
+            if statePrecision.dtype == .int8 && initialAccumulatorValue != 0 {
+                throw .invalidConfiguration("\(name): state_dtype 'int8' needs initial_accumulator_value 0 (got \(HyperparameterValue.format(initialAccumulatorValue))): 8-bit state starts at zero, as bitsandbytes' Adagrad8bit requires")
+            }
         }
     }
 
@@ -93,6 +105,41 @@ public enum AdagradRule: UpdateRule, VectorKernel {
         let g = Elementwise.torchGradient(gradient, parameter: before, maximize: c.maximize, l2: c.l2)
         let sum = Elementwise.load(o.state0, i, n) + g * g
         Elementwise.store(sum, o.state0, i, n)
+        let after = before + c.negativeLearningRate * g / (Elementwise.squareRoot(sum) + c.eps)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: FloatVector())
+    }
+}
+
+extension AdagradRule {
+    /// float32, or bitsandbytes' 8-bit blockwise `sum` (`state_dtype` "int8", as its `Adagrad8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
+
+    /// `sum` on the signed map: bitsandbytes' one-state optimizers quantize their state with
+    /// `qmap1`, the signed map, even where it is a sum of squares.
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "adagrad"), each value in float32:
+    /// `g ← fma(p, λ, g)`, `s ← fma(g, g, s)`, `p ← p + (−clr·g)/(√s + ε)`; then `sum` requantized.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedAdagradKernel.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
+}
+
+/// One vector of the 8-bit Adagrad update (``AdagradRule/updateQuantized(_:_:_:collectingMetrics:)``).
+@usableFromInline
+enum QuantizedAdagradKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdagradRule.Coefficients,
+                             _ sum: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.l2 != 0 { g = Elementwise.fusedMultiplyAdd(before, FloatVector(repeating: c.l2), g) }
+        sum = Elementwise.fusedMultiplyAdd(g, g, sum)
         let after = before + c.negativeLearningRate * g / (Elementwise.squareRoot(sum) + c.eps)
         Elementwise.store(after, o.parameter, i, n)
         return UpdateLanes(before: before, after: after, gradient: gradient, moment: FloatVector())

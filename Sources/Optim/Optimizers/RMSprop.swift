@@ -34,10 +34,13 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
         public var centered: Bool
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
+        /// The state format (`state_dtype`, `min_8bit_size`): float32, or bitsandbytes' 8-bit
+        /// blockwise `square_avg` (``StateDType/int8``, as its `RMSprop8bit`: no momentum, not centred).
+        public var statePrecision: StatePrecision
 
         /// The hyperparameters; those not written keep the defaults listed on ``RMSprop``.
         public init(learningRate: Double = 1e-2, alpha: Double = 0.99, eps: Double = 1e-8, weightDecay: Double = 0,
-                    momentum: Double = 0, centered: Bool = false, maximize: Bool = false) {
+                    momentum: Double = 0, centered: Bool = false, maximize: Bool = false, statePrecision: StatePrecision = .float32) {
             self.learningRate = learningRate
             self.alpha = alpha
             self.eps = eps
@@ -45,6 +48,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
             self.momentum = momentum
             self.centered = centered
             self.maximize = maximize
+            self.statePrecision = statePrecision
         }
 
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -56,13 +60,17 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       momentum: try reader.number("momentum", default: d.momentum),
                       centered: try reader.bool("centered", default: d.centered),
-                      maximize: try reader.bool("maximize", default: d.maximize))
+                      maximize: try reader.bool("maximize", default: d.maximize),
+                      statePrecision: try StatePrecision(reading: &reader, supported: RMSpropRule.stateDTypes))
             try reader.finish()
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "alpha": .number(alpha), "eps": .number(eps), "weight_decay": .number(weightDecay),
-             "momentum": .number(momentum), "centered": .bool(centered), "maximize": .bool(maximize)]
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "alpha": .number(alpha), "eps": .number(eps), "weight_decay": .number(weightDecay),
+                "momentum": .number(momentum), "centered": .bool(centered), "maximize": .bool(maximize)]
+            statePrecision.write(into: &result)
+            return result
         }
 
         public func validate() throws(OptimError) {
@@ -71,6 +79,9 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
             try Validate.nonNegative(eps, "eps", name)
             try Validate.weightDecay(weightDecay, name)
             try Validate.nonNegative(momentum, "momentum", name)
+            if statePrecision.dtype == .int8 && (momentum != 0 || centered) {
+                throw .invalidConfiguration("\(name): state_dtype 'int8' keeps square_avg only, as bitsandbytes' RMSprop8bit: it needs momentum 0 and centered false (got momentum \(HyperparameterValue.format(momentum)), centered \(centered)); use float32 state for those")
+            }
         }
     }
 
@@ -129,6 +140,42 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
         }
         Elementwise.store(after, o.parameter, i, n)
         return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
+    }
+}
+
+extension RMSpropRule {
+    /// float32, or bitsandbytes' 8-bit blockwise `square_avg` (`state_dtype` "int8", as its `RMSprop8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
+
+    /// `square_avg` on the signed map: bitsandbytes' one-state optimizers quantize their state
+    /// with `qmap1`, the signed map, even where it is an average of squares.
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "rmsprop"), each value in float32:
+    /// `g ← fma(p, λ, g)`, `v ← fma((1 − α)·g, g, v·α)`, `p ← p + (−lr·g)/(√v + ε)`; then
+    /// `square_avg` requantized.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedRMSpropKernel.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
+}
+
+/// One vector of the 8-bit RMSprop update (``RMSpropRule/updateQuantized(_:_:_:collectingMetrics:)``).
+@usableFromInline
+enum QuantizedRMSpropKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: RMSpropRule.Coefficients,
+                             _ v: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.l2 != 0 { g = Elementwise.fusedMultiplyAdd(before, FloatVector(repeating: c.l2), g) }
+        v = Elementwise.fusedMultiplyAdd(c.oneMinusAlpha * g, g, v * c.alpha)
+        let after = before + c.negativeLearningRate * g / (Elementwise.squareRoot(v) + c.eps)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: FloatVector())
     }
 }
 

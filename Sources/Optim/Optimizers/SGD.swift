@@ -31,16 +31,20 @@ public enum SGDRule: UpdateRule, VectorKernel {
         public var nesterov: Bool
         /// `maximize`: ascend instead of descend (negates the gradient).
         public var maximize: Bool
+        /// The state format (`state_dtype`, `min_8bit_size`): float32, or bitsandbytes' 8-bit
+        /// blockwise `momentum_buffer` (``StateDType/int8``, as its `SGD8bit`; momentum > 0).
+        public var statePrecision: StatePrecision
 
         /// The hyperparameters; those not written keep the defaults listed on ``SGD``.
         public init(learningRate: Double = 1e-3, momentum: Double = 0, dampening: Double = 0, weightDecay: Double = 0,
-                    nesterov: Bool = false, maximize: Bool = false) {
+                    nesterov: Bool = false, maximize: Bool = false, statePrecision: StatePrecision = .float32) {
             self.learningRate = learningRate
             self.momentum = momentum
             self.dampening = dampening
             self.weightDecay = weightDecay
             self.nesterov = nesterov
             self.maximize = maximize
+            self.statePrecision = statePrecision
         }
 
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -51,13 +55,17 @@ public enum SGDRule: UpdateRule, VectorKernel {
                       dampening: try reader.number("dampening", default: d.dampening),
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       nesterov: try reader.bool("nesterov", default: d.nesterov),
-                      maximize: try reader.bool("maximize", default: d.maximize))
+                      maximize: try reader.bool("maximize", default: d.maximize),
+                      statePrecision: try StatePrecision(reading: &reader, supported: SGDRule.stateDTypes))
             try reader.finish()
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "momentum": .number(momentum), "dampening": .number(dampening),
-             "weight_decay": .number(weightDecay), "nesterov": .bool(nesterov), "maximize": .bool(maximize)]
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "momentum": .number(momentum), "dampening": .number(dampening),
+                "weight_decay": .number(weightDecay), "nesterov": .bool(nesterov), "maximize": .bool(maximize)]
+            statePrecision.write(into: &result)
+            return result
         }
 
         public func validate() throws(OptimError) {
@@ -67,6 +75,9 @@ public enum SGDRule: UpdateRule, VectorKernel {
             try Validate.weightDecay(weightDecay, name)
             if nesterov && (momentum <= 0 || dampening != 0) {
                 throw .invalidConfiguration("\(name): nesterov needs momentum > 0 and dampening = 0 (got momentum \(momentum), dampening \(dampening))")
+            }
+            if statePrecision.dtype != .float32 && momentum == 0 {
+                throw .invalidConfiguration("\(name): state_dtype '\(statePrecision.dtype)' needs momentum > 0 (SGD without momentum keeps no state, as bitsandbytes' SGD8bit refuses it)")
             }
         }
     }
@@ -149,6 +160,43 @@ public enum SGDRule: UpdateRule, VectorKernel {
         let after = before + c.negativeLearningRate * g
         Elementwise.store(after, o.parameter, i, n)
         return UpdateLanes(before: before, after: after, gradient: gradient, moment: buffer)
+    }
+}
+
+extension SGDRule {
+    /// float32, or bitsandbytes' 8-bit blockwise `momentum_buffer` (`state_dtype` "int8", as its `SGD8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .int8]
+
+    /// `momentum_buffer` on the signed map (bitsandbytes' `qmap1`).
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "momentum"), each value in float32, torch's
+    /// `add_(x, alpha=)` a fused multiply-add: `g ← fma(p, λ, g)`, `b ← g` on the first step, else
+    /// `b ← fma(g, 1 − τ, b·μ)`, `p ← fma(b, −lr, p)` (Nesterov: `p ← fma(fma(b, μ, g), −lr, p)`);
+    /// then the buffer requantized. bitsandbytes itself has no dampening or Nesterov momentum.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedSGDKernel.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
+}
+
+/// One vector of the 8-bit SGD update (``SGDRule/updateQuantized(_:_:_:collectingMetrics:)``).
+@usableFromInline
+enum QuantizedSGDKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: SGDRule.Coefficients,
+                             _ b: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        if c.weightDecay != 0 { g = Elementwise.fusedMultiplyAdd(before, FloatVector(repeating: c.weightDecay), g) }
+        b = c.firstStep ? g : Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusDampening), b * c.momentum)
+        let direction = c.nesterov ? Elementwise.fusedMultiplyAdd(b, FloatVector(repeating: c.momentum), g) : b
+        let after = Elementwise.fusedMultiplyAdd(direction, FloatVector(repeating: c.negativeLearningRate), before)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: gradient, moment: b)
     }
 }
 
