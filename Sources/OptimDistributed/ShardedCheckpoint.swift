@@ -137,8 +137,8 @@ public enum ShardedCheckpoint {
             var snapshot = try Checkpoint.parse(description)
             func fill(_ snapshot: inout OptimizerSnapshot, prefix: String) throws {
                 for (name, state) in snapshot.parameters {
-                    if let buffer = state.quantizedBuffers.keys.sorted().first {
-                        throw OptimError.checkpointMismatch("'\(name)' has an 8-bit buffer '\(buffer)'; sharded checkpoints hold float32 state only")
+                    if let buffer = (state.quantizedBuffers.keys.sorted() + state.bfloat16Buffers.keys.sorted()).first {
+                        throw OptimError.checkpointMismatch("'\(name)' has a low-precision buffer '\(buffer)'; sharded checkpoints hold float32 state only")
                     }
                     for buffer in state.buffers.keys {
                         let tensor = "\(prefix)\(name)/\(buffer)"
@@ -221,8 +221,8 @@ extension ShardedOptimizer {
         try communicator.checkRoot(writer)
         let local = shardOptimizer.snapshot()
         try checkStructure(local)
-        if let name = local.parameters.first(where: { !$0.value.quantizedBuffers.isEmpty })?.key {
-            throw OptimError.invalidConfiguration("'\(name)' keeps 8-bit state; sharded checkpoints hold float32 state only")
+        if let name = local.parameters.first(where: { !$0.value.quantizedBuffers.isEmpty || !$0.value.bfloat16Buffers.isEmpty })?.key {
+            throw OptimError.invalidConfiguration("'\(name)' keeps low-precision state; sharded checkpoints hold float32 state only")
         }
         // One id for this save, the writer's, on every rank.
         let ids = try communicator.allgather([Int64(bitPattern: UInt64.random(in: 0...UInt64.max))])

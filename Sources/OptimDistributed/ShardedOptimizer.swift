@@ -147,10 +147,11 @@ public final class ShardedOptimizer: Optimizer {
             throw DistributedError.unsupported("optimizer '\(updated.name)' cannot be sharded: it updates whole tensors, and ZeRO-1 here splits tensors between ranks")
         }
         // 8-bit state is quantized in blocks of a whole tensor; a shard holds pieces of tensors,
-        // whose blocks would start elsewhere (and its checkpoint gathers float32 state).
+        // whose blocks would start elsewhere (and its checkpoint gathers float32 state, which
+        // bfloat16 state is not either).
         for overrides in [updated.hyperparameters] + groupSettings {
             if let dtype = overrides["state_dtype"], dtype != .string(StateDType.float32.rawValue) {
-                throw DistributedError.unsupported("optimizer '\(updated.name)' with state_dtype \(dtype) cannot be sharded: blockwise 8-bit state needs whole tensors; use float32 state with ZeRO-1")
+                throw DistributedError.unsupported("optimizer '\(updated.name)' with state_dtype \(dtype) cannot be sharded: ZeRO-1 here keeps float32 state (blockwise 8-bit state needs whole tensors); use float32 state with ZeRO-1")
             }
         }
         let parameters = groups.flatMap { $0 }

@@ -19,7 +19,8 @@ import Optim
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
     RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                    pass: { Rule.pass($0, $1, $2, $3) },
-                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
+                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil,
+                                   updateBFloat16: Rule.stateDTypes.contains(.bfloat16) ? { BFloat16State.run(Rule.self, $0, $1, $2, collectingMetrics: $3) } : nil)
 }
 
 extension KernelTable {

@@ -26,7 +26,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default) or int8 (bitsandbytes' blockwise 8-bit state; adam, adamw, lion, sgd, rmsprop, adagrad). The C reference keeps float32 state.")
+    @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default), bfloat16 or int8 (bitsandbytes' blockwise 8-bit state); `optim list --json` lists each optimizer's. The C reference keeps float32 state.")
     var stateDType: String = StateDType.float32.rawValue
 
     @Flag(help: "Print one JSON object per implementation and line.")

@@ -144,7 +144,7 @@ struct Train: ParsableCommand {
             let offered = try OptimizerRegistry.info(named: stateful.name).stateDTypes
             guard offered.contains(where: { HyperparameterValue.string($0.rawValue) == dtype }) else {
                 throw TrainingError.invalidOption("--state-dtype \(dtype): optimizer '\(stateful.name)' keeps " + offered.map(\.rawValue).joined(separator: " or ")
-                    + " state; int8 state is offered by " + OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).joined(separator: ", "))
+                    + " state; \(dtype) state is offered by " + OptimizerRegistry.all.filter { $0.stateDTypes.contains(where: { HyperparameterValue.string($0.rawValue) == dtype }) }.map(\.name).joined(separator: ", "))
             }
         }
         if let stopAfterEpoch, stopAfterEpoch > configuration.epochs {

@@ -409,4 +409,145 @@ import Testing
             #expect(perParameter >= low && perParameter <= high, "\(name): \(perParameter) bytes per parameter")
         }
     }
+
+    // MARK: bfloat16 state
+
+    @Test func bfloat16RoundingIsTorchsRoundToNearestEven() {
+        // Exact values stay; halfway cases go to the even neighbour; NaN stays NaN; ±Inf stay.
+        #expect(BFloat16State.bits(1) == 0x3F80 && BFloat16State.bits(-2) == 0xC000)
+        #expect(BFloat16State.bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie, even below
+        #expect(BFloat16State.bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82)  // tie, even above
+        #expect(BFloat16State.bits(Float(bitPattern: 0x3F80_8001)) == 0x3F81)  // above the tie
+        #expect(BFloat16State.bits(.infinity) == 0x7F80 && BFloat16State.bits(-.infinity) == 0xFF80)
+        #expect(BFloat16State.value(BFloat16State.bits(.nan)).isNaN)
+        #expect(BFloat16State.bits(Float.greatestFiniteMagnitude) == 0x7F80)  // rounds up to Inf, as torch
+        // The vector loop and the scalar tail agree with the scalar rounding everywhere.
+        var random = SplitMix(seed: 77)
+        var values = random.floats(1000).map { $0 * 1e3 } + [.nan, .infinity, -0.0, Float(bitPattern: 0x0000_8000), Float(bitPattern: 0x7F7F_FFFF)]
+        let count = values.count
+        var halves = [UInt16](repeating: 0, count: count), back = [Float](repeating: 0, count: count)
+        values.withUnsafeMutableBufferPointer { v in
+            halves.withUnsafeMutableBufferPointer { h in BFloat16State.narrow(v.baseAddress!, into: h.baseAddress!, count: count) }
+        }
+        #expect(halves == values.map(BFloat16State.bits))
+        halves.withUnsafeMutableBufferPointer { h in
+            back.withUnsafeMutableBufferPointer { b in BFloat16State.widen(h.baseAddress!, into: b.baseAddress!, count: count) }
+        }
+        #expect(bits(back.filter { !$0.isNaN }) == bits(halves.map(BFloat16State.value).filter { !$0.isNaN }))
+    }
+
+    static let bfloat16Configurations: [(String, HyperparameterDictionary)] = [
+        ("adamw", ["state_dtype": .string("bfloat16"), "lr": .number(0.01)]),
+        ("lion", ["state_dtype": .string("bfloat16"), "lr": .number(0.001), "weight_decay": .number(0.1)]),
+        ("rmsprop", ["state_dtype": .string("bfloat16"), "momentum": .number(0.9), "centered": .bool(true)]),
+    ]
+
+    /// A bfloat16 step is the float32 step on state holding bfloat16 values, then the state
+    /// rounded: checked against a float32 optimizer whose state is rounded by hand between steps.
+    @Test func bfloat16StepIsTheFloat32StepOnRoundedState() throws {
+        for (name, hyperparameters) in Self.bfloat16Configurations {
+            var float32Settings = hyperparameters
+            float32Settings["state_dtype"] = nil
+            let low = try Self.model(seed: 20), high = try Self.model(seed: 20)
+            let lowOptimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, hyperparameters), parameters: low)
+            let highOptimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, float32Settings), parameters: high)
+            for step in 0..<5 {
+                try Self.train(lowOptimizer, low, steps: step..<(step + 1))
+                try Self.train(highOptimizer, high, steps: step..<(step + 1))
+                var snapshot = highOptimizer.snapshot()
+                for (parameter, state) in snapshot.parameters {
+                    for (buffer, values) in state.buffers {
+                        snapshot.parameters[parameter]!.buffers[buffer] = values.map { BFloat16State.value(BFloat16State.bits($0)) }
+                    }
+                }
+                try highOptimizer.restore(snapshot)
+            }
+            #expect(low.flatMap { bits($0.valueArray) } == high.flatMap { bits($0.valueArray) }, "\(name): parameters")
+            let lowState = lowOptimizer.snapshot(), highState = highOptimizer.snapshot()
+            for (parameter, state) in highState.parameters {
+                let stored = lowState.parameters[parameter]!
+                #expect(stored.buffers.isEmpty && Set(stored.bfloat16Buffers.keys) == Set(state.buffers.keys), "\(name) \(parameter)")
+                for (buffer, values) in state.buffers {
+                    #expect(stored.bfloat16Buffers[buffer]! == values.map(BFloat16State.bits), "\(name) \(parameter)/\(buffer)")
+                }
+            }
+        }
+    }
+
+    @Test func bfloat16StateIsTheSameOnEveryPathThreadCountAndWithMetrics() throws {
+        for (name, hyperparameters) in Self.bfloat16Configurations {
+            var results: [[UInt32]] = []
+            for isa in KernelDispatch.available {
+                for (threads, metrics) in [(1, false), (2, true)] {
+                    try KernelDispatch.withInstructionSet(isa) {
+                        let parameters = try Self.model(seed: 21)
+                        let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, hyperparameters), parameters: parameters,
+                                                                            threadPool: ThreadPool(threadCount: threads))
+                        try Self.train(optimizer, parameters, steps: 0..<4, metrics: metrics)
+                        results.append(parameters.flatMap { bits($0.valueArray) })
+                    }
+                }
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "\(name) on \(KernelDispatch.available)")
+        }
+    }
+
+    @Test func checkpointStoresBFloat16StateAsBF16AndResumesBitForBit() throws {
+        for (name, hyperparameters) in Self.bfloat16Configurations {
+            let url = try CheckpointTests.temporaryFile()
+            defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
+            let configuration = defaultConfiguration(name, hyperparameters)
+            let straight = try Self.model(seed: 22)
+            let straightOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: straight)
+            try Self.train(straightOptimizer, straight, steps: 0..<6)
+            let first = try Self.model(seed: 22)
+            let firstOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: first)
+            try Self.train(firstOptimizer, first, steps: 0..<3)
+            try Checkpoint.save(firstOptimizer, to: url)
+            let file = try SafetensorsFile(contentsOf: url)
+            let buffer = name == "rmsprop" ? "square_avg" : "exp_avg"
+            #expect(try file.info("state/w/\(buffer)").dtype == .BF16)
+            #expect(try file.info("state/w/\(buffer)").shape == [40, 130])
+            let second = try Self.model(seed: 99)
+            let secondOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: second)
+            try Checkpoint.load(from: url, into: secondOptimizer)
+            try Self.train(secondOptimizer, second, steps: 3..<6)
+            #expect(second.flatMap { bits($0.valueArray) } == straight.flatMap { bits($0.valueArray) }, "\(name)")
+            #expect(secondOptimizer.snapshot() == straightOptimizer.snapshot(), "\(name)")
+            // Into a float32 optimizer: refused, nothing changed.
+            let other = try Self.model(seed: 23)
+            var float32Settings = hyperparameters
+            float32Settings["state_dtype"] = nil
+            let float32Optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, float32Settings), parameters: other)
+            try Self.train(float32Optimizer, other, steps: 0..<1)
+            let before = float32Optimizer.snapshot(), values = other.flatMap { bits($0.valueArray) }
+            #expect(throws: OptimError.self) { try Checkpoint.load(from: url, into: float32Optimizer) }
+            #expect(float32Optimizer.snapshot() == before && other.flatMap { bits($0.valueArray) } == values)
+        }
+    }
+
+    @Test func bfloat16StateTakesTwoBytesAnElementAndIsOfferedWhereListed() throws {
+        let count = 1 << 16
+        for (name, expected) in [("adamw", 4.0), ("lion", 2.0), ("sgd", 2.0)] {
+            let parameter = try Parameter(name: "w", shape: [count])
+            var settings: HyperparameterDictionary = ["state_dtype": .string("bfloat16")]
+            if name == "sgd" { settings["momentum"] = .number(0.9) }
+            let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, settings), parameters: [parameter])
+            try parameter.setGradient([Float](repeating: 0.1, count: count))
+            try optimizer.step()
+            #expect(Double(try #require(optimizer.optimizerStateBytes)) / Double(count) == expected, "\(name)")
+        }
+        #expect(OptimizerRegistry.all.filter { $0.stateDTypes.contains(.bfloat16) }.map(\.name).sorted()
+                == ["adagrad", "adam", "adamw", "ademamix", "adopt", "decoupled_adamw", "decoupled_lionw", "lion", "rmsprop", "sgd"])
+        // Every optimizer that offers it has a reference fixture with bfloat16 state.
+        let files = try FileManager.default.contentsOfDirectory(atPath: Paths.referenceFixtures.path)
+        for info in OptimizerRegistry.all where info.stateDTypes.contains(.bfloat16) {
+            #expect(files.contains { $0.hasPrefix("\(info.name)-bf16-") }, "\(info.name) has no bfloat16 fixture")
+        }
+        let parameter = try Parameter(name: "w", shape: [10])
+        let error = #expect(throws: OptimError.self) {
+            try OptimizerRegistry.makeOptimizer(defaultConfiguration("nadam", ["state_dtype": .string("bfloat16")]), parameters: [parameter])
+        }
+        #expect(error.map { "\($0)".contains("bfloat16 state: ") && "\($0)".contains("adamw") } == true, "\(String(describing: error))")
+    }
 }

@@ -32,6 +32,12 @@ public enum Checkpoint {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == values.count ? $0 : nil } ?? [values.count]
                     tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shape, floats: values))
                 }
+                for (buffer, bits) in state.bfloat16Buffers.sorted(by: { $0.key < $1.key }) {
+                    let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
+                    var bytes = Data(capacity: bits.count * 2)
+                    for value in bits { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: .BF16, shape: shape, bytes: bytes))
+                }
                 for (buffer, stored) in state.quantizedBuffers.sorted(by: { $0.key < $1.key }) {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == stored.codes.count ? $0 : nil } ?? [stored.codes.count]
                     tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).codes", dtype: .U8, shape: shape, bytes: Data(stored.codes)))
@@ -67,6 +73,14 @@ public enum Checkpoint {
                     let tensor = "\(prefix)\(name)/\(buffer)"
                     guard (try? file.info(tensor))?.dtype == .F32 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not F32") }
                     snapshot.parameters[name]!.buffers[buffer] = try file.floats(tensor)
+                }
+                for buffer in state.bfloat16Buffers.keys {
+                    let tensor = "\(prefix)\(name)/\(buffer)"
+                    guard (try? file.info(tensor))?.dtype == .BF16 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not BF16") }
+                    let bytes = try file.bytes(tensor)
+                    snapshot.parameters[name]!.bfloat16Buffers[buffer] = bytes.withUnsafeBytes { raw in
+                        (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+                    }
                 }
                 for buffer in state.quantizedBuffers.keys {
                     let codes = "\(prefix)\(name)/\(buffer).codes", absmax = "\(prefix)\(name)/\(buffer).absmax"
@@ -121,6 +135,8 @@ public enum Checkpoint {
             var scalars: [String: Float]?
             /// The 8-bit buffers, stored as `<buffer>.codes` and `<buffer>.absmax` (absent without).
             var quantized_buffers: [String]?
+            /// The bfloat16 buffers, stored as BF16 tensors `<buffer>` (absent without).
+            var bfloat16_buffers: [String]?
         }
         var name: String
         var skipped_steps: Int
@@ -137,7 +153,8 @@ public enum Checkpoint {
                                                   state: $0.state.isEmpty ? nil : $0.state) }
             parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale,
                                                                  scalars: $0.scalars.isEmpty ? nil : $0.scalars,
-                                                                 quantized_buffers: $0.quantizedBuffers.isEmpty ? nil : $0.quantizedBuffers.keys.sorted()) }
+                                                                 quantized_buffers: $0.quantizedBuffers.isEmpty ? nil : $0.quantizedBuffers.keys.sorted(),
+                                                                 bfloat16_buffers: $0.bfloat16Buffers.isEmpty ? nil : $0.bfloat16Buffers.keys.sorted()) }
             base = snapshot.base.map { [Description($0)] }
         }
 
@@ -148,7 +165,8 @@ public enum Checkpoint {
                 parameters: parameters.mapValues { state in
                     .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale,
                           scalars: state.scalars ?? [:],
-                          quantizedBuffers: Dictionary(uniqueKeysWithValues: (state.quantized_buffers ?? []).map { ($0, .init(codes: [], absmax: [])) }))
+                          quantizedBuffers: Dictionary(uniqueKeysWithValues: (state.quantized_buffers ?? []).map { ($0, .init(codes: [], absmax: [])) }),
+                          bfloat16Buffers: Dictionary(uniqueKeysWithValues: (state.bfloat16_buffers ?? []).map { ($0, []) }))
                 },
                 skippedSteps: skipped_steps, wrapper: wrapper, base: base?.first?.snapshot)
         }

@@ -50,18 +50,23 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         /// every shard of a parameter.
         public var scalars: [String: Float]
         /// 8-bit state buffers by PyTorch name (`exp_avg`, `exp_avg_sq`), codes and absmax as
-        /// they are held; a buffer is either here or in ``buffers``, never both.
+        /// they are held; a buffer is in one of ``buffers``, ``quantizedBuffers`` and
+        /// ``bfloat16Buffers``, never two.
         public var quantizedBuffers: [String: QuantizedBuffer]
+        /// bfloat16 state buffers by PyTorch name, their bits as they are held
+        /// (``StateDType/bfloat16``).
+        public var bfloat16Buffers: [String: [UInt16]]
 
-        /// A parameter's state from its step count, buffers, pending gradient factor, scalars and
-        /// 8-bit buffers.
+        /// A parameter's state from its step count, buffers, pending gradient factor, scalars,
+        /// 8-bit and bfloat16 buffers.
         public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:],
-                    quantizedBuffers: [String: QuantizedBuffer] = [:]) {
+                    quantizedBuffers: [String: QuantizedBuffer] = [:], bfloat16Buffers: [String: [UInt16]] = [:]) {
             self.stepCount = stepCount
             self.buffers = buffers
             self.gradientScale = gradientScale
             self.scalars = scalars
             self.quantizedBuffers = quantizedBuffers
+            self.bfloat16Buffers = bfloat16Buffers
         }
     }
 
@@ -101,18 +106,21 @@ extension GradientOptimizer {
     public func snapshot() -> OptimizerSnapshot {
         var parameters: [String: OptimizerSnapshot.ParameterState] = [:]
         for slot in slots {
-            var buffers: [String: [Float]] = [:], quantized: [String: OptimizerSnapshot.QuantizedBuffer] = [:]
-            if slot.quantized {
+            var buffers: [String: [Float]] = [:], quantized: [String: OptimizerSnapshot.QuantizedBuffer] = [:], halves: [String: [UInt16]] = [:]
+            switch slot.storage {
+            case .int8:
                 for (buffer, (codes, absmax)) in zip(slot.layout, zip(slot.codes, slot.state)) {
                     quantized[buffer.name] = .init(codes: Array(codes), absmax: Array(absmax))
                 }
-            } else {
+            case .bfloat16:
+                for (buffer, bits) in zip(slot.layout, slot.halves) { halves[buffer.name] = Array(bits) }
+            case .float32:
                 for (buffer, storage) in zip(slot.layout, slot.state) { buffers[buffer.name] = Array(storage) }
             }
             let scalarNames = Rule.scalarStateNames(groups[slot.group].hyperparameters)
             parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale,
                                                     scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)),
-                                                    quantizedBuffers: quantized)
+                                                    quantizedBuffers: quantized, bfloat16Buffers: halves)
         }
         let groupStates = groups.enumerated().map { index, group in
             OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
@@ -165,11 +173,14 @@ extension GradientOptimizer {
             }
             let layout = Rule.stateLayout(hyperparameters[slot.group], shape: slot.parameter.shape)
             let expected = layout.map(\.name)
-            let quantized = hyperparameters[slot.group].statePrecision.quantizes(count: slot.parameter.count)
-            let floatNames: [String] = Array(state.buffers.keys), quantizedNames: [String] = Array(state.quantizedBuffers.keys)
-            let names = Set(quantized ? quantizedNames : floatNames)
-            if let stray = (quantized ? floatNames : quantizedNames).sorted().first {
-                throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(stray)' is \(quantized ? "float32" : "8-bit") in the checkpoint, but this optimizer keeps \(quantized ? "8-bit" : "float32") state for it")
+            let storage = hyperparameters[slot.group].statePrecision.storage(count: slot.parameter.count)
+            let held: [StateDType: [String]] = [.float32: Array(state.buffers.keys), .int8: Array(state.quantizedBuffers.keys),
+                                                .bfloat16: Array(state.bfloat16Buffers.keys)]
+            let names = Set(held[storage]!)
+            for (format, stored) in held where format != storage {
+                if let stray = stored.sorted().first {
+                    throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(stray)' is \(format) in the checkpoint, but this optimizer keeps \(storage) state for it")
+                }
             }
             guard names == Set(expected) || (names.isEmpty && state.stepCount == 0) else {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': state buffers \(names.sorted()), expected \(expected)")
@@ -177,6 +188,9 @@ extension GradientOptimizer {
             for buffer in layout {
                 if let values = state.buffers[buffer.name], values.count != buffer.count {
                     throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(buffer.name)' holds \(values.count) values, expected \(buffer.count)")
+                }
+                if let bits = state.bfloat16Buffers[buffer.name], bits.count != buffer.count {
+                    throw .checkpointMismatch("parameter '\(slot.parameter.name)': bfloat16 buffer '\(buffer.name)' holds \(bits.count) values, expected \(buffer.count)")
                 }
                 if let stored = state.quantizedBuffers[buffer.name] {
                     let blocks = BlockwiseQuantization.blockCount(buffer.count)
@@ -206,7 +220,7 @@ extension GradientOptimizer {
         skippedSteps = snapshot.skippedSteps
         let needing = slots.indices.filter { index in
             let saved = snapshot.parameters[slots[index].parameter.name]!
-            return !(saved.buffers.isEmpty && saved.quantizedBuffers.isEmpty) && slots[index].state.count < slots[index].layout.count
+            return !(saved.buffers.isEmpty && saved.quantizedBuffers.isEmpty && saved.bfloat16Buffers.isEmpty) && slots[index].state.count < slots[index].layout.count
         }
         if !needing.isEmpty { allocateState(needing) }
         for index in slots.indices {
@@ -216,6 +230,16 @@ extension GradientOptimizer {
             slots[index].scalars = Rule.scalarStateNames(groups[slots[index].group].hyperparameters).compactMap { state.scalars[$0] }
             for (position, name) in slots[index].layout.map(\.name).enumerated() where position < slots[index].state.count {
                 let buffer = slots[index].state[position]
+                if slots[index].storage == .bfloat16 {
+                    let halves = slots[index].halves[position]
+                    if let stored = state.bfloat16Buffers[name] {
+                        _ = halves.update(fromContentsOf: stored)
+                    } else {
+                        let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
+                        halves.update(repeating: BFloat16State.bits(position < initial.count ? initial[position] : 0))
+                    }
+                    continue
+                }
                 if slots[index].quantized {
                     let codes = slots[index].codes[position]
                     if let stored = state.quantizedBuffers[name] {

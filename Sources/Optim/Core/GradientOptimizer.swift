@@ -210,12 +210,25 @@ struct Slot {
     let parameter: Parameter
     let group: Int
     var steps = 0
-    /// Float32 state buffers; for 8-bit state (``quantized``) the blocks' absmax of each buffer.
+    /// Float32 state buffers; for 8-bit state (``quantized``) the blocks' absmax of each buffer;
+    /// for bfloat16 state empty slices, one per buffer held (the values are in ``halves``).
     var state: [UnsafeMutableBufferPointer<Float>] = []
     /// The codes of each state buffer when the state is 8-bit, else empty.
     var codes: [UnsafeMutableBufferPointer<UInt8>] = []
-    /// Whether its state is 8-bit: its group's ``StatePrecision`` quantizes a tensor of its size.
-    var quantized = false
+    /// The bits of each state buffer when the state is bfloat16, else empty.
+    var halves: [UnsafeMutableBufferPointer<UInt16>] = []
+    /// The format its state is kept in: its group's ``StatePrecision/storage(count:)``.
+    var storage = StateDType.float32
+    /// Whether its state is 8-bit.
+    var quantized: Bool { storage == .int8 }
+    /// The element counts of the state buffers it holds, whatever their format.
+    var heldCounts: [Int] {
+        switch storage {
+        case .float32: state.map(\.count)
+        case .bfloat16: halves.map(\.count)
+        case .int8: codes.map(\.count)
+        }
+    }
     /// The state buffers its group's rule keeps for it (``UpdateRule/stateLayout(_:shape:)``).
     var layout: [StateBuffer] = []
     /// Scalar state (``UpdateRule/scalarStateNames(_:)``), empty until the first update.
@@ -279,6 +292,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     private var arenas: [UnsafeMutableBufferPointer<Float>] = []
     /// The same for the codes of 8-bit state.
     private var codeArenas: [UnsafeMutableBufferPointer<UInt8>] = []
+    /// The same for bfloat16 state.
+    private var halfArenas: [UnsafeMutableBufferPointer<UInt16>] = []
     /// Whether each group keeps scalar state (``UpdateRule/scalarStateNames(_:)``).
     var scalarGroups: [Bool]
     /// Each group's own state (``UpdateRule/groupStateNames(_:)``); empty arrays for rules without.
@@ -308,6 +323,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     var reusesPlans = true
     /// A buffer of one float that stands in for state an update rule doesn't keep.
     private let placeholder = FloatStorage.allocate(1)
+    /// The same for bfloat16 state.
+    private let placeholderHalf = UnsafeMutablePointer<UInt16>.allocate(capacity: 1)
 
     /// Builds the optimizer from groups; each group's learning rate is recorded as its initial one.
     public init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool = .shared) throws(OptimError) {
@@ -338,7 +355,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         for index in self.slots.indices {
             let hyperparameters = groups[self.slots[index].group].hyperparameters
             self.slots[index].layout = Rule.stateLayout(hyperparameters, shape: self.slots[index].parameter.shape)
-            self.slots[index].quantized = hyperparameters.statePrecision.quantizes(count: self.slots[index].parameter.count)
+            self.slots[index].storage = hyperparameters.statePrecision.storage(count: self.slots[index].parameter.count)
         }
         self.slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { (ObjectIdentifier($1.parameter), $0) })
     }
@@ -360,6 +377,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     deinit {
         arenas.forEach(FloatStorage.deallocate)
         codeArenas.forEach(FloatStorage.deallocate)
+        halfArenas.forEach(FloatStorage.deallocate)
+        placeholderHalf.deallocate()
         FloatStorage.deallocate(placeholder)
     }
 
@@ -403,17 +422,17 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         guard Rule.stateDTypes.contains(hyperparameters.statePrecision.dtype) else {
             throw StatePrecision.unsupported(hyperparameters.statePrecision.dtype.rawValue, optimizer: Rule.name, supported: Rule.stateDTypes)
         }
-        for slot in slots where slot.group == group && hyperparameters.statePrecision.quantizes(count: slot.parameter.count) != slot.quantized {
+        for slot in slots where slot.group == group && hyperparameters.statePrecision.storage(count: slot.parameter.count) != slot.storage {
             guard slot.state.isEmpty else {
-                throw .invalidConfiguration("\(Rule.name): these hyperparameters would change parameter '\(slot.parameter.name)''s state from \(slot.quantized ? "int8" : "float32") to \(slot.quantized ? "float32" : "int8"), which it already holds; build a new optimizer to change the state dtype. Nothing was changed")
+                throw .invalidConfiguration("\(Rule.name): these hyperparameters would change parameter '\(slot.parameter.name)''s state from \(slot.storage) to \(hyperparameters.statePrecision.storage(count: slot.parameter.count)), which it already holds; build a new optimizer to change the state dtype. Nothing was changed")
             }
         }
         // State already allocated keeps its sizes: hyperparameters that would resize a buffer a
         // parameter has (SOAP's factor shapes) are refused, with nothing changed.
         for slot in slots where slot.group == group && !slot.state.isEmpty {
             let layout = Rule.stateLayout(hyperparameters, shape: slot.parameter.shape)
-            for (buffer, storage) in zip(layout, slot.state) where buffer.count != storage.count {
-                throw .invalidConfiguration("\(Rule.name): these hyperparameters would resize parameter '\(slot.parameter.name)''s state '\(buffer.name)' from \(storage.count) to \(buffer.count) values; build a new optimizer to change them. Nothing was changed")
+            for (buffer, held) in zip(layout, slot.heldCounts) where buffer.count != held {
+                throw .invalidConfiguration("\(Rule.name): these hyperparameters would resize parameter '\(slot.parameter.name)''s state '\(buffer.name)' from \(held) to \(buffer.count) values; build a new optimizer to change them. Nothing was changed")
             }
         }
         Rule.advise(hyperparameters)
@@ -430,7 +449,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         planValid = false
         for index in slots.indices where slots[index].group == group {
             slots[index].layout = Rule.stateLayout(groups[group].hyperparameters, shape: slots[index].parameter.shape)
-            slots[index].quantized = groups[group].hyperparameters.statePrecision.quantizes(count: slots[index].parameter.count)
+            slots[index].storage = groups[group].hyperparameters.statePrecision.storage(count: slots[index].parameter.count)
         }
     }
 
@@ -451,8 +470,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         return result
     }
 
-    /// A slot's state buffers as float32 values: copies, dequantized for 8-bit state.
+    /// A slot's state buffers as float32 values: copies, widened for bfloat16 state, dequantized
+    /// for 8-bit state.
     func floatState(_ slot: Slot) -> [[Float]] {
+        if slot.storage == .bfloat16 { return slot.halves.map { $0.map(BFloat16State.value) } }
         guard slot.quantized else { return slot.state.map { Array($0) } }
         let maps = Rule.quantizationMaps(groups[slot.group].hyperparameters)
         return zip(zip(slot.codes, slot.state), maps).map { pair, map in
@@ -564,6 +585,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     let codes = slots[slot].codes
                     operands.codes0 = codes.count > 0 ? codes[0].baseAddress! : nil
                     operands.codes1 = codes.count > 1 ? codes[1].baseAddress! : nil
+                } else if slots[slot].storage == .bfloat16 {
+                    (operands.state0, operands.state1, operands.state2, operands.state3) = (placeholder, placeholder, placeholder, placeholder)
+                    operands.bfloat16State = BFloat16StateBuffers(slots[slot].halves, placeholder: placeholderHalf)
                 }
                 slots[slot].gradientScale = 1
                 if Rule.acceptsSparseGradients, let rows = slots[slot].parameter.sparseRows {
@@ -711,7 +735,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                             current = tensor.coefficients
                             coefficients = table[current]
                         }
-                        if tensor.operands.codes0 != nil {
+                        if tensor.operands.bfloat16State != nil {
+                            let sums = kernels.updateBFloat16?(tensor.operands, item.range, coefficients, output != nil)
+                                ?? BFloat16State.run(Rule.self, tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
+                            output?[index] = sums
+                        } else if tensor.operands.codes0 != nil {
                             // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).
                             let sums = kernels.updateQuantized?(tensor.operands, item.range, coefficients, output != nil)
                                 ?? Rule.updateQuantized(tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
@@ -770,17 +798,25 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         while true {
             let needing = pending.filter { slots[$0].state.count <= buffer && buffer < slots[$0].layout.count }
             if needing.isEmpty { break }
-            // 8-bit state keeps one float (the absmax) per block here, its codes in a byte arena.
+            // 8-bit state keeps one float (the absmax) per block here, its codes in a byte arena;
+            // bfloat16 state keeps nothing here, its bits in a 16-bit arena.
             func floatCount(_ index: Int) -> Int {
                 let count = slots[index].layout[buffer].count
-                return slots[index].quantized ? BlockwiseQuantization.blockCount(count) : count
+                switch slots[index].storage {
+                case .float32: return count
+                case .bfloat16: return 0
+                case .int8: return BlockwiseQuantization.blockCount(count)
+                }
             }
             let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(floatCount($1)) })
             arenas.append(arena)
             let quantized = needing.filter { slots[$0].quantized }
             let codeArena = quantized.isEmpty ? nil : FloatStorage.allocateBytes(quantized.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
             if let codeArena { codeArenas.append(codeArena) }
-            var offset = 0, codeOffset = 0
+            let halved = needing.filter { slots[$0].storage == .bfloat16 }
+            let halfArena = halved.isEmpty ? nil : FloatStorage.allocateHalves(halved.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
+            if let halfArena { halfArenas.append(halfArena) }
+            var offset = 0, codeOffset = 0, halfOffset = 0
             for index in needing {
                 let count = floatCount(index)
                 let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
@@ -791,6 +827,14 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                 if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }
                 slots[index].state.append(slice)
                 offset += padded(count)
+                if slots[index].storage == .bfloat16, let halfArena {
+                    // The initial value rounded to bfloat16, as the state is after every step.
+                    let elements = slots[index].layout[buffer].count
+                    let halves = UnsafeMutableBufferPointer(rebasing: halfArena[halfOffset..<(halfOffset + elements)])
+                    if buffer < initial.count, initial[buffer] != 0 { halves.update(repeating: BFloat16State.bits(initial[buffer])) }
+                    slots[index].halves.append(halves)
+                    halfOffset += padded(elements)
+                }
                 if slots[index].quantized, let codeArena {
                     // Zero codes with zero absmax: a state of zeros, as bitsandbytes starts it.
                     let elements = slots[index].layout[buffer].count

@@ -195,7 +195,9 @@ struct HyperparameterReader {
         let unread = values.keys.sorted().filter { !read.contains($0) }
         if let dtype = values["state_dtype"], unread.contains("state_dtype") {
             guard dtype == .string(StateDType.float32.rawValue) else {
-                throw StatePrecision.unsupported(dtype.description, optimizer: optimizer, supported: [.float32])
+                let name: String
+                if case .string(let text) = dtype { name = text } else { name = dtype.description }
+                throw StatePrecision.unsupported(name, optimizer: optimizer, supported: [.float32])
             }
         }
         if let unknown = unread.first(where: { $0 != "state_dtype" }) {

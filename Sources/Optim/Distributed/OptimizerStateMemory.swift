@@ -3,7 +3,8 @@
 /// the full gradient shows.
 package protocol ShardableOptimizer: Optimizer {
     /// Bytes held in optimizer state buffers (moments, momentum, slow weights, …): 4 per float32
-    /// element, and for 8-bit state 1 per code plus 4 per block's absmax; padding not counted.
+    /// element, 2 per bfloat16 element, and for 8-bit state 1 per code plus 4 per block's absmax;
+    /// padding not counted.
     var stateByteCount: Int { get }
     /// Does what a step under ``NonFinitePolicy/skipStep`` does on a non-finite gradient: counts
     /// a skipped step and drops the pending gradient factors, touching nothing else.
@@ -20,7 +21,7 @@ extension GradientOptimizer: ShardableOptimizer {
 
     package var stateByteCount: Int {
         slots.reduce(0) { total, slot in
-            slot.codes.reduce(slot.state.reduce(total) { $0 + $1.count * MemoryLayout<Float>.stride }) { $0 + $1.count }
+            slot.halves.reduce(slot.codes.reduce(slot.state.reduce(total) { $0 + $1.count * MemoryLayout<Float>.stride }) { $0 + $1.count }) { $0 + $1.count * 2 }
         }
     }
 
@@ -42,7 +43,7 @@ extension Lookahead: ShardableOptimizer {
 
 extension Optimizer {
     /// Bytes of optimizer state this optimizer holds on this rank: its moments, momentum buffers,
-    /// slow weights, … (4 bytes per float32 element; 8-bit state (``StateDType/int8``) 1 byte per
+    /// slow weights, … (4 bytes per float32 element, 2 per bfloat16 element; 8-bit state (``StateDType/int8``) 1 byte per
     /// element and 4 per block of 256; alignment padding not counted); `nil` for an
     /// optimizer type the library does not know. A `ShardedOptimizer` reports its shard's.
     ///

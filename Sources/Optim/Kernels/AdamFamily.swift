@@ -168,7 +168,7 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         if maximize && !Variant.supportsMaximize {
             throw .invalidConfiguration("\(Variant.name): maximize is not supported")
         }
-        if amsgrad && statePrecision.dtype != .float32 {
+        if amsgrad && statePrecision.dtype == .int8 {
             throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (bitsandbytes' 8-bit Adam keeps no max_exp_avg_sq); use float32 state or amsgrad false")
         }
     }

@@ -55,23 +55,30 @@ public struct RuleKernels<Coefficients>: @unchecked Sendable {
     /// The update on 8-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
     /// last argument: whether to collect the metrics), for a rule that keeps it; else nil.
     public let updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
+    /// The update on bfloat16 state (``BFloat16State/run(_:_:_:_:collectingMetrics:)``; the last
+    /// argument: whether to collect the metrics), for a rule that keeps it; else nil.
+    public let updateBFloat16: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
 
-    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit state.
+    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit
+    /// state, `updateBFloat16` only for one that keeps bfloat16 state.
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
                 updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
                 pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult,
-                updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil) {
+                updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil,
+                updateBFloat16: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil) {
         self.update = update
         self.updateCollecting = updateCollecting
         self.pass = pass
         self.updateQuantized = updateQuantized
+        self.updateBFloat16 = updateBFloat16
     }
 
     /// The rule's kernels as compiled into `Optim` itself: the baseline path.
     static func baseline<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
         RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                        pass: { Rule.pass($0, $1, $2, $3) },
-                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
+                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil,
+                                       updateBFloat16: Rule.stateDTypes.contains(.bfloat16) ? { BFloat16State.run(Rule.self, $0, $1, $2, collectingMetrics: $3) } : nil)
     }
 }
 

@@ -32,6 +32,29 @@ public struct KernelOperands: @unchecked Sendable {
     public var codes0: UnsafeMutablePointer<UInt8>? = nil
     /// The codes of state buffer 1 for 8-bit state (see ``codes0``).
     public var codes1: UnsafeMutablePointer<UInt8>? = nil
+    /// For bfloat16 state (``StateDType/bfloat16``): the state buffers as bfloat16 bits, which
+    /// ``BFloat16State/run(_:_:_:_:collectingMetrics:)`` widens into `state0`… for the rule's
+    /// kernel; nil for float32 and 8-bit state.
+    public var bfloat16State: BFloat16StateBuffers? = nil
+}
+
+/// The bfloat16 state buffers of one tensor (``KernelOperands/bfloat16State``): up to four, in
+/// ``UpdateRule/stateNames(_:)`` order, `count` of them in use.
+public struct BFloat16StateBuffers: @unchecked Sendable {
+    /// The buffers' bits; those past ``count`` are never read.
+    public var buffer0, buffer1, buffer2, buffer3: UnsafeMutablePointer<UInt16>
+    /// How many buffers the rule keeps (0…4).
+    public var count: Int
+
+    /// Buffers from up to four pointers; the missing ones stand in as `placeholder`.
+    public init(_ buffers: [UnsafeMutableBufferPointer<UInt16>], placeholder: UnsafeMutablePointer<UInt16>) {
+        precondition(buffers.count <= 4, "at most four state buffers")
+        buffer0 = buffers.count > 0 ? buffers[0].baseAddress! : placeholder
+        buffer1 = buffers.count > 1 ? buffers[1].baseAddress! : placeholder
+        buffer2 = buffers.count > 2 ? buffers[2].baseAddress! : placeholder
+        buffer3 = buffers.count > 3 ? buffers[3].baseAddress! : placeholder
+        count = buffers.count
+    }
 }
 
 /// One vector's worth of a fused update: reads the operands at `index` (`lanes` elements, fewer

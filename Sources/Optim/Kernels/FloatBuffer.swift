@@ -39,6 +39,22 @@ public enum FloatStorage {
         return UnsafeMutableBufferPointer(start: raw.bindMemory(to: UInt8.self, capacity: bytes), count: count)
     }
 
+    /// A zero-filled, 64-byte-aligned buffer of `count` 16-bit words (bfloat16 state), counted
+    /// in ``liveBytes``.
+    static func allocateHalves(_ count: Int) -> UnsafeMutableBufferPointer<UInt16> {
+        let bytes = max(count, 1) * 2
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        liveBytesCounter.add(bytes, ordering: .relaxed)
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: UInt16.self, capacity: max(count, 1)), count: count)
+    }
+
+    static func deallocate(_ buffer: UnsafeMutableBufferPointer<UInt16>) {
+        guard let base = buffer.baseAddress else { return }
+        liveBytesCounter.subtract(max(buffer.count, 1) * 2, ordering: .relaxed)
+        UnsafeMutableRawPointer(base).deallocate()
+    }
+
     static func deallocate(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
         guard let base = buffer.baseAddress else { return }
         liveBytesCounter.subtract(max(buffer.count, 1), ordering: .relaxed)

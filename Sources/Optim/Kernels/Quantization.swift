@@ -20,24 +20,35 @@ import Foundation
 /// 8–9× faster than bitsandbytes' own CPU 8-bit step on the same 64M-parameter tensors, but still
 /// compute-bound at 3–5× the float32 step's time (measured under load on 2026-12-02).
 ///
-/// `bfloat16` and `int4` (torchao's 4-bit state) are names FORMAT.md reserves; they are not
-/// implemented yet and are refused like any unknown value.
+/// - ``bfloat16``: every state buffer element is a bfloat16 (2 bytes), widened to float32 for
+///   the update and rounded back to the nearest bfloat16, ties to even (torch's
+///   `tensor.to(torch.bfloat16)`), in one pass per chunk of ``BFloat16State/chunk`` elements
+///   (``BFloat16State/run(_:_:_:_:collectingMetrics:)``). Scalar state (NAdam's `mu_product`,
+///   ASGD's `eta`) stays float32; every tensor is rounded, whatever its size. Rules that offer it
+///   list it in their ``UpdateRule/stateDTypes``.
+///
+/// `int4` (torchao's 4-bit state) is a name FORMAT.md reserves; it is not implemented yet and is
+/// refused like any unknown value.
 public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible {
     /// IEEE single precision, 4 bytes an element: every optimizer's default.
     case float32
+    /// bfloat16 (8 significant bits, float32's exponent range): 2 bytes an element, rounded to
+    /// nearest even after every update.
+    case bfloat16
     /// bitsandbytes' blockwise 8-bit dynamic quantization: 1 byte an element plus a float32
     /// absmax per block of 256 (about 1.016 bytes an element).
     case int8
 
-    /// Bytes one element of a state buffer takes, block scales left out (4 and 1).
+    /// Bytes one element of a state buffer takes, block scales left out (4, 2 and 1).
     public var bytesPerElement: Int {
         switch self {
         case .float32: 4
+        case .bfloat16: 2
         case .int8: 1
         }
     }
 
-    /// The `state_dtype` name: `float32` or `int8`.
+    /// The `state_dtype` name: `float32`, `bfloat16` or `int8`.
     public var description: String { rawValue }
 }
 
@@ -67,9 +78,15 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
         dtype == .int8 && count >= minimumQuantizedCount
     }
 
-    /// `int8 (min_8bit_size 4096)` or `float32`.
+    /// The format a tensor of `count` elements keeps its state in: ``dtype``, but float32 for an
+    /// 8-bit group's tensors under ``minimumQuantizedCount``.
+    public func storage(count: Int) -> StateDType {
+        dtype == .int8 && !quantizes(count: count) ? .float32 : dtype
+    }
+
+    /// `int8 (min_8bit_size 4096)`, `bfloat16` or `float32`.
     public var description: String {
-        dtype == .float32 ? "float32" : "\(dtype) (min_8bit_size \(minimumQuantizedCount))"
+        dtype == .int8 ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue
     }
 
     /// Reads `state_dtype` and `min_8bit_size`, refusing a dtype the optimizer cannot keep.
@@ -94,11 +111,13 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The error for a `state_dtype` an optimizer cannot keep: one line naming the value, what the
-    /// optimizer supports and which optimizers keep 8-bit state.
+    /// optimizer supports and which optimizers keep that format.
     static func unsupported(_ value: String, optimizer: String, supported: [StateDType]) -> OptimError {
-        .invalidConfiguration("\(optimizer): state_dtype '\(value)' is not supported; \(optimizer) keeps "
-            + supported.map(\.rawValue).joined(separator: " or ") + " state (int8 state: "
-            + OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).joined(separator: ", ") + ")")
+        let offering = StateDType(rawValue: value).map { dtype in
+            " (\(dtype) state: " + OptimizerRegistry.all.filter { $0.stateDTypes.contains(dtype) }.map(\.name).joined(separator: ", ") + ")"
+        } ?? ""
+        return .invalidConfiguration("\(optimizer): state_dtype '\(value)' is not supported; \(optimizer) keeps "
+            + supported.map(\.rawValue).joined(separator: " or ") + " state" + offering)
     }
 }
 

@@ -19,6 +19,8 @@ public typealias ADOPT = GradientOptimizer<ADOPTRule>
 public enum ADOPTRule: UpdateRule, VectorKernel {
     /// The registry name.
     public static let name = "adopt"
+    /// float32, or bfloat16 state (`state_dtype` "bfloat16").
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
 
     /// The hyperparameters of ``ADOPT``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -37,11 +39,14 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
         public var clipExponent: Double?
         /// Ascend instead of descend (negates the gradient).
         public var maximize: Bool
+        /// The state format (`state_dtype`): float32, or bfloat16 (``StateDType/bfloat16``).
+        public var statePrecision: StatePrecision
 
         /// The hyperparameters; those not written keep the official defaults — the only place
         /// they are written.
         public init(learningRate: Double = 1e-3, betas: Betas = .init(0.9, 0.9999), eps: Double = 1e-6,
-                    weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25, maximize: Bool = false) {
+                    weightDecay: Double = 0, decouple: Bool = false, clipExponent: Double? = 0.25, maximize: Bool = false,
+                    statePrecision: StatePrecision = .float32) {
             self.learningRate = learningRate
             self.betas = betas
             self.eps = eps
@@ -49,6 +54,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
             self.decouple = decouple
             self.clipExponent = clipExponent
             self.maximize = maximize
+            self.statePrecision = statePrecision
         }
 
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -60,14 +66,18 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
                       weightDecay: try reader.number("weight_decay", default: d.weightDecay),
                       decouple: try reader.bool("decouple", default: d.decouple),
                       clipExponent: try reader.optionalNumber("clip_exponent", default: d.clipExponent),
-                      maximize: try reader.bool("maximize", default: d.maximize))
+                      maximize: try reader.bool("maximize", default: d.maximize),
+                      statePrecision: try StatePrecision(reading: &reader, supported: ADOPTRule.stateDTypes))
             try reader.finish()
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
-             "weight_decay": .number(weightDecay), "decouple": .bool(decouple),
-             "clip_exponent": clipExponent.map { .number($0) } ?? .null, "maximize": .bool(maximize)]
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "betas": betas.value, "eps": .number(eps),
+                "weight_decay": .number(weightDecay), "decouple": .bool(decouple),
+                "clip_exponent": clipExponent.map { .number($0) } ?? .null, "maximize": .bool(maximize)]
+            statePrecision.write(into: &result)
+            return result
         }
 
         public func validate() throws(OptimError) {

@@ -51,6 +51,8 @@ public struct AdEMAMixBetas: Sendable, Hashable, CustomStringConvertible {
 public enum AdEMAMixRule: UpdateRule, VectorKernel {
     /// The registry name.
     public static let name = "ademamix"
+    /// float32, or bfloat16 state (`state_dtype` "bfloat16").
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
 
     /// The hyperparameters of ``AdEMAMix``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -68,10 +70,13 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
         public var eps: Double
         /// Decoupled decay, `p ← p·(1 − lr·λ)`.
         public var weightDecay: Double
+        /// The state format (`state_dtype`): float32, or bfloat16 (``StateDType/bfloat16``).
+        public var statePrecision: StatePrecision
 
         /// The hyperparameters; those not written keep the defaults listed on ``AdEMAMix``.
         public init(learningRate: Double = 1e-3, betas: AdEMAMixBetas = .init(0.9, 0.999, 0.9999), alpha: Double = 5,
-                    alphaWarmup: Double? = nil, beta3Warmup: Double? = nil, eps: Double = 1e-8, weightDecay: Double = 0.01) {
+                    alphaWarmup: Double? = nil, beta3Warmup: Double? = nil, eps: Double = 1e-8, weightDecay: Double = 0.01,
+                    statePrecision: StatePrecision = .float32) {
             self.learningRate = learningRate
             self.betas = betas
             self.alpha = alpha
@@ -79,6 +84,7 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
             self.beta3Warmup = beta3Warmup
             self.eps = eps
             self.weightDecay = weightDecay
+            self.statePrecision = statePrecision
         }
 
         public init(_ dictionary: HyperparameterDictionary) throws(OptimError) {
@@ -91,14 +97,18 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
                       alphaWarmup: try reader.optionalNumber("t_alpha", default: d.alphaWarmup),
                       beta3Warmup: try reader.optionalNumber("t_beta3", default: d.beta3Warmup),
                       eps: try reader.number("eps", default: d.eps),
-                      weightDecay: try reader.number("weight_decay", default: d.weightDecay))
+                      weightDecay: try reader.number("weight_decay", default: d.weightDecay),
+                      statePrecision: try StatePrecision(reading: &reader, supported: AdEMAMixRule.stateDTypes))
             try reader.finish()
         }
 
         public var dictionary: HyperparameterDictionary {
-            ["lr": .number(learningRate), "betas": .numbers(betas.list), "alpha": .number(alpha),
-             "t_alpha": alphaWarmup.map { .number($0) } ?? .null, "t_beta3": beta3Warmup.map { .number($0) } ?? .null,
-             "eps": .number(eps), "weight_decay": .number(weightDecay)]
+            var result: HyperparameterDictionary = [
+                "lr": .number(learningRate), "betas": .numbers(betas.list), "alpha": .number(alpha),
+                "t_alpha": alphaWarmup.map { .number($0) } ?? .null, "t_beta3": beta3Warmup.map { .number($0) } ?? .null,
+                "eps": .number(eps), "weight_decay": .number(weightDecay)]
+            statePrecision.write(into: &result)
+            return result
         }
 
         public func validate() throws(OptimError) {

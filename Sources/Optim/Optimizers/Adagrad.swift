@@ -113,7 +113,7 @@ public enum AdagradRule: UpdateRule, VectorKernel {
 
 extension AdagradRule {
     /// float32, or bitsandbytes' 8-bit blockwise `sum` (`state_dtype` "int8", as its `Adagrad8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// `sum` on the signed map: bitsandbytes' one-state optimizers quantize their state with
     /// `qmap1`, the signed map, even where it is a sum of squares.

@@ -18,7 +18,7 @@ public enum AdamRule: AdamVariant {
     public static let defaultWeightDecay = 0.0
     public static let supportsMaximize = true
     /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Adam8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         h.coefficients(step: step, lerpFirstMoment: true, decay: nil, l2: h.weightDecay)

@@ -19,7 +19,7 @@ public enum AdamWRule: AdamVariant {
     public static let defaultWeightDecay = 1e-2
     public static let supportsMaximize = true
     /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `AdamW8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         let decay: Double? = h.weightDecay != 0 ? 1 - h.learningRate * h.weightDecay : nil

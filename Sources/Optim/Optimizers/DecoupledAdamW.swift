@@ -14,6 +14,8 @@ public typealias DecoupledAdamW = GradientOptimizer<DecoupledAdamWRule>
 
 /// The update rule of ``DecoupledAdamW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledAdamWRule: AdamVariant {
+    /// float32, or bfloat16 state (`state_dtype` "bfloat16").
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
     /// The registry name.
     public static let name = "decoupled_adamw"
     public static let defaultBetas = Betas(0.9, 0.95)

@@ -14,6 +14,8 @@ public typealias DecoupledLionW = GradientOptimizer<DecoupledLionWRule>
 
 /// The update rule of ``DecoupledLionW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledLionWRule: LionVariant, VectorKernel {
+    /// float32, or bfloat16 state (`state_dtype` "bfloat16").
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
     /// The registry name.
     public static let name = "decoupled_lionw"
 

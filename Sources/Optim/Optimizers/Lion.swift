@@ -48,7 +48,7 @@ public enum LionRule: LionVariant, VectorKernel {
 
 extension LionRule {
     /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Lion8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// `exp_avg` on the signed map (bitsandbytes' `qmap1`).
     public static func quantizationMaps(_ h: LionHyperparameters<Self>) -> [DynamicQuantizationMap] { [.signed] }

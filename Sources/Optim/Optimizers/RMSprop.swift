@@ -145,7 +145,7 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
 
 extension RMSpropRule {
     /// float32, or bitsandbytes' 8-bit blockwise `square_avg` (`state_dtype` "int8", as its `RMSprop8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// `square_avg` on the signed map: bitsandbytes' one-state optimizers quantize their state
     /// with `qmap1`, the signed map, even where it is an average of squares.

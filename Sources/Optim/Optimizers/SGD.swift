@@ -165,7 +165,7 @@ public enum SGDRule: UpdateRule, VectorKernel {
 
 extension SGDRule {
     /// float32, or bitsandbytes' 8-bit blockwise `momentum_buffer` (`state_dtype` "int8", as its `SGD8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .int8]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// `momentum_buffer` on the signed map (bitsandbytes' `qmap1`).
     public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed] }

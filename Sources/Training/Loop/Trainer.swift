@@ -488,6 +488,7 @@ public final class Trainer {
         snapshot.parameters.values.reduce(0) { total, state in
             total + state.buffers.values.reduce(0) { $0 + $1.count * 4 }
                 + state.quantizedBuffers.values.reduce(0) { $0 + $1.codes.count + $1.absmax.count * 4 }
+                + state.bfloat16Buffers.values.reduce(0) { $0 + $1.count * 2 }
         }
             + (snapshot.base.map(stateBytes) ?? 0)
     }

@@ -1,0 +1,100 @@
+/// bfloat16 optimizer state (``StateDType/bfloat16``) for any elementwise rule: its float32
+/// kernel runs unchanged on chunks of the state widened to float32 in a small scratch, and the
+/// new state is rounded back to bfloat16, nearest even — one pass over memory, 2 bytes a state
+/// element read and written instead of 4.
+///
+/// Round to nearest even is torch's `float → bfloat16` conversion (`c10::BFloat16`,
+/// `tensor.to(torch.bfloat16)`): add `0x7FFF` plus the lowest kept bit to the float's bits and keep
+/// the top 16; NaN becomes the quiet NaN `0x7FC0`. Widening is exact (the bits shifted up by 16).
+/// So a step with bfloat16 state is, bit for bit, the float32 step on state that holds bfloat16
+/// values, followed by rounding the state: the reference the fixtures are made from
+/// (`tools/reference/make_bfloat16_fixtures.py`).
+public enum BFloat16State {
+    /// Elements per chunk: the float32 scratch of four state buffers is 16 KB, in L1.
+    public static let chunk = 1024
+
+    /// The bits of `x` rounded to the nearest bfloat16, ties to even; NaN → `0x7FC0`.
+    @inlinable @inline(__always)
+    public static func bits(_ x: Float) -> UInt16 {
+        guard !x.isNaN else { return 0x7FC0 }
+        let bits = x.bitPattern
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    /// The float32 value of bfloat16 bits (exact).
+    @inlinable @inline(__always)
+    public static func value(_ bits: UInt16) -> Float {
+        Float(bitPattern: UInt32(bits) << 16)
+    }
+
+    /// Widens `count` bfloat16 values at `source` into `target`, 16 at a time.
+    @_transparent
+    public static func widen(_ source: UnsafeMutablePointer<UInt16>, into target: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let half = UnsafeRawPointer(source + i).loadUnaligned(as: SIMD16<UInt16>.self)
+            let wide = SIMD16<UInt32>(truncatingIfNeeded: half) &<< 16
+            UnsafeMutableRawPointer(target + i).storeBytes(of: unsafeBitCast(wide, to: SIMD16<Float>.self), as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            target[i] = value(source[i])
+            i += 1
+        }
+    }
+
+    /// Rounds `count` float32 values at `source` to bfloat16 at `target`, nearest even, 16 at a time.
+    @_transparent
+    public static func narrow(_ source: UnsafeMutablePointer<Float>, into target: UnsafeMutablePointer<UInt16>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let wide = UnsafeRawPointer(source + i).loadUnaligned(as: SIMD16<UInt32>.self)
+            var rounded = (wide &+ 0x7FFF &+ ((wide &>> 16) & 1)) &>> 16
+            rounded.replace(with: 0x7FC0, where: (wide & 0x7FFF_FFFF) .> 0x7F80_0000)
+            UnsafeMutableRawPointer(target + i).storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), as: SIMD16<UInt16>.self)
+            i += 16
+        }
+        while i < count {
+            target[i] = bits(source[i])
+            i += 1
+        }
+    }
+
+    /// The update of elements `range` of a tensor whose state is bfloat16
+    /// (``KernelOperands/bfloat16State``): chunk by chunk, its state buffers widened into a float32
+    /// scratch, `Rule`'s own `update` (or `updateCollecting`) run on the chunk with the scratch as
+    /// its state, and the new state rounded back. Returns the metric sums when `collectingMetrics`.
+    @_transparent
+    public static func run<Rule: UpdateRule>(_ rule: Rule.Type, _ o: KernelOperands, _ range: Range<Int>, _ c: Rule.Coefficients,
+                                             collectingMetrics: Bool) -> MetricAccumulator {
+        let halves = o.bfloat16State!
+        // Allocated here, not in a closure, which a kernel module would compile under Optim's symbol name.
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk)
+        defer { scratch.deallocate() }
+        var total = MetricAccumulator()
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let count = min(chunk, range.upperBound - start)
+            var part = o
+            part.bfloat16State = nil
+            part.parameter = o.parameter + start
+            part.gradient = o.gradient + start
+            part.count = count
+            if halves.count > 0 { widen(halves.buffer0 + start, into: scratch, count: count); part.state0 = scratch }
+            if halves.count > 1 { widen(halves.buffer1 + start, into: scratch + chunk, count: count); part.state1 = scratch + chunk }
+            if halves.count > 2 { widen(halves.buffer2 + start, into: scratch + 2 * chunk, count: count); part.state2 = scratch + 2 * chunk }
+            if halves.count > 3 { widen(halves.buffer3 + start, into: scratch + 3 * chunk, count: count); part.state3 = scratch + 3 * chunk }
+            if collectingMetrics {
+                total = total + Rule.updateCollecting(part, 0..<count, c)
+            } else {
+                Rule.update(part, 0..<count, c)
+            }
+            if halves.count > 0 { narrow(scratch, into: halves.buffer0 + start, count: count) }
+            if halves.count > 1 { narrow(scratch + chunk, into: halves.buffer1 + start, count: count) }
+            if halves.count > 2 { narrow(scratch + 2 * chunk, into: halves.buffer2 + start, count: count) }
+            if halves.count > 3 { narrow(scratch + 3 * chunk, into: halves.buffer3 + start, count: count) }
+            start += count
+        }
+        return total
+    }
+}
