@@ -46,29 +46,35 @@ for ((trial = 1; trial <= trials; trial++)); do
   if (( trial % 2 == 1 )); then shard=(--shard-state); fi
   victim=$(( RANDOM % 2 ))
   delay=$(awk -v r="$RANDOM" -v d="$duration" 'BEGIN { printf "%.2f", d * (0.1 + 0.8 * r / 32767) }')
-  "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${shard[@]}" "${common[@]}" --out "$run" \
-    > "$work/out$trial.log" 2>&1 &
-  job=$!
-  sleep "$delay"
-  # The rank's process: an optim whose environment says OMPI_COMM_WORLD_RANK=victim and whose
-  # command line names this trial's run folder.
-  pid=""
-  look=0
-  while [[ -z "$pid" && $look -lt 50 ]]; do  # the ranks may not have started yet
-    look=$((look + 1))
-    for candidate in $(pgrep -f -- "--out $run" || true); do
-      [[ -r /proc/$candidate/environ ]] || continue
-      if tr '\0' '\n' < "/proc/$candidate/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim" \
-          && [[ "$(readlink "/proc/$candidate/exe" 2>/dev/null)" == "$(readlink -f "$optim")" ]]; then
-        pid=$candidate
-      fi
-    done
-    if [[ -z "$pid" ]]; then kill -0 "$job" 2>/dev/null || break; sleep 0.1; fi
+  # A run that finishes before its kill (this run faster than the calibration) is run again with
+  # half the delay, in a fresh folder: up to four attempts.
+  for ((attempt = 1; attempt <= 4; attempt++)); do
+    rm -rf "$run"
+    "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${shard[@]}" "${common[@]}" --out "$run" \
+      > "$work/out$trial.log" 2>&1 &
+    job=$!
+    sleep "$delay"
+    # The rank's process: an optim whose environment says OMPI_COMM_WORLD_RANK=victim and whose
+    # command line names this trial's run folder.
+    pid=""
+    look=0
+    while [[ -z "$pid" && $look -lt 50 ]]; do  # the ranks may not have started yet
+      look=$((look + 1))
+      for candidate in $(pgrep -f -- "--out $run" || true); do
+        [[ -r /proc/$candidate/environ ]] || continue
+        if tr '\0' '\n' < "/proc/$candidate/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$victim" \
+            && [[ "$(readlink "/proc/$candidate/exe" 2>/dev/null)" == "$(readlink -f "$optim")" ]]; then
+          pid=$candidate
+        fi
+      done
+      if [[ -z "$pid" ]]; then kill -0 "$job" 2>/dev/null || break; sleep 0.1; fi
   done
-  if [[ -z "$pid" ]]; then
-    if wait "$job"; then echo "trial $trial: the run finished before the kill at ${delay} s; lengthen it" >&2; else cat "$work/out$trial.log" >&2; fi
-    exit 1
-  fi
+  if [[ -n "$pid" ]]; then break; fi
+  if ! wait "$job"; then cat "$work/out$trial.log" >&2; exit 1; fi
+  echo "trial $trial: the run finished before the kill at ${delay} s; again with half the delay"
+  delay=$(awk -v d="$delay" 'BEGIN { printf "%.2f", d / 2 }')
+  done
+  if [[ -z "$pid" ]]; then echo "FAIL trial $trial: four runs finished before their kills" >&2; exit 1; fi
   killed=$(date +%s.%N)
   kill -9 "$pid"
   ended=""
