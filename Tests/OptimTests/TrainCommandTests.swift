@@ -155,7 +155,9 @@ import Testing
             (["train", "--schedule", "sideways"], "sideways"),
             (["train", "--lr=-1"], "lr"),
             (["compare", "--optimizers", "sgd,nosuch"], "nosuch"),
-            (["train", "--optimizer", "sgd", "--state-dtype", "int8"], "int8"),
+            (["train", "--optimizer", "nadam", "--state-dtype", "int8"], "int8"),
+            (["train", "--optimizer", "nadam", "--state-dtype", "bfloat16"], "bfloat16 state is offered by"),
+            (["train", "--optimizer", "sgd", "--state-dtype", "int8", "--momentum", "0"], "momentum > 0"),
             (["train", "--optimizer", "adamw", "--state-dtype", "int4"], "int4"),
             (["train", "--optimizer", "adamw", "--state-dtype", "int8", "-H", "amsgrad=true"], "amsgrad"),
         ]
