@@ -59,8 +59,10 @@ struct Bench: ParsableCommand {
             throw ValidationError("--state-dtype \(dtype): optimizer '\(optimizer)' keeps " + info.stateDTypes.map(\.rawValue).joined(separator: " or ") + " state")
         }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
-        // AdamW's), again for the C reference: refuse what the memory cannot hold before allocating.
-        let bytes = Double(params) * 4 * 5 * (noReference ? 1 : 2) + Double(tensors) * 1024  // and each tensor's bookkeeping
+        // AdamW's) in the state format (8-bit: a float32 absmax per block of 256 too), and the C
+        // reference's float32 copy of all five: refuse what the memory cannot hold before allocating.
+        let stateBytes = Double(dtype.bytesPerElement) + (dtype == .int8 ? 4.0 / Double(BlockwiseQuantization.blockSize) : 0)
+        let bytes = Double(params) * (8 + 3 * stateBytes + (noReference ? 0 : 20)) + Double(tensors) * 1024  // and each tensor's bookkeeping
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes < available else {
             throw ValidationError("--params \(params) with --tensors \(tensors) needs about \(formatBytes(bytes)) (parameters, gradients, optimizer state and per-tensor bookkeeping\(noReference ? "" : ", the C reference's copy")); this machine has \(formatBytes(available))")

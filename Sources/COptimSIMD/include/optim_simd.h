@@ -202,6 +202,64 @@ static inline __attribute__((always_inline)) void optim_quantize16(const uint8_t
 }
 
 /* The largest lane of 16 values that hold no NaN. */
+/*
+ * bfloat16 state (BFloat16State in Optim): widening is exact (the bits shifted up by 16);
+ * narrowing rounds to nearest even as torch's float -> bfloat16 does (add 0x7FFF plus the lowest
+ * kept bit, keep the top 16 bits), NaN -> 0x7FC0. Vector code for the including module's CPU,
+ * the scalar loop for the rest.
+ */
+static inline __attribute__((always_inline)) uint16_t optim_bf16_round(float x) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &x, 4);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline __attribute__((always_inline)) void optim_bf16_widen(const uint16_t *source, float *target, long count) {
+    long i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= count; i += 16) {
+        __m512i wide = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(source + i))), 16);
+        _mm512_storeu_si512((void *)(target + i), wide);
+    }
+#elif defined(__AVX2__)
+    for (; i + 8 <= count; i += 8) {
+        __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(source + i))), 16);
+        _mm256_storeu_si256((__m256i *)(target + i), wide);
+    }
+#endif
+    for (; i < count; i++) {
+        uint32_t bits = (uint32_t)source[i] << 16;
+        __builtin_memcpy(target + i, &bits, 4);
+    }
+}
+
+static inline __attribute__((always_inline)) void optim_bf16_narrow(const float *source, uint16_t *target, long count) {
+    long i = 0;
+#if defined(__AVX512F__)
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF), nan = _mm512_set1_epi32(0x7FC0);
+    for (; i + 16 <= count; i += 16) {
+        __m512 x = _mm512_loadu_ps(source + i);
+        __m512i bits = _mm512_castps_si512(x);
+        __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(bits, 16), one))), 16);
+        rounded = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), rounded, nan);
+        _mm256_storeu_si256((__m256i *)(target + i), _mm512_cvtepi32_epi16(rounded));
+    }
+#elif defined(__AVX2__)
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF), nan = _mm256_set1_epi32(0x7FC0);
+    for (; i + 8 <= count; i += 8) {
+        __m256 x = _mm256_loadu_ps(source + i);
+        __m256i bits = _mm256_castps_si256(x);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(bits, 16), one))), 16);
+        rounded = _mm256_blendv_epi8(rounded, nan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+        /* packus works within 128-bit lanes: pack, then bring the two low quarters together. */
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0x08);
+        _mm_storeu_si128((__m128i *)(target + i), _mm256_castsi256_si128(packed));
+    }
+#endif
+    for (; i < count; i++) target[i] = optim_bf16_round(source[i]);
+}
+
 static inline __attribute__((always_inline)) float optim_reduce_max16(optim_float16 x) {
     return __builtin_reduce_max(x);
 }

@@ -1,3 +1,5 @@
+import COptimSIMD
+
 /// bfloat16 optimizer state (``StateDType/bfloat16``) for any elementwise rule: its float32
 /// kernel runs unchanged on chunks of the state widened to float32 in a small scratch, and the
 /// new state is rounded back to bfloat16, nearest even — one pass over memory, 2 bytes a state
@@ -27,37 +29,18 @@ public enum BFloat16State {
         Float(bitPattern: UInt32(bits) << 16)
     }
 
-    /// Widens `count` bfloat16 values at `source` into `target`, 16 at a time.
+    /// Widens `count` bfloat16 values at `source` into `target` (`optim_bf16_widen`: vector code
+    /// for the calling kernel module's CPU).
     @_transparent
     public static func widen(_ source: UnsafeMutablePointer<UInt16>, into target: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        while i + 16 <= count {
-            let half = UnsafeRawPointer(source + i).loadUnaligned(as: SIMD16<UInt16>.self)
-            let wide = SIMD16<UInt32>(truncatingIfNeeded: half) &<< 16
-            UnsafeMutableRawPointer(target + i).storeBytes(of: unsafeBitCast(wide, to: SIMD16<Float>.self), as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < count {
-            target[i] = value(source[i])
-            i += 1
-        }
+        optim_bf16_widen(source, target, count)
     }
 
-    /// Rounds `count` float32 values at `source` to bfloat16 at `target`, nearest even, 16 at a time.
+    /// Rounds `count` float32 values at `source` to bfloat16 at `target`, nearest even
+    /// (`optim_bf16_narrow`, vector code for the calling kernel module's CPU).
     @_transparent
     public static func narrow(_ source: UnsafeMutablePointer<Float>, into target: UnsafeMutablePointer<UInt16>, count: Int) {
-        var i = 0
-        while i + 16 <= count {
-            let wide = UnsafeRawPointer(source + i).loadUnaligned(as: SIMD16<UInt32>.self)
-            var rounded = (wide &+ 0x7FFF &+ ((wide &>> 16) & 1)) &>> 16
-            rounded.replace(with: 0x7FC0, where: (wide & 0x7FFF_FFFF) .> 0x7F80_0000)
-            UnsafeMutableRawPointer(target + i).storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), as: SIMD16<UInt16>.self)
-            i += 16
-        }
-        while i < count {
-            target[i] = bits(source[i])
-            i += 1
-        }
+        optim_bf16_narrow(source, target, count)
     }
 
     /// The update of elements `range` of a tensor whose state is bfloat16
