@@ -104,6 +104,8 @@ import Testing
         let html = try String(contentsOf: root.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(html.components(separatedBy: "<svg").count - 1 == 4)
         for name in ["sgd", "lion", "lookahead(adamw)"] { #expect(html.contains("<td>\(name)</td>"), "\(name) missing from the table") }
+        // State bytes per parameter as measured from the buffers held: Lion's one float32 buffer.
+        #expect(html.contains(">4.00</td>"), "no 4.00 state bytes per parameter in the table")
         for name in ["sgd", "lion", "lookahead"] {
             #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent(name).appendingPathComponent("summary.json").path))
         }

@@ -19,7 +19,7 @@ public enum CompareReport {
                 + cell(String(format: "%.3g", result.testLoss), numeric: true)
                 + cell(String(format: "%.3g", result.finalTrainLoss), numeric: true)
                 + cell(String(format: "%.3f", msPerStep), numeric: true)
-                + cell(String(format: "%.0f", result.stateBytesPerParameter), numeric: true) + "</tr>\n"
+                + cell(String(format: "%.2f", result.stateBytesPerParameter), numeric: true) + "</tr>\n"
         }
         let charts = [
             RunFolder.lossChart(runs), RunFolder.lossChart(runs, againstTime: true),
