@@ -19,8 +19,7 @@ import Optim
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
     RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                    pass: { Rule.pass($0, $1, $2, $3) },
-                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil,
-                                   updateBFloat16: Rule.stateDTypes.contains(.bfloat16) ? { BFloat16State.run(Rule.self, $0, $1, $2, collectingMetrics: $3) } : nil)
+                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
 }
 
 extension KernelTable {
@@ -57,6 +56,8 @@ func compiledKernels() -> KernelTable {
     table.setProdigyKernels(ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
                                            secondPass: { Prodigy.secondPassChunk($0, $1, $2) }))
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
+    table.setBFloat16Conversions(.init(widen: { BFloat16State.widen($0, into: $1, count: $2) },
+                                       narrow: { BFloat16State.narrow($0, into: $1, count: $2) }))
     table.setTransformerKernels(TransformerKernelSet(
         gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },
         geluBackward: { TransformerKernels.geluBackward($0, tanh: $1, $2, count: $3) },

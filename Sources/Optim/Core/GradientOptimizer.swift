@@ -282,6 +282,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     public let instructionSet: InstructionSet
     /// The update's kernels on ``instructionSet``.
     private let kernels: RuleKernels<Rule.Coefficients>
+    /// The bfloat16 state's widening and rounding loops on ``instructionSet``.
+    private let bfloat16Conversions: BFloat16State.Conversions
 
     var slots: [Slot]
     private var slotIndex: [ObjectIdentifier: Int]
@@ -347,6 +349,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
         (self.kernels, self.instructionSet) = KernelDispatch.kernels(Rule.self, on: KernelDispatch.current)
+        self.bfloat16Conversions = KernelDispatch.bfloat16Conversions(on: self.instructionSet)
         var slots: [Slot] = []
         for (index, group) in groups.enumerated() {
             for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
@@ -736,8 +739,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                             coefficients = table[current]
                         }
                         if tensor.operands.bfloat16State != nil {
-                            let sums = kernels.updateBFloat16?(tensor.operands, item.range, coefficients, output != nil)
-                                ?? BFloat16State.run(Rule.self, tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
+                            let sums = BFloat16State.run(tensor.operands, item.range, coefficients, kernels: kernels,
+                                                         conversions: bfloat16Conversions, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if tensor.operands.codes0 != nil {
                             // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).

@@ -43,17 +43,41 @@ public enum BFloat16State {
         optim_bf16_narrow(source, target, count)
     }
 
+    /// The widening and rounding loops of one instruction set, as the calling module compiles
+    /// them (``KernelTable/setBFloat16Conversions(_:)``); ``baseline`` is Optim's own.
+    public struct Conversions: @unchecked Sendable {
+        /// ``BFloat16State/widen(_:into:count:)``.
+        public let widen: (UnsafeMutablePointer<UInt16>, UnsafeMutablePointer<Float>, Int) -> Void
+        /// ``BFloat16State/narrow(_:into:count:)``.
+        public let narrow: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void
+
+        /// The two loops from their function values.
+        public init(widen: @escaping (UnsafeMutablePointer<UInt16>, UnsafeMutablePointer<Float>, Int) -> Void,
+                    narrow: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void) {
+            self.widen = widen
+            self.narrow = narrow
+        }
+
+        /// The loops compiled into Optim itself: the baseline path.
+        public static let baseline = Conversions(widen: { BFloat16State.widen($0, into: $1, count: $2) },
+                                                 narrow: { BFloat16State.narrow($0, into: $1, count: $2) })
+    }
+
     /// The update of elements `range` of a tensor whose state is bfloat16
     /// (``KernelOperands/bfloat16State``): chunk by chunk, its state buffers widened into a float32
-    /// scratch, `Rule`'s own `update` (or `updateCollecting`) run on the chunk with the scratch as
-    /// its state, and the new state rounded back. Returns the metric sums when `collectingMetrics`.
-    @_transparent
-    public static func run<Rule: UpdateRule>(_ rule: Rule.Type, _ o: KernelOperands, _ range: Range<Int>, _ c: Rule.Coefficients,
-                                             collectingMetrics: Bool) -> MetricAccumulator {
+    /// scratch, the rule's compiled float32 kernel (`kernels.update`, or `kernels.updateCollecting`)
+    /// run on the chunk with the scratch as its state, and the new state rounded back. Returns the
+    /// metric sums when `collectingMetrics`.
+    ///
+    /// Written against the function values of a path's kernels rather than the rule's generic
+    /// `update`: a kernel module that inlined this loop would also compile `update` out of line
+    /// under Optim's symbol name, which the linker would share between paths.
+    public static func run<Coefficients>(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients, kernels: RuleKernels<Coefficients>,
+                                         conversions: Conversions, collectingMetrics: Bool) -> MetricAccumulator {
         let halves = o.bfloat16State!
-        // Allocated here, not in a closure, which a kernel module would compile under Optim's symbol name.
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk)
         defer { scratch.deallocate() }
+        let buffers = [halves.buffer0, halves.buffer1, halves.buffer2, halves.buffer3].prefix(halves.count)
         var total = MetricAccumulator()
         var start = range.lowerBound
         while start < range.upperBound {
@@ -63,19 +87,17 @@ public enum BFloat16State {
             part.parameter = o.parameter + start
             part.gradient = o.gradient + start
             part.count = count
-            if halves.count > 0 { widen(halves.buffer0 + start, into: scratch, count: count); part.state0 = scratch }
-            if halves.count > 1 { widen(halves.buffer1 + start, into: scratch + chunk, count: count); part.state1 = scratch + chunk }
-            if halves.count > 2 { widen(halves.buffer2 + start, into: scratch + 2 * chunk, count: count); part.state2 = scratch + 2 * chunk }
-            if halves.count > 3 { widen(halves.buffer3 + start, into: scratch + 3 * chunk, count: count); part.state3 = scratch + 3 * chunk }
+            for (index, buffer) in buffers.enumerated() { conversions.widen(buffer + start, scratch + index * chunk, count) }
+            if halves.count > 0 { part.state0 = scratch }
+            if halves.count > 1 { part.state1 = scratch + chunk }
+            if halves.count > 2 { part.state2 = scratch + 2 * chunk }
+            if halves.count > 3 { part.state3 = scratch + 3 * chunk }
             if collectingMetrics {
-                total = total + Rule.updateCollecting(part, 0..<count, c)
+                total = total + kernels.updateCollecting(part, 0..<count, c)
             } else {
-                Rule.update(part, 0..<count, c)
+                kernels.update(part, 0..<count, c)
             }
-            if halves.count > 0 { narrow(scratch, into: halves.buffer0 + start, count: count) }
-            if halves.count > 1 { narrow(scratch + chunk, into: halves.buffer1 + start, count: count) }
-            if halves.count > 2 { narrow(scratch + 2 * chunk, into: halves.buffer2 + start, count: count) }
-            if halves.count > 3 { narrow(scratch + 3 * chunk, into: halves.buffer3 + start, count: count) }
+            for (index, buffer) in buffers.enumerated() { conversions.narrow(scratch + index * chunk, buffer + start, count) }
             start += count
         }
         return total

@@ -55,30 +55,23 @@ public struct RuleKernels<Coefficients>: @unchecked Sendable {
     /// The update on 8-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
     /// last argument: whether to collect the metrics), for a rule that keeps it; else nil.
     public let updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
-    /// The update on bfloat16 state (``BFloat16State/run(_:_:_:_:collectingMetrics:)``; the last
-    /// argument: whether to collect the metrics), for a rule that keeps it; else nil.
-    public let updateBFloat16: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
 
-    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit
-    /// state, `updateBFloat16` only for one that keeps bfloat16 state.
+    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit state.
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
                 updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
                 pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult,
-                updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil,
-                updateBFloat16: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil) {
+                updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)? = nil) {
         self.update = update
         self.updateCollecting = updateCollecting
         self.pass = pass
         self.updateQuantized = updateQuantized
-        self.updateBFloat16 = updateBFloat16
     }
 
     /// The rule's kernels as compiled into `Optim` itself: the baseline path.
     static func baseline<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
         RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                        pass: { Rule.pass($0, $1, $2, $3) },
-                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil,
-                                       updateBFloat16: Rule.stateDTypes.contains(.bfloat16) ? { BFloat16State.run(Rule.self, $0, $1, $2, collectingMetrics: $3) } : nil)
+                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
     }
 }
 
@@ -89,6 +82,7 @@ public struct KernelTable: @unchecked Sendable {
     var gemmBlock: MatMul.BlockKernel?
     var transformer: TransformerKernelSet?
     var prodigy: ProdigyKernels?
+    var bfloat16: BFloat16State.Conversions?
 
     /// An empty table.
     public init() {}
@@ -108,6 +102,11 @@ public struct KernelTable: @unchecked Sendable {
     public mutating func setProdigyKernels(_ kernels: ProdigyKernels) {
         prodigy = kernels
         ruleNames.insert(Prodigy.name)
+    }
+
+    /// Sets the bfloat16 state's widening and rounding loops, as compiled by the calling module.
+    public mutating func setBFloat16Conversions(_ conversions: BFloat16State.Conversions) {
+        bfloat16 = conversions
     }
 
     /// Sets the transformer's element-wise and row-wise kernels, as compiled by the calling module.
@@ -188,6 +187,12 @@ public enum KernelDispatch {
             return (found, instructionSet)
         }
         return (RuleKernels<Rule.Coefficients>.baseline(rule), .baseline)
+    }
+
+    /// The bfloat16 state's widening and rounding loops on `instructionSet` (Optim's own when the
+    /// path has none).
+    static func bfloat16Conversions(on instructionSet: InstructionSet) -> BFloat16State.Conversions {
+        table(instructionSet)?.bfloat16 ?? .baseline
     }
 
     /// ``Prodigy``'s chunk loops on `instructionSet` and the path they really are.

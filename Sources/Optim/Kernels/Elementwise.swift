@@ -33,7 +33,7 @@ public struct KernelOperands: @unchecked Sendable {
     /// The codes of state buffer 1 for 8-bit state (see ``codes0``).
     public var codes1: UnsafeMutablePointer<UInt8>? = nil
     /// For bfloat16 state (``StateDType/bfloat16``): the state buffers as bfloat16 bits, which
-    /// ``BFloat16State/run(_:_:_:_:collectingMetrics:)`` widens into `state0`… for the rule's
+    /// ``BFloat16State/run(_:_:_:kernels:conversions:collectingMetrics:)`` widens into `state0`… for the rule's
     /// kernel; nil for float32 and 8-bit state.
     public var bfloat16State: BFloat16StateBuffers? = nil
 }
