@@ -201,7 +201,6 @@ static inline __attribute__((always_inline)) void optim_quantize16(const uint8_t
 #endif
 }
 
-/* The largest lane of 16 values that hold no NaN. */
 /*
  * bfloat16 state (BFloat16State in Optim): widening is exact (the bits shifted up by 16);
  * narrowing rounds to nearest even as torch's float -> bfloat16 does (add 0x7FFF plus the lowest
@@ -260,6 +259,7 @@ static inline __attribute__((always_inline)) void optim_bf16_narrow(const float 
     for (; i < count; i++) target[i] = optim_bf16_round(source[i]);
 }
 
+/* The largest lane of 16 values that hold no NaN. */
 static inline __attribute__((always_inline)) float optim_reduce_max16(optim_float16 x) {
     return __builtin_reduce_max(x);
 }

@@ -7,9 +7,7 @@ public enum BFloat16 {
     @inline(__always)
     public static func round(_ x: Float) -> Float {
         guard !x.isNaN else { return x }
-        let bits = x.bitPattern
-        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
-        return Float(bitPattern: rounded & 0xFFFF_0000)
+        return BFloat16State.value(BFloat16State.bits(x))
     }
 
     /// Rounds every element of `values` in place.

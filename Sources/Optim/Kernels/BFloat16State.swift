@@ -78,20 +78,21 @@ public enum BFloat16State {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk)
         defer { scratch.deallocate() }
         let buffers = [halves.buffer0, halves.buffer1, halves.buffer2, halves.buffer3].prefix(halves.count)
+        // The chunk's operands: the rule's state is the scratch, one slice of `chunk` per buffer.
+        var part = o
+        part.bfloat16State = nil
+        if halves.count > 0 { part.state0 = scratch }
+        if halves.count > 1 { part.state1 = scratch + chunk }
+        if halves.count > 2 { part.state2 = scratch + 2 * chunk }
+        if halves.count > 3 { part.state3 = scratch + 3 * chunk }
         var total = MetricAccumulator()
         var start = range.lowerBound
         while start < range.upperBound {
             let count = min(chunk, range.upperBound - start)
-            var part = o
-            part.bfloat16State = nil
             part.parameter = o.parameter + start
             part.gradient = o.gradient + start
             part.count = count
             for (index, buffer) in buffers.enumerated() { conversions.widen(buffer + start, scratch + index * chunk, count) }
-            if halves.count > 0 { part.state0 = scratch }
-            if halves.count > 1 { part.state1 = scratch + chunk }
-            if halves.count > 2 { part.state2 = scratch + 2 * chunk }
-            if halves.count > 3 { part.state3 = scratch + 3 * chunk }
             if collectingMetrics {
                 total = total + kernels.updateCollecting(part, 0..<count, c)
             } else {

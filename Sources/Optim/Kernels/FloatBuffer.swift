@@ -12,13 +12,7 @@ public enum FloatStorage {
     public static var liveBytes: Int { liveBytesCounter.load(ordering: .relaxed) }
 
     /// Allocates `count` Float32 elements, zero-filled.
-    package static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
-        let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        liveBytesCounter.add(bytes, ordering: .relaxed)
-        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(count, 1)), count: count)
-    }
+    package static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> { zeroed(count) }
 
     /// Allocates and copies `source`.
     package static func allocate(copying source: UnsafeBufferPointer<Float>) -> UnsafeMutableBufferPointer<Float> {
@@ -31,39 +25,25 @@ public enum FloatStorage {
 
     /// A zero-filled, 64-byte-aligned buffer of `count` bytes (the codes of 8-bit state),
     /// counted in ``liveBytes``.
-    static func allocateBytes(_ count: Int) -> UnsafeMutableBufferPointer<UInt8> {
-        let bytes = max(count, 1)
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        liveBytesCounter.add(bytes, ordering: .relaxed)
-        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: UInt8.self, capacity: bytes), count: count)
-    }
+    static func allocateBytes(_ count: Int) -> UnsafeMutableBufferPointer<UInt8> { zeroed(count) }
 
     /// A zero-filled, 64-byte-aligned buffer of `count` 16-bit words (bfloat16 state), counted
     /// in ``liveBytes``.
-    static func allocateHalves(_ count: Int) -> UnsafeMutableBufferPointer<UInt16> {
-        let bytes = max(count, 1) * 2
+    static func allocateHalves(_ count: Int) -> UnsafeMutableBufferPointer<UInt16> { zeroed(count) }
+
+    /// Frees a buffer of any of the allocators above and takes its bytes off ``liveBytes``.
+    package static func deallocate<Element>(_ buffer: UnsafeMutableBufferPointer<Element>) {
+        guard let base = buffer.baseAddress else { return }
+        liveBytesCounter.subtract(max(buffer.count, 1) * MemoryLayout<Element>.stride, ordering: .relaxed)
+        UnsafeMutableRawPointer(base).deallocate()
+    }
+
+    /// `count` zero-filled elements (room for one at least), 64-byte aligned, counted in ``liveBytes``.
+    private static func zeroed<Element>(_ count: Int) -> UnsafeMutableBufferPointer<Element> {
+        let capacity = max(count, 1), bytes = capacity * MemoryLayout<Element>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         liveBytesCounter.add(bytes, ordering: .relaxed)
-        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: UInt16.self, capacity: max(count, 1)), count: count)
-    }
-
-    static func deallocate(_ buffer: UnsafeMutableBufferPointer<UInt16>) {
-        guard let base = buffer.baseAddress else { return }
-        liveBytesCounter.subtract(max(buffer.count, 1) * 2, ordering: .relaxed)
-        UnsafeMutableRawPointer(base).deallocate()
-    }
-
-    static func deallocate(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
-        guard let base = buffer.baseAddress else { return }
-        liveBytesCounter.subtract(max(buffer.count, 1), ordering: .relaxed)
-        UnsafeMutableRawPointer(base).deallocate()
-    }
-
-    package static func deallocate(_ buffer: UnsafeMutableBufferPointer<Float>) {
-        guard let base = buffer.baseAddress else { return }
-        liveBytesCounter.subtract(max(buffer.count, 1) * MemoryLayout<Float>.stride, ordering: .relaxed)
-        UnsafeMutableRawPointer(base).deallocate()
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Element.self, capacity: capacity), count: count)
     }
 }
