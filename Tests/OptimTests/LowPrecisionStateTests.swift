@@ -286,39 +286,47 @@ import Testing
 
     // MARK: checkpoints
 
+    /// Trains 6 steps straight, and 3 steps, a checkpoint (`inspect` reads the file beside the
+    /// optimizer that wrote it), a load into a fresh optimizer and 3 more: the same bits.
+    static func expectCheckpointResumesBitForBit(_ name: String, _ hyperparameters: HyperparameterDictionary, seed: UInt64,
+                                                 inspect: (SafetensorsFile, any Optimizer) throws -> Void) throws {
+        let url = try CheckpointTests.temporaryFile()
+        defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
+        let configuration = defaultConfiguration(name, hyperparameters)
+        let straight = try model(seed: seed)
+        let straightOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: straight)
+        try train(straightOptimizer, straight, steps: 0..<6)
+
+        let first = try model(seed: seed)
+        let firstOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: first)
+        try train(firstOptimizer, first, steps: 0..<3)
+        try Checkpoint.save(firstOptimizer, to: url)
+        try inspect(try SafetensorsFile(contentsOf: url), firstOptimizer)
+
+        let resumed = try model(seed: 99)
+        let resumedOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: resumed)
+        try Checkpoint.load(from: url, into: resumedOptimizer)
+        #expect(resumedOptimizer.snapshot() == firstOptimizer.snapshot(), "\(name)")
+        try train(resumedOptimizer, resumed, steps: 3..<6)
+        for (a, b) in zip(straight, resumed) { #expect(bits(a.valueArray) == bits(b.valueArray), "\(name) \(a.name)") }
+        #expect(resumedOptimizer.snapshot() == straightOptimizer.snapshot(), "\(name)")
+    }
+
     @Test func checkpointStores8BitStateAsHeldAndResumesBitForBit() throws {
         for (name, hyperparameters) in Self.int8Configurations {
-            let url = try CheckpointTests.temporaryFile()
-            defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
-            let configuration = defaultConfiguration(name, hyperparameters)
-            let straight = try Self.model(seed: 5)
-            let straightOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: straight)
-            try Self.train(straightOptimizer, straight, steps: 0..<6)
-
-            let first = try Self.model(seed: 5)
-            let firstOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: first)
-            try Self.train(firstOptimizer, first, steps: 0..<3)
-            try Checkpoint.save(firstOptimizer, to: url)
-
-            let file = try SafetensorsFile(contentsOf: url)
-            #expect(try file.info("state/w/exp_avg.codes").dtype == .U8)
-            #expect(try file.info("state/w/exp_avg.codes").shape == [40, 130])
-            #expect(try file.info("state/w/exp_avg.absmax").shape == [BlockwiseQuantization.blockCount(40 * 130)])
-            #expect(try file.info("state/b/exp_avg").dtype == .F32)  // under min_8bit_size: float32
-            #expect(try file.bytes("state/w/exp_avg.codes") == Data(firstOptimizer.snapshot().parameters["w"]!.quantizedBuffers["exp_avg"]!.codes))
-
-            let resumed = try Self.model(seed: 99)
-            let resumedOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: resumed)
-            try Checkpoint.load(from: url, into: resumedOptimizer)
-            #expect(resumedOptimizer.snapshot() == firstOptimizer.snapshot())
-            try Self.train(resumedOptimizer, resumed, steps: 3..<6)
-            for (a, b) in zip(straight, resumed) { #expect(bits(a.valueArray) == bits(b.valueArray), "\(name) \(a.name)") }
-            #expect(resumedOptimizer.snapshot() == straightOptimizer.snapshot(), "\(name)")
+            try Self.expectCheckpointResumesBitForBit(name, hyperparameters, seed: 5) { file, optimizer throws in
+                #expect(try file.info("state/w/exp_avg.codes").dtype == .U8)
+                #expect(try file.info("state/w/exp_avg.codes").shape == [40, 130])
+                #expect(try file.info("state/w/exp_avg.absmax").shape == [BlockwiseQuantization.blockCount(40 * 130)])
+                #expect(try file.info("state/b/exp_avg").dtype == .F32)  // under min_8bit_size: float32
+                #expect(try file.bytes("state/w/exp_avg.codes") == Data(optimizer.snapshot().parameters["w"]!.quantizedBuffers["exp_avg"]!.codes))
+            }
         }
     }
 
     @Test func checkpointOfAnotherStateDTypeIsRefusedAndNothingChanges() throws {
-        for (name, hyperparameters) in Self.int8Configurations {
+        for (name, hyperparameters) in Self.int8Configurations + Self.bfloat16Configurations {
+            guard case .string(let dtype) = hyperparameters["state_dtype"] else { Issue.record("\(name): no state_dtype"); continue }
             let url8 = try CheckpointTests.temporaryFile(), url32 = try CheckpointTests.temporaryFile()
             defer {
                 try? FileManager.default.removeItem(at: url8.deletingLastPathComponent())
@@ -341,7 +349,7 @@ import Testing
                     Issue.record("\(name): a checkpoint of another state dtype was accepted")
                 } catch let error as OptimError {
                     guard case let .checkpointMismatch(message) = error else { Issue.record("\(error)"); continue }
-                    #expect(message.contains("int8") && message.contains("float32") && message.contains("state_dtype"), "\(message)")
+                    #expect(message.contains(dtype) && message.contains("float32") && message.contains("state_dtype"), "\(message)")
                 }
                 #expect(optimizer.snapshot() == before)
                 #expect(parameters.map { bits($0.valueArray) } == values)
@@ -494,35 +502,12 @@ import Testing
 
     @Test func checkpointStoresBFloat16StateAsBF16AndResumesBitForBit() throws {
         for (name, hyperparameters) in Self.bfloat16Configurations {
-            let url = try CheckpointTests.temporaryFile()
-            defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
-            let configuration = defaultConfiguration(name, hyperparameters)
-            let straight = try Self.model(seed: 22)
-            let straightOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: straight)
-            try Self.train(straightOptimizer, straight, steps: 0..<6)
-            let first = try Self.model(seed: 22)
-            let firstOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: first)
-            try Self.train(firstOptimizer, first, steps: 0..<3)
-            try Checkpoint.save(firstOptimizer, to: url)
-            let file = try SafetensorsFile(contentsOf: url)
-            let buffer = name == "rmsprop" ? "square_avg" : "exp_avg"
-            #expect(try file.info("state/w/\(buffer)").dtype == .BF16)
-            #expect(try file.info("state/w/\(buffer)").shape == [40, 130])
-            let second = try Self.model(seed: 99)
-            let secondOptimizer = try OptimizerRegistry.makeOptimizer(configuration, parameters: second)
-            try Checkpoint.load(from: url, into: secondOptimizer)
-            try Self.train(secondOptimizer, second, steps: 3..<6)
-            #expect(second.flatMap { bits($0.valueArray) } == straight.flatMap { bits($0.valueArray) }, "\(name)")
-            #expect(secondOptimizer.snapshot() == straightOptimizer.snapshot(), "\(name)")
-            // Into a float32 optimizer: refused, nothing changed.
-            let other = try Self.model(seed: 23)
-            var float32Settings = hyperparameters
-            float32Settings["state_dtype"] = nil
-            let float32Optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration(name, float32Settings), parameters: other)
-            try Self.train(float32Optimizer, other, steps: 0..<1)
-            let before = float32Optimizer.snapshot(), values = other.flatMap { bits($0.valueArray) }
-            #expect(throws: OptimError.self) { try Checkpoint.load(from: url, into: float32Optimizer) }
-            #expect(float32Optimizer.snapshot() == before && other.flatMap { bits($0.valueArray) } == values)
+            try Self.expectCheckpointResumesBitForBit(name, hyperparameters, seed: 22) { file, _ throws in
+                let buffer = name == "rmsprop" ? "square_avg" : "exp_avg"
+                #expect(try file.info("state/w/\(buffer)").dtype == .BF16)
+                #expect(try file.info("state/w/\(buffer)").shape == [40, 130])
+                #expect(try file.info("state/b/\(buffer)").dtype == .BF16)  // every tensor, whatever its size
+            }
         }
     }
 
