@@ -3,7 +3,8 @@ import PackageDescription
 
 // The kernels compiled again for wider instruction sets, one module each, chosen at run time
 // (Sources/Optim/Kernels/Dispatch.swift). Both modules compile the same file
-// (Sources/OptimKernelsAVX2/Kernels.swift; the AVX-512 module's is a symlink to it) and are
+// (Sources/OptimKernelsAVX2/Kernels.swift; the AVX-512 module's is a symlink to it), and the
+// optimizer list (both modules' OptimizerList.swift are symlinks to Optim's), and are
 // always optimised, also in debug builds, so that tests exercise the code that runs.
 // `-target-cpu` names an x86-64 level, which no other architecture accepts, and a manifest
 // condition cannot test the architecture; the manifest is compiled for the machine that builds,

@@ -8,51 +8,15 @@
 // for this module's CPU. Optim finds the installer below through a weak reference and calls it
 // once, when it chooses the path (KernelDispatch).
 //
-// A new elementwise (or TensorPassRule) optimizer needs one line here; RegistryTests fails for one left out.
+// The elementwise and tensor-pass rules come from the optimizer list, which this module compiles
+// too (OptimizerList.swift here is a symlink to Sources/Optim/Registry/OptimizerList.swift): a new
+// optimizer needs no line here.
 import Optim
 
 #if arch(x86_64)
-/// The rule's loops, inlined here. The closures must be written in this module: a closure (or an
-/// out-of-line specialization) of a generic function of Optim has the same symbol name in both
-/// kernel modules and in Optim, the linker keeps one copy of such weak symbols, and a path would
-/// run another path's code (tools/check-kernel-symbols.sh, run by CI, checks the objects).
-func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
-    RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
-                                   pass: { Rule.pass($0, $1, $2, $3) },
-                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
-}
-
-extension KernelTable {
-    mutating func add<Rule: UpdateRule>(_ rule: Rule.Type) {
-        add(rule, compiled(rule))
-    }
-}
-
 func compiledKernels() -> KernelTable {
     var table = KernelTable()
-    table.add(SGDRule.self)
-    table.add(AdamRule.self)
-    table.add(AdamWRule.self)
-    table.add(DecoupledAdamWRule.self)
-    table.add(LionRule.self)
-    table.add(DecoupledLionWRule.self)
-    table.add(ADOPTRule.self)
-    table.add(AdagradRule.self)
-    table.add(RMSpropRule.self)
-    table.add(AdamaxRule.self)
-    table.add(RAdamRule.self)
-    table.add(NAdamRule.self)
-    table.add(AdadeltaRule.self)
-    table.add(RpropRule.self)
-    table.add(ASGDRule.self)
-    table.add(SparseAdamRule.self)
-    table.add(ScheduleFreeAdamWRule.self)
-    table.add(ScheduleFreeSGDRule.self)
-    table.add(AdanRule.self)
-    table.add(AdEMAMixRule.self)
-    table.add(LAMBRule.self)
-    table.add(LARSRule.self)
-    table.add(MARSRule.self)
+    RuleCompiler.addRules(to: &table)
     table.setProdigyKernels(ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
                                            secondPass: { Prodigy.secondPassChunk($0, $1, $2) }))
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }

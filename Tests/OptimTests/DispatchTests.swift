@@ -38,7 +38,7 @@ import Testing
             let elementwise = Set(OptimizerRegistry.all.filter { !$0.isWrapper && $0.compiledPerInstructionSet }.map(\.name))
             let compiled = KernelDispatch.compiledRules(path) ?? []
             #expect(elementwise.subtracting(compiled).isEmpty,
-                    "no \(path.rawValue) kernels for \(elementwise.subtracting(compiled).sorted()): add them to Sources/OptimKernelsAVX2/Kernels.swift")
+                    "no \(path.rawValue) kernels for \(elementwise.subtracting(compiled).sorted()): list them with `kernelsOf:` in Sources/Optim/Registry/OptimizerList.swift")
         }
     }
 

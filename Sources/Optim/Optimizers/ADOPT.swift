@@ -171,7 +171,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     }
 }
 
-extension ADOPTRule {
+extension ADOPTRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ADOPT",

@@ -122,7 +122,7 @@ public enum ASGDRule: UpdateRule, VectorKernel {
     }
 }
 
-extension ASGDRule {
+extension ASGDRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ASGD",

@@ -190,7 +190,7 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
     }
 }
 
-extension AdEMAMixRule {
+extension AdEMAMixRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "AdEMAMix",

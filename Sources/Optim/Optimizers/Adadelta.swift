@@ -98,7 +98,7 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
     }
 }
 
-extension AdadeltaRule {
+extension AdadeltaRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adadelta",

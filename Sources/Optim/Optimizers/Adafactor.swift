@@ -194,7 +194,7 @@ public enum AdafactorRule: WholeTensorRule {
     }
 }
 
-extension AdafactorRule {
+extension AdafactorRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adafactor",

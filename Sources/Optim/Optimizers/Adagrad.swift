@@ -146,7 +146,7 @@ enum QuantizedAdagradKernel: QuantizedVectorKernel {
     }
 }
 
-extension AdagradRule {
+extension AdagradRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adagrad",

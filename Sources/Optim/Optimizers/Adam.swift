@@ -25,7 +25,7 @@ public enum AdamRule: AdamVariant {
     }
 }
 
-extension AdamRule {
+extension AdamRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adam",

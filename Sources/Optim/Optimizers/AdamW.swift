@@ -27,7 +27,7 @@ public enum AdamWRule: AdamVariant {
     }
 }
 
-extension AdamWRule {
+extension AdamWRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "AdamW",

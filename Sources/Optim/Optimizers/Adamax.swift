@@ -99,7 +99,7 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
     }
 }
 
-extension AdamaxRule {
+extension AdamaxRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adamax",

@@ -131,7 +131,7 @@ public enum AdanRule: UpdateRule, VectorKernel {
     }
 }
 
-extension AdanRule {
+extension AdanRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Adan",

@@ -42,7 +42,7 @@ func warnIfLargeDecoupledDecay(_ weightDecay: Double, optimizer: String) {
         "You are using a high value of `weight_decay=\(weightDecay)` for the `\(optimizer)` optimizer. Are you sure you want to do this? Your model's weights will be multiplied by \(1.0 - weightDecay) on every step!")
 }
 
-extension DecoupledAdamWRule {
+extension DecoupledAdamWRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "DecoupledAdamW",

@@ -57,7 +57,7 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
     }
 }
 
-extension DecoupledLionWRule {
+extension DecoupledLionWRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "DecoupledLionW",

@@ -154,7 +154,7 @@ public enum LAMBRule: TensorPassRule {
     }
 }
 
-extension LAMBRule {
+extension LAMBRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "LAMB",

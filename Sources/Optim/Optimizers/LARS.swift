@@ -139,7 +139,7 @@ public enum LARSRule: TensorPassRule {
     }
 }
 
-extension LARSRule {
+extension LARSRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "LARS",

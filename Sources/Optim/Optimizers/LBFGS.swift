@@ -700,7 +700,7 @@ enum Vector {
     }
 }
 
-extension LBFGS {
+extension LBFGS: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         name: name, typeName: "LBFGS",

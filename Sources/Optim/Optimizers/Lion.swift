@@ -80,7 +80,7 @@ enum QuantizedLionKernel: QuantizedVectorKernel {
     }
 }
 
-extension LionRule {
+extension LionRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Lion",

@@ -146,7 +146,7 @@ enum LookaheadSync: VectorKernel {
     }
 }
 
-extension Lookahead {
+extension Lookahead: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         name: name, typeName: "Lookahead",

@@ -436,7 +436,7 @@ public enum MARSRule: TensorPassRule {
     }
 }
 
-extension MARSRule {
+extension MARSRule: RegistryEntry {
     /// Builds the groups of a configuration as the reference does: `lr_1d_factor` is the
     /// constructor's `lr_1d / lr`, so a group overriding `lr` gets `lr_1d = lr_group·factor`, and a
     /// group may not override `lr_1d` (the reference would ignore it).

@@ -203,7 +203,7 @@ public enum MuonRule: WholeTensorRule {
     }
 }
 
-extension MuonRule {
+extension MuonRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Muon",

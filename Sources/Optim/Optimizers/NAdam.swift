@@ -134,7 +134,7 @@ public enum NAdamRule: UpdateRule, VectorKernel {
     }
 }
 
-extension NAdamRule {
+extension NAdamRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "NAdam",

@@ -729,7 +729,7 @@ extension Prodigy: ShardableOptimizer {
     }
 }
 
-extension Prodigy {
+extension Prodigy: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         name: name, typeName: "Prodigy",

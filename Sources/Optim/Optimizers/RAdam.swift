@@ -129,7 +129,7 @@ public enum RAdamRule: UpdateRule, VectorKernel {
     }
 }
 
-extension RAdamRule {
+extension RAdamRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "RAdam",

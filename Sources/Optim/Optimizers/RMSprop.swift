@@ -179,7 +179,7 @@ enum QuantizedRMSpropKernel: QuantizedVectorKernel {
     }
 }
 
-extension RMSpropRule {
+extension RMSpropRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "RMSprop",

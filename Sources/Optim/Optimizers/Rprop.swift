@@ -99,7 +99,7 @@ public enum RpropRule: UpdateRule, VectorKernel {
     }
 }
 
-extension RpropRule {
+extension RpropRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "Rprop",

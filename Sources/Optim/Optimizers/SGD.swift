@@ -200,7 +200,7 @@ enum QuantizedSGDKernel: QuantizedVectorKernel {
     }
 }
 
-extension SGDRule {
+extension SGDRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "SGD",

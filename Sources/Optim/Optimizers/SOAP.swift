@@ -531,7 +531,7 @@ public enum SOAPRule: WholeTensorRule {
     }
 }
 
-extension SOAPRule {
+extension SOAPRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "SOAP",

@@ -125,7 +125,7 @@ public enum ScheduleFreeAdamWRule: ScheduleFreeRule, VectorKernel {
     }
 }
 
-extension ScheduleFreeAdamWRule {
+extension ScheduleFreeAdamWRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ScheduleFreeAdamW",

@@ -109,7 +109,7 @@ public enum ScheduleFreeSGDRule: ScheduleFreeRule, VectorKernel {
     }
 }
 
-extension ScheduleFreeSGDRule {
+extension ScheduleFreeSGDRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "ScheduleFreeSGD",

@@ -106,7 +106,7 @@ public enum SparseAdamRule: UpdateRule, VectorKernel {
     }
 }
 
-extension SparseAdamRule {
+extension SparseAdamRule: RegistryEntry {
     /// The registry entry.
     public static let info = OptimizerInfo(
         rule: Self.self, typeName: "SparseAdam",

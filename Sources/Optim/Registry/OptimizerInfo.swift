@@ -1,8 +1,8 @@
 /// One optimizer's entry in the registry — PyTorch's `OptimizerInfo`: everything the registry,
 /// the CLI, the tests, `optim compare` and `optim bench` need to know about it, in one place.
 ///
-/// Each optimizer file declares its entry (`static let info`), and ``OptimizerRegistry/all``
-/// lists them. Every field is required: an entry that leaves one out does not compile, and the
+/// Each optimizer file declares its entry (`static let info`, conforming to ``RegistryEntry``),
+/// and the optimizer list behind ``OptimizerRegistry/all`` names them. Every field is required: an entry that leaves one out does not compile, and the
 /// registry tests check that the values make sense (a suggested learning rate, samples that
 /// build, a benchmark whose C reference exists).
 public struct OptimizerInfo: Sendable {
@@ -187,4 +187,11 @@ extension CReference {
     static let adamKernel = CReference.kernel(symbol: "adam", stateBuffers: 2, coefficients: [1 - 1e-5, 0.1, 0.999, 1e-3, 0.5, 1e-8, -1e-3])
     /// `ref_lion` for Lion's defaults.
     static let lionKernel = CReference.kernel(symbol: "lion", stateBuffers: 1, coefficients: [1, 0.9, 0.1, 0.99, 0.01, -1e-4])
+}
+
+/// A type with an entry in the registry: an update rule (`AdamWRule`) or an optimizer class of its
+/// own (``LBFGS``, ``Prodigy``, ``Lookahead``).
+public protocol RegistryEntry {
+    /// The entry.
+    static var info: OptimizerInfo { get }
 }

@@ -47,18 +47,11 @@ public struct ParameterGroupConfiguration: Sendable {
 /// Every optimizer of the library, by name.
 ///
 /// Adding an optimizer means one file under `Optimizers/` that declares its ``OptimizerInfo``,
-/// and that entry added to ``all`` (CONTRIBUTING.md has the whole recipe).
+/// and one line for that entry in the optimizer list (`Registry/OptimizerList.swift`, which the
+/// kernel modules compile too); CONTRIBUTING.md has the whole recipe.
 public enum OptimizerRegistry {
     /// Every optimizer's entry, in registry order.
-    public static let all: [OptimizerInfo] = [
-        SGDRule.info, AdamRule.info, AdamWRule.info, DecoupledAdamWRule.info, LionRule.info, DecoupledLionWRule.info,
-        ADOPTRule.info, Lookahead.info,
-        AdagradRule.info, RMSpropRule.info, AdamaxRule.info, RAdamRule.info, NAdamRule.info, AdadeltaRule.info, RpropRule.info,
-        ASGDRule.info, SparseAdamRule.info, AdafactorRule.info, MuonRule.info, LBFGS.info,
-        ScheduleFreeAdamWRule.info, ScheduleFreeSGDRule.info, AdanRule.info,
-        AdEMAMixRule.info, LAMBRule.info, LARSRule.info,
-        MARSRule.info, SOAPRule.info, Prodigy.info,
-    ]
+    public static let all: [OptimizerInfo] = OptimizerListEntries.all
 
     /// The registry names, in registry order.
     public static var names: [String] { all.map(\.name) }

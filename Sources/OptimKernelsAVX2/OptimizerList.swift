@@ -1,0 +1,1 @@
+../Optim/Registry/OptimizerList.swift
