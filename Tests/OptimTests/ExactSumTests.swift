@@ -70,4 +70,51 @@ import Testing
         #expect(Self.chunked([.nan], [1]).products.isNaN)
         #expect(Self.chunked([.infinity], [0]).products.isNaN)
     }
+
+    /// The vector methods (16 terms at a time, as Prodigy's first pass bins them) give the same
+    /// exact sums as the scalar ones, and count the lanes holding an infinity or NaN instead of
+    /// adding them.
+    @Test(arguments: [16, 4_096, ExactChunkSum.capacity])
+    func vectorBinningEqualsTermByTerm(count: Int) {
+        let a = Self.floats(count, seed: 5), b = Self.floats(count, seed: 6)
+        let scalar = Self.chunked(a, b)
+        var products = ExactSum(), values = ExactSum()
+        var dot = ExactChunkSum(), absolute = ExactChunkSum()
+        defer {
+            dot.deallocate()
+            absolute.deallocate()
+        }
+        for start in stride(from: 0, to: count, by: 16) {
+            let x = FloatVector(a[start..<start + 16]), y = FloatVector(b[start..<start + 16])
+            dot.addProducts(x, y)
+            absolute.addMagnitudes(x)
+        }
+        #expect(!dot.takeSpecialLanes() && !absolute.takeSpecialLanes())
+        dot.foldProducts(into: &products)
+        absolute.foldValues(into: &values)
+        #expect(products.value.bitPattern == scalar.products.bitPattern)
+        // addMagnitudes sums |a|: compare with the scalar sum of the magnitudes.
+        #expect(values.value.bitPattern == Self.chunked(a.map(abs), b).values.bitPattern)
+    }
+
+    @Test func vectorBinningCountsNonFiniteLanesAndAddsTheRest() {
+        var a = [Float](repeating: 1.5, count: 16), b = [Float](repeating: -2, count: 16)
+        a[3] = .infinity
+        b[9] = .nan
+        var products = ExactSum(), values = ExactSum()
+        var dot = ExactChunkSum(), absolute = ExactChunkSum()
+        defer {
+            dot.deallocate()
+            absolute.deallocate()
+        }
+        dot.addProducts(FloatVector(a), FloatVector(b))
+        absolute.addMagnitudes(FloatVector(a))
+        #expect(dot.takeSpecialLanes())
+        #expect(absolute.takeSpecialLanes())
+        #expect(!dot.takeSpecialLanes())  // taken: the count is cleared
+        dot.foldProducts(into: &products)
+        absolute.foldValues(into: &values)
+        #expect(products.value == 14 * -3.0)  // the 14 finite lanes
+        #expect(values.value == 15 * 1.5)
+    }
 }

@@ -5,7 +5,7 @@
 /// arithmetic, bit for bit.
 public struct ProdigyKernels: @unchecked Sendable {
     /// Pass 1 over a chunk: the exact sums' terms binned into `dot` (⟨g, p₀ − p⟩) and `absolute`
-    /// (|s|), then `s`, `exp_avg` and `exp_avg_sq` updated a vector at a time
+    /// (|s|), and `s`, `exp_avg` and `exp_avg_sq` updated, a vector at a time
     /// (``Prodigy/firstPassChunk(_:_:_:dot:absolute:)``).
     public let firstPass: (KernelOperands, Prodigy.FirstPass, Range<Int>, inout ExactChunkSum, inout ExactChunkSum) -> Void
     /// Pass 2 over a chunk: decay and step (``Prodigy/secondPassChunk(_:_:_:)``).
@@ -56,11 +56,12 @@ extension Prodigy {
         public var keepsMoment: Bool
     }
 
-    /// Pass 1 over `range` at `slice_p` 1: for every element the exact sums' terms `g·(p₀ − p)`
-    /// into `dot` and `|β3·s + sliceScale·g|` into `absolute` (a scalar loop: one integer addition
-    /// per term), then the state a vector at a time — `s`, `exp_avg`, `exp_avg_sq` (operands
-    /// `state2`, `state0`, `state1`; `p₀` is `state3`). The loop variant for the moment and the
-    /// coupled decay is chosen once, outside the loops.
+    /// Pass 1 over `range` at `slice_p` 1, a vector at a time: the exact sums' terms `g·(p₀ − p)`
+    /// into `dot` and `|β3·s + sliceScale·g|` into `absolute`
+    /// (``ExactChunkSum/addProducts(_:_:)``, ``ExactChunkSum/addMagnitudes(_:)``), and the state
+    /// — `s`, `exp_avg`, `exp_avg_sq` (operands `state2`, `state0`, `state1`; `p₀` is `state3`) —
+    /// in the same pass over memory. The loop variant for the moment and the coupled decay is
+    /// chosen once, outside the loops.
     @_transparent
     public static func firstPassChunk(_ operands: KernelOperands, _ c: FirstPass, _ range: Range<Int>,
                                       dot: inout ExactChunkSum, absolute: inout ExactChunkSum) {
@@ -75,19 +76,15 @@ extension Prodigy {
     @inlinable @inline(__always)
     static func firstPassLoops(_ operands: KernelOperands, _ c: FirstPass, _ range: Range<Int>, moment: Bool, coupled: Bool,
                                _ dot: inout ExactChunkSum, _ absolute: inout ExactChunkSum) {
-        let p = operands.parameter, g = operands.gradient, s = operands.state2, p0 = operands.state3
-        let scale = operands.gradientScale
-        for i in range {
-            var gi = g[i]
-            if scale != 1 { gi = gi * scale }
-            if coupled { gi = gi + c.coupledDecay * p[i] }
-            dot.addProduct(gi, p0[i] - p[i], set: i & 3)
-            absolute.addValue(abs(s[i] * c.beta3 + gi * c.sliceScale), set: i & 3)
-        }
         @inline(__always) func vector(_ i: Int, _ lanes: Int) {
+            let p = Elementwise.load(operands.parameter, i, lanes)
             var gi = Elementwise.gradient(operands, i, lanes)
-            if coupled { gi = gi + c.coupledDecay * Elementwise.load(operands.parameter, i, lanes) }
-            Elementwise.store(Elementwise.load(operands.state2, i, lanes) * c.beta3 + gi * c.sliceScale, operands.state2, i, lanes)
+            if coupled { gi = gi + c.coupledDecay * p }
+            // Padding lanes load as zeros: their terms are 0.
+            dot.addProducts(gi, Elementwise.load(operands.state3, i, lanes) - p)
+            let s = Elementwise.load(operands.state2, i, lanes) * c.beta3 + gi * c.sliceScale
+            absolute.addMagnitudes(s)
+            Elementwise.store(s, operands.state2, i, lanes)
             if moment {
                 Elementwise.store(Elementwise.load(operands.state0, i, lanes) * c.beta1 + gi * c.momentScale, operands.state0, i, lanes)
             }
@@ -100,6 +97,19 @@ extension Prodigy {
             i += width
         }
         if i < range.upperBound { vector(i, range.upperBound - i) }
+        // Infinities and NaNs were counted, not added: add their terms in element order, as
+        // ExactChunkSum.addProduct and addValue do (the state is already updated: `s` is read back).
+        let dotSpecial = dot.takeSpecialLanes(), absoluteSpecial = absolute.takeSpecialLanes()
+        if dotSpecial || absoluteSpecial {
+            let p = operands.parameter, s = operands.state2, p0 = operands.state3
+            for i in range {
+                var gi = Elementwise.gradient(operands, i, 1)[0]
+                if coupled { gi = gi + c.coupledDecay * p[i] }
+                let difference = p0[i] - p[i]
+                if dotSpecial && (!gi.isFinite || !difference.isFinite) { dot.special += Double(gi) * Double(difference) }
+                if absoluteSpecial && !s[i].isFinite { absolute.special += Double(abs(s[i])) }
+            }
+        }
     }
 
     /// Pass 2 over `range` without metrics, a vector at a time: the decoupled decay and the step

@@ -961,6 +961,89 @@ public struct ExactChunkSum {
         bins[set &* Self.binCount &+ e] &+= (m ^ sign) &- sign
     }
 
+    /// Bin offsets of the 16 lanes of a vector: lane `l` goes to set `l mod 4`. The sets only
+    /// spread the additions; the exact sum does not depend on which set a term lands in.
+    @inlinable @inline(__always) static var laneSets: SIMD16<UInt32> {
+        SIMD16<UInt32>(0, 512, 1024, 1536, 0, 512, 1024, 1536, 0, 512, 1024, 1536, 0, 512, 1024, 1536)
+    }
+
+    /// The bin that counts the vector lanes holding an infinity or NaN (in set 0; no finite term
+    /// reaches it: the exponent sums end at 508). When it is not zero after a chunk, the chunk's
+    /// loop adds those lanes' terms to ``special`` in a scalar pass (``takeSpecialLanes()``).
+    @usableFromInline static var specialBin: UInt32 { 511 }
+
+    /// Whether a vector method counted a lane holding an infinity or NaN since the last call;
+    /// clears the count (the special bins are not terms: they must be empty when folded).
+    public func takeSpecialLanes() -> Bool {
+        var found = false
+        for set in 0..<Self.sets where bins[set * Self.binCount + Int(Self.specialBin)] != 0 {
+            bins[set * Self.binCount + Int(Self.specialBin)] = 0
+            found = true
+        }
+        return found
+    }
+
+    /// The integer mantissas (with the implicit bit), biased exponents (1 for subnormals) and
+    /// non-finite flags (1 where the exponent is 255) of 16 Floats, a vector at a time, in
+    /// integer arithmetic only (lane masks would be built lane by lane).
+    @_transparent @usableFromInline
+    static func parts(_ bits: SIMD16<UInt32>) -> (mantissas: SIMD16<UInt32>, exponents: SIMD16<UInt32>, nonFinite: SIMD16<UInt32>) {
+        let exponents = (bits &>> 23) & 0xFF
+        let normal = (exponents &+ 0xFF) &>> 8  // 1 unless the exponent is 0
+        let mantissas = (bits & 0x7F_FFFF) | (normal &<< 23)
+        return (mantissas, exponents | (normal ^ 1), (exponents &+ 1) &>> 8)
+    }
+
+    /// `bins[index[l]] += values[l]` for the 16 lanes, written out lane by lane: a loop over a
+    /// vector's lanes with a variable subscript is compiled as stores to the stack and a bounds
+    /// check per lane.
+    @_transparent @usableFromInline
+    mutating func scatterAdd(_ index: SIMD16<UInt32>, _ values: SIMD16<Int64>) {
+        bins[Int(index[0])] &+= values[0]
+        bins[Int(index[1])] &+= values[1]
+        bins[Int(index[2])] &+= values[2]
+        bins[Int(index[3])] &+= values[3]
+        bins[Int(index[4])] &+= values[4]
+        bins[Int(index[5])] &+= values[5]
+        bins[Int(index[6])] &+= values[6]
+        bins[Int(index[7])] &+= values[7]
+        bins[Int(index[8])] &+= values[8]
+        bins[Int(index[9])] &+= values[9]
+        bins[Int(index[10])] &+= values[10]
+        bins[Int(index[11])] &+= values[11]
+        bins[Int(index[12])] &+= values[12]
+        bins[Int(index[13])] &+= values[13]
+        bins[Int(index[14])] &+= values[14]
+        bins[Int(index[15])] &+= values[15]
+    }
+
+    /// Adds the 16 products `a·b` exactly (the padding lanes of a partial vector must be zero in
+    /// `a` or `b`: they add 0). The mantissa products, signs and bin indices are computed a
+    /// vector at a time; the additions into the bins stay one integer addition per lane. A lane
+    /// holding an infinity or NaN adds nothing here and 1 to ``specialBin`` instead.
+    @_transparent
+    public mutating func addProducts(_ a: FloatVector, _ b: FloatVector) {
+        let aBits = unsafeBitCast(a, to: SIMD16<UInt32>.self), bBits = unsafeBitCast(b, to: SIMD16<UInt32>.self)
+        let (ma, ea, fa) = Self.parts(aBits), (mb, eb, fb) = Self.parts(bBits)
+        let special = fa | fb, keep = special &- 1  // keep: all ones for finite lanes
+        let product = SIMD16<UInt64>(truncatingIfNeeded: ma) &* SIMD16<UInt64>(truncatingIfNeeded: mb)
+        let negative = SIMD16<UInt64>.zero &- SIMD16<UInt64>(truncatingIfNeeded: (aBits ^ bBits) &>> 31)
+        let signed = ((product ^ negative) &- negative) & SIMD16<UInt64>(truncatingIfNeeded: SIMD16<Int32>(truncatingIfNeeded: keep))
+        let index = ((Self.laneSets &+ ea &+ eb) & keep) | ((special &* Self.specialBin) & ~keep)
+        scatterAdd(index, SIMD16<Int64>(truncatingIfNeeded: signed) | SIMD16<Int64>(truncatingIfNeeded: special))
+    }
+
+    /// Adds the 16 values `|a|` exactly (padding lanes zero), as ``addProducts(_:_:)`` does
+    /// products.
+    @_transparent
+    public mutating func addMagnitudes(_ a: FloatVector) {
+        let bits = unsafeBitCast(a, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF
+        let (m, e, special) = Self.parts(bits)
+        let keep = special &- 1
+        let index = ((Self.laneSets &+ e) & keep) | ((special &* Self.specialBin) & ~keep)
+        scatterAdd(index, SIMD16<Int64>(truncatingIfNeeded: (m & keep) | special))
+    }
+
     /// Adds the chunk's products to `sum`; called once, at the end of the chunk.
     func foldProducts(into sum: inout ExactSum) { fold(into: &sum, bias: 300) }
 
