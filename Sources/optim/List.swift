@@ -6,7 +6,7 @@ import Optim
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the optimizers with their references and default hyperparameters.")
 
-    @Flag(help: "One JSON object per optimizer and line: the registry table, for scripts (tools/bench reads it).")
+    @Flag(help: "One JSON object per optimizer and line: the registry table, for scripts (tools/bench reads it). Infinite values (Prodigy's growth_rate) are written as the strings \"inf\" and \"-inf\".")
     var json = false
 
     func run() throws {
@@ -96,6 +96,8 @@ struct List: ParsableCommand {
                       benchmark: Benchmark(configuration: Configuration(configuration), displayName: configuration.displayName, reference: reference))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // JSON has no infinity; Prodigy's benchmark coefficients hold growth_rate = +inf.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         print(String(decoding: try encoder.encode(row), as: UTF8.self))
     }
 }

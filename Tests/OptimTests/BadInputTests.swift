@@ -1,4 +1,5 @@
 import Foundation
+import Optim
 import Safetensors
 import Testing
 
@@ -42,6 +43,21 @@ import Testing
         while !reader.isFinished { usleep(1000) }
         return Outcome(status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
                        error: String(decoding: errorData, as: UTF8.self))
+    }
+
+    /// `optim list --json`, which the benchmark scripts read, gives one parseable object per
+    /// registry entry, in registry order (Prodigy's infinite growth_rate once made it fail half way).
+    @Test func listJSONHasEveryOptimizer() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("list-json-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outcome = try Self.optim(["list", "--json"], in: directory)
+        #expect(outcome.status == 0, "\(outcome.error)")
+        let names = try outcome.output.split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return object?["name"] as? String ?? ""
+        }
+        #expect(names == OptimizerRegistry.names)
     }
 
     /// Every file under `root` (hidden ones too) with its contents.
