@@ -1020,7 +1020,7 @@ public struct ExactChunkSum {
     /// Adds the 16 products `a·b` exactly (the padding lanes of a partial vector must be zero in
     /// `a` or `b`: they add 0). The mantissa products, signs and bin indices are computed a
     /// vector at a time; the additions into the bins stay one integer addition per lane. A lane
-    /// holding an infinity or NaN adds nothing here and 1 to ``specialBin`` instead.
+    /// holding an infinity or NaN adds nothing here: it is counted, for ``takeSpecialLanes()``.
     @_transparent
     public mutating func addProducts(_ a: FloatVector, _ b: FloatVector) {
         let aBits = unsafeBitCast(a, to: SIMD16<UInt32>.self), bBits = unsafeBitCast(b, to: SIMD16<UInt32>.self)
