@@ -26,7 +26,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default), bfloat16 or int8 (bitsandbytes' blockwise 8-bit state); `optim list --json` lists each optimizer's. The C reference keeps float32 state.")
+    @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default), bfloat16, int8 (bitsandbytes' blockwise 8-bit state) or int4 (torchao's 4-bit state); `optim list --json` lists each optimizer's. The C reference keeps float32 state.")
     var stateDType: String = StateDType.float32.rawValue
 
     @Flag(help: "Print one JSON object per implementation and line.")
@@ -59,9 +59,9 @@ struct Bench: ParsableCommand {
             throw ValidationError("--state-dtype \(dtype): optimizer '\(optimizer)' keeps " + info.stateDTypes.map(\.rawValue).joined(separator: " or ") + " state")
         }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
-        // AdamW's) in the state format (8-bit: a float32 absmax per block of 256 too), and the C
+        // AdamW's) in the state format (8-bit and 4-bit: a float32 scale per block too), and the C
         // reference's float32 copy of all five: refuse what the memory cannot hold before allocating.
-        let stateBytes = Double(dtype.bytesPerElement) + (dtype == .int8 ? 4.0 / Double(BlockwiseQuantization.blockSize) : 0)
+        let stateBytes = Double(dtype.stateBytes(count: 1 << 20)) / Double(1 << 20)
         let bytes = Double(params) * (8 + 3 * stateBytes + (noReference ? 0 : 20)) + Double(tensors) * 1024  // and each tensor's bookkeeping
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes < available else {

@@ -160,7 +160,8 @@ import Testing
             (["train", "--optimizer", "nadam", "--state-dtype", "int8"], "int8"),
             (["train", "--optimizer", "nadam", "--state-dtype", "bfloat16"], "bfloat16 state is offered by"),
             (["train", "--optimizer", "sgd", "--state-dtype", "int8", "--momentum", "0"], "momentum > 0"),
-            (["train", "--optimizer", "adamw", "--state-dtype", "int4"], "int4"),
+            (["train", "--optimizer", "lion", "--state-dtype", "int4"], "int4 state is offered by adam, adamw"),
+            (["train", "--optimizer", "adamw", "--state-dtype", "int2"], "int2"),
             (["train", "--optimizer", "adamw", "--state-dtype", "int8", "-H", "amsgrad=true"], "amsgrad"),
         ]
         for (arguments, mention) in cases {

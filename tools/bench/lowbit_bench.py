@@ -9,6 +9,10 @@ seconds per step (median of --steps timed steps after 2 warm-up steps) and, with
 object per line. Compare with `optim bench --optimizer NAME --state-dtype int8 --params N
 --threads T --steps S` run right before or after (BENCHMARKS.md, "8-bit optimizer state").
 
+With --int4, torchao 0.18's `AdamW4bit` / `Adam4bit` instead (its step compiled by torch.compile,
+as the optimizer runs it; compilation happens in the warm-up steps), the reference of
+`optim bench --optimizer adamw --state-dtype int4`.
+
 Usage (in a venv with torch and bitsandbytes 0.50.2):
   python3 tools/bench/lowbit_bench.py --optimizer lion --params 67108864 --threads 2 --steps 10
 """
@@ -24,7 +28,10 @@ import time
 import torch
 
 
-def make(name: str, params, int8: bool):
+def make(name: str, params, int8: bool, int4: bool = False):
+    if int4:
+        import torchao.optim
+        return {"adamw": torchao.optim.AdamW4bit, "adam": torchao.optim.Adam4bit}[name](params, lr=1e-3)
     if int8:
         import bitsandbytes as bnb
         cls = {"lion": bnb.optim.Lion8bit, "adamw": bnb.optim.AdamW8bit, "adam": bnb.optim.Adam8bit}[name]
@@ -42,14 +49,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--float32", action="store_true", help="also time the float32 optimizer")
+    parser.add_argument("--int4", action="store_true", help="torchao's 4-bit AdamW4bit/Adam4bit instead of bitsandbytes' 8-bit")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.int4 and args.optimizer == "lion":
+        parser.error("--int4: torchao has no 4-bit Lion")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for int8 in ([True, False] if args.float32 else [True]):
         p = torch.nn.Parameter(torch.randn(args.params) * 0.5)
         p.grad = torch.randn(args.params) * 1e-2
-        opt = make(args.optimizer, [p], int8)
+        opt = make(args.optimizer, [p], int8, args.int4 and int8)
         times = []
         for step in range(args.steps + 2):
             start = time.perf_counter()
@@ -57,10 +67,14 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - start
             if step >= 2:
                 times.append(elapsed)
-        if int8:
+        if int8 and args.int4:
+            assert type(opt.state[p]["exp_avg"]).__name__ == "OptimState4bit", "torchao kept float32 state"
+            label = "torchao-" + args.optimizer + "4bit"
+        elif int8:
             state = opt.state[p]
             assert state["state1"].dtype == torch.uint8, "bitsandbytes kept float32 state"
-        label = ("bitsandbytes-" if int8 else "torch-") + args.optimizer + ("8bit" if int8 else "-float32")
+        if not (int8 and args.int4):
+            label = ("bitsandbytes-" if int8 else "torch-") + args.optimizer + ("8bit" if int8 else "-float32")
         median = statistics.median(times)
         if args.json:
             print(json.dumps({"implementation": label, "seconds_per_step": median, "params": args.params,

@@ -202,6 +202,79 @@ static inline __attribute__((always_inline)) void optim_quantize16(const uint8_t
 }
 
 /*
+ * torchao's 4-bit state (FourBitQuantization in Optim): 16 codes packed in 8 bytes, element 2k in
+ * the high nibble of byte k and element 2k+1 in the low one, into a 16-entry table.
+ * optim_int4_decode16 gives table[code] for each (AVX-512: one permute; AVX2: two permutes and a
+ * blend per 8 lanes; elsewhere the plain loop): pure data movement, the same values on every
+ * path. optim_int4_encode16 gives the codes of values[i] / scale as torchao's
+ * quantize_4bit_with_qmap does: its branchless binary search finds the largest k with
+ * x >= table[k] (0 when there is none, NaN included), which for an ascending table is the count of
+ * k in 1...15 with x >= table[k]; then it rounds up when x - table[c] >= (table[c+1] - table[c]) * 0.5
+ * (c + 1 capped at 15). Vector arithmetic without contraction: the same bits on every path.
+ */
+typedef uint8_t optim_byte8 __attribute__((ext_vector_type(8)));
+typedef uint8_t optim_byte16 __attribute__((ext_vector_type(16)));
+
+static inline __attribute__((always_inline)) optim_byte16 optim_int4_unpack16(const uint8_t *packed) {
+    optim_byte8 bytes;
+    __builtin_memcpy(&bytes, packed, sizeof bytes);
+    optim_byte8 high = bytes >> 4, low = bytes & (uint8_t)15;
+    return __builtin_shufflevector(high, low, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+static inline __attribute__((always_inline)) optim_float16 optim_int4_decode16(const float *table, const uint8_t *packed) {
+    optim_byte16 codes = optim_int4_unpack16(packed);
+#if defined(__AVX512F__)
+    __m128i bytes;
+    __builtin_memcpy(&bytes, &codes, sizeof bytes);
+    return (optim_float16)_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(bytes), _mm512_loadu_ps(table));
+#elif defined(__AVX2__)
+    __m128i bytes;
+    __builtin_memcpy(&bytes, &codes, sizeof bytes);
+    __m256 first = _mm256_loadu_ps(table), second = _mm256_loadu_ps(table + 8);
+    __m256i i0 = _mm256_cvtepu8_epi32(bytes), i1 = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
+    /* Bit 3 of the code, moved to the sign bit, picks the second half of the table. */
+    __m256 r0 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, i0), _mm256_permutevar8x32_ps(second, i0),
+                                 _mm256_castsi256_ps(_mm256_slli_epi32(i0, 28)));
+    __m256 r1 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, i1), _mm256_permutevar8x32_ps(second, i1),
+                                 _mm256_castsi256_ps(_mm256_slli_epi32(i1, 28)));
+    optim_float8 l = (optim_float8)r0, h = (optim_float8)r1;
+    return __builtin_shufflevector(l, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+    optim_float16 result;
+    for (int i = 0; i < 16; i++) result[i] = table[codes[i]];
+    return result;
+#endif
+}
+
+static inline __attribute__((always_inline)) optim_float16 optim_select16(optim_int16 mask, optim_float16 whenTrue, optim_float16 whenFalse) {
+    return (optim_float16)(((optim_int16)whenTrue & mask) | ((optim_int16)whenFalse & ~mask));
+}
+
+static inline __attribute__((always_inline)) void optim_int4_encode16(const float *table, const float *values, float scale, uint8_t *packed) {
+#pragma clang fp contract(off)
+    optim_float16 x;
+    __builtin_memcpy(&x, values, sizeof x);
+    optim_float16 y = x / scale;
+    optim_int16 code = 0;
+    optim_float16 down = table[0], up = table[1];
+    for (int k = 1; k < 16; k++) {
+        optim_int16 reached = y >= table[k];  /* -1 where true */
+        code -= reached;
+        down = optim_select16(reached, (optim_float16)table[k], down);
+        up = optim_select16(reached, (optim_float16)table[k < 15 ? k + 1 : 15], up);
+    }
+    optim_int16 roundUp = (y - down) >= (up - down) * 0.5f;
+    optim_int16 capped = code < 15;
+    code -= roundUp & capped;
+    optim_byte16 bytes = __builtin_convertvector(code, optim_byte16);
+    optim_byte8 even = __builtin_shufflevector(bytes, bytes, 0, 2, 4, 6, 8, 10, 12, 14);
+    optim_byte8 odd = __builtin_shufflevector(bytes, bytes, 1, 3, 5, 7, 9, 11, 13, 15);
+    optim_byte8 result = (optim_byte8)((even << 4) | odd);
+    __builtin_memcpy(packed, &result, sizeof result);
+}
+
+/*
  * bfloat16 state (BFloat16State in Optim): widening is exact (the bits shifted up by 16);
  * narrowing rounds to nearest even as torch's float -> bfloat16 does (add 0x7FFF plus the lowest
  * kept bit, keep the top 16 bits), NaN -> 0x7FC0. Vector code for the including module's CPU,

@@ -8,7 +8,10 @@ import Safetensors
 /// each state buffer as `state/<parameter>/<buffer>` (Lookahead's slow weights included) — an
 /// 8-bit buffer (``StateDType/int8``) as it is held, its codes as `state/<parameter>/<buffer>.codes`
 /// (U8, the parameter's shape) and its blocks' scales as `state/<parameter>/<buffer>.absmax` (F32,
-/// one per block of 256 elements: bitsandbytes' `state1` and `absmax1`) — and in
+/// one per block of 256 elements: bitsandbytes' `state1` and `absmax1`); a 4-bit buffer
+/// (``StateDType/int4``) the same way, its codes two a byte (U8, flat, half the parameter's
+/// element count; the first element in the high nibble) and one scale per block of 128 elements
+/// as `.absmax` (torchao's `codes` and `scale`) — and in
 /// `__metadata__`: `format` (`swift-optim-checkpoint/1`), `optimizer` (a JSON description: name,
 /// groups with hyperparameters and initial learning rates, per-parameter step counts, wrapper
 /// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,

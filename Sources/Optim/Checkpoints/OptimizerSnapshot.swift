@@ -22,13 +22,17 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         }
     }
 
-    /// One state buffer kept in 8 bits (``StateDType/int8``), as it is stored: a code per element
+    /// One quantized state buffer, as it is stored. 8-bit (``StateDType/int8``): a code per element
     /// and a float32 absmax per block of ``BlockwiseQuantization/blockSize`` elements (the value
     /// of element `i` is `map[codes[i]] · absmax[i / 256]`, bitsandbytes' `state1`/`absmax1`).
+    /// 4-bit (``StateDType/int4``): two codes a byte, element `2k` in the high nibble of
+    /// `codes[k]`, and one scale per block of ``FourBitQuantization/blockSize`` elements in
+    /// `absmax` (torchao's `OptimState4bit.codes` and `scale`).
     public struct QuantizedBuffer: Sendable, Equatable {
-        /// One code per element: an index into the buffer's ``DynamicQuantizationMap``.
+        /// The codes: one a byte (8-bit), into the buffer's ``DynamicQuantizationMap``, or two a
+        /// byte (4-bit), into its ``FourBitMap``.
         public var codes: [UInt8]
-        /// One scale per block of 256 elements (the last block may be shorter).
+        /// One scale per block of 256 (8-bit; the last block may be shorter) or 128 (4-bit) elements.
         public var absmax: [Float]
 
         /// A buffer of `codes` and its blocks' `absmax`.
@@ -108,7 +112,7 @@ extension GradientOptimizer {
         for slot in slots {
             var buffers: [String: [Float]] = [:], quantized: [String: OptimizerSnapshot.QuantizedBuffer] = [:], halves: [String: [UInt16]] = [:]
             switch slot.storage {
-            case .int8:
+            case .int8, .int4:
                 for (buffer, (codes, absmax)) in zip(slot.layout, zip(slot.codes, slot.state)) {
                     quantized[buffer.name] = .init(codes: Array(codes), absmax: Array(absmax))
                 }
@@ -174,10 +178,12 @@ extension GradientOptimizer {
             let layout = Rule.stateLayout(hyperparameters[slot.group], shape: slot.parameter.shape)
             let expected = layout.map(\.name)
             let storage = hyperparameters[slot.group].statePrecision.storage(count: slot.parameter.count)
-            let held: [StateDType: [String]] = [.float32: Array(state.buffers.keys), .int8: Array(state.quantizedBuffers.keys),
-                                                .bfloat16: Array(state.bfloat16Buffers.keys)]
-            let names = Set(held[storage]!)
-            for (format, stored) in held where format != storage {
+            // Quantized buffers (8-bit or 4-bit, as the group's state_dtype says) are one kind here.
+            let held: [(kind: String, names: [String])] = [("float32", Array(state.buffers.keys)), ("quantized", Array(state.quantizedBuffers.keys)),
+                                                            ("bfloat16", Array(state.bfloat16Buffers.keys))]
+            let kind = storage.isQuantized ? "quantized" : storage.rawValue
+            let names = Set(held.first { $0.kind == kind }!.names)
+            for (format, stored) in held where format != kind {
                 if let stray = stored.sorted().first {
                     throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffer '\(stray)' is \(format) in the checkpoint, but this optimizer keeps \(storage) state for it")
                 }
@@ -193,12 +199,13 @@ extension GradientOptimizer {
                     throw .checkpointMismatch("parameter '\(slot.parameter.name)': bfloat16 buffer '\(buffer.name)' holds \(bits.count) values, expected \(buffer.count)")
                 }
                 if let stored = state.quantizedBuffers[buffer.name] {
-                    let blocks = BlockwiseQuantization.blockCount(buffer.count)
-                    guard stored.codes.count == buffer.count, stored.absmax.count == blocks else {
-                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': 8-bit buffer '\(buffer.name)' holds \(stored.codes.count) codes and \(stored.absmax.count) absmax values, expected \(buffer.count) and \(blocks) (blocks of \(BlockwiseQuantization.blockSize))")
+                    let blocks = storage.scaleCount(count: buffer.count), bytes = storage.codeBytes(count: buffer.count)
+                    let what = storage == .int4 ? "4-bit" : "8-bit"
+                    guard stored.codes.count == bytes, stored.absmax.count == blocks else {
+                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': \(what) buffer '\(buffer.name)' holds \(stored.codes.count) code bytes and \(stored.absmax.count) absmax values, expected \(bytes) and \(blocks) (blocks of \(storage.blockSize))")
                     }
                     guard stored.absmax.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
-                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': 8-bit buffer '\(buffer.name)' has a negative or non-finite absmax")
+                        throw .checkpointMismatch("parameter '\(slot.parameter.name)': \(what) buffer '\(buffer.name)' has a negative or non-finite absmax")
                     }
                 }
             }

@@ -97,12 +97,16 @@ public protocol UpdateRule: Sendable {
     /// moments), ``DynamicQuantizationMap/unsigned`` for second moments, as bitsandbytes pairs
     /// them. Empty (the default) for a rule without 8-bit state.
     static func quantizationMaps(_ hyperparameters: Hyperparameters) -> [DynamicQuantizationMap]
+    /// The map each state buffer is quantized with when its parameter keeps 4-bit state
+    /// (``StateDType/int4``), in ``stateNames(_:)`` order; empty (the default) for a rule without.
+    static func fourBitMaps(_ hyperparameters: Hyperparameters) -> [FourBitMap]
     /// The update of elements `range` (whole blocks of ``BlockwiseQuantization/blockSize``, the
     /// last possibly partial) of a parameter with 8-bit state: `operands.codes0`/`codes1` hold
     /// the codes and `state0`/`state1` the blocks' absmax. One fused pass per block —
     /// dequantize, update, requantize — with no float32 copy of the state beyond one block.
     /// Returns the metric sums when `collectingMetrics`. Only called for rules whose
-    /// ``stateDTypes`` include ``StateDType/int8``.
+    /// ``stateDTypes`` include ``StateDType/int8`` or ``StateDType/int4``; for 4-bit state
+    /// ``KernelOperands/packedCodes`` is set and the blocks are of ``FourBitQuantization/blockSize``.
     static func updateQuantized(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients,
                                 collectingMetrics: Bool) -> MetricAccumulator
 }
@@ -152,6 +156,7 @@ extension UpdateRule {
                                      parameter: UnsafeMutableBufferPointer<Float>, state: [UnsafeMutableBufferPointer<Float>]) {}
     public static var stateDTypes: [StateDType] { [.float32] }
     public static func quantizationMaps(_ hyperparameters: Hyperparameters) -> [DynamicQuantizationMap] { [] }
+    public static func fourBitMaps(_ hyperparameters: Hyperparameters) -> [FourBitMap] { [] }
     @_transparent
     public static func updateQuantized(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
@@ -210,23 +215,24 @@ struct Slot {
     let parameter: Parameter
     let group: Int
     var steps = 0
-    /// Float32 state buffers; for 8-bit state (``quantized``) the blocks' absmax of each buffer;
+    /// Float32 state buffers; for 8-bit and 4-bit state (``quantized``) the blocks' scales of each buffer;
     /// for bfloat16 state empty slices, one per buffer held (the values are in ``halves``).
     var state: [UnsafeMutableBufferPointer<Float>] = []
-    /// The codes of each state buffer when the state is 8-bit, else empty.
+    /// The codes of each state buffer when the state is 8-bit (one a byte) or 4-bit (two a byte), else empty.
     var codes: [UnsafeMutableBufferPointer<UInt8>] = []
     /// The bits of each state buffer when the state is bfloat16, else empty.
     var halves: [UnsafeMutableBufferPointer<UInt16>] = []
     /// The format its state is kept in: its group's ``StatePrecision/storage(count:)``.
     var storage = StateDType.float32
-    /// Whether its state is 8-bit.
-    var quantized: Bool { storage == .int8 }
+    /// Whether its state is quantized (8-bit or 4-bit).
+    var quantized: Bool { storage.isQuantized }
     /// The element counts of the state buffers it holds, whatever their format.
     var heldCounts: [Int] {
         switch storage {
         case .float32: state.map(\.count)
         case .bfloat16: halves.map(\.count)
         case .int8: codes.map(\.count)
+        case .int4: codes.map { $0.count * 2 }
         }
     }
     /// The state buffers its group's rule keeps for it (``UpdateRule/stateLayout(_:shape:)``).
@@ -474,10 +480,15 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     }
 
     /// A slot's state buffers as float32 values: copies, widened for bfloat16 state, dequantized
-    /// for 8-bit state.
+    /// for 8-bit and 4-bit state.
     func floatState(_ slot: Slot) -> [[Float]] {
         if slot.storage == .bfloat16 { return slot.halves.map { $0.map(BFloat16State.value) } }
         guard slot.quantized else { return slot.state.map { Array($0) } }
+        if slot.storage == .int4 {
+            return zip(zip(slot.codes, slot.state), Rule.fourBitMaps(groups[slot.group].hyperparameters)).map { pair, map in
+                FourBitQuantization.dequantize(codes: Array(pair.0), scales: Array(pair.1), map: map)
+            }
+        }
         let maps = Rule.quantizationMaps(groups[slot.group].hyperparameters)
         return zip(zip(slot.codes, slot.state), maps).map { pair, map in
             var values = [Float](repeating: 0, count: pair.0.count)
@@ -588,6 +599,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     let codes = slots[slot].codes
                     operands.codes0 = codes.count > 0 ? codes[0].baseAddress! : nil
                     operands.codes1 = codes.count > 1 ? codes[1].baseAddress! : nil
+                    operands.packedCodes = slots[slot].storage == .int4
                 } else if slots[slot].storage == .bfloat16 {
                     (operands.state0, operands.state1, operands.state2, operands.state3) = (placeholder, placeholder, placeholder, placeholder)
                     operands.bfloat16State = BFloat16StateBuffers(slots[slot].halves, placeholder: placeholderHalf)
@@ -743,7 +755,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                                                          conversions: bfloat16Conversions, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if tensor.operands.codes0 != nil {
-                            // 8-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256).
+                            // 8-bit or 4-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256 and 128).
                             let sums = kernels.updateQuantized?(tensor.operands, item.range, coefficients, output != nil)
                                 ?? Rule.updateQuantized(tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
                             output?[index] = sums
@@ -801,20 +813,21 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         while true {
             let needing = pending.filter { slots[$0].state.count <= buffer && buffer < slots[$0].layout.count }
             if needing.isEmpty { break }
-            // 8-bit state keeps one float (the absmax) per block here, its codes in a byte arena;
+            // Quantized state keeps one float (the scale) per block here, its codes in a byte arena;
             // bfloat16 state keeps nothing here, its bits in a 16-bit arena.
             func floatCount(_ index: Int) -> Int {
-                let count = slots[index].layout[buffer].count
-                switch slots[index].storage {
+                let count = slots[index].layout[buffer].count, storage = slots[index].storage
+                switch storage {
                 case .float32: return count
                 case .bfloat16: return 0
-                case .int8: return BlockwiseQuantization.blockCount(count)
+                case .int8, .int4: return storage.scaleCount(count: count)
                 }
             }
+            func codeCount(_ index: Int) -> Int { slots[index].storage.codeBytes(count: slots[index].layout[buffer].count) }
             let arena = FloatStorage.allocate(needing.reduce(0) { $0 + padded(floatCount($1)) })
             arenas.append(arena)
             let quantized = needing.filter { slots[$0].quantized }
-            let codeArena = quantized.isEmpty ? nil : FloatStorage.allocateBytes(quantized.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
+            let codeArena = quantized.isEmpty ? nil : FloatStorage.allocateBytes(quantized.reduce(0) { $0 + padded(codeCount($1)) })
             if let codeArena { codeArenas.append(codeArena) }
             let halved = needing.filter { slots[$0].storage == .bfloat16 }
             let halfArena = halved.isEmpty ? nil : FloatStorage.allocateHalves(halved.reduce(0) { $0 + padded(slots[$1].layout[buffer].count) })
@@ -824,9 +837,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                 let count = floatCount(index)
                 let slice = UnsafeMutableBufferPointer(rebasing: arena[offset..<(offset + count)])
                 let initial = Rule.initialState(groups[slots[index].group].hyperparameters)
-                // 8-bit state starts at zero, as bitsandbytes' does (zero codes, zero absmax).
+                // Quantized state starts at zero, as bitsandbytes' and torchao's do (zero codes, zero scales).
                 precondition(!slots[index].quantized || buffer >= initial.count || initial[buffer] == 0,
-                             "\(Rule.name): 8-bit state must start at zero")
+                             "\(Rule.name): quantized state must start at zero")
                 if buffer < initial.count, initial[buffer] != 0 { slice.update(repeating: initial[buffer]) }
                 slots[index].state.append(slice)
                 offset += padded(count)
@@ -839,8 +852,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     halfOffset += padded(elements)
                 }
                 if slots[index].quantized, let codeArena {
-                    // Zero codes with zero absmax: a state of zeros, as bitsandbytes starts it.
-                    let elements = slots[index].layout[buffer].count
+                    // Zero codes with zero scales: a state of zeros, as bitsandbytes and torchao start it.
+                    let elements = codeCount(index)
                     slots[index].codes.append(UnsafeMutableBufferPointer(rebasing: codeArena[codeOffset..<(codeOffset + elements)]))
                     codeOffset += padded(elements)
                 }

@@ -22,6 +22,12 @@ public struct AdamCoefficients: Sendable {
     @usableFromInline var biasCorrection2Sqrt: Float
     @usableFromInline var eps: Float
     @usableFromInline var negativeStepSize: Float
+    /// torchao's 4-bit update (``TorchaoAdamKernel``) computes its scalars in float32: `lr`,
+    /// `lr·λ` (its decoupled decay), `1 − β1ᵗ` and `√(1 − β2ᵗ)`, each rounded as torch does.
+    @usableFromInline var learningRate32: Float
+    @usableFromInline var decayProduct32: Float
+    @usableFromInline var biasCorrection1Float32: Float
+    @usableFromInline var biasCorrection2SqrtFloat32: Float
 }
 
 /// The fused Adam update: state0 = `exp_avg`, state1 = `exp_avg_sq`, state2 = `max_exp_avg_sq`.
@@ -168,8 +174,8 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         if maximize && !Variant.supportsMaximize {
             throw .invalidConfiguration("\(Variant.name): maximize is not supported")
         }
-        if amsgrad && statePrecision.dtype == .int8 {
-            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (bitsandbytes' 8-bit Adam keeps no max_exp_avg_sq); use float32 state or amsgrad false")
+        if amsgrad && statePrecision.dtype.isQuantized {
+            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (quantized state keeps no max_exp_avg_sq here); use float32 state or amsgrad false")
         }
     }
 
@@ -181,12 +187,16 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         let biasCorrection1 = 1 - pow(beta1, Double(step))
         let biasCorrection2 = 1 - pow(beta2, Double(step))
         let oneMinusBeta1 = Float(1 - beta1)
+        // torchao keeps lr and the step count as float32 tensors: `beta ** step` is a float32 power.
+        let learningRate32 = Float(learningRate), step32 = Float(step)
         return AdamCoefficients(
             applyDecay: decay != nil, decay: Float(decay ?? 1), l2: Float(l2), maximize: maximize,
             lerpFirstMoment: lerpFirstMoment, beta1: Float(beta1), oneMinusBeta1: oneMinusBeta1,
             lerpComplement: 1 - oneMinusBeta1, beta2: Float(beta2), oneMinusBeta2: Float(1 - beta2),
             amsgrad: amsgrad, biasCorrection2Sqrt: Float(pow(biasCorrection2, 0.5)), eps: Float(eps),
-            negativeStepSize: Float(-(learningRate / biasCorrection1)))
+            negativeStepSize: Float(-(learningRate / biasCorrection1)),
+            learningRate32: learningRate32, decayProduct32: learningRate32 * Float(decay != nil ? weightDecay : 0),
+            biasCorrection1Float32: 1 - powf(Float(beta1), step32), biasCorrection2SqrtFloat32: (1 - powf(Float(beta2), step32)).squareRoot())
     }
 }
 
@@ -196,15 +206,24 @@ extension AdamVariant {
     /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (bitsandbytes' `qmap1`, `qmap2`).
     public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .unsigned] }
 
+    /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (torchao's `_new_buffer(p, True)`, `(p, False)`).
+    public static func fourBitMaps(_ h: Hyperparameters) -> [FourBitMap] { [.signed, .unsigned] }
+
     /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
     /// `_optimizer_update_8bit_blockwise_cpu`, "adam"), each value in float32:
     /// `m ← fma(g, 1 − β1, m·β1)`, `v ← fma((1 − β2)·g, g, v·β2)` (torch's `add_(alpha)` and
     /// `addcmul_` are fused multiply-adds on CPU), `p ← p·(1 − lr·λ)` when decoupled decay is on,
     /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
+    ///
+    /// With 4-bit state (``KernelOperands/packedCodes``) the update is torchao's
+    /// (``TorchaoAdamKernel``), block by block with ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``.
     @_transparent
     public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
-        BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+        if o.packedCodes {
+            return FourBitQuantization.run(TorchaoAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+        }
+        return BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
     }
 
     /// The fused Adam update over `range`, its first moment by `lerp` or by multiply-add as the
@@ -240,6 +259,31 @@ enum QuantizedAdamKernel: QuantizedVectorKernel {
         v = Elementwise.fusedMultiplyAdd(c.oneMinusBeta2 * g, g, v * c.beta2)
         let denominator = Elementwise.squareRoot(v) / c.biasCorrection2Sqrt + c.eps
         p = p + c.negativeStepSize * m / denominator
+        Elementwise.store(p, o.parameter, i, n)
+        return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
+    }
+}
+
+/// One vector of the 4-bit Adam update, in torchao's order of operations (its `single_param_adam`,
+/// torchao 0.18, which `torch.compile` runs without contracting multiply-adds), each value in
+/// float32: `p ← p − (lr·λ)·p` (AdamW) or `g ← g + λ·p` (Adam), `m ← lerp(m, g, 1 − β1)`,
+/// `v ← lerp(v, g², 1 − β2)`, `p ← p − lr·(m / (1 − β1ᵗ)) / (√v / √(1 − β2ᵗ) + ε)`; then both
+/// moments requantized. `maximize` negates the gradient (torchao has no such option).
+@usableFromInline
+enum TorchaoAdamKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
+                             _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let gradient = Elementwise.gradient(o, i, n)
+        var g = c.maximize ? -gradient : gradient
+        var p = before
+        if c.applyDecay { p = p - c.decayProduct32 * p }
+        if c.l2 != 0 { g = g + c.l2 * p }
+        m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
+        v = Elementwise.lerp(v, g * g, weight: c.oneMinusBeta2, oneMinusWeight: 1 - c.oneMinusBeta2)
+        let denominator = Elementwise.squareRoot(v) / c.biasCorrection2SqrtFloat32 + c.eps
+        p = p - c.learningRate32 * (m / c.biasCorrection1Float32) / denominator
         Elementwise.store(p, o.parameter, i, n)
         return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)
     }

@@ -52,11 +52,11 @@ public struct RuleKernels<Coefficients>: @unchecked Sendable {
     public let updateCollecting: (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator
     /// A chunk of one of a tensor-wise rule's passes (`UpdateRule.pass`).
     public let pass: (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult
-    /// The update on 8-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
+    /// The update on 8-bit or 4-bit state (``UpdateRule/updateQuantized(_:_:_:collectingMetrics:)``; the
     /// last argument: whether to collect the metrics), for a rule that keeps it; else nil.
     public let updateQuantized: ((KernelOperands, Range<Int>, Coefficients, Bool) -> MetricAccumulator)?
 
-    /// The kernels from their function values; `updateQuantized` only for a rule that keeps 8-bit state.
+    /// The kernels from their function values; `updateQuantized` only for a rule that keeps quantized state.
     public init(update: @escaping (KernelOperands, Range<Int>, Coefficients) -> Void,
                 updateCollecting: @escaping (KernelOperands, Range<Int>, Coefficients) -> MetricAccumulator,
                 pass: @escaping (KernelOperands, Range<Int>, Coefficients, TensorPass) -> PassResult,
@@ -71,7 +71,7 @@ public struct RuleKernels<Coefficients>: @unchecked Sendable {
     static func baseline<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
         RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                        pass: { Rule.pass($0, $1, $2, $3) },
-                                       updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
+                                       updateQuantized: Rule.stateDTypes.contains(where: \.isQuantized) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
     }
 }
 

@@ -32,6 +32,9 @@ public struct KernelOperands: @unchecked Sendable {
     public var codes0: UnsafeMutablePointer<UInt8>? = nil
     /// The codes of state buffer 1 for 8-bit state (see ``codes0``).
     public var codes1: UnsafeMutablePointer<UInt8>? = nil
+    /// For 4-bit state (``StateDType/int4``): `codes0`/`codes1` hold two codes a byte and
+    /// `state0`/`state1` one scale per block of ``FourBitQuantization/blockSize`` elements.
+    public var packedCodes = false
     /// For bfloat16 state (``StateDType/bfloat16``): the state buffers as bfloat16 bits, which
     /// ``BFloat16State/run(_:_:_:kernels:conversions:collectingMetrics:)`` widens into `state0`… for the rule's
     /// kernel; nil for float32 and 8-bit state.

@@ -27,8 +27,14 @@ import Foundation
 ///   ASGD's `eta`) stays float32; every tensor is rounded, whatever its size. Rules that offer it
 ///   list it in their ``UpdateRule/stateDTypes``.
 ///
-/// `int4` (torchao's 4-bit state) is a name FORMAT.md reserves; it is not implemented yet and is
-/// refused like any unknown value.
+/// - ``int4``: torchao's 4-bit state (torchao 0.18 `AdamW4bit`/`Adam4bit`; Li et al., 2023,
+///   "Memory Efficient Optimizers with 4-bit States", arXiv:2309.01507): two codes a byte into a
+///   16-entry ``FourBitMap`` (signed for first moments, the linear unsigned map for second
+///   moments) and one float32 scale per block of ``FourBitQuantization/blockSize`` (128), about
+///   0.53 bytes an element. A tensor keeps float32 state when it has fewer than
+///   ``StatePrecision/minimumQuantizedCount`` elements or a count that is not a multiple of 128,
+///   as torchao does. Rules that offer it: ``AdamRule`` and ``AdamWRule``, whose 4-bit update is
+///   torchao's (``FourBitQuantization``).
 public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible {
     /// IEEE single precision, 4 bytes an element: every optimizer's default.
     case float32
@@ -38,17 +44,46 @@ public enum StateDType: String, Sendable, CaseIterable, CustomStringConvertible 
     /// bitsandbytes' blockwise 8-bit dynamic quantization: 1 byte an element plus a float32
     /// absmax per block of 256 (about 1.016 bytes an element).
     case int8
+    /// torchao's blockwise 4-bit state: half a byte an element plus a float32 scale per block of
+    /// 128 (about 0.531 bytes an element).
+    case int4
 
-    /// Bytes one element of a state buffer takes, block scales left out (4, 2 and 1).
-    public var bytesPerElement: Int {
+    /// Bits one element of a state buffer takes, block scales left out (32, 16, 8 and 4).
+    public var bitsPerElement: Int {
         switch self {
-        case .float32: 4
-        case .bfloat16: 2
-        case .int8: 1
+        case .float32: 32
+        case .bfloat16: 16
+        case .int8: 8
+        case .int4: 4
         }
     }
 
-    /// The `state_dtype` name: `float32`, `bfloat16` or `int8`.
+    /// Whether the format is blockwise quantized: codes plus one float32 scale per block.
+    public var isQuantized: Bool { self == .int8 || self == .int4 }
+
+    /// Elements per block of a quantized format: 256 for int8 (bitsandbytes), 128 for int4
+    /// (torchao); 0 for the others.
+    public var blockSize: Int {
+        switch self {
+        case .int8: BlockwiseQuantization.blockSize
+        case .int4: FourBitQuantization.blockSize
+        case .float32, .bfloat16: 0
+        }
+    }
+
+    /// Bytes of codes a quantized buffer of `count` elements holds: `count` for int8, `count / 2`
+    /// for int4 (two codes a byte).
+    public func codeBytes(count: Int) -> Int { self == .int4 ? count / 2 : count }
+
+    /// Scales (one float32 per block) a quantized buffer of `count` elements holds: ⌈count / block⌉.
+    public func scaleCount(count: Int) -> Int { isQuantized ? (count + blockSize - 1) / blockSize : 0 }
+
+    /// Bytes a state buffer of `count` elements takes in this format, its block scales included.
+    public func stateBytes(count: Int) -> Int {
+        isQuantized ? codeBytes(count: count) + 4 * scaleCount(count: count) : count * bitsPerElement / 8
+    }
+
+    /// The `state_dtype` name: `float32`, `bfloat16`, `int8` or `int4`.
     public var description: String { rawValue }
 }
 
@@ -72,21 +107,26 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
         self.minimumQuantizedCount = minimumQuantizedCount
     }
 
-    /// Whether a tensor of `count` elements keeps quantized state: 8-bit state and at least
-    /// ``minimumQuantizedCount`` elements (bitsandbytes: `p.numel() < min_8bit_size` → float32).
+    /// Whether a tensor of `count` elements keeps quantized state: 8-bit or 4-bit state and at
+    /// least ``minimumQuantizedCount`` elements (bitsandbytes: `p.numel() < min_8bit_size` →
+    /// float32), and for 4-bit state a multiple of 128 elements (torchao's condition).
     public func quantizes(count: Int) -> Bool {
-        dtype == .int8 && count >= minimumQuantizedCount
+        switch dtype {
+        case .int8: count >= minimumQuantizedCount
+        case .int4: count >= minimumQuantizedCount && count % FourBitQuantization.blockSize == 0
+        case .float32, .bfloat16: false
+        }
     }
 
-    /// The format a tensor of `count` elements keeps its state in: ``dtype``, but float32 for an
-    /// 8-bit group's tensors under ``minimumQuantizedCount``.
+    /// The format a tensor of `count` elements keeps its state in: ``dtype``, but float32 for a
+    /// quantized group's tensors that ``quantizes(count:)`` leaves out.
     public func storage(count: Int) -> StateDType {
-        dtype == .int8 && !quantizes(count: count) ? .float32 : dtype
+        dtype.isQuantized && !quantizes(count: count) ? .float32 : dtype
     }
 
-    /// `int8 (min_8bit_size 4096)`, `bfloat16` or `float32`.
+    /// `int8 (min_8bit_size 4096)`, `int4 (min_8bit_size 4096)`, `bfloat16` or `float32`.
     public var description: String {
-        dtype == .int8 ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue
+        dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue
     }
 
     /// Reads `state_dtype` and `min_8bit_size`, refusing a dtype the optimizer cannot keep.

@@ -17,8 +17,8 @@ public enum AdamRule: AdamVariant {
     public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 0.0
     public static let supportsMaximize = true
-    /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Adam8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
+    /// float32, bfloat16, bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `Adam8bit`) or torchao's 4-bit state ("int4", as its `Adam4bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8, .int4]
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         h.coefficients(step: step, lerpFirstMoment: true, decay: nil, l2: h.weightDecay)

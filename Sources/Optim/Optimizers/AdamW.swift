@@ -18,8 +18,8 @@ public enum AdamWRule: AdamVariant {
     public static let defaultBetas = Betas(0.9, 0.999)
     public static let defaultWeightDecay = 1e-2
     public static let supportsMaximize = true
-    /// float32, or bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `AdamW8bit`).
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
+    /// float32, bfloat16, bitsandbytes' 8-bit blockwise state (`state_dtype` "int8", as its `AdamW8bit`) or torchao's 4-bit state ("int4", as its `AdamW4bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8, .int4]
 
     public static func coefficients(_ h: AdamHyperparameters<Self>, initialLearningRate: Double, step: Int) -> AdamCoefficients {
         let decay: Double? = h.weightDecay != 0 ? 1 - h.learningRate * h.weightDecay : nil

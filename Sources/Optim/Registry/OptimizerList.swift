@@ -67,7 +67,7 @@ func visitOptimizerList<Visitor: OptimizerListVisitor>(_ list: inout Visitor) {
 func compiled<Rule: UpdateRule>(_ rule: Rule.Type) -> RuleKernels<Rule.Coefficients> {
     RuleKernels<Rule.Coefficients>(update: { Rule.update($0, $1, $2) }, updateCollecting: { Rule.updateCollecting($0, $1, $2) },
                                    pass: { Rule.pass($0, $1, $2, $3) },
-                                   updateQuantized: Rule.stateDTypes.contains(.int8) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
+                                   updateQuantized: Rule.stateDTypes.contains(where: \.isQuantized) ? { Rule.updateQuantized($0, $1, $2, collectingMetrics: $3) } : nil)
 }
 
 /// Compiles the listed rules' loops into a kernel table (through a pointer: copying a
