@@ -10,16 +10,17 @@ tensors (its native `libbitsandbytes_cpu.so` quantizer, the pure-torch 8-bit opt
       codes and per-block absmax `torch.ops.bitsandbytes.quantize_blockwise` gives for them
       (blocks of 256) and the values `dequantize_blockwise` gives back.
 
-  Tests/Fixtures/reference/{adam,adamw,lion,sgd,rmsprop,adagrad}-int8-*.json   (optim-fixture/1)
-      trajectories of `bnb.optim.Adam8bit`, `AdamW8bit`, `Lion8bit`, `SGD8bit`, `RMSprop8bit`
-      and `Adagrad8bit`, hyperparameters written
+  Tests/Fixtures/reference/{adam,adamw,lion,sgd,rmsprop,adagrad,ademamix}-int8-*.json   (optim-fixture/1)
+      trajectories of `bnb.optim.Adam8bit`, `AdamW8bit`, `Lion8bit`, `SGD8bit`, `RMSprop8bit`,
+      `Adagrad8bit` and `AdEMAMix8bit`, hyperparameters written
       with FORMAT.md's `state_dtype: "int8"` and `min_8bit_size`.
 
   Tests/Fixtures/lowbit/<fixture name>.state.json
       the quantized state bitsandbytes holds after chosen steps of each trajectory: per
       parameter, per buffer (torch's names: `exp_avg`, `exp_avg_sq`, `momentum_buffer`,
-      `square_avg`, `sum`), the uint8 codes and the float32 absmax
-      (bitsandbytes' `state1`/`absmax1`, `state2`/`absmax2`), and the step count.
+      `square_avg`, `sum`; AdEMAMix's `m1`, `m2`, `nu`), the uint8 codes and the float32 absmax
+      (bitsandbytes' `state1`/`absmax1`, `state2`/`absmax2`; AdEMAMix keeps `m1` and `m2` as
+      the two rows of `state1`), and the step count.
 
 Usage (in a venv with torch and bitsandbytes 0.50.2):
   python3 tools/reference/make_lowbit_fixtures.py
@@ -153,9 +154,19 @@ def quantization_fixture(F) -> dict:
 
 SCALES = [1.0, 1e-3, 10.0, 0.1, 0.01, 3.0, 0.3]
 BNB_CLASS = {"adam": "Adam8bit", "adamw": "AdamW8bit", "lion": "Lion8bit",
-             "sgd": "SGD8bit", "rmsprop": "RMSprop8bit", "adagrad": "Adagrad8bit"}
+             "sgd": "SGD8bit", "rmsprop": "RMSprop8bit", "adagrad": "Adagrad8bit", "ademamix": "AdEMAMix8bit"}
 STATE_NAMES = {"adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"], "lion": ["exp_avg"],
-               "sgd": ["momentum_buffer"], "rmsprop": ["square_avg"], "adagrad": ["sum"]}
+               "sgd": ["momentum_buffer"], "rmsprop": ["square_avg"], "adagrad": ["sum"], "ademamix": ["m1", "m2", "nu"]}
+
+
+def held_buffers(optimizer: str, state) -> list:
+    """(state, absmax or None) per buffer of STATE_NAMES[optimizer], as bitsandbytes holds them."""
+    absmax = lambda k: state.get(f"absmax{k}")
+    if optimizer == "ademamix":  # state1 holds m1 and m2 as its two rows (absmax1 too)
+        a1 = absmax(1)
+        return [(state["state1"][0], None if a1 is None else a1[0]), (state["state1"][1], None if a1 is None else a1[1]),
+                (state["state2"], absmax(2))]
+    return [(state[f"state{k + 1}"], absmax(k + 1)) for k in range(len(STATE_NAMES[optimizer]))]
 
 
 def trajectory(bnb, name, optimizer, hp, params, steps, *, missing=None, zero=None, lr=None,
@@ -202,11 +213,10 @@ def trajectory(bnb, name, optimizer, hp, params, steps, *, missing=None, zero=No
                     continue
                 entry = {"step": int(state["step"]), "buffers": {}}
                 quantized = state["state1"].dtype == torch.uint8
-                for k, buffer in enumerate(STATE_NAMES[optimizer]):
-                    s = state[f"state{k + 1}"]
+                for buffer, (s, a) in zip(STATE_NAMES[optimizer], held_buffers(optimizer, state)):
                     if quantized:
                         entry["buffers"][buffer] = {"codes": [int(v) for v in s.reshape(-1).numpy()],
-                                                    "absmax": f32_list(state[f"absmax{k + 1}"].numpy())}
+                                                    "absmax": f32_list(a.numpy())}
                     else:
                         entry["buffers"][buffer] = {"float32": f32_list(s.numpy())}
                 snapshot["parameters"][p] = entry
@@ -280,6 +290,13 @@ def optimizer_fixtures(bnb):
         ("adagrad-int8-eps-wd", "adagrad", {"state_dtype": "int8", "min_8bit_size": 300, "lr": 0.05, "eps": 1e-6,
                                             "weight_decay": 0.1},
          dict(params={"w": [700], "b": [300], "s": [40]}, zero={"w": [4]}, lr={5: {0: 0.02}})),
+        # AdEMAMix8bit: three buffers, its alpha and beta3 warm-ups.
+        ("ademamix-int8-defaults", "ademamix", {"state_dtype": "int8"}, dict(params=big)),
+        ("ademamix-int8-warmups-wd", "ademamix", {"state_dtype": "int8", **small, "lr": 0.003, "betas": [0.8, 0.99, 0.999],
+                                                  "alpha": 3.0, "t_alpha": 4, "t_beta3": 6, "eps": 1e-6, "weight_decay": 0.1},
+         dict(params={"w": [20, 55]}, missing={"w": [3]}, lr={5: {0: 0.001}})),
+        ("ademamix-int8-mixed-min-size", "ademamix", {"state_dtype": "int8", "min_8bit_size": 300},
+         dict(params={"w": [700], "b": [300], "s": [40]})),
     ]
     for name, optimizer, hp, extra in specs:
         params = extra.pop("params")

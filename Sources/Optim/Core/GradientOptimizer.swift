@@ -599,6 +599,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     let codes = slots[slot].codes
                     operands.codes0 = codes.count > 0 ? codes[0].baseAddress! : nil
                     operands.codes1 = codes.count > 1 ? codes[1].baseAddress! : nil
+                    operands.codes2 = codes.count > 2 ? codes[2].baseAddress! : nil
                     operands.packedCodes = slots[slot].storage == .int4
                 } else if slots[slot].storage == .bfloat16 {
                     (operands.state0, operands.state1, operands.state2, operands.state3) = (placeholder, placeholder, placeholder, placeholder)

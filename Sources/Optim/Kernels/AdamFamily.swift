@@ -252,7 +252,7 @@ extension AdamVariant {
 enum QuantizedAdamKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
-                             _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
+                             _ m: inout FloatVector, _ v: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
         let (before, gradient, decayed, g) = adamInputs(o, i, n, c)
         var p = decayed
         m = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta1), m * c.beta1)
@@ -273,7 +273,7 @@ enum QuantizedAdamKernel: QuantizedVectorKernel {
 enum TorchaoAdamKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
-                             _ m: inout FloatVector, _ v: inout FloatVector) -> UpdateLanes {
+                             _ m: inout FloatVector, _ v: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
         var g = c.maximize ? -gradient : gradient

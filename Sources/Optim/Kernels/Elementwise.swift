@@ -32,6 +32,8 @@ public struct KernelOperands: @unchecked Sendable {
     public var codes0: UnsafeMutablePointer<UInt8>? = nil
     /// The codes of state buffer 1 for 8-bit state (see ``codes0``).
     public var codes1: UnsafeMutablePointer<UInt8>? = nil
+    /// The codes of state buffer 2 for 8-bit state (AdEMAMix's `nu`; see ``codes0``).
+    public var codes2: UnsafeMutablePointer<UInt8>? = nil
     /// For 4-bit state (``StateDType/int4``): `codes0`/`codes1` hold two codes a byte and
     /// `state0`/`state1` one scale per block of ``FourBitQuantization/blockSize`` elements.
     public var packedCodes = false

@@ -153,9 +153,9 @@ public enum FourBitQuantization {
             while j < blockSize {
                 let i = start + j
                 var s0 = optim_int4_decode16(map0.entries, codes0 + i / 2) * scale0
-                var s1 = FloatVector()
+                var s1 = FloatVector(), unused = FloatVector()
                 if let map1 { s1 = optim_int4_decode16(map1.entries, codes1! + i / 2) * scale1 }
-                let result = Kernel.apply(o, i, width, coefficients, &s0, &s1)
+                let result = Kernel.apply(o, i, width, coefficients, &s0, &s1, &unused)
                 Elementwise.store(s0, new0, j, width)
                 let magnitude0 = Elementwise.absolute(s0)
                 max0.replace(with: magnitude0, where: magnitude0 .> max0)

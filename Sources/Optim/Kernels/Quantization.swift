@@ -13,7 +13,8 @@ import Foundation
 ///   the second moment ``DynamicQuantizationMap/unsigned``. A parameter with fewer than
 ///   ``StatePrecision/minimumQuantizedCount`` elements (`min_8bit_size`, 4096) keeps float32
 ///   state, as bitsandbytes does. Rules that offer it: ``AdamRule``, ``AdamWRule``, ``LionRule``,
-///   ``SGDRule`` (momentum), ``RMSpropRule`` (neither momentum nor centred) and ``AdagradRule``.
+///   ``SGDRule`` (momentum), ``RMSpropRule`` (neither momentum nor centred), ``AdagradRule`` and
+///   ``AdEMAMixRule`` (three buffers: both averages on the signed map, `nu` on the unsigned one).
 ///   One-state rules quantize with the signed map, as bitsandbytes' `Optimizer1State` does.
 ///
 /// Speed (BENCHMARKS.md, "8-bit optimizer state", with its commands): the fused 8-bit step is
@@ -385,18 +386,19 @@ public enum BlockwiseQuantization {
     }
 }
 
-/// One vector of an update on 8-bit state (``StateDType/int8``), for
-/// ``BlockwiseQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``: given the dequantized
+/// One vector of an update on 8-bit or 4-bit state (``StateDType/int8``, ``StateDType/int4``), for
+/// ``BlockwiseQuantization/run(_:_:_:_:map0:map1:map2:collectingMetrics:)`` and
+/// ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``: given the dequantized
 /// state of `lanes` elements at `index`, it updates the parameter, replaces the state vectors
 /// with their new float32 values and returns what the metrics need. Implementations are
 /// `@_transparent`, as ``VectorKernel``'s are, so that each kernel module compiles its own loop.
 public protocol QuantizedVectorKernel {
     /// The per-step scalars the kernel reads (the rule's ``UpdateRule/Coefficients``).
     associatedtype Coefficients
-    /// Updates one vector; `state0` and `state1` hold the dequantized state on entry (`state1`
-    /// zero for a rule with one buffer) and the updated state on return.
+    /// Updates one vector; `state0`, `state1` and `state2` hold the dequantized state on entry
+    /// (zero for buffers a rule does not keep) and the updated state on return.
     static func apply(_ operands: KernelOperands, _ index: Int, _ lanes: Int, _ coefficients: Coefficients,
-                      _ state0: inout FloatVector, _ state1: inout FloatVector) -> UpdateLanes
+                      _ state0: inout FloatVector, _ state1: inout FloatVector, _ state2: inout FloatVector) -> UpdateLanes
 }
 
 extension BlockwiseQuantization {
@@ -440,17 +442,19 @@ extension BlockwiseQuantization {
 
     /// The update of elements `range` (whole blocks; the last possibly partial) of a parameter
     /// with 8-bit state, one fused pass per block: dequantize each vector (`map[code]·absmax`),
-    /// update it with `Kernel`, keep the block's new float32 state in a 2 KB scratch and its
-    /// absmax (NaN left out), then requantize the block. `map1` is nil for one state buffer.
+    /// update it with `Kernel`, keep the block's new float32 state in a 1 KB scratch per buffer
+    /// and its absmax (NaN left out), then requantize the block. `map1` is nil for one state
+    /// buffer, `map2` for fewer than three (AdEMAMix keeps three).
     /// Returns the metric sums when `collectingMetrics` (lane-wise over each block of 16
     /// vectors, then in Double, as ``Elementwise/runCollecting(_:_:_:_:)``).
     @_transparent
     public static func run<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
                                                           _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
-                                                          map1: DynamicQuantizationMap?, collectingMetrics: Bool) -> MetricAccumulator {
-        // One block's new state (2 KB) per call of a chunk of up to 2¹⁵ elements; allocated here,
-        // not in a closure, which a kernel module would compile under Optim's symbol name.
-        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize)
+                                                          map1: DynamicQuantizationMap?, map2: DynamicQuantizationMap? = nil,
+                                                          collectingMetrics: Bool) -> MetricAccumulator {
+        // One block's new state (1 KB a buffer) per call of a chunk of up to 2¹⁵ elements; allocated
+        // here, not in a closure, which a kernel module would compile under Optim's symbol name.
+        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 3 * blockSize)
         defer { new0.deallocate() }
         var total = VectorSums()
         var start = range.lowerBound
@@ -459,10 +463,10 @@ extension BlockwiseQuantization {
             // A whole block (every block but a tensor's last) with the vector width fixed, so
             // that the partial-vector branches fold away.
             if count == blockSize {
-                block(Kernel.self, o, start, count, full: true, coefficients, map0: map0, map1: map1, scratch: new0,
+                block(Kernel.self, o, start, count, full: true, coefficients, map0: map0, map1: map1, map2: map2, scratch: new0,
                       collectingMetrics: collectingMetrics, total: &total)
             } else {
-                block(Kernel.self, o, start, count, full: false, coefficients, map0: map0, map1: map1, scratch: new0,
+                block(Kernel.self, o, start, count, full: false, coefficients, map0: map0, map1: map1, map2: map2, scratch: new0,
                       collectingMetrics: collectingMetrics, total: &total)
             }
             start += count
@@ -470,32 +474,35 @@ extension BlockwiseQuantization {
         return collectingMetrics ? total.accumulator : MetricAccumulator()
     }
 
-    /// One block of ``run(_:_:_:_:map0:map1:collectingMetrics:)``: `count` elements at `start`,
+    /// One block of ``run(_:_:_:_:map0:map1:map2:collectingMetrics:)``: `count` elements at `start`,
     /// every vector full when `full` (a compile-time constant at each call).
     @_transparent
     @usableFromInline
     static func block<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ start: Int, _ count: Int, full: Bool,
                                                      _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
-                                                     map1: DynamicQuantizationMap?, scratch new0: UnsafeMutablePointer<Float>,
+                                                     map1: DynamicQuantizationMap?, map2: DynamicQuantizationMap?,
+                                                     scratch new0: UnsafeMutablePointer<Float>,
                                                      collectingMetrics: Bool, total: inout VectorSums) {
-        let width = FloatVector.scalarCount, new1 = new0 + blockSize
-        let codes0 = o.codes0!, codes1 = o.codes1
+        let width = FloatVector.scalarCount, new1 = new0 + blockSize, new2 = new1 + blockSize
+        let codes0 = o.codes0!, codes1 = o.codes1, codes2 = o.codes2
         let lane = FloatVector(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         let block = start / blockSize
-        let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0
-        var max0 = FloatVector(), max1 = FloatVector(), sums = VectorSums()
+        let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0, scale2 = map2 != nil ? o.state2[block] : 0
+        var max0 = FloatVector(), max1 = FloatVector(), max2 = FloatVector(), sums = VectorSums()
         var j = 0
         while j < count {
             let lanes = full ? width : min(width, count - j), i = start + j
             var s0 = entries(map0, codes0, i, lanes) * scale0
-            var s1 = FloatVector()
+            var s1 = FloatVector(), s2 = FloatVector()
             if let map1 { s1 = entries(map1, codes1!, i, lanes) * scale1 }
-            var result = Kernel.apply(o, i, lanes, coefficients, &s0, &s1)
+            if let map2 { s2 = entries(map2, codes2!, i, lanes) * scale2 }
+            var result = Kernel.apply(o, i, lanes, coefficients, &s0, &s1, &s2)
             if !full && lanes < width {
                 // Padding lanes hold what the arithmetic made of zeros: leave them out.
                 let padding = lane .>= FloatVector(repeating: Float(lanes))
                 s0.replace(with: 0, where: padding)
                 s1.replace(with: 0, where: padding)
+                s2.replace(with: 0, where: padding)
                 result.before.replace(with: 0, where: padding)
                 result.after.replace(with: 0, where: padding)
                 result.gradient.replace(with: 0, where: padding)
@@ -509,6 +516,11 @@ extension BlockwiseQuantization {
                 let magnitude1 = Elementwise.absolute(s1)
                 max1.replace(with: magnitude1, where: magnitude1 .> max1)
             }
+            if map2 != nil {
+                Elementwise.store(s2, new2, j, lanes)
+                let magnitude2 = Elementwise.absolute(s2)
+                max2.replace(with: magnitude2, where: magnitude2 .> max2)
+            }
             if collectingMetrics { sums.add(result) }
             j += width
         }
@@ -519,6 +531,11 @@ extension BlockwiseQuantization {
             let absmax1 = optim_reduce_max16(max1)
             o.state1[block] = absmax1
             requantize(new1, count: count, absmax: absmax1, map: map1, codes: codes1! + start)
+        }
+        if let map2 {
+            let absmax2 = optim_reduce_max16(max2)
+            o.state2[block] = absmax2
+            requantize(new2, count: count, absmax: absmax2, map: map2, codes: codes2! + start)
         }
         if collectingMetrics { total.add(sums) }
     }

@@ -51,8 +51,9 @@ public struct AdEMAMixBetas: Sendable, Hashable, CustomStringConvertible {
 public enum AdEMAMixRule: UpdateRule, VectorKernel {
     /// The registry name.
     public static let name = "ademamix"
-    /// float32, or bfloat16 state (`state_dtype` "bfloat16").
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
+    /// float32, bfloat16 state (`state_dtype` "bfloat16") or bitsandbytes' 8-bit blockwise state
+    /// ("int8", as its `AdEMAMix8bit`).
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// The hyperparameters of ``AdEMAMix``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -146,6 +147,22 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["m1", "m2", "nu"] }
 
+    /// `m1` and `m2` on the signed map, `nu` on the unsigned one (bitsandbytes' `AdEMAMix8bit`:
+    /// `state1` holds both averages, quantized with `qmap1`; `state2` with `qmap2`).
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .signed, .unsigned] }
+
+    /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
+    /// `_optimizer_update_8bit_blockwise_cpu`, "ademamix"), each value in float32:
+    /// `m1 ← fma(g, 1 − β1, m1·β1)`, `m2 ← fma(g, 1 − β3, m2·β3)`, `ν ← fma((1 − β2)·g, g, ν·β2)`,
+    /// `u ← (m1 / (1 − β1ᵗ) + α·m2) / (√ν / √(1 − β2ᵗ) + ε)`, `p ← p·(1 − lr·λ)` when λ > 0,
+    /// `p ← fma(u, −lr, p)`; then the three buffers requantized.
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.run(QuantizedAdEMAMixKernel.self, o, range, c, map0: .signed, map1: .signed, map2: .unsigned,
+                                  collectingMetrics: collectingMetrics)
+    }
+
     /// α at step `t` (bitsandbytes' `alpha_t`; a linear warm-up when `t_alpha` is set).
     static func alpha(_ h: Hyperparameters, step: Int) -> Double {
         guard let warmup = h.alphaWarmup, warmup != 0 else { return h.alpha }
@@ -185,6 +202,26 @@ public enum AdEMAMixRule: UpdateRule, VectorKernel {
         let mixed = m1 / c.correction1 + c.alpha * m2
         let adaptive = Elementwise.squareRoot(nu) / c.correction2 + c.eps
         let after = decayed + c.negativeLearningRate * (mixed / adaptive)
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: g, moment: m1)
+    }
+}
+
+/// One vector of the 8-bit AdEMAMix update (``AdEMAMixRule/updateQuantized(_:_:_:collectingMetrics:)``),
+/// in bitsandbytes' order of operations.
+@usableFromInline
+enum QuantizedAdEMAMixKernel: QuantizedVectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdEMAMixRule.Coefficients,
+                             _ m1: inout FloatVector, _ m2: inout FloatVector, _ nu: inout FloatVector) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let g = Elementwise.gradient(o, i, n)
+        m1 = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta1), m1 * c.beta1)
+        m2 = Elementwise.fusedMultiplyAdd(g, FloatVector(repeating: c.oneMinusBeta3), m2 * c.beta3)
+        nu = Elementwise.fusedMultiplyAdd(c.oneMinusBeta2 * g, g, nu * c.beta2)
+        let update = (m1 / c.correction1 + c.alpha * m2) / (Elementwise.squareRoot(nu) / c.correction2 + c.eps)
+        let decayed = c.applyDecay ? before * c.decay : before
+        let after = Elementwise.fusedMultiplyAdd(update, FloatVector(repeating: c.negativeLearningRate), decayed)
         Elementwise.store(after, o.parameter, i, n)
         return UpdateLanes(before: before, after: after, gradient: g, moment: m1)
     }

@@ -134,7 +134,7 @@ extension AdagradRule {
 enum QuantizedAdagradKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdagradRule.Coefficients,
-                             _ sum: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+                             _ sum: inout FloatVector, _ unused: inout FloatVector, _ unused2: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
         var g = c.maximize ? -gradient : gradient

@@ -70,7 +70,7 @@ extension LionRule {
 enum QuantizedLionKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: LionRule.Coefficients,
-                             _ m: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+                             _ m: inout FloatVector, _ unused: inout FloatVector, _ unused2: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let g = Elementwise.gradient(o, i, n)
         let after = before * c.decay + c.negativeLearningRate * Elementwise.sign(m * c.beta1 + g * c.oneMinusBeta1)

@@ -167,7 +167,7 @@ extension RMSpropRule {
 enum QuantizedRMSpropKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: RMSpropRule.Coefficients,
-                             _ v: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+                             _ v: inout FloatVector, _ unused: inout FloatVector, _ unused2: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
         var g = c.maximize ? -gradient : gradient

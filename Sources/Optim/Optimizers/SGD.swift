@@ -187,7 +187,7 @@ extension SGDRule {
 enum QuantizedSGDKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: SGDRule.Coefficients,
-                             _ b: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+                             _ b: inout FloatVector, _ unused: inout FloatVector, _ unused2: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
         var g = c.maximize ? -gradient : gradient
