@@ -171,7 +171,7 @@ struct OptimizerOptions: ParsableArguments {
     @Option(help: "Adam-family epsilon.")
     var eps: Double?
 
-    @Option(name: .customLong("state-dtype"), help: "Optimizer state format: float32 (default), bfloat16 (rounded to nearest even; adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd, rmsprop, adagrad, adopt, ademamix), int8 (bitsandbytes' blockwise 8-bit state, for adam, adamw, lion, sgd with momentum, rmsprop, adagrad and ademamix) or int4 (torchao's 4-bit state, for adam and adamw); quantized state keeps float32 for tensors under 4096 elements.")
+    @Option(name: .customLong("state-dtype"), help: "Optimizer state format: float32 (default), bfloat16 (rounded to nearest even; adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd, rmsprop, adagrad, adopt, ademamix), int8 (bitsandbytes' blockwise 8-bit state, for adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd with momentum, rmsprop, adagrad, adopt and ademamix) or int4 (torchao's 4-bit state, for adam and adamw); quantized state keeps float32 for tensors under 4096 elements.")
     var stateDType: String?
 
     @Option(name: [.customShort("H"), .customLong("hyperparameter")], help: "Any other hyperparameter, as name=value (repeatable; e.g. -H nesterov=true -H k=6).")

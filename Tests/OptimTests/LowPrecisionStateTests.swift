@@ -100,8 +100,8 @@ import Testing
     // MARK: optimizer state against bitsandbytes
 
     /// Replays the fixture the state file belongs to with our optimizer and compares, after each
-    /// recorded step, the quantized state — codes and absmax (torchao's files: `scale`) bit for
-    /// bit — and the float32 state of tensors the reference keeps unquantized (its own float32
+    /// recorded step, the quantized state — codes bit for bit, absmax (torchao's files: `scale`)
+    /// too unless the file allows `absmax_ulps` — and the float32 state of tensors the reference keeps unquantized (its own float32
     /// update: within 1e-5). bitsandbytes' 8-bit files and torchao's 4-bit files alike.
     @Test(arguments: stateFiles)
     func stateMatchesTheReference(path: String) throws {
@@ -109,6 +109,9 @@ import Testing
         let name = try #require(state["fixture"] as? String)
         let fixture = try Fixture(contentsOf: Paths.referenceFixtures.appendingPathComponent("\(name).json"))
         let snapshots = try #require(state["snapshots"] as? [[String: Any]])
+        // 0 for the references' own 8-bit optimizers; more where the file says the reference's float32
+        // update fuses what ours rounds twice (make_int8_float_kernel_fixtures.py).
+        let allowedUlps = state["absmax_ulps"] as? Int ?? 0
         let parameters = try fixture.parameters.map { try Parameter(name: $0.name, shape: $0.shape, values: $0.data) }
         let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) })
         let groups = fixture.groups.map { groups in groups.map { ParameterGroupConfiguration($0.parameterNames.map { byName[$0]! }, overrides: $0.overrides) } }
@@ -133,7 +136,9 @@ import Testing
                         let stored = try #require(mine.quantizedBuffers[buffer], "\(label) is not quantized here")
                         let expectedCodes = Self.bytes(codes)
                         #expect(stored.codes == expectedCodes, "\(label): \(zip(stored.codes, expectedCodes).filter { $0 != $1 }.count) codes differ")
-                        #expect(bits(stored.absmax) == bits(Self.floats(value["absmax"] ?? value["scale"])), "\(label): absmax")
+                        let expectedAbsmax = Self.floats(value["absmax"] ?? value["scale"])
+                        let ulps = zip(stored.absmax, expectedAbsmax).map { abs(Int($0.bitPattern) - Int($1.bitPattern)) }.max() ?? 0
+                        #expect(stored.absmax.count == expectedAbsmax.count && ulps <= allowedUlps, "\(label): absmax \(ulps) ulps off")
                     } else {
                         let values = try #require(mine.buffers[buffer], "\(label) is not float32 here")
                         let reference = Self.floats(value["float32"])
@@ -201,12 +206,16 @@ import Testing
         ("adam", ["state_dtype": .string("int8"), "lr": .number(0.01)]),
         ("lion", ["state_dtype": .string("int8"), "lr": .number(0.001), "weight_decay": .number(0.1)]),
         ("ademamix", ["state_dtype": .string("int8"), "lr": .number(0.01), "t_alpha": .number(3), "t_beta3": .number(3)]),
+        // No 8-bit form in bitsandbytes: their float32 kernels on the dequantized state.
+        ("decoupled_adamw", ["state_dtype": .string("int8"), "lr": .number(0.01), "weight_decay": .number(1e-4)]),
+        ("decoupled_lionw", ["state_dtype": .string("int8"), "lr": .number(0.001), "weight_decay": .number(1e-4)]),
+        ("adopt", ["state_dtype": .string("int8"), "lr": .number(0.01)]),
     ]
 
     /// The state buffers of an optimizer of ``int8Configurations``, first moment first.
     static func stateNames(_ name: String) -> [String] {
         switch name {
-        case "lion": ["exp_avg"]
+        case "lion", "decoupled_lionw": ["exp_avg"]
         case "ademamix": ["m1", "m2", "nu"]
         default: ["exp_avg", "exp_avg_sq"]
         }
@@ -387,7 +396,7 @@ import Testing
 
     @Test func aStateDTypeAnOptimizerCannotKeepIsRefusedAtConstruction() throws {
         let parameter = try Parameter(name: "w", shape: [5000])
-        for (name, extra) in [("sgd", [:]), ("decoupled_adamw", [:]), ("rmsprop", ["momentum": HyperparameterValue.number(0.9)]),
+        for (name, extra) in [("sgd", [:]), ("nadam", [:]), ("rmsprop", ["momentum": HyperparameterValue.number(0.9)]),
                               ("rmsprop", ["centered": .bool(true)]), ("adagrad", ["initial_accumulator_value": .number(0.1)]),
                               ("adamw", ["amsgrad": .bool(true)])] as [(String, HyperparameterDictionary)] {
             var hyperparameters = extra
@@ -403,7 +412,7 @@ import Testing
         #expect(throws: OptimError.self) { try OptimizerRegistry.makeOptimizer(defaultConfiguration("lion", ["state_dtype": .string("int8"), "min_8bit_size": .number(-1)]), parameters: [parameter]) }
         #expect(throws: OptimError.self) { try OptimizerRegistry.makeOptimizer(defaultConfiguration("lion", ["state_dtype": .string("int8"), "min_8bit_size": .number(2.5)]), parameters: [parameter]) }
         #expect(throws: OptimError.self) { try AdamW([parameter], hyperparameters: .init(amsgrad: true, statePrecision: .init(dtype: .int8))) }
-        #expect(OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).sorted() == ["adagrad", "adam", "adamw", "ademamix", "lion", "rmsprop", "sgd"])
+        #expect(OptimizerRegistry.all.filter { $0.stateDTypes.contains(.int8) }.map(\.name).sorted() == ["adagrad", "adam", "adamw", "ademamix", "adopt", "decoupled_adamw", "decoupled_lionw", "lion", "rmsprop", "sgd"])
     }
 
     @Test func stateDTypeRoundTripsThroughTheHyperparameterDictionary() throws {

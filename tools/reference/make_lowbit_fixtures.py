@@ -169,6 +169,21 @@ def held_buffers(optimizer: str, state) -> list:
     return [(state[f"state{k + 1}"], absmax(k + 1)) for k in range(len(STATE_NAMES[optimizer]))]
 
 
+def draw_gradients(rng, tensors: dict, step: int, missing: dict, zero: dict, record: dict) -> None:
+    """Sets each tensor's gradient for `step` (none where `missing` lists the step, zeros where
+    `zero` does) from `rng`, and records it in `record["grads"]`."""
+    for index, (p, tensor) in enumerate(tensors.items()):
+        if step in missing.get(p, []):
+            tensor.grad = None
+            continue
+        scale = SCALES[(step + 3 * index) % len(SCALES)]
+        g = (rng.randn(*tensor.shape) * scale).astype(np.float32)
+        if step in zero.get(p, []):
+            g[:] = 0
+        tensor.grad = torch.from_numpy(g)
+        record["grads"][p] = f32_list(g)
+
+
 def trajectory(bnb, name, optimizer, hp, params, steps, *, missing=None, zero=None, lr=None,
                state_after=None, tolerance=None, groups=None, note=""):
     """Runs bitsandbytes' 8-bit optimizer and returns (fixture, state fixture)."""
@@ -193,16 +208,7 @@ def trajectory(bnb, name, optimizer, hp, params, steps, *, missing=None, zero=No
             record["lr"] = {str(g): v for g, v in lr[step].items()}
             for g, v in lr[step].items():
                 opt.param_groups[g]["lr"] = v
-        for index, (p, tensor) in enumerate(tensors.items()):
-            if step in missing.get(p, []):
-                tensor.grad = None
-                continue
-            scale = SCALES[(step + 3 * index) % len(SCALES)]
-            g = (rng.randn(*tensor.shape) * scale).astype(np.float32)
-            if step in zero.get(p, []):
-                g[:] = 0
-            tensor.grad = torch.from_numpy(g)
-            record["grads"][p] = f32_list(g)
+        draw_gradients(rng, tensors, step, missing, zero, record)
         opt.step()
         if state_after and step in state_after:
             record["expected"] = {p: f32_list(t.detach().numpy()) for p, t in tensors.items()}

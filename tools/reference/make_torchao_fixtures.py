@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_lowbit_fixtures import FORMAT, REPO_ROOT, f32_list, write  # noqa: E402
+from make_lowbit_fixtures import FORMAT, REPO_ROOT, draw_gradients, f32_list, write  # noqa: E402
 
 BLOCK = 128
 VERSION = "0.18.0"
@@ -112,7 +112,6 @@ def quantization_fixture(sub) -> dict:
 # ---------------------------------------------------------------------------------------------
 # optimizer trajectories
 
-SCALES = [1.0, 1e-3, 10.0, 0.1, 0.01, 3.0, 0.3]
 CLASS = {"adam": "Adam4bit", "adamw": "AdamW4bit"}
 STATE_NAMES = ["exp_avg", "exp_avg_sq"]
 
@@ -134,16 +133,7 @@ def trajectory(optim, sub, name, optimizer, hp, params, steps, *, missing=None, 
             record["lr"] = {str(g): v for g, v in lr[step].items()}
             for g, v in lr[step].items():
                 opt.param_groups[g]["lr"].fill_(v)  # torchao keeps lr as a tensor
-        for index, (p, tensor) in enumerate(tensors.items()):
-            if step in missing.get(p, []):
-                tensor.grad = None
-                continue
-            scale = SCALES[(step + 3 * index) % len(SCALES)]
-            g = (rng.randn(*tensor.shape) * scale).astype(np.float32)
-            if step in zero.get(p, []):
-                g[:] = 0
-            tensor.grad = torch.from_numpy(g)
-            record["grads"][p] = f32_list(g)
+        draw_gradients(rng, tensors, step, missing, zero, record)
         opt.step()
         if step in state_after:
             record["expected"] = {p: f32_list(t.detach().numpy()) for p, t in tensors.items()}

@@ -14,7 +14,11 @@ import Foundation
 ///   ``StatePrecision/minimumQuantizedCount`` elements (`min_8bit_size`, 4096) keeps float32
 ///   state, as bitsandbytes does. Rules that offer it: ``AdamRule``, ``AdamWRule``, ``LionRule``,
 ///   ``SGDRule`` (momentum), ``RMSpropRule`` (neither momentum nor centred), ``AdagradRule`` and
-///   ``AdEMAMixRule`` (three buffers: both averages on the signed map, `nu` on the unsigned one).
+///   ``AdEMAMixRule`` (three buffers: both averages on the signed map, `nu` on the unsigned one),
+///   each in bitsandbytes' own 8-bit arithmetic; and ``DecoupledAdamWRule``,
+///   ``DecoupledLionWRule`` and ``ADOPTRule``, which bitsandbytes does not offer in 8 bits: their
+///   own float32 kernels on the dequantized state, then bitsandbytes' quantization
+///   (``BlockwiseQuantization/runFloatKernel(_:_:_:_:map0:map1:collectingMetrics:)``).
 ///   One-state rules quantize with the signed map, as bitsandbytes' `Optimizer1State` does.
 ///
 /// Speed (BENCHMARKS.md, "8-bit optimizer state", with its commands): the fused 8-bit step is
@@ -538,5 +542,81 @@ extension BlockwiseQuantization {
             requantize(new2, count: count, absmax: absmax2, map: map2, codes: codes2! + start)
         }
         if collectingMetrics { total.add(sums) }
+    }
+}
+
+extension BlockwiseQuantization {
+    /// The update of elements `range` of a parameter with 8-bit state for a rule whose 8-bit form
+    /// has no arithmetic of its own in bitsandbytes: the rule's float32 ``VectorKernel`` runs
+    /// unchanged, block by block, on its state dequantized into a 1 KB scratch per buffer
+    /// (`map[code]·absmax`), and the new state is requantized as bitsandbytes does (the block's
+    /// absmax, NaN left out, then ``requantize(_:count:absmax:map:codes:)``). The result is the
+    /// reference optimizer's step on the dequantized state, followed by bitsandbytes'
+    /// quantization of the state it leaves: the same bits as the float32 kernel on those values.
+    /// Up to two quantized buffers (`map1` nil for one); returns the metric sums when
+    /// `collectingMetrics`.
+    @_transparent
+    public static func runFloatKernel<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
+                                                            _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
+                                                            map1: DynamicQuantizationMap?, collectingMetrics: Bool) -> MetricAccumulator {
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize)
+        defer { scratch.deallocate() }
+        let codes0 = o.codes0!, codes1 = o.codes1
+        var total = MetricAccumulator()
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let count = min(blockSize, range.upperBound - start), block = start / blockSize
+            // The block's state, dequantized; the rule's kernel sees the block as its tensor.
+            var operands = o
+            operands.parameter = o.parameter + start
+            operands.gradient = o.gradient + start
+            operands.count = count
+            operands.codes0 = nil
+            operands.codes1 = nil
+            operands.codes2 = nil
+            operands.state0 = scratch
+            operands.state1 = scratch + blockSize
+            dequantizeBlock(map0, codes0 + start, scale: o.state0[block], count: count, into: scratch)
+            if let map1 { dequantizeBlock(map1, codes1! + start, scale: o.state1[block], count: count, into: scratch + blockSize) }
+            if collectingMetrics {
+                total = total + Elementwise.runCollecting(Kernel.self, operands, 0..<count, coefficients)
+            } else {
+                Elementwise.run(Kernel.self, operands, 0..<count, coefficients)
+            }
+            o.state0[block] = requantizeBlock(scratch, count: count, map: map0, codes: codes0 + start)
+            if let map1 { o.state1[block] = requantizeBlock(scratch + blockSize, count: count, map: map1, codes: codes1! + start) }
+            start += count
+        }
+        return total
+    }
+
+    /// `count` values of a block, `map[code]·scale`, into `target`.
+    @_transparent
+    public static func dequantizeBlock(_ map: DynamicQuantizationMap, _ codes: UnsafeMutablePointer<UInt8>, scale: Float, count: Int,
+                                       into target: UnsafeMutablePointer<Float>) {
+        let width = FloatVector.scalarCount
+        var j = 0
+        while j < count {
+            let lanes = min(width, count - j)
+            Elementwise.store(entries(map, codes, j, lanes) * scale, target, j, lanes)
+            j += width
+        }
+    }
+
+    /// Quantizes `count` values of a block into `codes` and returns the block's absmax (NaN left out).
+    @_transparent
+    public static func requantizeBlock(_ values: UnsafeMutablePointer<Float>, count: Int, map: DynamicQuantizationMap,
+                                       codes: UnsafeMutablePointer<UInt8>) -> Float {
+        let width = FloatVector.scalarCount
+        var largest = FloatVector()
+        var j = 0
+        while j < count {
+            let magnitude = Elementwise.absolute(Elementwise.load(values, j, min(width, count - j)))
+            largest.replace(with: magnitude, where: magnitude .> largest)  // NaN compares false
+            j += width
+        }
+        let absmax = optim_reduce_max16(largest)
+        requantize(values, count: count, absmax: absmax, map: map, codes: codes)
+        return absmax
     }
 }

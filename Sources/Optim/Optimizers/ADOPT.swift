@@ -20,7 +20,7 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     /// The registry name.
     public static let name = "adopt"
     /// float32, or bfloat16 state (`state_dtype` "bfloat16").
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
 
     /// The hyperparameters of ``ADOPT``, under the reference's names in ``dictionary``.
     public struct Hyperparameters: OptimizerHyperparameters {
@@ -108,6 +108,21 @@ public enum ADOPTRule: UpdateRule, VectorKernel {
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_avg_sq"] }
+
+    /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one, as bitsandbytes pairs Adam's.
+    public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .unsigned] }
+
+    /// 8-bit state (`state_dtype` "int8"): bitsandbytes has no 8-bit form of this optimizer, so
+    /// its own float32 kernel runs on the state dequantized block by block and the new state is
+    /// quantized with bitsandbytes' blockwise quantizer
+    /// (``BlockwiseQuantization/runFloatKernel(_:_:_:_:map0:map1:collectingMetrics:)``).
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        c.initialise
+            ? BlockwiseQuantization.runFloatKernel(Initialise.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+            : BlockwiseQuantization.runFloatKernel(Self.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+    }
 
     public static func coefficients(_ h: Hyperparameters, initialLearningRate: Double, step: Int) -> Coefficients {
         let previousSteps = step - 1  // the reference counts from 0 and increments after the update

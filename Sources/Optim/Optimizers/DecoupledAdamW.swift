@@ -15,7 +15,7 @@ public typealias DecoupledAdamW = GradientOptimizer<DecoupledAdamWRule>
 /// The update rule of ``DecoupledAdamW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledAdamWRule: AdamVariant {
     /// float32, or bfloat16 state (`state_dtype` "bfloat16").
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
     /// The registry name.
     public static let name = "decoupled_adamw"
     public static let defaultBetas = Betas(0.9, 0.95)
@@ -28,6 +28,17 @@ public enum DecoupledAdamWRule: AdamVariant {
     }
 
     public static func advise(_ h: AdamHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledAdamW") }
+
+    /// 8-bit state (`state_dtype` "int8"): bitsandbytes has no 8-bit form of this optimizer, so
+    /// its own float32 kernel runs on the state dequantized block by block and the new state is
+    /// quantized with bitsandbytes' blockwise quantizer
+    /// (``BlockwiseQuantization/runFloatKernel(_:_:_:_:map0:map1:collectingMetrics:)``).
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.runFloatKernel(AdamKernel<MultiplyAddMoment>.self, o, range, c, map0: .signed, map1: .unsigned,
+                                             collectingMetrics: collectingMetrics)
+    }
 }
 
 /// `lr / initial_lr`, or 1 when the initial learning rate is 0 — the references' decay factor.

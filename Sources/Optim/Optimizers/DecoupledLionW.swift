@@ -15,7 +15,7 @@ public typealias DecoupledLionW = GradientOptimizer<DecoupledLionWRule>
 /// The update rule of ``DecoupledLionW``: its hyperparameters, state, per-step coefficients and kernel.
 public enum DecoupledLionWRule: LionVariant, VectorKernel {
     /// float32, or bfloat16 state (`state_dtype` "bfloat16").
-    public static let stateDTypes: [StateDType] = [.float32, .bfloat16]
+    public static let stateDTypes: [StateDType] = [.float32, .bfloat16, .int8]
     /// The registry name.
     public static let name = "decoupled_lionw"
 
@@ -40,6 +40,19 @@ public enum DecoupledLionWRule: LionVariant, VectorKernel {
     }
 
     public static func advise(_ h: LionHyperparameters<Self>) { warnIfLargeDecoupledDecay(h.weightDecay, optimizer: "DecoupledLionW") }
+
+    /// `exp_avg` on the signed map, as bitsandbytes' one-state optimizers keep it.
+    public static func quantizationMaps(_ h: LionHyperparameters<Self>) -> [DynamicQuantizationMap] { [.signed] }
+
+    /// 8-bit state (`state_dtype` "int8"): bitsandbytes has no 8-bit form of this optimizer, so
+    /// its own float32 kernel runs on the state dequantized block by block and the new state is
+    /// quantized with bitsandbytes' blockwise quantizer
+    /// (``BlockwiseQuantization/runFloatKernel(_:_:_:_:map0:map1:collectingMetrics:)``).
+    @_transparent
+    public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients,
+                                       collectingMetrics: Bool) -> MetricAccumulator {
+        BlockwiseQuantization.runFloatKernel(Self.self, o, range, c, map0: .signed, map1: nil, collectingMetrics: collectingMetrics)
+    }
 
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Coefficients) -> UpdateLanes {
