@@ -1,3 +1,4 @@
+import COptimSIMD
 /// A named, shaped tensor of Float32 values and its gradient — what an optimizer updates.
 ///
 /// Values and gradient live in contiguous row-major storage, either allocated by the library
@@ -205,6 +206,49 @@ public final class Parameter: @unchecked Sendable {
         let storage = gradientStorage(zeroed: false)
         newGradient.withUnsafeBufferPointer { source in
             if let base = source.baseAddress { storage.baseAddress!.update(from: base, count: count) }
+        }
+    }
+
+    /// Sets the gradient from bfloat16 values — the 16 bits of each, as torch's
+    /// `tensor.bfloat16()` holds them — widened to float32 exactly (a bfloat16 is the upper half
+    /// of a float32), for a model whose backward pass produces bfloat16 gradients. The optimizer
+    /// then steps in float32 as usual.
+    public func setGradient(bfloat16 bits: UnsafeBufferPointer<UInt16>) throws(OptimError) {
+        guard bits.count == count else { throw .sizeMismatch(parameter: name, expected: count, got: bits.count) }
+        let storage = gradientStorage(zeroed: false)
+        if let source = bits.baseAddress { optim_bf16_widen(source, storage.baseAddress!, count) }
+    }
+
+    /// ``setGradient(bfloat16:)-(UnsafeBufferPointer<UInt16>)`` of an array.
+    public func setGradient(bfloat16 bits: [UInt16]) throws(OptimError) {
+        try bits.withUnsafeBufferPointer { (buffer) throws(OptimError) in try setGradient(bfloat16: buffer) }
+    }
+
+    /// Sets the gradient from IEEE half-precision values (torch's `float16`), given as their 16
+    /// bits, widened to float32 exactly (subnormals, infinities and NaN included).
+    public func setGradient(float16 bits: UnsafeBufferPointer<UInt16>) throws(OptimError) {
+        guard bits.count == count else { throw .sizeMismatch(parameter: name, expected: count, got: bits.count) }
+        let storage = gradientStorage(zeroed: false)
+        for (index, value) in bits.enumerated() { storage[index] = Self.widen(half: value) }
+    }
+
+    /// ``setGradient(float16:)-(UnsafeBufferPointer<UInt16>)`` of an array.
+    public func setGradient(float16 bits: [UInt16]) throws(OptimError) {
+        try bits.withUnsafeBufferPointer { (buffer) throws(OptimError) in try setGradient(float16: buffer) }
+    }
+
+    /// The float32 value of an IEEE binary16 bit pattern (exact: every half is a float).
+    static func widen(half bits: UInt16) -> Float {
+        let sign = UInt32(bits & 0x8000) << 16, exponent = Int(bits >> 10) & 0x1F, fraction = UInt32(bits & 0x3FF)
+        switch exponent {
+        case 0:
+            // Zero or subnormal: fraction · 2⁻²⁴, exact in float32.
+            let magnitude = Float(fraction) * Float(sign: .plus, exponent: -24, significand: 1)
+            return Float(bitPattern: sign | magnitude.bitPattern)
+        case 0x1F:
+            return Float(bitPattern: sign | 0x7F80_0000 | (fraction << 13))  // ±inf, NaN keeping its payload
+        default:
+            return Float(bitPattern: sign | (UInt32(exponent - 15 + 127) << 23) | (fraction << 13))
         }
     }
 
