@@ -18,7 +18,7 @@ func compiledKernels() -> KernelTable {
     var table = KernelTable()
     RuleCompiler.addRules(to: &table)
     table.setProdigyKernels(ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
-                                           secondPass: { Prodigy.secondPassChunk($0, $1, $2) }))
+                                           secondPass: { Prodigy.secondPassChunk($0, $1, $2, collecting: $3) }))
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     table.setBFloat16Conversions(.init(widen: { BFloat16State.widen($0, into: $1, count: $2) },
                                        narrow: { BFloat16State.narrow($0, into: $1, count: $2) }))

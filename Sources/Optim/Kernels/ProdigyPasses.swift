@@ -1,4 +1,4 @@
-/// Prodigy's per-chunk loops (``Prodigy``'s two passes at `slice_p` 1, without metrics), as
+/// Prodigy's per-chunk loops (``Prodigy``'s two passes at `slice_p` 1), as
 /// function values: the baseline ones compiled into `Optim`, and the ones a kernel module
 /// compiles for its instruction set (`table.setProdigyKernels` in the kernel modules), chosen at
 /// run time like the elementwise rules' (``KernelDispatch``). Every path does the same
@@ -8,19 +8,20 @@ public struct ProdigyKernels: @unchecked Sendable {
     /// (|s|), and `s`, `exp_avg` and `exp_avg_sq` updated, a vector at a time
     /// (``Prodigy/firstPassChunk(_:_:_:dot:absolute:)``).
     public let firstPass: (KernelOperands, Prodigy.FirstPass, Range<Int>, inout ExactChunkSum, inout ExactChunkSum) -> Void
-    /// Pass 2 over a chunk: decay and step (``Prodigy/secondPassChunk(_:_:_:)``).
-    public let secondPass: (KernelOperands, Prodigy.SecondPass, Range<Int>) -> Void
+    /// Pass 2 over a chunk: decay and step, and the metric sums when the last argument is true
+    /// (``Prodigy/secondPassChunk(_:_:_:collecting:)``).
+    public let secondPass: (KernelOperands, Prodigy.SecondPass, Range<Int>, Bool) -> MetricAccumulator
 
     /// The kernels from their function values (written in the kernel module that compiles them).
     public init(firstPass: @escaping (KernelOperands, Prodigy.FirstPass, Range<Int>, inout ExactChunkSum, inout ExactChunkSum) -> Void,
-                secondPass: @escaping (KernelOperands, Prodigy.SecondPass, Range<Int>) -> Void) {
+                secondPass: @escaping (KernelOperands, Prodigy.SecondPass, Range<Int>, Bool) -> MetricAccumulator) {
         self.firstPass = firstPass
         self.secondPass = secondPass
     }
 
     /// The loops as compiled into `Optim` itself: the baseline path.
     static let baseline = ProdigyKernels(firstPass: { Prodigy.firstPassChunk($0, $1, $2, dot: &$3, absolute: &$4) },
-                                         secondPass: { Prodigy.secondPassChunk($0, $1, $2) })
+                                         secondPass: { Prodigy.secondPassChunk($0, $1, $2, collecting: $3) })
 }
 
 extension Prodigy {
@@ -112,45 +113,54 @@ extension Prodigy {
         }
     }
 
-    /// Pass 2 over `range` without metrics, a vector at a time: the decoupled decay and the step
-    /// (operands: `exp_avg` `state0`, `exp_avg_sq` `state1`). The loop variant is chosen once,
-    /// outside the loop.
-    @_transparent
-    public static func secondPassChunk(_ operands: KernelOperands, _ c: SecondPass, _ range: Range<Int>) {
-        let decays = c.decoupledDecay != nil
-        switch (c.keepsMoment, decays, c.coupledDecay != 0) {
-        case (true, false, _): secondPassLoop(operands, c, range, moment: true, decays: false, coupled: false)
-        case (true, true, _): secondPassLoop(operands, c, range, moment: true, decays: true, coupled: false)
-        case (false, false, false): secondPassLoop(operands, c, range, moment: false, decays: false, coupled: false)
-        case (false, true, false): secondPassLoop(operands, c, range, moment: false, decays: true, coupled: false)
-        case (false, false, true): secondPassLoop(operands, c, range, moment: false, decays: false, coupled: true)
-        case (false, true, true): secondPassLoop(operands, c, range, moment: false, decays: true, coupled: true)
+    /// Pass 2 over `range`: decay and step, each form (moment kept, decoupled or coupled decay)
+    /// its own loop; with `collecting`, the metric sums in the same pass, as every elementwise
+    /// rule collects them (``Elementwise/runCollecting(_:_:_:_:)``).
+    @inlinable @inline(__always)
+    public static func secondPassChunk(_ operands: KernelOperands, _ c: SecondPass, _ range: Range<Int>, collecting: Bool) -> MetricAccumulator {
+        switch (c.keepsMoment, c.decoupledDecay != nil, c.coupledDecay != 0) {
+        case (true, false, _): secondPassLoop(ProdigyStep<Yes, No, No>.self, operands, c, range, collecting: collecting)
+        case (true, true, _): secondPassLoop(ProdigyStep<Yes, Yes, No>.self, operands, c, range, collecting: collecting)
+        case (false, false, false): secondPassLoop(ProdigyStep<No, No, No>.self, operands, c, range, collecting: collecting)
+        case (false, true, false): secondPassLoop(ProdigyStep<No, Yes, No>.self, operands, c, range, collecting: collecting)
+        case (false, false, true): secondPassLoop(ProdigyStep<No, No, Yes>.self, operands, c, range, collecting: collecting)
+        case (false, true, true): secondPassLoop(ProdigyStep<No, Yes, Yes>.self, operands, c, range, collecting: collecting)
         }
     }
 
-    @inlinable @inline(__always)
-    static func secondPassLoop(_ operands: KernelOperands, _ c: SecondPass, _ range: Range<Int>, moment: Bool, decays: Bool, coupled: Bool) {
-        let decay = c.decoupledDecay ?? 0
-        @inline(__always) func vector(_ i: Int, _ lanes: Int) {
-            let before = Elementwise.load(operands.parameter, i, lanes)
-            let denominator = Elementwise.squareRoot(Elementwise.load(operands.state1, i, lanes)) + c.denominatorAdd
-            var after = before
-            if decays { after = after + decay * after }
-            if moment {
-                after = after + c.negativeStep * Elementwise.load(operands.state0, i, lanes) / denominator
-            } else {
-                let raw = Elementwise.gradient(operands, i, lanes)
-                let used = coupled ? raw + c.coupledDecay * before : raw
-                after = after + c.negativeGradientStep * used / denominator
-            }
-            Elementwise.store(after, operands.parameter, i, lanes)
+    @_transparent @usableFromInline
+    static func secondPassLoop<Step: VectorKernel>(_ step: Step.Type, _ operands: KernelOperands, _ c: Step.Coefficients, _ range: Range<Int>,
+                                                   collecting: Bool) -> MetricAccumulator {
+        if collecting { return Elementwise.runCollecting(Step.self, operands, range, c) }
+        Elementwise.run(Step.self, operands, range, c)
+        return MetricAccumulator()
+    }
+}
+
+/// A compile-time yes or no, for the forms of a loop (``ProdigyStep``).
+@usableFromInline protocol StaticFlag { static var value: Bool { get } }
+@usableFromInline enum Yes: StaticFlag { @inlinable static var value: Bool { true } }
+@usableFromInline enum No: StaticFlag { @inlinable static var value: Bool { false } }
+
+/// One vector of Prodigy's pass 2: `p ← p + decay·p` (decoupled), then
+/// `p ← p − step·m / (√v + add)` with the moment, or `p ← p − step·(g + λp) / (√v + add)` without.
+@usableFromInline
+enum ProdigyStep<Moment: StaticFlag, Decays: StaticFlag, Coupled: StaticFlag>: VectorKernel {
+    @_transparent
+    public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: Prodigy.SecondPass) -> UpdateLanes {
+        let before = Elementwise.load(o.parameter, i, n)
+        let denominator = Elementwise.squareRoot(Elementwise.load(o.state1, i, n)) + c.denominatorAdd
+        let raw = Elementwise.gradient(o, i, n)
+        var after = before, m = FloatVector()
+        if Decays.value { after = after + (c.decoupledDecay ?? 0) * after }
+        if Moment.value {
+            m = Elementwise.load(o.state0, i, n)
+            after = after + c.negativeStep * m / denominator
+        } else {
+            let used = Coupled.value ? raw + c.coupledDecay * before : raw
+            after = after + c.negativeGradientStep * used / denominator
         }
-        let width = Elementwise.width
-        var i = range.lowerBound
-        while i + width <= range.upperBound {
-            vector(i, width)
-            i += width
-        }
-        if i < range.upperBound { vector(i, range.upperBound - i) }
+        Elementwise.store(after, o.parameter, i, n)
+        return UpdateLanes(before: before, after: after, gradient: raw, moment: m)
     }
 }

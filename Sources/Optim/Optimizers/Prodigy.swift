@@ -544,28 +544,7 @@ public final class Prodigy: TypedOptimizer {
                                       count: slot.parameter.count, gradientScale: scale)
         let kernels = self.kernels
         let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> MetricAccumulator in
-            var metrics = MetricAccumulator()
-            if !collecting {
-                kernels.secondPass(operands, c, range)
-                return metrics
-            }
-            for i in range {
-                let before = p[i]
-                var raw = g[i]
-                if scale != 1 { raw = raw * scale }
-                let denominator = v[i].squareRoot() + c.denominatorAdd
-                var after = before
-                if let decay = c.decoupledDecay { after = after + decay * after }
-                if let m {
-                    after = after + c.negativeStep * m[i] / denominator
-                } else {
-                    let used = c.coupledDecay != 0 ? raw + c.coupledDecay * before : raw
-                    after = after + c.negativeGradientStep * used / denominator
-                }
-                p[i] = after
-                if collecting { metrics.add(before: before, after: after, gradient: raw, moment: m?[i] ?? 0) }
-            }
-            return metrics
+            kernels.secondPass(operands, c, range, collecting)
         }
         return partials.reduce(MetricAccumulator(), +)
     }
