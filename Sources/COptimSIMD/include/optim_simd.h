@@ -247,10 +247,6 @@ static inline __attribute__((always_inline)) optim_float16 optim_int4_decode16(c
 #endif
 }
 
-static inline __attribute__((always_inline)) optim_float16 optim_select16(optim_int16 mask, optim_float16 whenTrue, optim_float16 whenFalse) {
-    return (optim_float16)(((optim_int16)whenTrue & mask) | ((optim_int16)whenFalse & ~mask));
-}
-
 static inline __attribute__((always_inline)) void optim_int4_encode16(const float *table, const float *values, float scale, uint8_t *packed) {
 #pragma clang fp contract(off)
     optim_float16 x;
@@ -261,8 +257,11 @@ static inline __attribute__((always_inline)) void optim_int4_encode16(const floa
     for (int k = 1; k < 16; k++) {
         optim_int16 reached = y >= table[k];  /* -1 where true */
         code -= reached;
-        down = optim_select16(reached, (optim_float16)table[k], down);
-        up = optim_select16(reached, (optim_float16)table[k < 15 ? k + 1 : 15], up);
+        /* Selects by bit masks, written out: a function taking the 16-lane mask would be a
+           512-bit argument, which Clang warns about where AVX-512 is off. */
+        optim_int16 entry = (optim_int16)(optim_float16)table[k], next = (optim_int16)(optim_float16)table[k < 15 ? k + 1 : 15];
+        down = (optim_float16)((entry & reached) | ((optim_int16)down & ~reached));
+        up = (optim_float16)((next & reached) | ((optim_int16)up & ~reached));
     }
     optim_int16 roundUp = (y - down) >= (up - down) * 0.5f;
     optim_int16 capped = code < 15;

@@ -22,7 +22,7 @@ public struct AdamCoefficients: Sendable {
     @usableFromInline var biasCorrection2Sqrt: Float
     @usableFromInline var eps: Float
     @usableFromInline var negativeStepSize: Float
-    /// torchao's 4-bit update (``TorchaoAdamKernel``) computes its scalars in float32: `lr`,
+    /// torchao's 4-bit update (`TorchaoAdamKernel`) computes its scalars in float32: `lr`,
     /// `lr·λ` (its decoupled decay), `1 − β1ᵗ` and `√(1 − β2ᵗ)`, each rounded as torch does.
     @usableFromInline var learningRate32: Float
     @usableFromInline var decayProduct32: Float
@@ -216,7 +216,7 @@ extension AdamVariant {
     /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
     ///
     /// With 4-bit state (``KernelOperands/packedCodes``) the update is torchao's
-    /// (``TorchaoAdamKernel``), block by block with ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``.
+    /// (`TorchaoAdamKernel`), block by block with ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``.
     @_transparent
     public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
