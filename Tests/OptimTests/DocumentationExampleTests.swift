@@ -441,6 +441,27 @@ extension DocumentationExampleTests {
         #expect(expAvg?.count == 32 && weightDecay == .number(0.01))
         let restoredRate = try adamw.learningRate(group: 0)
         #expect(schedulerStep == 1 && abs(restoredRate - 1e-3 * warmupCosine.multiplier(at: 1)) < 1e-15)
+
+        // docs: MigratingFromPyTorch
+        // bitsandbytes.optim.AdamW8bit(params, lr=1e-3)
+        let adamw8bit = try AdamW(params, hyperparameters: .init(learningRate: 1e-3, statePrecision: .init(dtype: .int8)))
+        // torchao.optim.AdamW4bit(params, lr=1e-3)
+        let adamw4bit = try AdamW(params, hyperparameters: .init(learningRate: 1e-3, statePrecision: .init(dtype: .int4)))
+        // bitsandbytes.optim.Lion8bit(params, lr=1e-4, min_8bit_size=16384)
+        let lion8bit = try OptimizerRegistry.makeOptimizer(
+            OptimizerConfiguration(name: "lion", hyperparameters: [
+                "lr": .number(1e-4), "state_dtype": .string("int8"), "min_8bit_size": .number(16384),
+            ]),
+            parameters: params)
+        // weight.grad = gradient.to(torch.bfloat16): pass its 16-bit patterns
+        try weight.setGradient(bfloat16: [UInt16](repeating: 0x3F80, count: weight.count))
+        // docs: end
+        #expect(weight.gradient.map(Array.init) == [Float](repeating: 1, count: 32))
+        #expect(try adamw8bit.hyperparameters(group: 0)["state_dtype"] == .string("int8"))
+        #expect(try adamw4bit.hyperparameters(group: 0)["state_dtype"] == .string("int4"))
+        #expect(try lion8bit.hyperparameters(group: 0)["min_8bit_size"] == .number(16384))
+        try adamw4bit.step()
+        #expect(try adamw4bit.state(of: weight)["exp_avg"]?.count == 32)  // 32 elements: float32 state
     }
 }
 
