@@ -16,6 +16,8 @@ static inline MPI_Datatype cmpi_byte(void) { return MPI_BYTE; }
 static inline MPI_Datatype cmpi_datatype_null(void) { return MPI_DATATYPE_NULL; }
 static inline void *cmpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Errhandler cmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline MPI_Request cmpi_request_null(void) { return MPI_REQUEST_NULL; }
+static inline MPI_Status *cmpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline int cmpi_success(void) { return MPI_SUCCESS; }
 static inline int cmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int cmpi_thread_single(void) { return MPI_THREAD_SINGLE; }

@@ -1,10 +1,17 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
 import Optim
 
 /// Data-parallel training: every rank holds the whole model, computes gradients on its share of
 /// each global batch, and the gradients are averaged across ranks before the optimizer steps —
 /// PyTorch's `DistributedDataParallel` (Li et al., 2020, "PyTorch Distributed: Experiences on
-/// Accelerating Data Parallel Training", arXiv:2006.15704), without the overlap with the
-/// backward pass.
+/// Accelerating Data Parallel Training", arXiv:2006.15704).
 ///
 /// Building it is collective: it checks that every rank passes the same parameters (names,
 /// shapes, order) and the same bucket size, throwing `DistributedError.parameterMismatch(_:)`
@@ -17,6 +24,17 @@ import Optim
 /// one per tensor, and no allocation per step. After it every rank holds the same averaged
 /// gradients, so global-norm clipping (`Optimizer.clipGradientNorm(maxNorm:threadPool:)`),
 /// the step and its metrics are computed on global values everywhere, identically.
+///
+/// **Overlap with the backward pass**, as DDP does: call ``beginGradientReduction(scale:)``
+/// before backward, ``gradientsReady(_:)`` each time backward has finished some parameters'
+/// gradients (a model's `gradientReadyHandler`), and ``finishGradientReduction()`` after it.
+/// The parameters are cut into buckets of whole tensors from the last one back (backward
+/// finishes the last layers first); a bucket's allreduce starts, nonblocking
+/// (`Communicator.startAllreduceSum(_:)`), as soon as all its gradients are ready, so the sum
+/// travels while backward computes the earlier layers. The result is the same as
+/// ``sumGradients()`` (``averageGradients()`` with `scale: 1 / W`): the same element sums, and
+/// bit for bit the same on the in-process group. It holds one copy of every gradient (the
+/// buckets in flight), allocated on first use.
 ///
 /// A parameter without a gradient on some ranks counts as a zero gradient there (as in a single
 /// process over the global batch, where it gets a gradient if any sample touches it); one
@@ -76,7 +94,10 @@ public final class DataParallel {
         if let root { try broadcastParameters(from: root) }
     }
 
-    deinit { FloatStorage.deallocate(bucket) }
+    deinit {
+        FloatStorage.deallocate(bucket)
+        if overlap != nil { poller.end() }
+    }
 
     /// Floats per bucket, after checking the size.
     static func bucketElements(_ bytes: Int) throws(DistributedError) -> Int {
@@ -165,6 +186,288 @@ public final class DataParallel {
         // Tensors of no elements have no segment: give them their (empty) gradient here.
         for index in 0..<count where globalPresence[index] > 0 && parameters[index].count == 0 && parameters[index].gradient == nil {
             parameters[index].gradientStorage(zeroed: false)
+        }
+    }
+
+    // MARK: Overlap with the backward pass
+
+    /// What one overlapped reduction cost, as observed on this rank.
+    public struct ReductionTiming: Sendable, Equatable {
+        /// Seconds from the first bucket's start to the last bucket's completion (as seen by
+        /// the tests during backward and the waits after it): the communication's span.
+        public var communicationSeconds: Double
+        /// Seconds ``finishGradientReduction()`` waited for the buckets still in flight after
+        /// backward: the communication not hidden behind computation.
+        public var exposedSeconds: Double
+        /// Buckets reduced, and how many started before backward ended.
+        public var buckets: Int
+        public var bucketsStartedDuringBackward: Int
+
+        /// The share of the communication's span hidden behind backward, `1 − exposed / span`
+        /// (1 for no communication).
+        public var hiddenFraction: Double {
+            communicationSeconds > 0 ? max(0, 1 - exposedSeconds / communicationSeconds) : 1
+        }
+    }
+
+    /// The buckets of the overlapped reduction and their state; built on first use.
+    private final class Overlap {
+        /// Each bucket's parameters (a contiguous range), in launch order: last parameters first.
+        let buckets: [Range<Int>]
+        /// Where each bucket starts in `buffer`: one presence count per parameter, then the
+        /// gradients end to end.
+        let offsets: [Int]
+        /// The bucket of each parameter.
+        let bucketOfParameter: [Int]
+        let buffer: UnsafeMutableBufferPointer<Float>
+        var ready: [Bool]
+        var readyCounts: [Int]
+        var requests: [(any CommunicationRequest)?]
+        var completed: [Bool]
+        var next = 0
+        var active = false
+        var scale: Float = 1
+        var error: DistributedError?
+        var firstStart = 0.0, lastCompletion = 0.0, backwardEnded = 0.0
+        var startedDuringBackward = 0
+
+        init(counts: [Int], bucketElements: Int) {
+            var buckets: [Range<Int>] = [], upper = counts.count, elements = 0
+            for index in stride(from: counts.count - 1, through: 0, by: -1) {
+                elements += counts[index] + 1
+                if elements >= bucketElements || index == 0 {
+                    buckets.append(index..<upper)
+                    upper = index
+                    elements = 0
+                }
+            }
+            var offsets: [Int] = [], offset = 0
+            var bucketOfParameter = Array(repeating: 0, count: counts.count)
+            for (bucket, range) in buckets.enumerated() {
+                offsets.append(offset)
+                offset += range.count + range.reduce(0) { $0 + counts[$1] }
+                for index in range { bucketOfParameter[index] = bucket }
+            }
+            self.buckets = buckets
+            self.offsets = offsets
+            self.bucketOfParameter = bucketOfParameter
+            buffer = FloatStorage.allocate(max(1, offset))
+            ready = Array(repeating: false, count: counts.count)
+            readyCounts = Array(repeating: 0, count: buckets.count)
+            requests = Array(repeating: nil, count: buckets.count)
+            completed = Array(repeating: false, count: buckets.count)
+        }
+
+        deinit { FloatStorage.deallocate(buffer) }
+    }
+
+    private var overlap: Overlap?
+    /// Tests the buckets in flight every 100 µs while backward computes: Open MPI's TCP
+    /// transport and its nonblocking collectives move data only inside MPI calls.
+    private lazy var poller = Poller()
+
+    /// A thread that calls `work` under `lock` every 100 µs between ``start()`` and ``stop()``.
+    /// (MPI's `MPI_THREAD_SERIALIZED` allows calls from several threads one at a time: every
+    /// call of the overlap, from either thread, holds `lock`.)
+    private final class Poller: @unchecked Sendable {
+        let lock = NSLock()
+        var work: () -> Void = {}
+        private let wake = DispatchSemaphore(value: 0)
+        private let stopped = DispatchSemaphore(value: 0)
+        private var polling = false, ended = false, running = false
+
+        /// Starts polling; the caller holds `lock`.
+        func start() {
+            if !running {
+                running = true
+                let thread = Thread { [self] in loop() }
+                thread.name = "optim-overlap-progress"
+                thread.start()
+            }
+            polling = true
+            wake.signal()
+        }
+
+        /// Returns once the thread has stopped polling (after its current `work`).
+        func stop() {
+            lock.lock()
+            polling = false
+            lock.unlock()
+            stopped.wait()
+        }
+
+        /// Ends the thread (it holds the poller until then).
+        func end() {
+            guard running else { return }
+            ended = true
+            wake.signal()
+        }
+
+        private func loop() {
+            while true {
+                wake.wait()
+                if ended { return }
+                while true {
+                    lock.lock()
+                    guard polling else {
+                        lock.unlock()
+                        break
+                    }
+                    work()
+                    lock.unlock()
+                    usleep(100)
+                }
+                stopped.signal()
+            }
+        }
+    }
+    private var polling = false
+
+    private static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+    }
+
+    /// Prepares the overlapped reduction of the coming backward pass: every gradient reduced
+    /// will be multiplied by `scale` first (this rank's share of the global batch, when ranks'
+    /// shares differ; 1 for a sum, as ``sumGradients()``). Not collective.
+    public func beginGradientReduction(scale: Float = 1) {
+        guard communicator.size > 1, !parameters.isEmpty else { return }
+        let state = overlap ?? Overlap(counts: parameters.map(\.count), bucketElements: bucket.count)
+        overlap = state
+        for index in state.ready.indices { state.ready[index] = false }
+        for index in state.buckets.indices {
+            state.readyCounts[index] = 0
+            state.requests[index] = nil
+            state.completed[index] = false
+        }
+        state.next = 0
+        state.scale = scale
+        state.error = nil
+        state.startedDuringBackward = 0
+        state.active = true
+    }
+
+    /// Marks the gradients of `parameters[indices]` final for this backward pass (a model calls
+    /// it through its `gradientReadyHandler`), starts the allreduce of every bucket now complete,
+    /// in bucket order, and lets the buckets in flight progress. Does nothing outside
+    /// ``beginGradientReduction(scale:)`` … ``finishGradientReduction()``; an error is kept and
+    /// thrown by ``finishGradientReduction()``.
+    public func gradientsReady(_ indices: Range<Int>) {
+        guard let state = overlap, state.active else { return }
+        poller.lock.lock()
+        defer { poller.lock.unlock() }
+        guard state.error == nil else { return }
+        for index in indices.clamped(to: 0..<parameters.count) where !state.ready[index] {
+            state.ready[index] = true
+            state.readyCounts[state.bucketOfParameter[index]] += 1
+        }
+        do {
+            try launchReadyBuckets(state, duringBackward: true)
+            try progress(state)
+        } catch {
+            state.error = error
+        }
+    }
+
+    /// Waits for every bucket (starting those backward did not report), and replaces each
+    /// gradient by the sum over the ranks of the scaled gradients, as ``sumGradients()`` does.
+    /// Collective. Returns what the communication cost (zeros on one rank).
+    @discardableResult
+    public func finishGradientReduction() throws(DistributedError) -> ReductionTiming {
+        guard communicator.size > 1, !parameters.isEmpty else {
+            return ReductionTiming(communicationSeconds: 0, exposedSeconds: 0, buckets: 0, bucketsStartedDuringBackward: 0)
+        }
+        guard let state = overlap, state.active else {
+            throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:) before the backward pass")
+        }
+        state.active = false
+        if polling {
+            poller.stop()
+            polling = false
+        }
+        if let error = state.error { throw error }
+        state.backwardEnded = Self.now()
+        for index in state.ready.indices where !state.ready[index] {
+            state.ready[index] = true
+            state.readyCounts[state.bucketOfParameter[index]] += 1
+        }
+        try launchReadyBuckets(state, duringBackward: false)
+        let waitStart = Self.now()
+        for index in state.buckets.indices where !state.completed[index] {
+            try state.requests[index]!.wait()
+            state.completed[index] = true
+            state.lastCompletion = Self.now()
+        }
+        let exposed = Self.now() - waitStart
+        for (bucketIndex, range) in state.buckets.enumerated() { unpack(state, bucket: bucketIndex, range: range) }
+        return ReductionTiming(communicationSeconds: max(0, state.lastCompletion - state.firstStart), exposedSeconds: exposed,
+                               buckets: state.buckets.count, bucketsStartedDuringBackward: state.startedDuringBackward)
+    }
+
+    /// Packs and starts, in order, every bucket whose gradients are all ready.
+    private func launchReadyBuckets(_ state: Overlap, duringBackward: Bool) throws(DistributedError) {
+        while state.next < state.buckets.count, state.readyCounts[state.next] == state.buckets[state.next].count {
+            let bucketIndex = state.next, range = state.buckets[bucketIndex]
+            var position = state.offsets[bucketIndex]
+            let base = state.buffer.baseAddress!
+            for index in range {
+                base[position] = parameters[index].gradient != nil ? 1 : 0
+                position += 1
+            }
+            for index in range {
+                let count = parameters[index].count
+                if let gradient = parameters[index].gradient, count > 0 {
+                    let source = gradient.baseAddress!, destination = base + position, scale = state.scale
+                    if scale == 1 {
+                        destination.update(from: source, count: count)
+                    } else {
+                        for element in 0..<count { destination[element] = source[element] * scale }
+                    }
+                } else if count > 0 {
+                    (base + position).update(repeating: 0, count: count)
+                }
+                position += count
+            }
+            let length = position - state.offsets[bucketIndex]
+            if bucketIndex == 0 { state.firstStart = Self.now() }
+            state.requests[bucketIndex] = try communicator.startAllreduceSum(UnsafeMutableBufferPointer(start: base + state.offsets[bucketIndex], count: length))
+            if duringBackward {
+                state.startedDuringBackward += 1
+                if !polling, try !state.requests[bucketIndex]!.test() {
+                    poller.work = { [unowned self, unowned state] in
+                        guard state.error == nil else { return }
+                        do throws(DistributedError) { try self.progress(state) } catch { state.error = error }
+                    }
+                    polling = true
+                    poller.start()
+                }
+            }
+            state.next += 1
+        }
+    }
+
+    /// Tests the buckets in flight, oldest first, noting when each is seen complete.
+    private func progress(_ state: Overlap) throws(DistributedError) {
+        for index in 0..<state.next where !state.completed[index] {
+            guard try state.requests[index]!.test() else { return }
+            state.completed[index] = true
+            state.lastCompletion = Self.now()
+        }
+    }
+
+    /// Copies a reduced bucket back into the gradients of the parameters some rank has one for.
+    private func unpack(_ state: Overlap, bucket bucketIndex: Int, range: Range<Int>) {
+        let base = state.buffer.baseAddress!
+        var position = state.offsets[bucketIndex] + range.count
+        for (flag, index) in range.enumerated() {
+            let count = parameters[index].count
+            defer { position += count }
+            guard base[state.offsets[bucketIndex] + flag] > 0 else { continue }
+            let parameter = parameters[index]
+            let gradient = parameter.gradient ?? parameter.gradientStorage(zeroed: false)
+            if count > 0 { gradient.baseAddress!.update(from: base + position, count: count) }
         }
     }
 

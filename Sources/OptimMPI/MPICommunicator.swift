@@ -226,6 +226,22 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try allreduce(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 4, type: cmpi_float())
     }
 
+    /// Starts summing `buffer` over the ranks in place (`MPI_Iallreduce` with `MPI_SUM`, in pieces
+    /// beyond `Int32.max` elements) and returns the request without waiting. Open MPI moves the
+    /// data only inside MPI calls: call the request's `test()` now and then while computing.
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest {
+        try checkRunning("MPI_Iallreduce")
+        let request = MPIRequest(operation: "MPI_Iallreduce")
+        let base = buffer.baseAddress
+        try inPieces(buffer.count) { offset, count throws(DistributedError) in
+            var handle: MPI_Request? = cmpi_request_null()
+            try Self.check(MPI_Iallreduce(cmpi_in_place(), base.map { $0 + offset }, count, cmpi_float(), cmpi_op_sum(), communicator, &handle),
+                           "MPI_Iallreduce")
+            request.handles.append(handle)
+        }
+        return request
+    }
+
     /// Sums `buffer` of Double values over the ranks in place (`MPI_Allreduce` with `MPI_SUM`).
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws(DistributedError) {
         try allreduce(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 8, type: cmpi_double())
@@ -291,6 +307,33 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         writeToStandardError("rank \(rank): \(message)")
         MPI_Abort(cmpi_comm_world(), code)
         exit(code)  // MPI_Abort does not return; should it, leave anyway
+    }
+}
+
+/// Nonblocking MPI operations in flight (`MPI_Request` handles), completed together.
+final class MPIRequest: CommunicationRequest {
+    let operation: String
+    var handles: [MPI_Request?] = []
+    private var complete = false
+
+    init(operation: String) { self.operation = operation }
+
+    /// `MPI_Testall`: whether every handle has completed, progressing them.
+    func test() throws(DistributedError) -> Bool {
+        guard !complete else { return true }
+        var flag: Int32 = 0
+        let code = handles.withUnsafeMutableBufferPointer { MPI_Testall(Int32($0.count), $0.baseAddress, &flag, cmpi_statuses_ignore()) }
+        try MPICommunicator.check(code, "MPI_Testall (\(operation))")
+        complete = flag != 0
+        return complete
+    }
+
+    /// `MPI_Waitall`.
+    func wait() throws(DistributedError) {
+        guard !complete else { return }
+        let code = handles.withUnsafeMutableBufferPointer { MPI_Waitall(Int32($0.count), $0.baseAddress, cmpi_statuses_ignore()) }
+        try MPICommunicator.check(code, "MPI_Waitall (\(operation))")
+        complete = true
     }
 }
 #endif

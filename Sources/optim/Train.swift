@@ -51,6 +51,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Data-parallel over MPI: run under mpirun (needs a build with --traits MPI); each rank takes its share of every batch, rank 0 prints and writes.")
     var distributed = false
 
+    @Flag(name: .customLong("no-overlap"), help: "With --distributed: reduce the gradients after the whole backward pass instead of bucket by bucket while it runs (the same gradients; for comparing timelines).")
+    var noOverlap = false
+
     @Flag(name: .customLong("shard-state"), help: "With --distributed: each rank keeps only its slice of the optimizer state (ZeRO stage 1).")
     var shardState = false
 
@@ -59,13 +62,24 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if task == TrainingConfiguration.Task.austen.rawValue {
+            guard distributed else {
+                do {
+                    try trainText(communicator: nil)
+                } catch let error as ExitCode {
+                    throw error
+                } catch {
+                    throw fail("train", error)
+                }
+                return
+            }
+            let communicator: any Communicator
             do {
-                try trainText()
-            } catch let error as ExitCode {
-                throw error
+                communicator = try MPIRuntime.world()
             } catch {
                 throw fail("train", error)
             }
+            try communicator.abortingOnError { try trainText(communicator: communicator) }
+            try MPIRuntime.finalize()
             return
         }
         guard task == TrainingConfiguration.Task.digits.rawValue else {
@@ -154,6 +168,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
                                   communicator: communicator, shardState: shardState)
         trainer.shardedCheckpoints = shardedCheckpoint
+        trainer.overlapsCommunication = !noOverlap
         trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(RunSettings.saving(settings, resolved.hyperparameters))
         if let resume {
             do {
@@ -227,6 +242,7 @@ struct Train: ParsableCommand {
             return 128 + number
         }
         guard let folder else { return nil }
+        if communicator != nil { say("gradient communication " + TimelineSummary(trainer.timeline).description + " (timeline.jsonl)") }
         say(String(format: "test accuracy %.2f%%  (test loss %.4f, final train loss %.4f, %d steps in %.2f s, %.0f steps/s)",
                      result.testAccuracy * 100, result.testLoss, result.finalTrainLoss, result.steps, result.seconds, result.stepsPerSecond))
         say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "")")

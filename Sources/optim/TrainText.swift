@@ -59,38 +59,62 @@ extension Train {
     /// 4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, AdamW (lr 1e-3, betas
     /// 0.9/0.99, weight decay 0.1 on matrices), 100 warm-up steps then cosine to 1e-4, clipping at
     /// 1, no dropout — with the validation loss every --eval-every steps, and a sample at the end.
-    func trainText() throws {
-        guard !distributed, !shardState else { throw TrainingError.invalidOption("--task austen runs in one process: no --distributed or --shard-state") }
+    func trainText(communicator: (any Communicator)?) throws {
+        let isRoot = communicator?.isRoot ?? true
+        func say(_ text: String) { if isRoot { sayOnStandardOutput(text) } }
+        guard !shardState || communicator != nil else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
+        guard !shardedCheckpoint || shardState else {
+            throw TrainingError.invalidOption("--sharded-checkpoint needs --distributed --shard-state (each rank writes the part of the state it keeps)")
+        }
         guard options.data == nil, options.labels == nil else {
             throw TrainingError.invalidOption("--task austen trains on the bundled novels; --data and --labels are for --task digits")
         }
         let settings = try RunSettings.resolve(given: options.given(), hyperparameters: [:], saved: nil).settings
-        let configuration = try textOptions.configuration(options: options, settings: settings, optimizer: optimizerOptions.optimizer ?? "adamw",
+        var configuration = try textOptions.configuration(options: options, settings: settings, optimizer: optimizerOptions.optimizer ?? "adamw",
                                                           base: optimizerOptions.base ?? "adamw", hyperparameters: try optimizerOptions.hyperparameters())
+        if let communicator, settings["threads"] == nil {
+            // Ranks sharing a machine share its cores.
+            let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? communicator.size
+            configuration.threads = max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
+        }
         let minimum = textOptions.minimumLearningRate
 
         let corpus = try TextCorpus.austen()
         let prompt = try corpus.encode(textOptions.prompt)
         guard !prompt.isEmpty else { throw TrainingError.invalidOption("--prompt must hold at least one character") }
-        let trainer = try Trainer(configuration: configuration, corpus: corpus)
+        let trainer = try Trainer(configuration: configuration, corpus: corpus, communicator: communicator, shardState: shardState)
+        trainer.overlapsCommunication = !noOverlap
+        trainer.shardedCheckpoints = shardedCheckpoint
         guard let model = trainer.model as? GPT else { throw TrainingError.invalidOption("the austen task's model is not a GPT") }
         if let resume { try trainer.resume(from: URL(fileURLWithPath: resume)) }
         if let stopAfterEpoch, stopAfterEpoch < 1 || stopAfterEpoch > trainer.epochs {
             throw TrainingError.invalidOption("--stop-after-epoch must be between 1 and \(trainer.epochs) (--iters / --eval-every), got \(stopAfterEpoch)")
         }
-        let outPath = out ?? RunFolder.defaultURL().path
-        let folder = try RunFolder(URL(fileURLWithPath: outPath))
-        let progress = ProgressReporter(style: plain ? .lines : nil)
+        // Rank 0 claims the folder and alone writes to it.
+        var outPath = out ?? RunFolder.defaultURL().path
+        let folder = isRoot ? try RunFolder(URL(fileURLWithPath: outPath)) : nil
+        if let communicator { outPath = try communicator.broadcast(folder?.url.path ?? "", from: 0) }
+        let checkpoint = URL(fileURLWithPath: outPath).appendingPathComponent(shardedCheckpoint ? RunFolder.shardedCheckpointName : "checkpoint.safetensors")
+        let progress = ProgressReporter(style: !isRoot ? .silent : plain ? .lines : nil)
         let parameters = model.parameters.reduce(0) { $0 + $1.count }
         say("training a \(model.architecture) (\(parameters) parameters) on Jane Austen's novels: \(corpus.validationStart) training / \(corpus.tokens.count - corpus.validationStart) validation characters")
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), warm-up \(configuration.warmupSteps), cosine to \(minimum), clip \(configuration.clipNorm.map { String($0) } ?? "none"), \(configuration.iterations) steps of \(configuration.batchSize) × \(configuration.context) characters, validation every \(configuration.evaluateEvery) steps, \(configuration.threads) thread(s)")
+        var extra = ["data": "austen"]
+        if let communicator {
+            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) sequences split between them; gradients reduced \(noOverlap ? "after backward" : "bucket by bucket during backward")")
+            extra["ranks"] = String(communicator.size)
+            extra["sharded_state"] = String(shardState)
+            extra["overlap"] = String(!noOverlap)
+        }
         if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }
         Interrupts.install()
-        let result = try trainer.run(recordingTo: folder, checkpoint: folder.checkpoint, until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch },
-                                     extra: ["data": "austen"], shouldStop: { Interrupts.signal != 0 }) { record in
+        let result = try trainer.run(recordingTo: folder, checkpoint: checkpoint, until: stopAfterEpoch.map { $0 * trainer.stepsPerEpoch },
+                                     extra: extra, shouldStop: { Interrupts.signal != 0 }) { record in
             progress.report(record, milestone: record.step % trainer.stepsPerEpoch == 0)
         }
         progress.finish()
+        guard let folder else { return }
+        if communicator != nil { say("gradient communication " + TimelineSummary(trainer.timeline).description + " (timeline.jsonl)") }
         for record in result.records where record.testLoss != nil {
             say(String(format: "step %5d: train loss %.4f, val loss %.4f", record.step, record.loss, record.testLoss!))
         }
@@ -105,6 +129,6 @@ extension Train {
         say(String(format: "val loss %.4f (next-character accuracy %.1f%%), final train loss %.4f, %d steps in %.1f s (%.0f tokens/s), %.1f s in all",
                    result.testLoss, result.testAccuracy * 100, result.finalTrainLoss, result.steps, result.seconds,
                    Double(result.steps * configuration.batchSize * configuration.context) / max(result.seconds, 1e-9), result.wallSeconds))
-        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg checkpoint.safetensors sample.txt")
+        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "") sample.txt\(communicator != nil ? " timeline.jsonl" : "")")
     }
 }

@@ -559,4 +559,80 @@ import Testing
             Self.expectEqual(outcomes[0], want, "sharded \(sharded)")
         }
     }
+
+    // MARK: overlap with the backward pass
+
+    @Test("overlapped reduction, bucket by bucket as backward reports, equals sumGradients bit for bit",
+          arguments: [40, 4 << 10], [0, 1, 2])
+    func overlappedReductionEqualsTheBlockingOne(bucketBytes: Int, reporting: Int) throws {
+        let scenario = Scenario("adamw")
+        let group = try LocalCommunicatorGroup(size: 3)
+        let results = try group.run { communicator in
+            let parameters = try scenario.makeParameters(rank: 0)
+            let dataParallel = try DataParallel(parameters, communicator: communicator, bucketBytes: bucketBytes)
+            var rounds: [[[UInt32]?]] = []
+            for step in 0..<6 {
+                let scale = Float(communicator.rank + 1) / 6  // uneven shares of the global batch
+                // Blocking: scale in place, then sum.
+                try scenario.setGradients(parameters, step: step, rank: communicator.rank)
+                for parameter in parameters {
+                    guard let gradient = parameter.gradient else { continue }
+                    for index in gradient.indices { gradient[index] *= scale }
+                }
+                try dataParallel.sumGradients()
+                let blocking = parameters.map { $0.gradient.map { Array($0).map(\.bitPattern) } }
+                // Overlapped: the same gradients reported as backward would finish them.
+                try scenario.setGradients(parameters, step: step, rank: communicator.rank)
+                dataParallel.beginGradientReduction(scale: scale)
+                switch reporting {
+                case 0: // layer by layer from the last, as a model's backward does
+                    dataParallel.gradientsReady(4..<5)
+                    dataParallel.gradientsReady(2..<4)
+                    dataParallel.gradientsReady(0..<2)
+                case 1: // out of order and repeated: buckets still start in order
+                    dataParallel.gradientsReady(0..<2)
+                    dataParallel.gradientsReady(0..<1)
+                    dataParallel.gradientsReady(3..<5)
+                    dataParallel.gradientsReady(2..<3)
+                default: // nothing reported: all at the end
+                    break
+                }
+                let timing = try dataParallel.finishGradientReduction()
+                #expect(timing.buckets >= 1 && timing.exposedSeconds >= 0 && timing.communicationSeconds >= 0)
+                if reporting == 2 { #expect(timing.bucketsStartedDuringBackward == 0) }
+                if reporting == 0 { #expect(timing.bucketsStartedDuringBackward == timing.buckets) }
+                if bucketBytes == 40 { #expect(timing.buckets > 3) }
+                let overlapped = parameters.map { $0.gradient.map { Array($0).map(\.bitPattern) } }
+                #expect(overlapped == blocking, "step \(step), rank \(communicator.rank)")
+                rounds.append(overlapped)
+            }
+            return rounds
+        }.map { try $0.get() }
+        #expect(results[1] == results[0] && results[2] == results[0])
+    }
+
+    @Test("finishing an overlapped reduction that was never begun is an error; one rank is a no-op")
+    func overlapMisuse() throws {
+        let group = try LocalCommunicatorGroup(size: 2)
+        let errors = group.run { communicator in
+            let dataParallel = try DataParallel([try Parameter(name: "w", shape: [3])], communicator: communicator)
+            dataParallel.gradientsReady(0..<1)  // outside a reduction: ignored
+            _ = try dataParallel.finishGradientReduction()
+        }
+        for outcome in errors {
+            #expect(throws: DistributedError.self) { try outcome.get() }
+        }
+        let single = try LocalCommunicatorGroup(size: 1)
+        let alone = try single.run { communicator in
+            let weight = try Parameter(name: "w", shape: [3])
+            try weight.setGradient([1, 2, 3])
+            let dataParallel = try DataParallel([weight], communicator: communicator)
+            dataParallel.beginGradientReduction(scale: 0.5)
+            dataParallel.gradientsReady(0..<1)
+            let timing = try dataParallel.finishGradientReduction()
+            return (weight.gradientArray!, timing.buckets)
+        }.map { try $0.get() }
+        #expect(alone[0].0 == [1, 2, 3] && alone[0].1 == 0)
+    }
+
 }

@@ -1,6 +1,7 @@
 import ExampleModel
 import Foundation
 import Optim
+import OptimDistributed
 import Testing
 @testable import Training
 
@@ -72,4 +73,37 @@ func quickTextConfiguration() -> TrainingConfiguration {
         heads.heads = 3
         #expect(throws: ModelError.self) { try Trainer(configuration: heads, corpus: try TextCorpus.austen()) }
     }
+
+    @Test("the GPT data parallel over two ranks: overlapped equals blocking bit for bit, and both the single process")
+    func dataParallelTextTraining() throws {
+        let corpus = try TextCorpus.austen()
+        var configuration = quickTextConfiguration()
+        configuration.iterations = 10
+        configuration.evaluateEvery = 5
+        configuration.threads = 1
+        let single = try Trainer(configuration: configuration, corpus: corpus)
+        let singleResult = try single.run()
+        var runs: [[[Float]]] = []
+        let shared = configuration
+        for overlap in [true, false] {
+            let group = try LocalCommunicatorGroup(size: 2, timeout: 300)
+            let outcomes = try group.run { communicator in
+                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator)
+                trainer.overlapsCommunication = overlap
+                let result = try trainer.run()
+                #expect(trainer.timeline.count == 10 && trainer.timeline.allSatisfy { $0.overlapped == overlap && $0.computeSeconds > 0 })
+                return (trainer.model.parameters.map(\.valueArray), result.testLoss)
+            }.map { try $0.get() }
+            #expect(outcomes[0].0.map { $0.map(\.bitPattern) } == outcomes[1].0.map { $0.map(\.bitPattern) })
+            // Float rounding apart (each rank's half of the batch is summed on its own), the
+            // single process's run.
+            #expect(abs(outcomes[0].1 - singleResult.testLoss) < 1e-4)
+            for (got, want) in zip(outcomes[0].0, single.model.parameters.map(\.valueArray)) {
+                for (a, b) in zip(got, want) { #expect(abs(a - b) <= 1e-4 + 1e-3 * abs(b)) }
+            }
+            runs.append(outcomes[0].0)
+        }
+        #expect(runs[0].map { $0.map(\.bitPattern) } == runs[1].map { $0.map(\.bitPattern) })
+    }
+
 }

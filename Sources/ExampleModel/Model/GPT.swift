@@ -77,6 +77,12 @@ public final class GPT: @unchecked Sendable {
     public let configuration: GPTConfiguration
     /// Every parameter, in nanoGPT's `named_parameters()` order.
     public let parameters: [Parameter]
+    /// Called during a backward pass each time some parameters' gradients are final, with their
+    /// indices in ``parameters``: `ln_f` first, then each block from the last to the first (its
+    /// twelve tensors), then the two embeddings (the tied token embedding is the output head
+    /// too, so its gradient is final only at the end). Data-parallel training reduces each
+    /// group while backward computes the next.
+    public var gradientReadyHandler: ((Range<Int>) -> Void)?
 
     struct Block {
         let ln1Weight, ln1Bias, attentionWeight, attentionBias, attentionProjectionWeight, attentionProjectionBias: Parameter
@@ -535,6 +541,8 @@ public final class GPT: @unchecked Sendable {
                                              finalNormWeight.values.baseAddress!, dx,
                                              finalNormWeight.gradientStorage().baseAddress!, finalNormBias.gradientStorage().baseAddress!,
                                              0..<N, C)
+        let count = parameters.count
+        gradientReadyHandler?((count - 2)..<count)  // ln_f
         for l in stride(from: L - 1, through: 0, by: -1) {
             let block = blocks[l]
             // MLP: next = middle + GELU(fc)·W₂ᵀ + b₂, fc = ln_2(middle)·W₁ᵀ + b₁.
@@ -559,6 +567,7 @@ public final class GPT: @unchecked Sendable {
                                                  block.ln1Weight.values.baseAddress!, dx,
                                                  block.ln1Weight.gradientStorage().baseAddress!, block.ln1Bias.gradientStorage().baseAddress!,
                                                  0..<N, C)
+            gradientReadyHandler?((2 + 12 * l)..<(2 + 12 * (l + 1)))
         }
         // Embeddings: dwte[token] += dx, dwpe[position] = Σ over sequences of dx.
         let dwte = tokenEmbedding.gradient!.baseAddress!, dwpe = positionEmbedding.gradientStorage().baseAddress!
@@ -569,6 +578,7 @@ public final class GPT: @unchecked Sendable {
                 position[j] += source[j]
             }
         }
+        gradientReadyHandler?(0..<2)
     }
 
     /// For out = input·Wᵀ + b: dW = dOutᵀ·input, db = Σ_rows dOut, dInput = dOut·W (overwritten).

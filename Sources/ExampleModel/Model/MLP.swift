@@ -27,6 +27,10 @@ public final class MLP: @unchecked Sendable {
     public let activation: Activation
     /// The weights and biases, in layer order: `layers.0.weight`, `layers.0.bias`, `layers.1.weight`, …
     public let parameters: [Parameter]
+    /// Called during a backward pass each time a layer's gradients are final, with the indices
+    /// of its weight and bias in ``parameters`` (the last layer first): what data-parallel
+    /// training needs to reduce them while backward goes on.
+    public var gradientReadyHandler: ((Range<Int>) -> Void)?
 
     private struct Layer {
         let weight: Parameter
@@ -170,6 +174,7 @@ public final class MLP: @unchecked Sendable {
                 let source = outputGradient + row * layer.outputs
                 for j in 0..<layer.outputs { biasGradient[j] += source[j] }
             }
+            gradientReadyHandler?((2 * l)..<(2 * l + 2))
             guard l > 0 else { break }
             // dX = dZ · W   ([batch, out] · [out, in]), then through the activation.
             let inputGradient = gradients[1 - g]

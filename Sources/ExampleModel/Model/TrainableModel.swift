@@ -41,6 +41,11 @@ public protocol TrainableModel: AnyObject {
     var parameters: [Parameter] { get }
     /// One line naming the architecture, for logs.
     var architecture: String { get }
+    /// Called by ``lossAndGradient(_:)`` each time backward has finished the gradients of
+    /// `parameters[range]`, in the order backward finishes them (usually the last layers
+    /// first); every parameter is reported once per pass. `DataParallel.gradientsReady(_:)`
+    /// takes it, to reduce gradients while backward goes on.
+    var gradientReadyHandler: ((Range<Int>) -> Void)? { get set }
     /// Forward and backward: writes ∂(mean loss)/∂parameter into every parameter's gradient storage.
     func lossAndGradient(_ batch: ModelBatch) throws(ModelError) -> BatchOutcome
     /// Forward only; the gradients are untouched.

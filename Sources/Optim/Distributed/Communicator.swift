@@ -29,6 +29,17 @@ public protocol Communicator: AnyObject {
     /// ``allreduceSum(_:)-(UnsafeMutableBufferPointer<Float>)`` over Double values (metric sums).
     func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws(DistributedError)
 
+    /// Starts ``allreduceSum(_:)-(UnsafeMutableBufferPointer<Float>)`` on `buffer` and returns
+    /// without waiting for it (`MPI_Iallreduce`), so that the sum travels while the caller
+    /// computes — what overlapping gradient communication with the backward pass needs. `buffer`
+    /// must stay valid and untouched until the returned request completes
+    /// (``CommunicationRequest/wait()``, or ``CommunicationRequest/test()`` returning `true`).
+    /// Collective, in the same order as every other collective.
+    ///
+    /// The default implementation does the blocking allreduce and returns a completed request
+    /// (the in-process group does this); `MPICommunicator` starts a nonblocking one.
+    func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest
+
     /// In-place gather of unequal contributions (`MPI_Allgatherv` with `MPI_IN_PLACE`): rank `r`
     /// contributes `buffer[o_r ..< o_r + counts[r]]` where `o_r = counts[0] + … + counts[r − 1]`;
     /// on return every rank's buffer holds every contribution at its offset. `counts` has `size`
@@ -56,6 +67,11 @@ public protocol Communicator: AnyObject {
 }
 
 extension Communicator {
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest {
+        try allreduceSum(buffer)
+        return CompletedRequest.shared
+    }
+
     /// Whether this is rank 0, the rank that prints and writes files.
     public var isRoot: Bool { rank == 0 }
 
@@ -103,6 +119,29 @@ extension Communicator {
             throw .invalidConfiguration("root rank \(root) does not exist; the group has \(size) rank(s)")
         }
     }
+}
+
+/// A collective started by ``Communicator/startAllreduceSum(_:)`` (an `MPI_Request`): its buffer
+/// belongs to the transport until the request completes.
+public protocol CommunicationRequest: AnyObject {
+    /// Whether the operation has completed, making progress on it without blocking (`MPI_Test`).
+    /// Transports that progress only inside their own calls (Open MPI's TCP transport) move
+    /// data when this is called, so call it now and then while computing.
+    func test() throws(DistributedError) -> Bool
+    /// Returns once the operation has completed (`MPI_Wait`).
+    func wait() throws(DistributedError)
+}
+
+/// A request that was already complete when it was returned: what a communicator without
+/// nonblocking collectives gives.
+public final class CompletedRequest: CommunicationRequest, Sendable {
+    /// The one instance (a completed request holds nothing).
+    public static let shared = CompletedRequest()
+    private init() {}
+    /// Always `true`.
+    public func test() throws(DistributedError) -> Bool { true }
+    /// Returns at once.
+    public func wait() throws(DistributedError) {}
 }
 
 /// What distributed training throws. Each case says which rank or operation failed and why.

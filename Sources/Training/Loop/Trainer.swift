@@ -80,6 +80,27 @@ public struct TrainingResult: Sendable {
     public var interrupted = false
 }
 
+/// Where one step of a data-parallel run spent its time, on this rank: the per-step timeline a
+/// run folder keeps (`timeline.jsonl`).
+public struct StepTiming: Sendable, Equatable {
+    /// The global step (1-based, as the records).
+    public var step: Int
+    /// Forward and backward pass, buckets started and progressed during it included.
+    public var computeSeconds: Double
+    /// The gradient communication's span: from the first bucket's start to the last one's
+    /// completion (overlapped), or the blocking reduction's time.
+    public var communicationSeconds: Double
+    /// The part of it the step waited for after backward: not hidden behind computation.
+    public var exposedSeconds: Double
+    /// Clipping, the optimizer step and the schedule.
+    public var optimizerSeconds: Double
+    /// Whether gradients were reduced during backward.
+    public var overlapped: Bool
+
+    /// Communication hidden behind backward: the span less what was waited for.
+    public var hiddenSeconds: Double { max(0, communicationSeconds - exposedSeconds) }
+}
+
 /// The data a ``Trainer`` trains on: rows of features with labels (the MLP's task), or a text for
 /// next-character prediction (the GPT's).
 public enum TrainingData: Sendable {
@@ -136,6 +157,12 @@ public final class Trainer {
     /// The ranks of a data-parallel run, or nil.
     public let communicator: (any Communicator)?
     private let dataParallel: DataParallel?
+    /// Whether a data-parallel run reduces each bucket of gradients while backward goes on
+    /// (`DataParallel.beginGradientReduction(scale:)`, DDP's overlap) rather than all after it;
+    /// both give the same gradients. On by default.
+    public var overlapsCommunication = true
+    /// Where each step of a data-parallel run spent its time (empty in one process).
+    public private(set) var timeline: [StepTiming] = []
     /// More metadata for every checkpoint (the CLI's run options, for a resume to restore).
     public var checkpointMetadata: [String: String] = [:]
     private var batch = ModelBatch()
@@ -185,9 +212,16 @@ public final class Trainer {
     }
 
     /// Builds the GPT of the configuration's shape (weights from `configuration.seed`) for
-    /// next-character prediction on `corpus`, and the optimizer. One process only (no
-    /// data-parallel run).
-    public convenience init(configuration: TrainingConfiguration, corpus: TextCorpus) throws {
+    /// next-character prediction on `corpus`, and the optimizer.
+    ///
+    /// - Parameters:
+    ///   - configuration: the run's settings: model shape, optimizer, schedule, batches.
+    ///   - corpus: the text.
+    ///   - communicator: the ranks of a data-parallel run, each taking its share of the
+    ///     sequences of every global batch (collective).
+    ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
+    public convenience init(configuration: TrainingConfiguration, corpus: TextCorpus, communicator: (any Communicator)? = nil,
+                            shardState: Bool = false) throws {
         try configuration.validate()
         guard configuration.iterations % configuration.evaluateEvery == 0 else {
             throw TrainingError.invalidOption("--iters (\(configuration.iterations)) must be a multiple of --eval-every (\(configuration.evaluateEvery))")
@@ -202,7 +236,7 @@ public final class Trainer {
                             seed: configuration.seed, pool: threadPool)
         try self.init(configuration: configuration, model: model, data: .text(corpus), threadPool: threadPool,
                       stepsPerEpoch: configuration.evaluateEvery, epochs: configuration.iterations / configuration.evaluateEvery,
-                      communicator: nil, shardState: false)
+                      communicator: communicator, shardState: shardState)
     }
 
     private init(configuration: TrainingConfiguration, model: any TrainableModel, data: TrainingData, threadPool: ThreadPool,
@@ -222,6 +256,10 @@ public final class Trainer {
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
         // before the optimizer is built (Lookahead copies the weights it starts from).
         dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0) }
+        if let dataParallel {
+            // Backward reports each layer's gradients as it finishes them.
+            model.gradientReadyHandler = { [unowned dataParallel] in dataParallel.gradientsReady($0) }
+        }
         if let communicator, shardState {
             optimizer = try ShardedOptimizer(optimizerConfiguration, groups: groups, communicator: communicator, threadPool: threadPool)
         } else {
@@ -260,29 +298,49 @@ public final class Trainer {
             share = Float(rows.count) / Float(globalCount)
         case let .text(corpus):
             fillTextBatch(corpus, .train, index: step)
+            share = Float(batch.size) / Float(configuration.batchSize)
         }
         // The forward and backward pass over the batch: once, or as often as a closure-driven
         // optimizer (L-BFGS) asks; the records keep the first evaluation, as torch's step returns it.
         var first: BatchOutcome?
         let weight = share
+        let overlap = overlapsCommunication
+        var timing = StepTiming(step: step + 1, computeSeconds: 0, communicationSeconds: 0, exposedSeconds: 0, optimizerSeconds: 0,
+                                overlapped: overlap)
         let evaluate = { [self] () throws -> Float in
+            let computeStart = ProcessInfo.processInfo.systemUptime
+            // The model averages over this rank's rows; each gradient is weighted by their share
+            // of the global batch, then summed over the ranks: every rank ends with the gradient
+            // of the global batch's mean loss. Overlapped, the buckets are weighted and reduced
+            // as backward finishes them.
+            if overlap { dataParallel?.beginGradientReduction(scale: weight) }
             let outcome = try model.lossAndGradient(batch)
+            timing.computeSeconds += ProcessInfo.processInfo.systemUptime - computeStart
             let loss = outcome.lossSum / Double(max(outcome.count, 1))
             if communicator == nil, !loss.isFinite {
                 throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
             }
             if let dataParallel {
-                // The model averaged over this rank's rows; weight by their share of the global
-                // batch, then sum: every rank ends with the gradient of the global batch's mean loss.
-                for parameter in model.parameters where weight != 1 {
-                    guard let gradient = parameter.gradient else { continue }
-                    for index in gradient.indices { gradient[index] *= weight }
+                if overlap {
+                    let reduction = try dataParallel.finishGradientReduction()
+                    timing.communicationSeconds += reduction.communicationSeconds
+                    timing.exposedSeconds += reduction.exposedSeconds
+                } else {
+                    let reductionStart = ProcessInfo.processInfo.systemUptime
+                    for parameter in model.parameters where weight != 1 {
+                        guard let gradient = parameter.gradient else { continue }
+                        for index in gradient.indices { gradient[index] *= weight }
+                    }
+                    try dataParallel.sumGradients()
+                    let seconds = ProcessInfo.processInfo.systemUptime - reductionStart
+                    timing.communicationSeconds += seconds
+                    timing.exposedSeconds += seconds
                 }
-                try dataParallel.sumGradients()
             }
             if first == nil { first = outcome }
             return Float(loss)
         }
+        defer { if dataParallel != nil { timeline.append(timing) } }
         if optimizerNeedsClosure {
             try optimizer.step(closure: evaluate)
             try scheduler.step()
@@ -291,9 +349,11 @@ public final class Trainer {
         _ = try evaluate()
         let outcome = first!
         var norm: Double?
+        let optimizerStart = ProcessInfo.processInfo.systemUptime
         if let clip = configuration.clipNorm { norm = try optimizer.clipGradientNorm(maxNorm: clip, threadPool: threadPool) }
         let metrics = try optimizer.step(collectingMetrics: collectMetrics)
         try scheduler.step()
+        timing.optimizerSeconds = ProcessInfo.processInfo.systemUptime - optimizerStart
         return (outcome.lossSum, outcome.correct, outcome.count, norm, metrics)
     }
 
@@ -325,9 +385,17 @@ public final class Trainer {
                                  inputs: inputs, targets: targets)
             }
         }
+        batch.size = configuration.batchSize
+        if split == .train, let communicator, communicator.size > 1 {
+            // This rank's sequences of the global batch.
+            let rows = configuration.batchSize, world = communicator.size, rank = communicator.rank
+            let lower = rows * rank / world, upper = rows * (rank + 1) / world, length = configuration.context
+            inputs = Array(inputs[(lower * length)..<(upper * length)])
+            targets = Array(targets[(lower * length)..<(upper * length)])
+            batch.size = upper - lower
+        }
         swap(&inputs, &batch.tokens)
         swap(&targets, &batch.targets)
-        batch.size = configuration.batchSize
     }
 
     /// The mean loss and the accuracy on the held-out data: the test rows, or for a text

@@ -26,7 +26,7 @@ public final class RunFolder: @unchecked Sendable {
     }
 
     /// The files a run writes; a folder holding any of them holds a run.
-    public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg"]
+    public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg", "timeline.jsonl"]
     /// The folder of a run's sharded checkpoint (`ShardedCheckpoint`), in place of
     /// `checkpoint.safetensors` when each rank writes its own part of the state.
     public static let shardedCheckpointName = "checkpoint"
@@ -43,6 +43,10 @@ public final class RunFolder: @unchecked Sendable {
     public var lossChart: URL { url.appendingPathComponent("loss.svg") }
     /// `accuracy.svg`: the accuracy chart.
     public var accuracyChart: URL { url.appendingPathComponent("accuracy.svg") }
+    /// `timeline.jsonl`: a data-parallel run's per-step timeline on rank 0 (``StepTiming``), one
+    /// JSON line per step: `compute_ms`, `communication_ms`, `exposed_ms`, `hidden_ms`,
+    /// `optimizer_ms`, `overlapped`.
+    public var timeline: URL { url.appendingPathComponent("timeline.jsonl") }
     /// The lines `metrics.jsonl` held when the folder was opened (0 unless continuing).
     public let earlierRecordCount: Int
     /// The records read back from `metrics.jsonl` when continuing, for the charts of the whole run.
@@ -153,6 +157,24 @@ public final class RunFolder: @unchecked Sendable {
 
     /// The writer for `metrics.jsonl`, one record per line as the run goes.
     public func metricsWriter() -> MetricsWriter { writer }
+
+    /// Adds `steps` to `timeline.jsonl` (after a continued run's earlier lines), atomically.
+    public func appendTimeline(_ steps: [StepTiming]) throws {
+        guard !steps.isEmpty else { return }
+        var data = (try? Data(contentsOf: timeline)) ?? Data()
+        if let last = data.last, last != UInt8(ascii: "\n") { data.append(UInt8(ascii: "\n")) }
+        func milliseconds(_ seconds: Double) -> String { String(format: "%.3f", seconds * 1000) }
+        for step in steps {
+            data.append(contentsOf: ("{\"step\":\(step.step),\"compute_ms\":\(milliseconds(step.computeSeconds)),\"communication_ms\":\(milliseconds(step.communicationSeconds)),"
+                + "\"exposed_ms\":\(milliseconds(step.exposedSeconds)),\"hidden_ms\":\(milliseconds(step.hiddenSeconds)),"
+                + "\"optimizer_ms\":\(milliseconds(step.optimizerSeconds)),\"overlapped\":\(step.overlapped)}\n").utf8)
+        }
+        do {
+            try SafetensorsFile.writeAtomically(data, to: timeline)
+        } catch {
+            throw TrainingError.file(error.description)
+        }
+    }
 
     /// Writes `summary.json` and the two charts.
     public func finish(_ result: TrainingResult, extra: [String: String] = [:], resume: ResumeRecord? = nil, status: String? = nil) throws {
@@ -423,6 +445,12 @@ extension Trainer {
             throw writeError
         }
         try saveCheckpoint(to: checkpoint)
+        var extra = extra
+        if !timeline.isEmpty {
+            let summary = TimelineSummary(timeline)
+            extra.merge(summary.summaryFields) { $1 }
+            try folder?.appendTimeline(timeline)
+        }
         var finished = result
         if finished.records.isEmpty, let last = folder?.earlierRecords.last(where: { $0.step <= startStep }) {
             // Finishing a run that had already trained to its end: its last train loss is on record.
@@ -431,5 +459,49 @@ extension Trainer {
         // `stopped`: ended at `until` (--stop-after-epoch), before the configured end.
         try folder?.finish(finished, extra: extra, resume: resume, status: !finished.interrupted && step < totalSteps ? "stopped" : nil)
         return finished
+    }
+}
+
+/// A run's timeline in a few numbers: medians per step of the communication's span, what was
+/// waited for, and the share hidden behind backward.
+public struct TimelineSummary: Sendable {
+    /// Median seconds per step: forward and backward, the communication's span, the exposed
+    /// part, the optimizer.
+    public var compute: Double, communication: Double, exposed: Double, optimizer: Double
+    /// The share of the communication hidden behind computation over the whole run,
+    /// `1 − Σ exposed / Σ communication`.
+    public var hiddenFraction: Double
+    /// Steps summarised.
+    public var steps: Int
+
+    /// The summary of `timeline` (the steps after the first, which includes start-up costs,
+    /// when there are more than one).
+    public init(_ timeline: [StepTiming]) {
+        let steps = timeline.count > 1 ? Array(timeline.dropFirst()) : timeline
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            guard !sorted.isEmpty else { return 0 }
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+        compute = median(steps.map(\.computeSeconds))
+        communication = median(steps.map(\.communicationSeconds))
+        exposed = median(steps.map(\.exposedSeconds))
+        optimizer = median(steps.map(\.optimizerSeconds))
+        let total = steps.reduce(0) { $0 + $1.communicationSeconds }, waited = steps.reduce(0) { $0 + $1.exposedSeconds }
+        hiddenFraction = total > 0 ? max(0, 1 - waited / total) : 1
+        self.steps = steps.count
+    }
+
+    /// The fields `summary.json` gets.
+    public var summaryFields: [String: String] {
+        func milliseconds(_ seconds: Double) -> String { String(format: "%.3f", seconds * 1000) }
+        return ["step_compute_ms": milliseconds(compute), "step_communication_ms": milliseconds(communication),
+                "step_communication_exposed_ms": milliseconds(exposed), "communication_hidden": String(format: "%.3f", hiddenFraction)]
+    }
+
+    /// One line for a person.
+    public var description: String {
+        String(format: "per step (median): compute %.1f ms, gradient communication %.1f ms of which %.1f ms waited for after backward; %.0f%% hidden behind backward",
+               compute * 1000, communication * 1000, exposed * 1000, hiddenFraction * 100)
     }
 }
