@@ -29,7 +29,8 @@ import Optim
 /// before backward, ``gradientsReady(_:)`` each time backward has finished some parameters'
 /// gradients (a model's `gradientReadyHandler`), and ``finishGradientReduction()`` after it.
 /// The parameters are cut into buckets of whole tensors from the last one back (backward
-/// finishes the last layers first); a bucket's allreduce starts, nonblocking
+/// finishes the last layers first), each closed once it reaches ``bucketBytes`` (the first at
+/// ``firstBucketBytes``); a bucket's allreduce starts, nonblocking
 /// (`Communicator.startAllreduceSum(_:)`), as soon as all its gradients are ready, so the sum
 /// travels while backward computes the earlier layers. The result is the same as
 /// ``sumGradients()`` (``averageGradients()`` with `scale: 1 / W`): the same element sums, and
@@ -53,6 +54,10 @@ import Optim
 public final class DataParallel {
     /// PyTorch DDP's default bucket: 25 MiB.
     public static let defaultBucketBytes = 25 << 20
+    /// The first bucket of an overlapped reduction, the last parameters', holds at most this
+    /// much (or ``bucketBytes`` if smaller), as DDP's first bucket (1 MiB): backward's first
+    /// layers start communicating without waiting for 25 MiB of gradients.
+    public static let firstBucketBytes = 1 << 20
 
     /// The ranks the gradients are averaged over.
     public let communicator: any Communicator
@@ -235,7 +240,9 @@ public final class DataParallel {
             var buckets: [Range<Int>] = [], upper = counts.count, elements = 0
             for index in stride(from: counts.count - 1, through: 0, by: -1) {
                 elements += counts[index] + 1
-                if elements >= bucketElements || index == 0 {
+                // The first bucket is smaller (DDP's 1 MiB), so that communication starts early.
+                let limit = buckets.isEmpty ? min(bucketElements, DataParallel.firstBucketBytes / MemoryLayout<Float>.stride) : bucketElements
+                if elements >= limit || index == 0 {
                     buckets.append(index..<upper)
                     upper = index
                     elements = 0

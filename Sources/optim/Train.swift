@@ -51,6 +51,17 @@ struct Train: ParsableCommand {
     @Flag(help: "Data-parallel over MPI: run under mpirun (needs a build with --traits MPI); each rank takes its share of every batch, rank 0 prints and writes.")
     var distributed = false
 
+    @Option(name: .customLong("bucket-mb"), help: "With --distributed: the most megabytes (MiB) of gradients one allreduce carries (PyTorch DDP's bucket_cap_mb; the first bucket is at most 1 MiB).")
+    var bucketMegabytes = 25.0
+
+    /// --bucket-mb in bytes, checked.
+    func bucketBytes() throws -> Int {
+        guard bucketMegabytes.isFinite, bucketMegabytes * 1_048_576 >= 4, bucketMegabytes * 1_048_576 <= Double(Int32.max) * 4 else {
+            throw TrainingError.invalidOption("--bucket-mb must be between 4 bytes (3.9e-6) and 8192, got \(bucketMegabytes)")
+        }
+        return Int(bucketMegabytes * 1_048_576)
+    }
+
     @Flag(name: .customLong("no-overlap"), help: "With --distributed: reduce the gradients after the whole backward pass instead of bucket by bucket while it runs (the same gradients; for comparing timelines).")
     var noOverlap = false
 
@@ -166,7 +177,7 @@ struct Train: ParsableCommand {
         }
         let data = try options.datasets(settings)
         let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
-                                  communicator: communicator, shardState: shardState)
+                                  communicator: communicator, shardState: shardState, bucketBytes: try bucketBytes())
         trainer.shardedCheckpoints = shardedCheckpoint
         trainer.overlapsCommunication = !noOverlap
         trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(RunSettings.saving(settings, resolved.hyperparameters))

@@ -82,7 +82,8 @@ extension Train {
         let corpus = try TextCorpus.austen()
         let prompt = try corpus.encode(textOptions.prompt)
         guard !prompt.isEmpty else { throw TrainingError.invalidOption("--prompt must hold at least one character") }
-        let trainer = try Trainer(configuration: configuration, corpus: corpus, communicator: communicator, shardState: shardState)
+        let trainer = try Trainer(configuration: configuration, corpus: corpus, communicator: communicator, shardState: shardState,
+                                  bucketBytes: try bucketBytes())
         trainer.overlapsCommunication = !noOverlap
         trainer.shardedCheckpoints = shardedCheckpoint
         guard let model = trainer.model as? GPT else { throw TrainingError.invalidOption("the austen task's model is not a GPT") }

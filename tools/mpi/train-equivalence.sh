@@ -3,7 +3,9 @@
 # sharded state over 3 (uneven shards), for DecoupledLionW (the default) and AdamW; each must end
 # with the single process's parameters (within float32 rounding). Then checkpoints cross over:
 # a sharded run's checkpoint resumed by a single process, and a single process's resumed sharded.
-# Sharded checkpoints (--sharded-checkpoint) go from 3 ranks to 2 to a single process.
+# Sharded checkpoints (--sharded-checkpoint) go from 3 ranks to 2 to a single process. The
+# language-model task likewise: 2 ranks overlapping communication with backward and 2 not, and
+# 3 with sharded state, each against a single process.
 # Exits non-zero on any difference. Needs Open MPI and Python with numpy and safetensors.
 #
 #   tools/mpi/train-equivalence.sh [--release]
@@ -73,4 +75,17 @@ fi
 timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --sharded-checkpoint --epochs 3 "${one[@]}" --stop-after-epoch 2 --resume "$work/sleg1/checkpoint" --out "$work/sleg2" > /dev/null
 "$optim" train --epochs 3 "${one[@]}" --resume "$work/sleg2/checkpoint" --out "$work/sleg3" > /dev/null
 compare "$work/straight/checkpoint.safetensors" "$work/sleg3/checkpoint.safetensors"
+echo "== the language model (--task austen, a small GPT): single process, -np 2 overlapped, -np 2 after backward, -np 3 sharded"
+text=(--task austen --layers 1 --heads 2 --embedding 32 --context 32 --iters 20 --eval-every 10 --eval-batches 2 --sample-length 20 --plain --threads 1)
+"$optim" train "${text[@]}" --out "$work/text-single" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${text[@]}" --out "$work/text-dp2" | grep "gradient communication"
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --no-overlap "${text[@]}" --out "$work/text-dp2-blocking" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state "${text[@]}" --batch-size 12 --out "$work/text-zero3" > /dev/null
+"$optim" train "${text[@]}" --batch-size 12 --out "$work/text-single-12" > /dev/null
+for leg in text-dp2 text-dp2-blocking; do
+  compare "$work/text-single/checkpoint.safetensors" "$work/$leg/checkpoint.safetensors"
+  lines=$(wc -l < "$work/$leg/timeline.jsonl")
+  if [[ $lines -ne 20 ]]; then echo "FAIL: $leg/timeline.jsonl has $lines lines, not one per step (20)" >&2; exit 1; fi
+done
+compare "$work/text-single-12/checkpoint.safetensors" "$work/text-zero3/checkpoint.safetensors"
 echo "== optim train --distributed matches a single process"

@@ -176,8 +176,9 @@ public final class Trainer {
     ///   - communicator: the ranks of a data-parallel run (collective: every rank builds its
     ///     trainer with the same configuration).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
+    ///   - bucketBytes: the gradient buckets of a data-parallel run (`DataParallel.bucketBytes`).
     public convenience init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, communicator: (any Communicator)? = nil,
-                            shardState: Bool = false) throws {
+                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes) throws {
         try configuration.validate()
         guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
         guard test.count > 0 else {
@@ -208,7 +209,7 @@ public final class Trainer {
                             activation: configuration.activation, seed: configuration.seed, pool: threadPool)
         try self.init(configuration: configuration, model: model, data: .rows(train: train, test: test), threadPool: threadPool,
                       stepsPerEpoch: stepsPerEpoch, epochs: configuration.epochs,
-                      communicator: communicator, shardState: shardState)
+                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes)
     }
 
     /// Builds the GPT of the configuration's shape (weights from `configuration.seed`) for
@@ -220,8 +221,9 @@ public final class Trainer {
     ///   - communicator: the ranks of a data-parallel run, each taking its share of the
     ///     sequences of every global batch (collective).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
+    ///   - bucketBytes: the gradient buckets of a data-parallel run (`DataParallel.bucketBytes`).
     public convenience init(configuration: TrainingConfiguration, corpus: TextCorpus, communicator: (any Communicator)? = nil,
-                            shardState: Bool = false) throws {
+                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes) throws {
         try configuration.validate()
         guard configuration.iterations % configuration.evaluateEvery == 0 else {
             throw TrainingError.invalidOption("--iters (\(configuration.iterations)) must be a multiple of --eval-every (\(configuration.evaluateEvery))")
@@ -236,11 +238,11 @@ public final class Trainer {
                             seed: configuration.seed, pool: threadPool)
         try self.init(configuration: configuration, model: model, data: .text(corpus), threadPool: threadPool,
                       stepsPerEpoch: configuration.evaluateEvery, epochs: configuration.iterations / configuration.evaluateEvery,
-                      communicator: communicator, shardState: shardState)
+                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes)
     }
 
     private init(configuration: TrainingConfiguration, model: any TrainableModel, data: TrainingData, threadPool: ThreadPool,
-                 stepsPerEpoch: Int, epochs: Int, communicator: (any Communicator)?, shardState: Bool) throws {
+                 stepsPerEpoch: Int, epochs: Int, communicator: (any Communicator)?, shardState: Bool, bucketBytes: Int) throws {
         self.configuration = configuration
         self.data = data
         self.communicator = communicator
@@ -255,7 +257,7 @@ public final class Trainer {
         let groups = try ParameterGrouping.weightDecayGroups(model.parameters, for: optimizerConfiguration)
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
         // before the optimizer is built (Lookahead copies the weights it starts from).
-        dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0) }
+        dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0, bucketBytes: bucketBytes) }
         if let dataParallel {
             // Backward reports each layer's gradients as it finishes them.
             model.gradientReadyHandler = { [unowned dataParallel] in dataParallel.gradientsReady($0) }
