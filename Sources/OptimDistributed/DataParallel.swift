@@ -204,8 +204,9 @@ public final class DataParallel {
         /// Seconds ``finishGradientReduction()`` waited for the buckets still in flight after
         /// backward: the communication not hidden behind computation.
         public var exposedSeconds: Double
-        /// Buckets reduced, and how many started before backward ended.
+        /// Buckets reduced.
         public var buckets: Int
+        /// Buckets whose allreduce started before backward ended.
         public var bucketsStartedDuringBackward: Int
 
         /// The share of the communication's span hidden behind backward, `1 − exposed / span`
