@@ -233,6 +233,7 @@ public final class DataParallel {
         var next = 0
         var active = false
         var scale: Float = 1
+        var averaging = false
         var error: DistributedError?
         var firstStart = 0.0, lastCompletion = 0.0, backwardEnded = 0.0
         var startedDuringBackward = 0
@@ -272,63 +273,8 @@ public final class DataParallel {
     private var overlap: Overlap?
     /// Tests the buckets in flight every 100 µs while backward computes: Open MPI's TCP
     /// transport and its nonblocking collectives move data only inside MPI calls.
-    private lazy var poller = Poller()
+    private lazy var poller = ProgressPoller()
 
-    /// A thread that calls `work` under `lock` every 100 µs between ``start()`` and ``stop()``.
-    /// (MPI's `MPI_THREAD_SERIALIZED` allows calls from several threads one at a time: every
-    /// call of the overlap, from either thread, holds `lock`.)
-    private final class Poller: @unchecked Sendable {
-        let lock = NSLock()
-        var work: () -> Void = {}
-        private let wake = DispatchSemaphore(value: 0)
-        private let stopped = DispatchSemaphore(value: 0)
-        private var polling = false, ended = false, running = false
-
-        /// Starts polling; the caller holds `lock`.
-        func start() {
-            if !running {
-                running = true
-                let thread = Thread { [self] in loop() }
-                thread.name = "optim-overlap-progress"
-                thread.start()
-            }
-            polling = true
-            wake.signal()
-        }
-
-        /// Returns once the thread has stopped polling (after its current `work`).
-        func stop() {
-            lock.lock()
-            polling = false
-            lock.unlock()
-            stopped.wait()
-        }
-
-        /// Ends the thread (it holds the poller until then).
-        func end() {
-            guard running else { return }
-            ended = true
-            wake.signal()
-        }
-
-        private func loop() {
-            while true {
-                wake.wait()
-                if ended { return }
-                while true {
-                    lock.lock()
-                    guard polling else {
-                        lock.unlock()
-                        break
-                    }
-                    work()
-                    lock.unlock()
-                    usleep(100)
-                }
-                stopped.signal()
-            }
-        }
-    }
     private var polling = false
 
     private static func now() -> Double {
@@ -339,8 +285,9 @@ public final class DataParallel {
 
     /// Prepares the overlapped reduction of the coming backward pass: every gradient reduced
     /// will be multiplied by `scale` first (this rank's share of the global batch, when ranks'
-    /// shares differ; 1 for a sum, as ``sumGradients()``). Not collective.
-    public func beginGradientReduction(scale: Float = 1) {
+    /// shares differ; 1 for a sum, as ``sumGradients()``), and each sum divided by the number of
+    /// ranks when `averaging` (as ``averageGradients()``). Not collective.
+    public func beginGradientReduction(scale: Float = 1, averaging: Bool = false) {
         guard communicator.size > 1, !parameters.isEmpty else { return }
         let state = overlap ?? Overlap(counts: parameters.map(\.count), bucketElements: bucket.count)
         overlap = state
@@ -352,6 +299,7 @@ public final class DataParallel {
         }
         state.next = 0
         state.scale = scale
+        state.averaging = averaging
         state.error = nil
         state.startedDuringBackward = 0
         state.active = true
@@ -380,7 +328,8 @@ public final class DataParallel {
     }
 
     /// Waits for every bucket (starting those backward did not report), and replaces each
-    /// gradient by the sum over the ranks of the scaled gradients, as ``sumGradients()`` does.
+    /// gradient by the sum (or mean) over the ranks of the scaled gradients, as
+    /// ``sumGradients()`` (``averageGradients()``) does.
     /// Collective. Returns what the communication cost (zeros on one rank).
     @discardableResult
     public func finishGradientReduction() throws(DistributedError) -> ReductionTiming {
@@ -475,7 +424,13 @@ public final class DataParallel {
             guard base[state.offsets[bucketIndex] + flag] > 0 else { continue }
             let parameter = parameters[index]
             let gradient = parameter.gradient ?? parameter.gradientStorage(zeroed: false)
-            if count > 0 { gradient.baseAddress!.update(from: base + position, count: count) }
+            guard count > 0 else { continue }
+            if state.averaging {
+                let divisor = Float(communicator.size), source = base + position, destination = gradient.baseAddress!
+                for element in 0..<count { destination[element] = source[element] / divisor }
+            } else {
+                gradient.baseAddress!.update(from: base + position, count: count)
+            }
         }
     }
 

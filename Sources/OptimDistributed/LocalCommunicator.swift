@@ -43,6 +43,7 @@ public final class LocalCommunicatorGroup: @unchecked Sendable {
         enum Operation: String {
             case allreduceFloat = "allreduceSum(Float)", allreduceDouble = "allreduceSum(Double)", allgatherFloat = "allgather(Float)"
             case allgatherInt64 = "allgather(Int64)", broadcastFloat = "broadcast(Float)", broadcastBytes = "broadcast(bytes)", barrier
+            case reduceScatterFloat = "reduceScatterSum(Float)"
         }
         var operation = Operation.barrier
         var count = 0
@@ -208,7 +209,7 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         for other in 0..<size {
             let theirs = group.calls[other]
             var same = theirs.operation == call.operation && theirs.count == call.count && theirs.root == call.root
-            if same, call.operation == .allgatherFloat, let mine = call.counts, let their = theirs.counts {
+            if same, call.operation == .allgatherFloat || call.operation == .reduceScatterFloat, let mine = call.counts, let their = theirs.counts {
                 var index = 0
                 while same, index < size {
                     same = mine[index] == their[index]
@@ -280,6 +281,22 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             offset += counts[other]
         }
         try leave(.allgatherFloat)
+    }
+
+    /// This rank's part of the sum, added in rank order (as ``allreduceSum(_:)-(UnsafeMutableBufferPointer<Float>)``
+    /// adds: the same bits as that part of an allreduce).
+    public func reduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                                 into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) {
+        let offset = try checkReduceScatter(send, counts: counts, into: receive)
+        try enter(.init(operation: .reduceScatterFloat, count: send.count, data: send.baseAddress.map(UnsafeRawPointer.init), counts: counts.baseAddress))
+        if let base = receive.baseAddress, receive.count > 0 {
+            base.update(from: group.calls[0].data!.assumingMemoryBound(to: Float.self) + offset, count: receive.count)
+            for other in 1..<size {
+                let values = group.calls[other].data!.assumingMemoryBound(to: Float.self) + offset
+                for index in 0..<receive.count { base[index] += values[index] }
+            }
+        }
+        try leave(.reduceScatterFloat)
     }
 
     public func allgather(_ send: UnsafeBufferPointer<Int64>, into receive: UnsafeMutableBufferPointer<Int64>) throws(DistributedError) {

@@ -55,6 +55,10 @@ public final class ShardedOptimizer: Optimizer {
     public let parameters: [Parameter]
     /// Each rank's range of the flat index space.
     public let partition: [Range<Int>]
+    /// What is sharded: the optimizer state (ZeRO-1), or the gradients too (ZeRO-2).
+    public let stage: ZeROStage
+    /// ZeRO-2's gradient reduction and shard; nil under ZeRO-1.
+    let gradientSharding: GradientSharding?
 
     private let groupParameters: [[Parameter]]
     /// Per parameter: the part this rank holds (possibly empty), and the parameter over it.
@@ -70,7 +74,7 @@ public final class ShardedOptimizer: Optimizer {
     private let threadPool: ThreadPool
     /// Stands in for the storage of an empty part (the kernels want a non-nil pointer, and never
     /// read or write through it); kept for the life of the process.
-    private nonisolated(unsafe) static let emptyStorage = UnsafeMutableBufferPointer<Float>(start: .allocate(capacity: 1), count: 0)
+    nonisolated(unsafe) static let emptyStorage = UnsafeMutableBufferPointer<Float>(start: .allocate(capacity: 1), count: 0)
     /// The allgather rounds: elements per rank and round, the longest range, the round's counts,
     /// and the buffer.
     private let gatherChunk: Int
@@ -95,12 +99,13 @@ public final class ShardedOptimizer: Optimizer {
     ///   - threadPool: the threads the shard optimizer's steps run on.
     /// - Throws: `DistributedError`, or `OptimError` for an invalid configuration (the same on
     ///   every rank).
+    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     public convenience init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,
-                            bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
+                            bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared, stage: ZeROStage = .one) throws {
         let settings = "sharded \(Self.describe(configuration)); group overrides "
-            + groups.map { "[" + Self.describe($0.overrides) + "]" }.joined(separator: " ") + "; bucket \(bucketBytes) bytes"
+            + groups.map { "[" + Self.describe($0.overrides) + "]" }.joined(separator: " ") + "; bucket \(bucketBytes) bytes; ZeRO-\(stage.rawValue)"
         try self.init(configuration, groupParameters: groups.map(\.parameters), groupSettings: groups.map(\.overrides), settings: settings,
-                      communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+                      communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool, stage: stage) { sliceGroups throws(OptimError) in
             try OptimizerRegistry.makeOptimizer(
                 configuration, groups: zip(sliceGroups, groups).map { ParameterGroupConfiguration($0, overrides: $1.overrides) }, threadPool: threadPool)
         }
@@ -120,13 +125,15 @@ public final class ShardedOptimizer: Optimizer {
     ///   - threadPool: the threads the shard optimizer's steps run on.
     /// - Throws: `DistributedError`, or `OptimError` for invalid hyperparameters (the same on
     ///   every rank).
+    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     public convenience init<O: TypedOptimizer>(_ optimizer: O.Type, groups: [ParameterGroup<O.Hyperparameters>], communicator: any Communicator,
-                                               bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
+                                               bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared,
+                                               stage: ZeROStage = .one) throws {
         let configuration = OptimizerConfiguration(name: O.name, hyperparameters: groups.first?.hyperparameters.dictionary ?? [:])
         let settings = "sharded \(O.name); groups " + groups.map { "[" + Self.describe($0.hyperparameters.dictionary) + "]" }.joined(separator: " ")
-            + "; bucket \(bucketBytes) bytes"
+            + "; bucket \(bucketBytes) bytes; ZeRO-\(stage.rawValue)"
         try self.init(configuration, groupParameters: groups.map(\.parameters), groupSettings: groups.map(\.hyperparameters.dictionary),
-                      settings: settings, communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool) { sliceGroups throws(OptimError) in
+                      settings: settings, communicator: communicator, bucketBytes: bucketBytes, threadPool: threadPool, stage: stage) { sliceGroups throws(OptimError) in
             try O(groups: zip(sliceGroups, groups).map { ParameterGroup($0, $1.hyperparameters) }, threadPool: threadPool)
         }
     }
@@ -135,7 +142,7 @@ public final class ShardedOptimizer: Optimizer {
     /// parts, group by group; `settings` describe the optimizer for the ranks' comparison.
     private init(_ configuration: OptimizerConfiguration, groupParameters groups: [[Parameter]], groupSettings: [HyperparameterDictionary],
                  settings: String, communicator: any Communicator,
-                 bucketBytes: Int, threadPool: ThreadPool, makeShard: ([[Parameter]]) throws(OptimError) -> any Optimizer) throws {
+                 bucketBytes: Int, threadPool: ThreadPool, stage: ZeROStage, makeShard: ([[Parameter]]) throws(OptimError) -> any Optimizer) throws {
         let bucketElements = try DataParallel.bucketElements(bucketBytes)
         try communicator.verifySameParameters(groups, settings: settings)
         try validateParameterLists(groups, optimizer: configuration.name)
@@ -188,6 +195,10 @@ public final class ShardedOptimizer: Optimizer {
         self.shardable = shardable
         self.parameters = parameters
         self.partition = partition
+        self.stage = stage
+        self.gradientSharding = stage == .two
+            ? GradientSharding(counts: parameters.map(\.count), partition: partition, rank: communicator.rank, bucketElements: bucketElements)
+            : nil
         self.groupParameters = groups
         self.sliceRanges = sliceRanges
         self.slices = slices
@@ -204,9 +215,9 @@ public final class ShardedOptimizer: Optimizer {
 
     /// Builds the shard optimizer over one group holding `parameters`. Collective.
     public convenience init(_ configuration: OptimizerConfiguration, parameters: [Parameter], communicator: any Communicator,
-                            bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared) throws {
+                            bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared, stage: ZeROStage = .one) throws {
         try self.init(configuration, groups: [ParameterGroupConfiguration(parameters)], communicator: communicator,
-                      bucketBytes: bucketBytes, threadPool: threadPool)
+                      bucketBytes: bucketBytes, threadPool: threadPool, stage: stage)
     }
 
     deinit {
@@ -295,17 +306,27 @@ public final class ShardedOptimizer: Optimizer {
     /// ``DataParallel/averageGradients()``).
     @discardableResult
     public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
-        if nonFinitePolicy != .propagate, let bad = firstNonFiniteGradient() {
-            if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
-            shardable.recordSkippedStep()
-            return nil
-        }
-        for index in parameters.indices {
-            if let gradient = parameters[index].gradient {
-                let range = sliceRanges[index]
-                try slices[index].setGradient(borrowing: range.isEmpty ? Self.emptyStorage : UnsafeMutableBufferPointer(rebasing: gradient[range]))
-            } else {
-                slices[index].zeroGradient()
+        if let gradientSharding {
+            // ZeRO-2: the parts step on this rank's shard of the reduced gradients.
+            try takeShardGradients(gradientSharding)
+            if nonFinitePolicy != .propagate, let bad = try firstNonFiniteShardGradient() {
+                if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
+                shardable.recordSkippedStep()
+                return nil
+            }
+        } else {
+            if nonFinitePolicy != .propagate, let bad = firstNonFiniteGradient() {
+                if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
+                shardable.recordSkippedStep()
+                return nil
+            }
+            for index in parameters.indices {
+                if let gradient = parameters[index].gradient {
+                    let range = sliceRanges[index]
+                    try slices[index].setGradient(borrowing: range.isEmpty ? Self.emptyStorage : UnsafeMutableBufferPointer(rebasing: gradient[range]))
+                } else {
+                    slices[index].zeroGradient()
+                }
             }
         }
         let metrics = try shardOptimizer.step(collectingMetrics: collectingMetrics)

@@ -91,6 +91,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     private static let runtime = Mutex(Runtime())
+    /// Stands in for an empty buffer (never read or written); kept for the life of the process.
+    private nonisolated(unsafe) static let spare = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
     private init(communicator: MPI_Comm, rank: Int, size: Int, threadLevel: Int) {
         self.communicator = communicator
@@ -242,6 +244,36 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return request
     }
 
+    /// This rank's part of the sum of `send` over the ranks (`MPI_Reduce_scatter`); at most
+    /// `Int32.max` elements in all.
+    public func reduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                                 into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) {
+        try startReduceScatterSum(send, counts: counts, into: receive).wait()
+    }
+
+    /// Starts ``reduceScatterSum(_:counts:into:)`` (`MPI_Ireduce_scatter`) and returns without
+    /// waiting.
+    public func startReduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                                      into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest {
+        try checkRunning("MPI_Ireduce_scatter")
+        _ = try checkReduceScatter(send, counts: counts, into: receive)
+        guard send.count <= Int(Int32.max) else {
+            throw .invalidConfiguration("reduce-scatter of \(send.count) elements; MPI_Ireduce_scatter takes at most \(Int32.max)")
+        }
+        let request = MPIRequest(operation: "MPI_Ireduce_scatter")
+        request.counts = counts.map { Int32($0) }
+        var handle: MPI_Request? = cmpi_request_null()
+        // MPI wants non-null buffers even for zero elements.
+        let spare = Self.spare
+        let code = request.counts.withUnsafeBufferPointer { recvcounts in
+            MPI_Ireduce_scatter(send.baseAddress ?? UnsafePointer(spare), receive.baseAddress ?? spare, recvcounts.baseAddress, cmpi_float(), cmpi_op_sum(),
+                                communicator, &handle)
+        }
+        try Self.check(code, "MPI_Ireduce_scatter")
+        request.handles.append(handle)
+        return request
+    }
+
     /// Sums `buffer` of Double values over the ranks in place (`MPI_Allreduce` with `MPI_SUM`).
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws(DistributedError) {
         try allreduce(buffer.baseAddress.map(UnsafeMutableRawPointer.init), count: buffer.count, stride: 8, type: cmpi_double())
@@ -314,6 +346,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 final class MPIRequest: CommunicationRequest {
     let operation: String
     var handles: [MPI_Request?] = []
+    /// Arguments MPI reads until the operation completes (a reduce-scatter's counts).
+    var counts: [Int32] = []
     private var complete = false
 
     init(operation: String) { self.operation = operation }

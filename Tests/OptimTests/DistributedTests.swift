@@ -635,4 +635,89 @@ import Testing
         #expect(alone[0].0 == [1, 2, 3] && alone[0].1 == 0)
     }
 
+
+    // MARK: ZeRO-2
+
+    /// The run on `ranks` in-process ranks with gradients and state sharded (ZeRO-2): the
+    /// gradients reduce-scattered after backward, or bucket by bucket as a backward pass would
+    /// report them (the last parameters first).
+    static func zeroTwo(_ scenario: Scenario, ranks: Int, overlapped: Bool) throws -> [Outcome] {
+        let group = try LocalCommunicatorGroup(size: ranks, timeout: 120)
+        return try group.run { communicator in
+            let parameters = try scenario.makeParameters(rank: communicator.rank)
+            _ = try DataParallel(parameters, communicator: communicator)  // the start-up check and broadcast
+            let optimizer = try ShardedOptimizer(scenario.configuration, groups: scenario.groups(parameters), communicator: communicator,
+                                                 bucketBytes: scenario.bucketBytes, stage: .two)
+            optimizer.nonFinitePolicy = scenario.policy
+            let scheduler = try LearningRateScheduler(optimizer, schedule: scenario.schedule())
+            var outcome = Outcome(values: [], snapshot: optimizer.snapshot())
+            for step in 0..<scenario.steps {
+                if overlapped {
+                    try optimizer.beginGradientReduction(averaging: true)
+                    try scenario.setGradients(parameters, step: step, rank: communicator.rank)
+                    for index in parameters.indices.reversed() { optimizer.gradientsReady(index..<(index + 1)) }
+                    try optimizer.finishGradientReduction()
+                } else {
+                    try scenario.setGradients(parameters, step: step, rank: communicator.rank)
+                    try optimizer.reduceGradients(averaging: true)
+                }
+                // The full gradients are gone: each rank keeps its shard.
+                #expect(parameters.allSatisfy { $0.gradient == nil })
+                if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
+                if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
+                try scheduler.step()
+            }
+            outcome.values = parameters.map(\.valueArray)
+            outcome.snapshot = try optimizer.gatherSnapshot()
+            outcome.stateBytes = optimizer.optimizerStateBytes
+            #expect(optimizer.gradientShard?.count == optimizer.shard.count)
+            return outcome
+        }.map { try $0.get() }
+    }
+
+    @Test("ZeRO-2 (gradients reduce-scattered, after backward or bucket by bucket) equals a single process bit for bit",
+          arguments: ["adamw", "sgd", "lion", "adopt", "lookahead"], [2, 3])
+    func zeroTwoEqualsSingleProcess(_ name: String, ranks: Int) throws {
+        var scenario = Scenario(name)
+        scenario.maxNorm = nil  // the norm of sharded gradients adds in another order: below
+        let want = try Self.reference(scenario, ranks: ranks)
+        for overlapped in [false, true] {
+            let outcomes = try Self.zeroTwo(scenario, ranks: ranks, overlapped: overlapped)
+            for (rank, got) in outcomes.enumerated() { Self.expectEqual(got, want, "\(name) ZeRO-2 overlapped \(overlapped), rank \(rank) of \(ranks)") }
+        }
+    }
+
+    @Test("ZeRO-2 with global-norm clipping: the norm from the shards, the same run within float rounding", arguments: [2, 3])
+    func zeroTwoClipping(ranks: Int) throws {
+        let scenario = Scenario("adamw")  // maxNorm 0.5, metrics at two steps
+        let want = try Self.reference(scenario, ranks: ranks)
+        let outcomes = try Self.zeroTwo(scenario, ranks: ranks, overlapped: true)
+        for got in outcomes {
+            #expect(got.norms.count == want.norms.count)
+            for (a, b) in zip(got.norms, want.norms) { #expect(abs(a - b) <= 1e-12 * max(1, b)) }
+            for (a, b) in zip(got.values, want.values) { for (x, y) in zip(a, b) { #expect(abs(x - y) <= 1e-6 * max(1, abs(y))) } }
+            Self.expectClose(got.metrics, want.metrics, "ZeRO-2 metrics")
+        }
+    }
+
+    @Test("ZeRO-2 misuse: stepping before a reduction, or ZeRO-1 asked to reduce, is a clear error")
+    func zeroTwoMisuse() throws {
+        let group = try LocalCommunicatorGroup(size: 2)
+        let outcomes = try group.run { communicator in
+            let parameters = try Scenario("adamw").makeParameters(rank: 0)
+            let two = try ShardedOptimizer(defaultConfiguration("adamw"), parameters: parameters, communicator: communicator, stage: .two)
+            for parameter in parameters { try parameter.setGradient(Array(repeating: 1, count: parameter.count)) }
+            var messages: [String] = []
+            do { try two.step() } catch { messages.append("\(error)") }
+            let one = try ShardedOptimizer(defaultConfiguration("adamw"), parameters: parameters, communicator: communicator)
+            do { try one.beginGradientReduction() } catch { messages.append("\(error)") }
+            return messages
+        }.map { try $0.get() }
+        for messages in outcomes {
+            #expect(messages.count == 2)
+            #expect(messages.first?.contains("needs the gradients reduced first") == true)
+            #expect(messages.last?.contains("ZeRO-2") == true)
+        }
+    }
+
 }

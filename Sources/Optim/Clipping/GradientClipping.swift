@@ -9,8 +9,7 @@ extension Optimizer {
     @discardableResult
     public func clipGradientNorm(maxNorm: Double, threadPool: ThreadPool = .shared) throws(OptimError) -> Double {
         try GradientClipping.checkLimit(maxNorm, "maxNorm")
-        let withGradient = parameters.filter { $0.gradient != nil }
-        let sums = GradientNorms.sumsOfSquares(withGradient.map { UnsafeBufferPointer($0.gradient!) }, threadPool: threadPool)
+        let (withGradient, sums) = try gradientSumsOfSquares(threadPool: threadPool)
         let norm = sums.reduce(0, +).squareRoot()
         let coefficient = Float(maxNorm) / (Float(norm) + 1e-6)
         if coefficient < 1 {
@@ -26,8 +25,7 @@ extension Optimizer {
     @discardableResult
     public func clipGradientNormPerParameter(maxNorm: Double, threadPool: ThreadPool = .shared) throws(OptimError) -> [String: Double] {
         try GradientClipping.checkLimit(maxNorm, "maxNorm")
-        let withGradient = parameters.filter { $0.gradient != nil }
-        let sums = GradientNorms.sumsOfSquares(withGradient.map { UnsafeBufferPointer($0.gradient!) }, threadPool: threadPool)
+        let (withGradient, sums) = try gradientSumsOfSquares(threadPool: threadPool)
         var norms: [String: Double] = [:]
         for (parameter, sum) in zip(withGradient, sums) {
             let norm = sum.squareRoot()
@@ -37,6 +35,28 @@ extension Optimizer {
         }
         return norms
     }
+}
+
+extension Optimizer {
+    /// The parameters with a gradient and each one's sum of squares: over the gradients here, or
+    /// over every rank's shard for an optimizer whose gradients are sharded.
+    fileprivate func gradientSumsOfSquares(threadPool: ThreadPool) throws(OptimError) -> ([Parameter], [Double]) {
+        if let sharded = self as? any ShardedGradientNorms, let sums = try sharded.gradientSumsOfSquares(threadPool: threadPool) {
+            let present = zip(parameters, sums).filter { $0.1 != nil }
+            return (present.map(\.0), present.map { $0.1! })
+        }
+        let withGradient = parameters.filter { $0.gradient != nil }
+        return (withGradient, GradientNorms.sumsOfSquares(withGradient.map { UnsafeBufferPointer($0.gradient!) }, threadPool: threadPool))
+    }
+}
+
+/// An optimizer whose gradients are not whole on this rank (ZeRO-2: each rank keeps a shard of
+/// every gradient): gradient-norm clipping asks it for the sums of squares over the ranks.
+package protocol ShardedGradientNorms: AnyObject {
+    /// For each of the optimizer's `parameters`, the sum of squares of its gradient over every
+    /// rank's shard, nil for one without a gradient; or nil when the gradients are whole here.
+    /// Collective.
+    func gradientSumsOfSquares(threadPool: ThreadPool) throws(OptimError) -> [Double?]?
 }
 
 /// Gradient clipping that is not a pure scale, applied to the gradients in place.

@@ -260,6 +260,18 @@ public final class Parameter: @unchecked Sendable {
         sparseRows = nil
     }
 
+    /// Clears the gradient and frees the library-owned gradient storage; the next
+    /// ``gradientStorage(zeroed:)`` allocates it again. ZeRO-2 drops each full gradient this way
+    /// once its bucket is reduced, so that a rank holds only its shard of the gradients.
+    package func releaseGradientStorage() {
+        gradient = nil
+        sparseRows = nil
+        if let ownedGradient {
+            FloatStorage.deallocate(ownedGradient)
+            self.ownedGradient = nil
+        }
+    }
+
     /// Clears the gradient: with `setToNone` (PyTorch's default) the parameter has no gradient
     /// and the next step skips it; otherwise the gradient is kept and filled with zeros.
     public func zeroGradient(setToNone: Bool = true) {

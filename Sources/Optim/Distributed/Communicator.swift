@@ -40,6 +40,20 @@ public protocol Communicator: AnyObject {
     /// (the in-process group does this); `MPICommunicator` starts a nonblocking one.
     func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest
 
+    /// Sums `send` over the ranks and keeps this rank's part of the sum (`MPI_Reduce_scatter`):
+    /// `send` holds `counts[0] + … + counts[size − 1]` elements on every rank, and `receive`
+    /// gets elements `o_r ..< o_r + counts[r]` of the element-wise sum, `r` this rank and `o_r`
+    /// the sum of the counts before it. `counts` is the same on every rank. What ZeRO-2 reduces
+    /// gradients with: each rank receives only the part it updates.
+    func reduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                          into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError)
+
+    /// Starts ``reduceScatterSum(_:counts:into:)`` without waiting (`MPI_Ireduce_scatter`);
+    /// `send`, `counts` and `receive` must stay valid and untouched until the request completes.
+    /// The default implementation is the blocking call and a completed request.
+    func startReduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                               into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest
+
     /// In-place gather of unequal contributions (`MPI_Allgatherv` with `MPI_IN_PLACE`): rank `r`
     /// contributes `buffer[o_r ..< o_r + counts[r]]` where `o_r = counts[0] + … + counts[r − 1]`;
     /// on return every rank's buffer holds every contribution at its offset. `counts` has `size`
@@ -70,6 +84,25 @@ extension Communicator {
     public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest {
         try allreduceSum(buffer)
         return CompletedRequest.shared
+    }
+
+    public func startReduceScatterSum(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                                      into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> any CommunicationRequest {
+        try reduceScatterSum(send, counts: counts, into: receive)
+        return CompletedRequest.shared
+    }
+
+    /// Checks the arguments of a reduce-scatter; returns this rank's offset into `send`.
+    package func checkReduceScatter(_ send: UnsafeBufferPointer<Float>, counts: UnsafeBufferPointer<Int>,
+                                    into receive: UnsafeMutableBufferPointer<Float>) throws(DistributedError) -> Int {
+        guard counts.count == size, counts.allSatisfy({ $0 >= 0 }) else {
+            throw .invalidConfiguration("reduce-scatter needs \(size) non-negative counts, got \(Array(counts))")
+        }
+        let total = counts.reduce(0, +)
+        guard send.count == total, receive.count == counts[rank] else {
+            throw .invalidConfiguration("reduce-scatter of \(send.count) elements with counts \(Array(counts)) into \(receive.count); expected \(total) and \(counts[rank])")
+        }
+        return counts[0..<rank].reduce(0, +)
     }
 
     /// Whether this is rank 0, the rank that prints and writes files.

@@ -8,8 +8,16 @@ public enum FloatStorage {
 
     private static let liveBytesCounter = Atomic<Int>(0)
 
+    private static let peakBytesCounter = Atomic<Int>(0)
+
     /// Bytes currently allocated by the library for parameters, gradients and optimizer state.
     public static var liveBytes: Int { liveBytesCounter.load(ordering: .relaxed) }
+
+    /// The most ``liveBytes`` reached since the process started or ``resetPeakBytes()``.
+    public static var peakBytes: Int { peakBytesCounter.load(ordering: .relaxed) }
+
+    /// Starts ``peakBytes`` again from the bytes live now.
+    public static func resetPeakBytes() { peakBytesCounter.store(liveBytes, ordering: .relaxed) }
 
     /// Allocates `count` Float32 elements, zero-filled.
     package static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> { zeroed(count) }
@@ -43,7 +51,13 @@ public enum FloatStorage {
         let capacity = max(count, 1), bytes = capacity * MemoryLayout<Element>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        liveBytesCounter.add(bytes, ordering: .relaxed)
+        let live = liveBytesCounter.add(bytes, ordering: .relaxed).newValue
+        var peak = peakBytesCounter.load(ordering: .relaxed)
+        while live > peak {
+            let (exchanged, original) = peakBytesCounter.compareExchange(expected: peak, desired: live, ordering: .relaxed)
+            if exchanged { break }
+            peak = original
+        }
         return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Element.self, capacity: capacity), count: count)
     }
 }
