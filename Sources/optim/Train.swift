@@ -68,6 +68,9 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("shard-state"), help: "With --distributed: each rank keeps only its slice of the optimizer state (ZeRO stage 1).")
     var shardState = false
 
+    @Flag(name: .customLong("shard-gradients"), help: "With --shard-state: each rank keeps only its slice of the gradients too, reduce-scattered bucket by bucket (ZeRO stage 2).")
+    var shardGradients = false
+
     @Flag(name: .customLong("sharded-checkpoint"), help: "With --shard-state: each rank writes its own part of the optimizer state into the run folder's checkpoint/ (an index and a file per rank) instead of rank 0 gathering it into checkpoint.safetensors. --resume takes either form, on any number of ranks.")
     var shardedCheckpoint = false
 
@@ -177,7 +180,7 @@ struct Train: ParsableCommand {
         }
         let data = try options.datasets(settings)
         let trainer = try Trainer(configuration: configuration, train: data.train, test: data.test,
-                                  communicator: communicator, shardState: shardState, bucketBytes: try bucketBytes())
+                                  communicator: communicator, shardState: shardState, bucketBytes: try bucketBytes(), shardGradients: shardGradients)
         trainer.shardedCheckpoints = shardedCheckpoint
         trainer.overlapsCommunication = !noOverlap
         trainer.checkpointMetadata[RunSettings.metadataKey] = try RunSettings.json(RunSettings.saving(settings, resolved.hyperparameters))
@@ -223,9 +226,10 @@ struct Train: ParsableCommand {
         say("kernels: optimizer \(trainer.optimizer.instructionSet.rawValue), matrix multiply \(KernelDispatch.current.rawValue) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         var extra = ["data": data.name]
         if let communicator {
-            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")
+            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardGradients ? ", optimizer state and gradients sharded (ZeRO-2)" : shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) split between them")
             extra["ranks"] = String(communicator.size)
             extra["sharded_state"] = String(shardState)
+            extra["sharded_gradients"] = String(shardGradients)
         }
         if trainer.step > 0 {
             let changed = resolved.changes.sorted { $0.key < $1.key }.map { "--\($0.key) \($0.value.from) → \($0.value.to)" }

@@ -83,7 +83,7 @@ extension Train {
         let prompt = try corpus.encode(textOptions.prompt)
         guard !prompt.isEmpty else { throw TrainingError.invalidOption("--prompt must hold at least one character") }
         let trainer = try Trainer(configuration: configuration, corpus: corpus, communicator: communicator, shardState: shardState,
-                                  bucketBytes: try bucketBytes())
+                                  bucketBytes: try bucketBytes(), shardGradients: shardGradients)
         trainer.overlapsCommunication = !noOverlap
         trainer.shardedCheckpoints = shardedCheckpoint
         guard let model = trainer.model as? GPT else { throw TrainingError.invalidOption("the austen task's model is not a GPT") }
@@ -102,9 +102,10 @@ extension Train {
         say("optimizer \(configuration.optimizer) \(CompareReport.describe(try configuration.optimizerConfiguration())), warm-up \(configuration.warmupSteps), cosine to \(minimum), clip \(configuration.clipNorm.map { String($0) } ?? "none"), \(configuration.iterations) steps of \(configuration.batchSize) × \(configuration.context) characters, validation every \(configuration.evaluateEvery) steps, \(configuration.threads) thread(s)")
         var extra = ["data": "austen"]
         if let communicator {
-            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) sequences split between them; gradients reduced \(noOverlap ? "after backward" : "bucket by bucket during backward")")
+            say("data parallel over \(communicator.size) ranks (\(configuration.threads) thread(s) each)\(shardGradients ? ", optimizer state and gradients sharded (ZeRO-2)" : shardState ? ", optimizer state sharded (ZeRO-1)" : ""); each global batch of \(configuration.batchSize) sequences split between them; gradients reduced \(noOverlap ? "after backward" : "bucket by bucket during backward")")
             extra["ranks"] = String(communicator.size)
             extra["sharded_state"] = String(shardState)
+            extra["sharded_gradients"] = String(shardGradients)
             extra["overlap"] = String(!noOverlap)
         }
         if trainer.step > 0 { say("resumed at step \(trainer.step) from \(resume ?? "")") }

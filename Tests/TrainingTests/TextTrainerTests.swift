@@ -106,4 +106,33 @@ func quickTextConfiguration() -> TrainingConfiguration {
         #expect(runs[0].map { $0.map(\.bitPattern) } == runs[1].map { $0.map(\.bitPattern) })
     }
 
+
+    @Test("the GPT with ZeRO-2 over two ranks: each keeps a shard of the gradients, the single process's run within rounding")
+    func zeroTwoTextTraining() throws {
+        let corpus = try TextCorpus.austen()
+        var configuration = quickTextConfiguration()
+        configuration.iterations = 10
+        configuration.evaluateEvery = 5
+        configuration.threads = 1
+        let single = try Trainer(configuration: configuration, corpus: corpus)
+        let singleResult = try single.run()
+        let shared = configuration
+        for overlap in [true, false] {
+            let group = try LocalCommunicatorGroup(size: 2, timeout: 300)
+            let outcomes = try group.run { communicator in
+                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator, shardState: true, shardGradients: true)
+                trainer.overlapsCommunication = overlap
+                let result = try trainer.run()
+                let sharded = try #require(trainer.optimizer as? ShardedOptimizer)
+                #expect(sharded.stage == .two && trainer.model.parameters.allSatisfy { $0.gradient == nil })
+                return (trainer.model.parameters.map(\.valueArray), result.testLoss)
+            }.map { try $0.get() }
+            #expect(outcomes[0].0.map { $0.map(\.bitPattern) } == outcomes[1].0.map { $0.map(\.bitPattern) })
+            #expect(abs(outcomes[0].1 - singleResult.testLoss) < 1e-4)
+            for (got, want) in zip(outcomes[0].0, single.model.parameters.map(\.valueArray)) {
+                for (a, b) in zip(got, want) { #expect(abs(a - b) <= 1e-4 + 1e-3 * abs(b)) }
+            }
+        }
+    }
+
 }

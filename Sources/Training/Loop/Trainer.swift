@@ -177,8 +177,9 @@ public final class Trainer {
     ///     trainer with the same configuration).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
     ///   - bucketBytes: the gradient buckets of a data-parallel run (`DataParallel.bucketBytes`).
+    ///   - shardGradients: with `shardState`, shard the gradients too (ZeRO-2).
     public convenience init(configuration: TrainingConfiguration, train: Dataset, test: Dataset, communicator: (any Communicator)? = nil,
-                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes) throws {
+                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes, shardGradients: Bool = false) throws {
         try configuration.validate()
         guard train.count > 0 else { throw TrainingError.dataMismatch("the training set is empty") }
         guard test.count > 0 else {
@@ -209,7 +210,7 @@ public final class Trainer {
                             activation: configuration.activation, seed: configuration.seed, pool: threadPool)
         try self.init(configuration: configuration, model: model, data: .rows(train: train, test: test), threadPool: threadPool,
                       stepsPerEpoch: stepsPerEpoch, epochs: configuration.epochs,
-                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes)
+                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes, shardGradients: shardGradients)
     }
 
     /// Builds the GPT of the configuration's shape (weights from `configuration.seed`) for
@@ -222,8 +223,9 @@ public final class Trainer {
     ///     sequences of every global batch (collective).
     ///   - shardState: keep only this rank's slice of the optimizer state (ZeRO-1).
     ///   - bucketBytes: the gradient buckets of a data-parallel run (`DataParallel.bucketBytes`).
+    ///   - shardGradients: with `shardState`, shard the gradients too (ZeRO-2).
     public convenience init(configuration: TrainingConfiguration, corpus: TextCorpus, communicator: (any Communicator)? = nil,
-                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes) throws {
+                            shardState: Bool = false, bucketBytes: Int = DataParallel.defaultBucketBytes, shardGradients: Bool = false) throws {
         try configuration.validate()
         guard configuration.iterations % configuration.evaluateEvery == 0 else {
             throw TrainingError.invalidOption("--iters (\(configuration.iterations)) must be a multiple of --eval-every (\(configuration.evaluateEvery))")
@@ -238,11 +240,12 @@ public final class Trainer {
                             seed: configuration.seed, pool: threadPool)
         try self.init(configuration: configuration, model: model, data: .text(corpus), threadPool: threadPool,
                       stepsPerEpoch: configuration.evaluateEvery, epochs: configuration.iterations / configuration.evaluateEvery,
-                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes)
+                      communicator: communicator, shardState: shardState, bucketBytes: bucketBytes, shardGradients: shardGradients)
     }
 
     private init(configuration: TrainingConfiguration, model: any TrainableModel, data: TrainingData, threadPool: ThreadPool,
-                 stepsPerEpoch: Int, epochs: Int, communicator: (any Communicator)?, shardState: Bool, bucketBytes: Int) throws {
+                 stepsPerEpoch: Int, epochs: Int, communicator: (any Communicator)?, shardState: Bool, bucketBytes: Int,
+                 shardGradients: Bool) throws {
         self.configuration = configuration
         self.data = data
         self.communicator = communicator
@@ -257,16 +260,23 @@ public final class Trainer {
         let groups = try ParameterGrouping.weightDecayGroups(model.parameters, for: optimizerConfiguration)
         // Data parallel: check every rank holds the same parameters and take rank 0's values,
         // before the optimizer is built (Lookahead copies the weights it starts from).
-        dataParallel = try communicator.map { try DataParallel(model.parameters, communicator: $0, bucketBytes: bucketBytes) }
-        if let dataParallel {
-            // Backward reports each layer's gradients as it finishes them.
-            model.gradientReadyHandler = { [unowned dataParallel] in dataParallel.gradientsReady($0) }
+        guard !shardGradients || shardState else { throw TrainingError.invalidOption("--shard-gradients (ZeRO-2) needs --shard-state") }
+        // Under ZeRO-2, DataParallel only checks and broadcasts (through a small buffer).
+        dataParallel = try communicator.map {
+            try DataParallel(model.parameters, communicator: $0, bucketBytes: shardGradients ? min(bucketBytes, DataParallel.firstBucketBytes) : bucketBytes)
         }
         if let communicator, shardState {
-            optimizer = try ShardedOptimizer(optimizerConfiguration, groups: groups, communicator: communicator, threadPool: threadPool)
+            optimizer = try ShardedOptimizer(optimizerConfiguration, groups: groups, communicator: communicator, bucketBytes: bucketBytes,
+                                             threadPool: threadPool, stage: shardGradients ? .two : .one)
         } else {
             guard !shardState else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
             optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
+        }
+        // Backward reports each layer's gradients as it finishes them, for the reduction to start.
+        if let sharded = optimizer as? ShardedOptimizer, sharded.stage == .two {
+            model.gradientReadyHandler = { [unowned sharded] in sharded.gradientsReady($0) }
+        } else if let dataParallel {
+            model.gradientReadyHandler = { [unowned dataParallel] in dataParallel.gradientsReady($0) }
         }
         let world = communicator?.size ?? 1
         guard configuration.batchSize >= world else {
@@ -307,6 +317,7 @@ public final class Trainer {
         var first: BatchOutcome?
         let weight = share
         let overlap = overlapsCommunication
+        let zeroTwo = (optimizer as? ShardedOptimizer).flatMap { $0.stage == .two ? $0 : nil }
         var timing = StepTiming(step: step + 1, computeSeconds: 0, communicationSeconds: 0, exposedSeconds: 0, optimizerSeconds: 0,
                                 overlapped: overlap)
         let evaluate = { [self] () throws -> Float in
@@ -315,14 +326,29 @@ public final class Trainer {
             // of the global batch, then summed over the ranks: every rank ends with the gradient
             // of the global batch's mean loss. Overlapped, the buckets are weighted and reduced
             // as backward finishes them.
-            if overlap { dataParallel?.beginGradientReduction(scale: weight) }
+            if overlap {
+                if let zeroTwo { try zeroTwo.beginGradientReduction(scale: weight) } else { dataParallel?.beginGradientReduction(scale: weight) }
+            }
             let outcome = try model.lossAndGradient(batch)
             timing.computeSeconds += ProcessInfo.processInfo.systemUptime - computeStart
             let loss = outcome.lossSum / Double(max(outcome.count, 1))
             if communicator == nil, !loss.isFinite {
                 throw TrainingError.diverged(step: step + 1, message: "the training loss is \(loss.isNaN ? "NaN" : "\(loss)") at step \(step + 1) (epoch \(step / stepsPerEpoch + 1)): training diverged")
             }
-            if let dataParallel {
+            if let zeroTwo {
+                // ZeRO-2: each rank keeps the reduced shard of every gradient.
+                let reductionStart = ProcessInfo.processInfo.systemUptime
+                if overlap {
+                    let reduction = try zeroTwo.finishGradientReduction()
+                    timing.communicationSeconds += reduction.communicationSeconds
+                    timing.exposedSeconds += reduction.exposedSeconds
+                } else {
+                    try zeroTwo.reduceGradients(scale: weight)
+                    let seconds = ProcessInfo.processInfo.systemUptime - reductionStart
+                    timing.communicationSeconds += seconds
+                    timing.exposedSeconds += seconds
+                }
+            } else if let dataParallel {
                 if overlap {
                     let reduction = try dataParallel.finishGradientReduction()
                     timing.communicationSeconds += reduction.communicationSeconds
