@@ -24,6 +24,8 @@ public enum ZeROStage: Int, Sendable, CaseIterable {
 /// ZeRO-2's gradient reduction: buckets of whole tensors from the last one back, each
 /// reduce-scattered into this rank's shard of the gradient as soon as backward has finished it.
 final class GradientSharding {
+    /// The most buckets sent at once: a bucket waits for the one this many before it.
+    static let bucketsInFlight = 2
     /// This rank's part of every gradient: its range of the flat index space.
     let shard: UnsafeMutableBufferPointer<Float>
     /// Each bucket's parameters (contiguous) and flat range, in launch order: last first.
@@ -199,6 +201,10 @@ extension ShardedOptimizer {
         var launched = 0
         while launched < limit, state.next < state.buckets.count, state.readyCounts[state.next] == state.buckets[state.next].count {
             let bucket = state.next, range = state.buckets[bucket], flat = state.flatRanges[bucket]
+            // At most two buckets in flight, so that their copies stay two buckets' worth of memory.
+            if bucket >= GradientSharding.bucketsInFlight, !state.completed[bucket - GradientSharding.bucketsInFlight] {
+                try complete(state, bucket: bucket - GradientSharding.bucketsInFlight)
+            }
             let buffer = FloatStorage.allocate(flat.count)
             state.sendBuffers[bucket] = buffer
             var position = 0

@@ -154,6 +154,35 @@ func distributed(_ scenario: Scenario, on communicator: any Communicator, sharde
     return outcome
 }
 
+/// The run with gradients and state sharded (ZeRO-2): each bucket reduce-scattered as a
+/// backward pass would report it, last parameter first.
+func zeroTwo(_ scenario: Scenario, on communicator: any Communicator) throws -> Outcome {
+    let parameters = try scenario.makeParameters(rank: communicator.rank)
+    _ = try DataParallel(parameters, communicator: communicator, bucketBytes: scenario.bucketBytes)
+    let optimizer = try ShardedOptimizer(scenario.configuration, groups: scenario.groups(parameters), communicator: communicator,
+                                         bucketBytes: scenario.bucketBytes, stage: .two)
+    let scheduler = try LearningRateScheduler(optimizer, schedule: scenario.schedule())
+    var outcome = Outcome()
+    for step in 0..<scenario.steps {
+        try optimizer.beginGradientReduction(averaging: true)
+        for (index, parameter) in parameters.enumerated().reversed() {
+            if let gradient = scenario.gradient(step: step, rank: communicator.rank, index: index, count: parameter.count) {
+                try parameter.setGradient(gradient)
+            } else {
+                parameter.zeroGradient()
+            }
+            optimizer.gradientsReady(index..<(index + 1))
+        }
+        try optimizer.finishGradientReduction()
+        if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
+        if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
+        try scheduler.step()
+    }
+    outcome.values = parameters.map(\.valueArray)
+    outcome.snapshot = try optimizer.gatherSnapshot()
+    return outcome
+}
+
 func bits(_ values: [[Float]]) -> [[UInt32]] { values.map { $0.map(\.bitPattern) } }
 
 func compare(_ got: Outcome, _ want: Outcome, _ what: String, _ checks: Checks) {
@@ -345,6 +374,67 @@ func runAll(on communicator: any Communicator) throws -> Int {
             checks.say("    rank \(rank): \(values[0]) bytes allocated at the first sharded step (\(values[1]) in state buffers), \(String(format: "%.3f", Double(values[0]) / Double(plainMeasured))) of unsharded")
         }
         checks.say("    a data-parallel step (average + sharded AdamW step + allgather), 1M parameters: median \(String(format: "%.1f", timings.sorted()[2] * 1000)) ms")
+    }
+    try checks.check("ZeRO-2 (MPI_Ireduce_scatter per bucket as layers are reported) = single process (adamw, sgd, lion; no clipping)") {
+        for name in ["adamw", "sgd", "lion"] {
+            var scenario = Scenario(name)
+            scenario.maxNorm = nil
+            let got = try zeroTwo(scenario, on: communicator), want = try reference(scenario, ranks: ranks)
+            // Two ranks add a + b whatever the algorithm; three may add in another order.
+            if ranks <= 2 {
+                compare(got, want, "\(name) ZeRO-2", checks)
+            } else {
+                var worst: Float = 0
+                for (a, b) in zip(got.values, want.values) { for (x, y) in zip(a, b) { worst = max(worst, abs(x - y) / (1e-6 + abs(y))) } }
+                checks.expect(worst < 1e-4, "\(name) ZeRO-2: parameters differ from the single process (worst relative \(worst))")
+            }
+        }
+    }
+    try checks.check("ZeRO-2: gradient + optimizer state memory per rank (AdamW, 40 layers of 250,000 parameters, peak over a step)") {
+        // Each "layer"'s gradient appears as backward reaches it and is reduced at once. The
+        // peak of the library's allocations, from just after the parameters were made, is what a
+        // rank holds in gradients, optimizer state and buffers in flight.
+        let layers = 40, width = 250_000
+        let values = (0..<layers).map { layer in (0..<width).map { Float(($0 + layer) % 7) / 8 } }
+        var single = 0
+        if communicator.isRoot {
+            let plainParameters = try (0..<layers).map { try Parameter(name: "layer\($0)", shape: [width], repeating: 0.5) }
+            let base = FloatStorage.liveBytes
+            FloatStorage.resetPeakBytes()
+            let plain = try OptimizerRegistry.makeOptimizer(OptimizerConfiguration(name: "adamw"), parameters: plainParameters)
+            for _ in 0..<2 {
+                for layer in plainParameters.indices.reversed() { try plainParameters[layer].setGradient(values[layer]) }
+                try plain.step()
+            }
+            single = FloatStorage.peakBytes - base
+            for parameter in plainParameters { parameter.releaseGradientStorage() }
+        }
+        let parameters = try (0..<layers).map { try Parameter(name: "layer\($0)", shape: [width], repeating: 0.5) }
+        _ = try DataParallel(parameters, communicator: communicator, bucketBytes: 1 << 20)  // check and broadcast
+        let base = FloatStorage.liveBytes
+        FloatStorage.resetPeakBytes()
+        let sharded = try ShardedOptimizer(OptimizerConfiguration(name: "adamw"), parameters: parameters, communicator: communicator,
+                                           bucketBytes: width * 4, stage: .two)
+        for _ in 0..<2 {
+            try sharded.beginGradientReduction(averaging: true)
+            for layer in stride(from: layers - 1, through: 0, by: -1) {
+                try parameters[layer].setGradient(values[layer])
+                sharded.gradientsReady(layer..<(layer + 1))
+            }
+            try sharded.finishGradientReduction()
+            try sharded.step()
+        }
+        let peak = FloatStorage.peakBytes - base
+        let all = try communicator.allgather([Int64(peak), Int64(single)])
+        let reference = Double(all[0][1])
+        let onePerProcess = !(communicator is LocalCommunicator)
+        if !onePerProcess { checks.say("    (in-process ranks share one allocation counter: the figures below mix ranks)") }
+        for (rank, figures) in all.enumerated() {
+            let share = Double(figures[0]) / reference
+            checks.say(String(format: "    rank %d: peak %.1f MB of gradients, state and buffers over a step; one process %.1f MB; %.3f of it (1/%d = %.3f)",
+                              rank, Double(figures[0]) / 1e6, reference / 1e6, share, ranks, 1 / Double(ranks)))
+            if onePerProcess { checks.expect(share <= 1 / Double(ranks) + 0.05, "rank \(rank): \(share) of one process's memory, more than 1/\(ranks) + 5 %") }
+        }
     }
     #if MPI
     if !(communicator is LocalCommunicator) {
