@@ -124,16 +124,19 @@ extension ShardedOptimizer {
         state.active = true
     }
 
-    /// ZeRO-2: marks the gradients of `parameters[indices]` final (a model's
-    /// `gradientReadyHandler`), and starts the reduce-scatter of every bucket now complete, in
-    /// bucket order; each full gradient is freed once packed. An error is kept and thrown by
-    /// ``finishGradientReduction()``.
-    public func gradientsReady(_ indices: Range<Int>) {
+    /// ZeRO-2: marks the gradients of `finished` final (a model's `gradientReadyHandler`, its
+    /// indices mapped to its parameters), and starts the reduce-scatter of every bucket now
+    /// complete, in bucket order; each full gradient is freed once packed. The buckets follow
+    /// this optimizer's order of the parameters (its groups', which may not be the model's), so
+    /// a bucket starts once all its parameters are reported. Parameters this optimizer does not
+    /// hold are ignored; an error is kept and thrown by ``finishGradientReduction()``.
+    public func gradientsReady<Parameters: Sequence<Parameter>>(_ finished: Parameters) {
         guard let state = gradientSharding, state.active else { return }
         state.poller.lock.lock()
         defer { state.poller.lock.unlock() }
         guard state.error == nil else { return }
-        for index in indices.clamped(to: 0..<parameters.count) where !state.ready[index] {
+        for parameter in finished {
+            guard let index = indexByObject[ObjectIdentifier(parameter)], !state.ready[index] else { continue }
             state.ready[index] = true
             state.readyCounts[state.bucketOfParameter[index]] += 1
         }

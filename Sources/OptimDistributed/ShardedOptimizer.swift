@@ -64,7 +64,7 @@ public final class ShardedOptimizer: Optimizer {
     /// Per parameter: the part this rank holds (possibly empty), and the parameter over it.
     let sliceRanges: [Range<Int>]
     let slices: [Parameter]
-    private let indexByObject: [ObjectIdentifier: Int]
+    let indexByObject: [ObjectIdentifier: Int]
     let indexByName: [String: Int]
     let layout: FlatLayout
     private let shardable: any ShardableOptimizer

@@ -171,7 +171,7 @@ func zeroTwo(_ scenario: Scenario, on communicator: any Communicator) throws -> 
             } else {
                 parameter.zeroGradient()
             }
-            optimizer.gradientsReady(index..<(index + 1))
+            optimizer.gradientsReady([parameters[index]])
         }
         try optimizer.finishGradientReduction()
         if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
@@ -375,6 +375,33 @@ func runAll(on communicator: any Communicator) throws -> Int {
         }
         checks.say("    a data-parallel step (average + sharded AdamW step + allgather), 1M parameters: median \(String(format: "%.1f", timings.sorted()[2] * 1000)) ms")
     }
+    try checks.check("reduce-scatter = this rank's part of an allreduce (counts with zeros, blocking and nonblocking)") {
+        var numbers = Numbers(state: 3 + UInt64(communicator.rank))
+        for pattern in 0..<4 {
+            let counts = (0..<ranks).map { rank in pattern == 0 ? 5 : (rank + pattern) % 3 == 0 ? 0 : 7 * (rank + 1) }
+            let total = counts.reduce(0, +), offset = counts[0..<communicator.rank].reduce(0, +)
+            var send = (0..<total).map { _ in numbers.next() }
+            let want = send
+            var all = want
+            try all.withUnsafeMutableBufferPointer { buffer throws(DistributedError) in try communicator.allreduceSum(buffer) }
+            for nonblocking in [false, true] {
+                var receive = [Float](repeating: -1, count: counts[communicator.rank])
+                try send.withUnsafeMutableBufferPointer { send throws(DistributedError) in
+                    try counts.withUnsafeBufferPointer { counts throws(DistributedError) in
+                        try receive.withUnsafeMutableBufferPointer { receive throws(DistributedError) in
+                            if nonblocking {
+                                try communicator.startReduceScatterSum(UnsafeBufferPointer(send), counts: counts, into: receive).wait()
+                            } else {
+                                try communicator.reduceScatterSum(UnsafeBufferPointer(send), counts: counts, into: receive)
+                            }
+                        }
+                    }
+                }
+                checks.expect(bits([receive]) == bits([Array(all[offset..<(offset + counts[communicator.rank])])]),
+                              "counts \(counts), nonblocking \(nonblocking): \(receive.prefix(4)) vs \(all[offset..<(offset + counts[communicator.rank])].prefix(4))")
+            }
+        }
+    }
     try checks.check("ZeRO-2 (MPI_Ireduce_scatter per bucket as layers are reported) = single process (adamw, sgd, lion; no clipping)") {
         for name in ["adamw", "sgd", "lion"] {
             var scenario = Scenario(name)
@@ -419,7 +446,7 @@ func runAll(on communicator: any Communicator) throws -> Int {
             try sharded.beginGradientReduction(averaging: true)
             for layer in stride(from: layers - 1, through: 0, by: -1) {
                 try parameters[layer].setGradient(values[layer])
-                sharded.gradientsReady(layer..<(layer + 1))
+                sharded.gradientsReady([parameters[layer]])
             }
             try sharded.finishGradientReduction()
             try sharded.step()

@@ -653,16 +653,23 @@ import Testing
             var outcome = Outcome(values: [], snapshot: optimizer.snapshot())
             for step in 0..<scenario.steps {
                 if overlapped {
+                    // As a backward pass: each gradient written, then reported, the last first.
                     try optimizer.beginGradientReduction(averaging: true)
-                    try scenario.setGradients(parameters, step: step, rank: communicator.rank)
-                    for index in parameters.indices.reversed() { optimizer.gradientsReady(index..<(index + 1)) }
+                    for index in parameters.indices.reversed() {
+                        if let gradient = scenario.gradient(step: step, rank: communicator.rank, index: index, count: parameters[index].count) {
+                            try parameters[index].setGradient(gradient)
+                        } else {
+                            parameters[index].zeroGradient()
+                        }
+                        optimizer.gradientsReady([parameters[index]])
+                    }
                     try optimizer.finishGradientReduction()
                 } else {
                     try scenario.setGradients(parameters, step: step, rank: communicator.rank)
                     try optimizer.reduceGradients(averaging: true)
                 }
                 // The full gradients are gone: each rank keeps its shard.
-                #expect(parameters.allSatisfy { $0.gradient == nil })
+                #expect(parameters.allSatisfy { $0.gradient == nil }, "\(parameters.map { $0.gradient != nil }) step \(step) rank \(communicator.rank) overlapped \(overlapped)")
                 if let maxNorm = scenario.maxNorm { outcome.norms.append(try optimizer.clipGradientNorm(maxNorm: maxNorm)) }
                 if let metrics = try optimizer.step(collectingMetrics: scenario.metricsSteps.contains(step)) { outcome.metrics[step] = metrics }
                 try scheduler.step()

@@ -88,7 +88,7 @@ func quickTextConfiguration() -> TrainingConfiguration {
         for overlap in [true, false] {
             let group = try LocalCommunicatorGroup(size: 2, timeout: 300)
             let outcomes = try group.run { communicator in
-                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator)
+                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator, bucketBytes: 4096)  // many buckets
                 trainer.overlapsCommunication = overlap
                 let result = try trainer.run()
                 #expect(trainer.timeline.count == 10 && trainer.timeline.allSatisfy { $0.overlapped == overlap && $0.computeSeconds > 0 })
@@ -117,10 +117,25 @@ func quickTextConfiguration() -> TrainingConfiguration {
         let single = try Trainer(configuration: configuration, corpus: corpus)
         let singleResult = try single.run()
         let shared = configuration
+        // Without clipping (whose norm ZeRO-2 adds up from the shards), ZeRO-2 is ZeRO-1 bit for bit.
+        var withoutClipping = configuration
+        withoutClipping.clipNorm = nil
+        let unclipped = withoutClipping
+        let zeroOne = try LocalCommunicatorGroup(size: 2, timeout: 300).run { communicator in
+            let trainer = try Trainer(configuration: unclipped, corpus: corpus, communicator: communicator, shardState: true)
+            _ = try trainer.run()
+            return trainer.model.parameters.map { $0.valueArray.map(\.bitPattern) }
+        }.map { try $0.get() }
+        let zeroTwo = try LocalCommunicatorGroup(size: 2, timeout: 300).run { communicator in
+            let trainer = try Trainer(configuration: unclipped, corpus: corpus, communicator: communicator, shardState: true, bucketBytes: 4096, shardGradients: true)
+            _ = try trainer.run()
+            return trainer.model.parameters.map { $0.valueArray.map(\.bitPattern) }
+        }.map { try $0.get() }
+        #expect(zeroTwo == zeroOne)
         for overlap in [true, false] {
             let group = try LocalCommunicatorGroup(size: 2, timeout: 300)
             let outcomes = try group.run { communicator in
-                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator, shardState: true, shardGradients: true)
+                let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator, shardState: true, bucketBytes: 4096, shardGradients: true)
                 trainer.overlapsCommunication = overlap
                 let result = try trainer.run()
                 let sharded = try #require(trainer.optimizer as? ShardedOptimizer)

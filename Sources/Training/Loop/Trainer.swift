@@ -274,7 +274,7 @@ public final class Trainer {
         }
         // Backward reports each layer's gradients as it finishes them, for the reduction to start.
         if let sharded = optimizer as? ShardedOptimizer, sharded.stage == .two {
-            model.gradientReadyHandler = { [unowned sharded] in sharded.gradientsReady($0) }
+            model.gradientReadyHandler = { [unowned sharded, unowned model] in sharded.gradientsReady(model.parameters[$0]) }
         } else if let dataParallel {
             model.gradientReadyHandler = { [unowned dataParallel] in dataParallel.gradientsReady($0) }
         }
