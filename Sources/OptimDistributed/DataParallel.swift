@@ -25,7 +25,7 @@ import Optim
 /// gradients, so global-norm clipping (`Optimizer.clipGradientNorm(maxNorm:threadPool:)`),
 /// the step and its metrics are computed on global values everywhere, identically.
 ///
-/// **Overlap with the backward pass**, as DDP does: call ``beginGradientReduction(scale:)``
+/// **Overlap with the backward pass**, as DDP does: call ``beginGradientReduction(scale:averaging:)``
 /// before backward, ``gradientsReady(_:)`` each time backward has finished some parameters'
 /// gradients (a model's `gradientReadyHandler`), and ``finishGradientReduction()`` after it.
 /// The parameters are cut into buckets of whole tensors from the last one back (backward
@@ -308,7 +308,7 @@ public final class DataParallel {
     /// Marks the gradients of `parameters[indices]` final for this backward pass (a model calls
     /// it through its `gradientReadyHandler`), starts the allreduce of every bucket now complete,
     /// in bucket order, and lets the buckets in flight progress. Does nothing outside
-    /// ``beginGradientReduction(scale:)`` … ``finishGradientReduction()``; an error is kept and
+    /// ``beginGradientReduction(scale:averaging:)`` … ``finishGradientReduction()``; an error is kept and
     /// thrown by ``finishGradientReduction()``.
     public func gradientsReady(_ indices: Range<Int>) {
         guard let state = overlap, state.active else { return }
@@ -337,7 +337,7 @@ public final class DataParallel {
             return ReductionTiming(communicationSeconds: 0, exposedSeconds: 0, buckets: 0, bucketsStartedDuringBackward: 0)
         }
         guard let state = overlap, state.active else {
-            throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:) before the backward pass")
+            throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:averaging:) before the backward pass")
         }
         state.active = false
         if polling {

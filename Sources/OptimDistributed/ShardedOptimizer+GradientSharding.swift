@@ -16,7 +16,7 @@ public enum ZeROStage: Int, Sendable, CaseIterable {
     /// (averaged by ``DataParallel``).
     case one = 1
     /// The optimizer state and the gradients: gradients are reduce-scattered bucket by bucket
-    /// (``ShardedOptimizer/beginGradientReduction(scale:)``), each rank keeping only the sum of
+    /// (``ShardedOptimizer/beginGradientReduction(scale:averaging:)``), each rank keeping only the sum of
     /// its `1/W`, and each full gradient is freed once its bucket has been sent.
     case two = 2
 }
@@ -154,7 +154,7 @@ extension ShardedOptimizer {
     @discardableResult
     public func finishGradientReduction() throws(DistributedError) -> DataParallel.ReductionTiming {
         guard let state = gradientSharding, state.active else {
-            throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:) before the backward pass (ZeRO-2)")
+            throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:averaging:) before the backward pass (ZeRO-2)")
         }
         state.active = false
         if state.polling {

@@ -1,6 +1,6 @@
 import Optim
 
-/// Optimizer state sharded across ranks — ZeRO stage 1 (Rajbhandari et al., 2020, "ZeRO: Memory
+/// Optimizer state sharded across ranks — ZeRO stage 1, and with ``ZeROStage/two`` the gradients too (Rajbhandari et al., 2020, "ZeRO: Memory
 /// Optimizations Toward Training Trillion Parameter Models", arXiv:1910.02054): each rank keeps
 /// the optimizer state of only its `1/W` of the parameters, updates that part, and an allgather
 /// rebuilds the full parameters on every rank.
@@ -37,6 +37,15 @@ import Optim
 /// let optimizer = try ShardedOptimizer(configuration, groups: groups, communicator: communicator)
 /// // each step: backward; averageGradients(); optionally clipGradientNorm; step(collectingMetrics:)
 /// ```
+///
+/// **ZeRO-2** (`stage: .two`): the gradients are sharded too. Instead of ``DataParallel``, this
+/// optimizer reduces them: ``beginGradientReduction(scale:averaging:)`` before backward,
+/// ``gradientsReady(_:)`` as parameters' gradients are final, ``finishGradientReduction()`` after
+/// (or ``reduceGradients(scale:averaging:)`` after backward). Each bucket of whole tensors is
+/// reduce-scattered, so a rank keeps only the sum of its own range (``gradientShard``), and the
+/// full gradients are freed as their buckets are sent; the step uses the shard. Parameters, state
+/// and metrics are those of ZeRO-1 bit for bit; with global-norm clipping the norm is added from
+/// every rank's shards, in another order (float rounding).
 ///
 /// Checkpoints: ``gatherSnapshot()`` (collective) builds the ordinary, full snapshot an unsharded
 /// optimizer would give, and ``saveCheckpoint(to:scheduler:metadata:writer:)`` writes it as a

@@ -537,6 +537,46 @@ extension DocumentationExampleTests {
 }
 
 extension DocumentationExampleTests {
+    @Test func shardedGradientsArticleExample() throws {
+        // docs: DistributedTraining
+        @Sendable func trainWithShardedGradients(on communicator: any Communicator) throws -> [Float] {
+            let layers = try (0..<4).map { try Parameter(name: "layer\($0).weight", shape: [8, 8], repeating: 0.1) }
+            _ = try DataParallel(layers, communicator: communicator)   // the start-up check and broadcast
+            let optimizer = try ShardedOptimizer(OptimizerConfiguration(name: "adamw"), parameters: layers,
+                                                 communicator: communicator, bucketBytes: 256, stage: .two)
+            for step in 0..<10 {
+                try optimizer.beginGradientReduction(averaging: true)
+                for layer in layers.reversed() {                       // backward: the last layer first
+                    try layer.setGradient(layer.valueArray.map { $0 * Float(communicator.rank + step + 1) })
+                    optimizer.gradientsReady([layer])                  // its bucket may start now
+                }
+                try optimizer.finishGradientReduction()                // this rank's shard of the mean
+                try optimizer.clipGradientNorm(maxNorm: 1)             // the norm over every rank's shard
+                try optimizer.step()                                   // the shard's step, then the allgather
+            }
+            return layers.flatMap(\.valueArray)
+        }
+        // docs: end
+        let results = try LocalCommunicatorGroup(size: 3).run { try trainWithShardedGradients(on: $0) }.map { try $0.get() }
+        for rank in results { #expect(rank.map(\.bitPattern) == results[0].map(\.bitPattern)) }
+        // The same run with full gradients averaged by DataParallel and ZeRO-1 (the clipping norm
+        // adds in another order: within float rounding).
+        let zeroOne = try LocalCommunicatorGroup(size: 3).run { communicator in
+            let layers = try (0..<4).map { try Parameter(name: "layer\($0).weight", shape: [8, 8], repeating: 0.1) }
+            let dataParallel = try DataParallel(layers, communicator: communicator)
+            let optimizer = try ShardedOptimizer(OptimizerConfiguration(name: "adamw"), parameters: layers, communicator: communicator)
+            for step in 0..<10 {
+                for layer in layers { try layer.setGradient(layer.valueArray.map { $0 * Float(communicator.rank + step + 1) }) }
+                try dataParallel.averageGradients()
+                try optimizer.clipGradientNorm(maxNorm: 1)
+                try optimizer.step()
+            }
+            return layers.flatMap(\.valueArray)
+        }.map { try $0.get() }
+        for (a, b) in zip(results[0], zeroOne[0]) { #expect(abs(a - b) <= 1e-6) }
+        #expect(results[0][0] != 0.1)
+    }
+
     @Test func optimDistributedLandingPage() throws {
         // docs: OptimDistributed
         let ranks = try LocalCommunicatorGroup(size: 2)

@@ -5,7 +5,7 @@
 # a sharded run's checkpoint resumed by a single process, and a single process's resumed sharded.
 # Sharded checkpoints (--sharded-checkpoint) go from 3 ranks to 2 to a single process. The
 # language-model task likewise: 2 ranks overlapping communication with backward and 2 not, and
-# 3 with sharded state, each against a single process.
+# 3 with sharded state, and 2 with sharded gradients too (ZeRO-2), each against a single process.
 # Exits non-zero on any difference. Needs Open MPI and Python with numpy and safetensors.
 #
 #   tools/mpi/train-equivalence.sh [--release]
@@ -55,6 +55,9 @@ for optimizer in decoupled_lionw adamw; do
   echo "== $optimizer: mpirun -np 3 --distributed --shard-state"
   timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-zero3" | tail -2 | head -1
   compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-zero3/checkpoint.safetensors"
+  echo "== $optimizer: mpirun -np 3 --distributed --shard-state --shard-gradients (ZeRO-2)"
+  timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state --shard-gradients "${common[@]}" --optimizer "$optimizer" --out "$work/$optimizer-zero2" | tail -2 | head -1
+  compare "$work/$optimizer-single/checkpoint.safetensors" "$work/$optimizer-zero2/checkpoint.safetensors"
 done
 
 echo "== checkpoints: sharded -> single process -> sharded (adamw, one epoch each)"
@@ -81,6 +84,7 @@ text=(--task austen --layers 1 --heads 2 --embedding 32 --context 32 --iters 20 
 timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed "${text[@]}" --out "$work/text-dp2" | grep "gradient communication"
 timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --no-overlap "${text[@]}" --out "$work/text-dp2-blocking" > /dev/null
 timeout 600 "$mpirun" --oversubscribe -np 3 "$optim" train --distributed --shard-state "${text[@]}" --batch-size 12 --out "$work/text-zero3" > /dev/null
+timeout 600 "$mpirun" --oversubscribe -np 2 "$optim" train --distributed --shard-state --shard-gradients --bucket-mb 0.01 "${text[@]}" --out "$work/text-zero2" > /dev/null
 "$optim" train "${text[@]}" --batch-size 12 --out "$work/text-single-12" > /dev/null
 for leg in text-dp2 text-dp2-blocking; do
   compare "$work/text-single/checkpoint.safetensors" "$work/$leg/checkpoint.safetensors"
@@ -88,4 +92,5 @@ for leg in text-dp2 text-dp2-blocking; do
   if [[ $lines -ne 20 ]]; then echo "FAIL: $leg/timeline.jsonl has $lines lines, not one per step (20)" >&2; exit 1; fi
 done
 compare "$work/text-single-12/checkpoint.safetensors" "$work/text-zero3/checkpoint.safetensors"
+compare "$work/text-single/checkpoint.safetensors" "$work/text-zero2/checkpoint.safetensors"
 echo "== optim train --distributed matches a single process"

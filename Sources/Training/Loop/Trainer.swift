@@ -158,7 +158,7 @@ public final class Trainer {
     public let communicator: (any Communicator)?
     private let dataParallel: DataParallel?
     /// Whether a data-parallel run reduces each bucket of gradients while backward goes on
-    /// (`DataParallel.beginGradientReduction(scale:)`, DDP's overlap) rather than all after it;
+    /// (`DataParallel.beginGradientReduction(scale:averaging:)`, DDP's overlap) rather than all after it;
     /// both give the same gradients. On by default.
     public var overlapsCommunication = true
     /// Where each step of a data-parallel run spent its time (empty in one process).
