@@ -116,7 +116,7 @@ extension Train {
         }
         progress.finish()
         guard let folder else { return }
-        if communicator != nil { say("gradient communication " + TimelineSummary(trainer.timeline).description + " (timeline.jsonl)") }
+        if communicator != nil { say("gradient communication " + TimelineSummary(trainer.timeline).description + " (timeline.jsonl, timeline.svg)") }
         for record in result.records where record.testLoss != nil {
             say(String(format: "step %5d: train loss %.4f, val loss %.4f", record.step, record.loss, record.testLoss!))
         }
@@ -131,6 +131,6 @@ extension Train {
         say(String(format: "val loss %.4f (next-character accuracy %.1f%%), final train loss %.4f, %d steps in %.1f s (%.0f tokens/s), %.1f s in all",
                    result.testLoss, result.testAccuracy * 100, result.finalTrainLoss, result.steps, result.seconds,
                    Double(result.steps * configuration.batchSize * configuration.context) / max(result.seconds, 1e-9), result.wallSeconds))
-        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "") sample.txt\(communicator != nil ? " timeline.jsonl" : "")")
+        say("wrote \(folder.url.path)/: summary.json metrics.jsonl loss.svg accuracy.svg \(checkpoint.lastPathComponent)\(shardedCheckpoint ? "/" : "") sample.txt\(communicator != nil ? " timeline.jsonl timeline.svg" : "")")
     }
 }

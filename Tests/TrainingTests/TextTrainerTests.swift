@@ -150,4 +150,33 @@ func quickTextConfiguration() -> TrainingConfiguration {
         }
     }
 
+
+    @Test("a data-parallel run's folder gets its timeline: a line a step, the chart, and the share hidden in summary.json")
+    func dataParallelRunFolderHasTheTimeline() throws {
+        let corpus = try TextCorpus.austen()
+        var configuration = quickTextConfiguration()
+        configuration.iterations = 6
+        configuration.evaluateEvery = 3
+        configuration.threads = 1
+        let shared = configuration
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = folder.appendingPathComponent("run")
+        let outcomes = try LocalCommunicatorGroup(size: 2, timeout: 300).run { communicator in
+            let trainer = try Trainer(configuration: shared, corpus: corpus, communicator: communicator, bucketBytes: 4096)
+            let runFolder = communicator.isRoot ? try RunFolder(url) : nil
+            _ = try trainer.run(recordingTo: runFolder, checkpoint: url.appendingPathComponent("checkpoint.safetensors"))
+            return trainer.timeline.count
+        }.map { try $0.get() }
+        #expect(outcomes == [6, 6])
+        let lines = try String(contentsOf: url.appendingPathComponent("timeline.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 6)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        #expect(first?["step"] as? Int == 1 && first?["overlapped"] as? Bool == true && (first?["compute_ms"] as? Double ?? 0) > 0)
+        #expect(try String(contentsOf: url.appendingPathComponent("timeline.svg"), encoding: .utf8).contains("waited for after backward"))
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: url.appendingPathComponent("summary.json"))) as? [String: Any]
+        let extra = summary?["extra"] as? [String: String]
+        #expect(extra?["communication_hidden"].flatMap(Double.init).map { (0...1).contains($0) } == true && extra?["step_communication_ms"] != nil)
+    }
+
 }

@@ -26,7 +26,7 @@ public final class RunFolder: @unchecked Sendable {
     }
 
     /// The files a run writes; a folder holding any of them holds a run.
-    public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg", "timeline.jsonl"]
+    public static let runFiles = ["metrics.jsonl", "summary.json", "checkpoint.safetensors", "loss.svg", "accuracy.svg", "timeline.jsonl", "timeline.svg"]
     /// The folder of a run's sharded checkpoint (`ShardedCheckpoint`), in place of
     /// `checkpoint.safetensors` when each rank writes its own part of the state.
     public static let shardedCheckpointName = "checkpoint"
@@ -45,7 +45,7 @@ public final class RunFolder: @unchecked Sendable {
     public var accuracyChart: URL { url.appendingPathComponent("accuracy.svg") }
     /// `timeline.jsonl`: a data-parallel run's per-step timeline on rank 0 (``StepTiming``), one
     /// JSON line per step: `compute_ms`, `communication_ms`, `exposed_ms`, `hidden_ms`,
-    /// `optimizer_ms`, `overlapped`.
+    /// `optimizer_ms`, `overlapped`; charted in `timeline.svg`.
     public var timeline: URL { url.appendingPathComponent("timeline.jsonl") }
     /// The lines `metrics.jsonl` held when the folder was opened (0 unless continuing).
     public let earlierRecordCount: Int
@@ -171,9 +171,21 @@ public final class RunFolder: @unchecked Sendable {
         }
         do {
             try SafetensorsFile.writeAtomically(data, to: timeline)
+            try SafetensorsFile.writeAtomically(Data(Self.timelineChart(steps).render().utf8), to: url.appendingPathComponent("timeline.svg"))
         } catch {
             throw TrainingError.file(error.description)
         }
+    }
+
+    /// Milliseconds per step of the forward and backward pass, of the gradient communication's
+    /// span, and of the part of it waited for after backward (`timeline.svg`).
+    public static func timelineChart(_ steps: [StepTiming]) -> SVGChart {
+        func series(_ name: String, _ value: (StepTiming) -> Double) -> SVGChart.Series {
+            SVGChart.Series(name: name, points: steps.map { (Double($0.step), value($0) * 1000) })
+        }
+        return SVGChart(title: "Where each step's time went (rank 0)", xLabel: "step", yLabel: "milliseconds",
+                        series: [series("forward + backward", \.computeSeconds), series("gradient communication", \.communicationSeconds),
+                                 series("waited for after backward", \.exposedSeconds), series("optimizer", \.optimizerSeconds)])
     }
 
     /// Writes `summary.json` and the two charts.
