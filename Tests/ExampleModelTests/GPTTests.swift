@@ -163,3 +163,52 @@ func referenceGPTLoss(_ p: [[Double]], _ c: GPTConfiguration, inputs: [Int32], t
         #expect(abs(first.0 - log(11)) < 0.05)
     }
 }
+
+/// The models' gradient-ready reports, which data-parallel training starts communicating on:
+/// every parameter once a pass, the last first, each gradient final when reported.
+@Suite struct GradientReadyReportTests {
+    /// Runs `pass` with a handler that copies each reported gradient, then checks the reports.
+    static func check(_ parameters: [Parameter], handler: (@escaping (Range<Int>) -> Void) -> Void, pass: () throws -> Void) throws {
+        var reported: [Int] = [], ranges: [Range<Int>] = [], copies: [Int: [Float]] = [:]
+        handler { range in
+            ranges.append(range)
+            for index in range {
+                reported.append(index)
+                copies[index] = parameters[index].gradientArray
+            }
+        }
+        for _ in 0..<2 {  // twice: the second pass overwrites the first's gradients
+            reported = []
+            ranges = []
+            try pass()
+            #expect(reported.sorted() == Array(parameters.indices), "each parameter reported once: \(reported)")
+            #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.lowerBound >= $1.upperBound }, "the last parameters first: \(ranges)")
+            for (index, parameter) in parameters.enumerated() {
+                #expect(copies[index].map { $0.map(\.bitPattern) } == parameter.gradientArray.map { $0.map(\.bitPattern) },
+                        "\(parameter.name): its gradient changed after it was reported")
+            }
+        }
+    }
+
+    @Test func theGPTReportsEachLayerWhenItsGradientIsFinal() throws {
+        let model = try GPT(GPTTests.small, seed: 3, pool: Pools.two)
+        var random = TestRandom(seed: 5)
+        let inputs = (0..<21).map { _ in Int32.random(in: 0..<11, using: &random) }
+        let targets = (0..<21).map { _ in Int32.random(in: 0..<11, using: &random) }
+        var step = 0
+        try Self.check(model.parameters, handler: { model.gradientReadyHandler = $0 }) {
+            step += 1
+            let shifted = inputs.map { ($0 + Int32(step)) % 11 }
+            _ = try shifted.withUnsafeBufferPointer { i in try targets.withUnsafeBufferPointer { t in try model.lossAndGradient(inputs: i, targets: t, batchSize: 3) } }
+        }
+    }
+
+    @Test func theMLPReportsEachLayerWhenItsGradientIsFinal() throws {
+        let model = try MLP(inputs: 5, hidden: [7, 6], outputs: 4, seed: 2)
+        var random = TestRandom(seed: 6)
+        let features = random.floats(4 * 5, in: -2...2)
+        try Self.check(model.parameters, handler: { model.gradientReadyHandler = $0 }) {
+            _ = try features.withUnsafeBufferPointer { try model.lossAndGradient(features: $0, labels: [0, 3, 1, 2], batchSize: 4) }
+        }
+    }
+}

@@ -78,8 +78,9 @@ public final class GPT: @unchecked Sendable {
     /// Every parameter, in nanoGPT's `named_parameters()` order.
     public let parameters: [Parameter]
     /// Called during a backward pass each time some parameters' gradients are final, with their
-    /// indices in ``parameters``: `ln_f` first, then each block from the last to the first (its
-    /// twelve tensors), then the two embeddings (the tied token embedding is the output head
+    /// indices in ``parameters``: `ln_f` first, then each block from the last to the first, a
+    /// layer at a time (`mlp.c_proj`, `mlp.c_fc`, `ln_2`, `attn.c_proj`, `attn.c_attn`, `ln_1`:
+    /// weight and bias together), then the two embeddings (the tied token embedding is the output head
     /// too, so its gradient is final only at the end). Data-parallel training reduces each
     /// group while backward computes the next.
     public var gradientReadyHandler: ((Range<Int>) -> Void)?
@@ -545,29 +546,37 @@ public final class GPT: @unchecked Sendable {
         gradientReadyHandler?((count - 2)..<count)  // ln_f
         for l in stride(from: L - 1, through: 0, by: -1) {
             let block = blocks[l]
+            // This block's twelve tensors, reported as each pair's gradient is final.
+            let first = 2 + 12 * l
+            func ready(_ pair: Int) { gradientReadyHandler?((first + 2 * pair)..<(first + 2 * pair + 2)) }
             // MLP: next = middle + GELU(fc)·W₂ᵀ + b₂, fc = ln_2(middle)·W₁ᵀ + b₁.
             let dFc = pointer(layout.dFc)
             linearBackward(dOut: dx, input: pointer(layout.gelu + l * N * F), weight: block.mlpProjectionWeight, bias: block.mlpProjectionBias,
                            dInput: dFc, inputs: F, outputs: C)
+            ready(5)  // mlp.c_proj
             runParallel(.geluBackward(l), N * F / 16384 + 1)
             linearBackward(dOut: dFc, input: pointer(layout.ln2 + l * N * C), weight: block.fcWeight, bias: block.fcBias,
                            dInput: dTemp, inputs: C, outputs: F)
+            ready(4)  // mlp.c_fc
             kernels.layerNormBackward(dTemp, pointer(layout.middle + l * N * C), pointer(layout.ln2Mean + l * N), pointer(layout.ln2Rstd + l * N),
                                                  block.ln2Weight.values.baseAddress!, dx,
                                                  block.ln2Weight.gradientStorage().baseAddress!, block.ln2Bias.gradientStorage().baseAddress!,
                                                  0..<N, C)
+            ready(3)  // ln_2
             // Attention: middle = x + attended·W_projᵀ + b_proj, qkv = ln_1(x)·W_attnᵀ + b_attn.
             linearBackward(dOut: dx, input: pointer(layout.attended + l * N * C), weight: block.attentionProjectionWeight, bias: block.attentionProjectionBias,
                            dInput: dTemp, inputs: C, outputs: C)
+            ready(2)  // attn.c_proj
             runParallel(.attentionBackward(l), batch * H)
             let dqkv = pointer(layout.qkv)
             linearBackward(dOut: dqkv, input: pointer(layout.ln1 + l * N * C), weight: block.attentionWeight, bias: block.attentionBias,
                            dInput: dTemp, inputs: C, outputs: 3 * C)
+            ready(1)  // attn.c_attn
             kernels.layerNormBackward(dTemp, pointer(layout.residual + l * N * C), pointer(layout.ln1Mean + l * N), pointer(layout.ln1Rstd + l * N),
                                                  block.ln1Weight.values.baseAddress!, dx,
                                                  block.ln1Weight.gradientStorage().baseAddress!, block.ln1Bias.gradientStorage().baseAddress!,
                                                  0..<N, C)
-            gradientReadyHandler?((2 + 12 * l)..<(2 + 12 * (l + 1)))
+            ready(0)  // ln_1
         }
         // Embeddings: dwte[token] += dx, dwpe[position] = Σ over sequences of dx.
         let dwte = tokenEmbedding.gradient!.baseAddress!, dwpe = positionEmbedding.gradientStorage().baseAddress!
