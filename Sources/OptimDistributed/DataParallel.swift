@@ -99,10 +99,7 @@ public final class DataParallel {
         if let root { try broadcastParameters(from: root) }
     }
 
-    deinit {
-        FloatStorage.deallocate(bucket)
-        if overlap != nil { poller.end() }
-    }
+    deinit { FloatStorage.deallocate(bucket) }
 
     /// Floats per bucket, after checking the size.
     static func bucketElements(_ bytes: Int) throws(DistributedError) -> Int {
@@ -216,72 +213,31 @@ public final class DataParallel {
         }
     }
 
-    /// The buckets of the overlapped reduction and their state; built on first use.
+    /// The overlapped reduction: its buckets and bookkeeping, and the copies of the gradients
+    /// being reduced (per bucket: one presence count per parameter, then the gradients end to
+    /// end); built on first use.
     private final class Overlap {
-        /// Each bucket's parameters (a contiguous range), in launch order: last parameters first.
-        let buckets: [Range<Int>]
-        /// Where each bucket starts in `buffer`: one presence count per parameter, then the
-        /// gradients end to end.
+        let reduction: OverlappedReduction
         let offsets: [Int]
-        /// The bucket of each parameter.
-        let bucketOfParameter: [Int]
         let buffer: UnsafeMutableBufferPointer<Float>
-        var ready: [Bool]
-        var readyCounts: [Int]
-        var requests: [(any CommunicationRequest)?]
-        var completed: [Bool]
-        var next = 0
-        var active = false
         var scale: Float = 1
         var averaging = false
-        var error: DistributedError?
-        var firstStart = 0.0, lastCompletion = 0.0, backwardEnded = 0.0
-        var startedDuringBackward = 0
 
         init(counts: [Int], bucketElements: Int) {
-            var buckets: [Range<Int>] = [], upper = counts.count, elements = 0
-            for index in stride(from: counts.count - 1, through: 0, by: -1) {
-                elements += counts[index] + 1
-                // The first bucket is smaller (DDP's 1 MiB), so that communication starts early.
-                let limit = buckets.isEmpty ? min(bucketElements, DataParallel.firstBucketBytes / MemoryLayout<Float>.stride) : bucketElements
-                if elements >= limit || index == 0 {
-                    buckets.append(index..<upper)
-                    upper = index
-                    elements = 0
-                }
-            }
+            reduction = OverlappedReduction(counts: counts, bucketElements: bucketElements, overheadPerTensor: 1)
             var offsets: [Int] = [], offset = 0
-            var bucketOfParameter = Array(repeating: 0, count: counts.count)
-            for (bucket, range) in buckets.enumerated() {
+            for range in reduction.buckets {
                 offsets.append(offset)
                 offset += range.count + range.reduce(0) { $0 + counts[$1] }
-                for index in range { bucketOfParameter[index] = bucket }
             }
-            self.buckets = buckets
             self.offsets = offsets
-            self.bucketOfParameter = bucketOfParameter
             buffer = FloatStorage.allocate(max(1, offset))
-            ready = Array(repeating: false, count: counts.count)
-            readyCounts = Array(repeating: 0, count: buckets.count)
-            requests = Array(repeating: nil, count: buckets.count)
-            completed = Array(repeating: false, count: buckets.count)
         }
 
         deinit { FloatStorage.deallocate(buffer) }
     }
 
     private var overlap: Overlap?
-    /// Tests the buckets in flight every 100 µs while backward computes: Open MPI's TCP
-    /// transport and its nonblocking collectives move data only inside MPI calls.
-    private lazy var poller = ProgressPoller()
-
-    private var polling = false
-
-    private static func now() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
-    }
 
     /// Prepares the overlapped reduction of the coming backward pass: every gradient reduced
     /// will be multiplied by `scale` first (this rank's share of the global batch, when ranks'
@@ -289,129 +245,72 @@ public final class DataParallel {
     /// ranks when `averaging` (as ``averageGradients()``). Not collective.
     public func beginGradientReduction(scale: Float = 1, averaging: Bool = false) {
         guard communicator.size > 1, !parameters.isEmpty else { return }
-        let state = overlap ?? Overlap(counts: parameters.map(\.count), bucketElements: bucket.count)
-        overlap = state
-        for index in state.ready.indices { state.ready[index] = false }
-        for index in state.buckets.indices {
-            state.readyCounts[index] = 0
-            state.requests[index] = nil
-            state.completed[index] = false
+        let state: Overlap
+        if let overlap {
+            state = overlap
+        } else {
+            state = Overlap(counts: parameters.map(\.count), bucketElements: bucket.count)
+            state.reduction.start = { [unowned self, unowned state] bucket throws(DistributedError) in try start(state, bucket: bucket) }
+            overlap = state
         }
-        state.next = 0
         state.scale = scale
         state.averaging = averaging
-        state.error = nil
-        state.startedDuringBackward = 0
-        state.active = true
+        state.reduction.begin()
     }
 
     /// Marks the gradients of `parameters[indices]` final for this backward pass (a model calls
     /// it through its `gradientReadyHandler`), starts the allreduce of every bucket now complete,
-    /// in bucket order, and lets the buckets in flight progress. Does nothing outside
-    /// ``beginGradientReduction(scale:averaging:)`` … ``finishGradientReduction()``; an error is kept and
-    /// thrown by ``finishGradientReduction()``.
+    /// in bucket order, and lets the buckets in flight progress (a thread tests them every
+    /// 100 µs while backward computes: Open MPI's TCP transport moves data only inside MPI
+    /// calls). Does nothing outside ``beginGradientReduction(scale:averaging:)`` …
+    /// ``finishGradientReduction()``; an error is kept and thrown by ``finishGradientReduction()``.
     public func gradientsReady(_ indices: Range<Int>) {
-        guard let state = overlap, state.active else { return }
-        poller.lock.lock()
-        defer { poller.lock.unlock() }
-        guard state.error == nil else { return }
-        for index in indices.clamped(to: 0..<parameters.count) where !state.ready[index] {
-            state.ready[index] = true
-            state.readyCounts[state.bucketOfParameter[index]] += 1
-        }
-        do {
-            try launchReadyBuckets(state, duringBackward: true)
-            try progress(state)
-        } catch {
-            state.error = error
-        }
+        overlap?.reduction.markReady(indices)
     }
 
     /// Waits for every bucket (starting those backward did not report), and replaces each
     /// gradient by the sum (or mean) over the ranks of the scaled gradients, as
-    /// ``sumGradients()`` (``averageGradients()``) does.
-    /// Collective. Returns what the communication cost (zeros on one rank).
+    /// ``sumGradients()`` (``averageGradients()``) does. Collective. Returns what the
+    /// communication cost (zeros on one rank).
     @discardableResult
     public func finishGradientReduction() throws(DistributedError) -> ReductionTiming {
         guard communicator.size > 1, !parameters.isEmpty else {
             return ReductionTiming(communicationSeconds: 0, exposedSeconds: 0, buckets: 0, bucketsStartedDuringBackward: 0)
         }
-        guard let state = overlap, state.active else {
+        guard let state = overlap else {
             throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:averaging:) before the backward pass")
         }
-        state.active = false
-        if polling {
-            poller.stop()
-            polling = false
-        }
-        if let error = state.error { throw error }
-        state.backwardEnded = Self.now()
-        for index in state.ready.indices where !state.ready[index] {
-            state.ready[index] = true
-            state.readyCounts[state.bucketOfParameter[index]] += 1
-        }
-        try launchReadyBuckets(state, duringBackward: false)
-        let waitStart = Self.now()
-        for index in state.buckets.indices where !state.completed[index] {
-            try state.requests[index]!.wait()
-            state.completed[index] = true
-            state.lastCompletion = Self.now()
-        }
-        let exposed = Self.now() - waitStart
-        for (bucketIndex, range) in state.buckets.enumerated() { unpack(state, bucket: bucketIndex, range: range) }
-        return ReductionTiming(communicationSeconds: max(0, state.lastCompletion - state.firstStart), exposedSeconds: exposed,
-                               buckets: state.buckets.count, bucketsStartedDuringBackward: state.startedDuringBackward)
+        let timing = try state.reduction.finish()
+        for (bucketIndex, range) in state.reduction.buckets.enumerated() { unpack(state, bucket: bucketIndex, range: range) }
+        return timing
     }
 
-    /// Packs and starts, in order, every bucket whose gradients are all ready.
-    private func launchReadyBuckets(_ state: Overlap, duringBackward: Bool) throws(DistributedError) {
-        while state.next < state.buckets.count, state.readyCounts[state.next] == state.buckets[state.next].count {
-            let bucketIndex = state.next, range = state.buckets[bucketIndex]
-            var position = state.offsets[bucketIndex]
-            let base = state.buffer.baseAddress!
-            for index in range {
-                base[position] = parameters[index].gradient != nil ? 1 : 0
-                position += 1
-            }
-            for index in range {
-                let count = parameters[index].count
-                if let gradient = parameters[index].gradient, count > 0 {
-                    let source = gradient.baseAddress!, destination = base + position, scale = state.scale
-                    if scale == 1 {
-                        destination.update(from: source, count: count)
-                    } else {
-                        for element in 0..<count { destination[element] = source[element] * scale }
-                    }
-                } else if count > 0 {
-                    (base + position).update(repeating: 0, count: count)
-                }
-                position += count
-            }
-            let length = position - state.offsets[bucketIndex]
-            if bucketIndex == 0 { state.firstStart = Self.now() }
-            state.requests[bucketIndex] = try communicator.startAllreduceSum(UnsafeMutableBufferPointer(start: base + state.offsets[bucketIndex], count: length))
-            if duringBackward {
-                state.startedDuringBackward += 1
-                if !polling, try !state.requests[bucketIndex]!.test() {
-                    poller.work = { [unowned self, unowned state] in
-                        guard state.error == nil else { return }
-                        do throws(DistributedError) { try self.progress(state) } catch { state.error = error }
-                    }
-                    polling = true
-                    poller.start()
-                }
-            }
-            state.next += 1
+    /// Packs bucket `bucketIndex` (presence flags, then the scaled gradients, zeros where this
+    /// rank has none) and starts its allreduce.
+    private func start(_ state: Overlap, bucket bucketIndex: Int) throws(DistributedError) -> any CommunicationRequest {
+        let range = state.reduction.buckets[bucketIndex]
+        var position = state.offsets[bucketIndex]
+        let base = state.buffer.baseAddress!
+        for index in range {
+            base[position] = parameters[index].gradient != nil ? 1 : 0
+            position += 1
         }
-    }
-
-    /// Tests the buckets in flight, oldest first, noting when each is seen complete.
-    private func progress(_ state: Overlap) throws(DistributedError) {
-        for index in 0..<state.next where !state.completed[index] {
-            guard try state.requests[index]!.test() else { return }
-            state.completed[index] = true
-            state.lastCompletion = Self.now()
+        for index in range {
+            let count = parameters[index].count
+            if let gradient = parameters[index].gradient, count > 0 {
+                let source = gradient.baseAddress!, destination = base + position, scale = state.scale
+                if scale == 1 {
+                    destination.update(from: source, count: count)
+                } else {
+                    for element in 0..<count { destination[element] = source[element] * scale }
+                }
+            } else if count > 0 {
+                (base + position).update(repeating: 0, count: count)
+            }
+            position += count
         }
+        let start = state.offsets[bucketIndex]
+        return try communicator.startAllreduceSum(UnsafeMutableBufferPointer(start: base + start, count: position - start))
     }
 
     /// Copies a reduced bucket back into the gradients of the parameters some rank has one for.

@@ -26,66 +26,41 @@ public enum ZeROStage: Int, Sendable, CaseIterable {
 final class GradientSharding {
     /// The most buckets sent at once: a bucket waits for the one this many before it.
     static let bucketsInFlight = 2
+    let reduction: OverlappedReduction
     /// This rank's part of every gradient: its range of the flat index space.
     let shard: UnsafeMutableBufferPointer<Float>
-    /// Each bucket's parameters (contiguous) and flat range, in launch order: last first.
-    let buckets: [Range<Int>]
+    /// Each bucket's flat range, and its elements per rank (its overlap with every rank's range).
     let flatRanges: [Range<Int>]
-    /// Each bucket's elements per rank: its overlap with every rank's range.
-    var counts: [[Int]]
-    let bucketOfParameter: [Int]
+    let counts: [[Int]]
     /// The buckets being sent (allocated when packed, freed when complete).
     var sendBuffers: [UnsafeMutableBufferPointer<Float>?]
-    var requests: [(any CommunicationRequest)?]
-    var completed: [Bool]
-    var ready: [Bool]
-    var readyCounts: [Int]
     /// Which parameters have a gradient: here (1 or 0), then summed over the ranks.
     var presence: [Float]
-    var next = 0
-    var active = false
     /// The shard holds this step's reduced gradients (until the step takes them).
     var reduced = false
     var scale: Float = 1
     var averaging = false
-    var error: DistributedError?
-    var firstStart = 0.0, lastCompletion = 0.0
-    var startedDuringBackward = 0
-    var polling = false
-    lazy var poller = ProgressPoller()
 
     init(counts parameterCounts: [Int], partition: [Range<Int>], rank: Int, bucketElements: Int) {
-        var buckets: [Range<Int>] = [], upper = parameterCounts.count, elements = 0
-        for index in stride(from: parameterCounts.count - 1, through: 0, by: -1) {
-            elements += parameterCounts[index]
-            let limit = buckets.isEmpty ? min(bucketElements, DataParallel.firstBucketBytes / MemoryLayout<Float>.stride) : bucketElements
-            if elements >= limit || index == 0 {
-                buckets.append(index..<upper)
-                upper = index
-                elements = 0
-            }
-        }
+        reduction = OverlappedReduction(counts: parameterCounts, bucketElements: bucketElements, overheadPerTensor: 0,
+                                        maximumInFlight: Self.bucketsInFlight)
         var offsets = [0]
         for count in parameterCounts { offsets.append(offsets.last! + count) }
-        flatRanges = buckets.map { offsets[$0.lowerBound]..<offsets[$0.upperBound] }
+        flatRanges = reduction.buckets.map { offsets[$0.lowerBound]..<offsets[$0.upperBound] }
         counts = flatRanges.map { range in partition.map { range.clamped(to: $0).count } }
-        var bucketOfParameter = Array(repeating: 0, count: parameterCounts.count)
-        for (bucket, range) in buckets.enumerated() { for index in range { bucketOfParameter[index] = bucket } }
-        self.buckets = buckets
-        self.bucketOfParameter = bucketOfParameter
         shard = FloatStorage.allocate(partition[rank].count)
-        sendBuffers = Array(repeating: nil, count: buckets.count)
-        requests = Array(repeating: nil, count: buckets.count)
-        completed = Array(repeating: false, count: buckets.count)
-        ready = Array(repeating: false, count: parameterCounts.count)
-        readyCounts = Array(repeating: 0, count: buckets.count)
+        sendBuffers = Array(repeating: nil, count: reduction.buckets.count)
         presence = Array(repeating: 0, count: parameterCounts.count)
     }
 
+    /// Frees the copy of a bucket that has been sent.
+    func release(_ bucket: Int) {
+        if let buffer = sendBuffers[bucket] { FloatStorage.deallocate(buffer) }
+        sendBuffers[bucket] = nil
+    }
+
     deinit {
-        if polling { poller.stop() }
-        poller.end()
-        for buffer in sendBuffers { if let buffer { FloatStorage.deallocate(buffer) } }
+        for bucket in sendBuffers.indices { release(bucket) }
         FloatStorage.deallocate(shard)
     }
 }
@@ -104,24 +79,14 @@ extension ShardedOptimizer {
         guard let state = gradientSharding else {
             throw .invalidConfiguration("beginGradientReduction is ZeRO-2's (stage: .two); under ZeRO-1, DataParallel reduces the gradients")
         }
-        for index in state.ready.indices {
-            state.ready[index] = false
-            state.presence[index] = 0
-        }
-        for index in state.buckets.indices {
-            state.readyCounts[index] = 0
-            if let buffer = state.sendBuffers[index] { FloatStorage.deallocate(buffer) }
-            state.sendBuffers[index] = nil
-            state.requests[index] = nil
-            state.completed[index] = false
-        }
-        state.next = 0
+        for index in state.presence.indices { state.presence[index] = 0 }
+        for bucket in state.sendBuffers.indices { state.release(bucket) }
         state.scale = scale
         state.averaging = averaging
-        state.error = nil
-        state.startedDuringBackward = 0
         state.reduced = false
-        state.active = true
+        state.reduction.start = { [unowned self, unowned state] bucket throws(DistributedError) in try startBucket(state, bucket: bucket) }
+        state.reduction.completed = { [unowned state] bucket in state.release(bucket) }
+        state.reduction.begin()
     }
 
     /// ZeRO-2: marks the gradients of `finished` final (a model's `gradientReadyHandler`, its
@@ -131,21 +96,8 @@ extension ShardedOptimizer {
     /// a bucket starts once all its parameters are reported. Parameters this optimizer does not
     /// hold are ignored; an error is kept and thrown by ``finishGradientReduction()``.
     public func gradientsReady<Parameters: Sequence<Parameter>>(_ finished: Parameters) {
-        guard let state = gradientSharding, state.active else { return }
-        state.poller.lock.lock()
-        defer { state.poller.lock.unlock() }
-        guard state.error == nil else { return }
-        for parameter in finished {
-            guard let index = indexByObject[ObjectIdentifier(parameter)], !state.ready[index] else { continue }
-            state.ready[index] = true
-            state.readyCounts[state.bucketOfParameter[index]] += 1
-        }
-        do throws(DistributedError) {
-            try launchReadyBuckets(state, duringBackward: true)
-            try progressBuckets(state)
-        } catch {
-            state.error = error
-        }
+        guard let state = gradientSharding, state.reduction.active else { return }
+        state.reduction.markReady(finished.lazy.compactMap { self.indexByObject[ObjectIdentifier($0)] })
     }
 
     /// ZeRO-2: sends the buckets backward did not report (one at a time), waits for every
@@ -153,36 +105,17 @@ extension ShardedOptimizer {
     /// next step. Collective.
     @discardableResult
     public func finishGradientReduction() throws(DistributedError) -> DataParallel.ReductionTiming {
-        guard let state = gradientSharding, state.active else {
+        guard let state = gradientSharding, state.reduction.active else {
             throw .invalidConfiguration("finishGradientReduction() without beginGradientReduction(scale:averaging:) before the backward pass (ZeRO-2)")
         }
-        state.active = false
-        if state.polling {
-            state.poller.stop()
-            state.polling = false
-        }
-        if let error = state.error { throw error }
-        for index in state.ready.indices where !state.ready[index] {
-            state.ready[index] = true
-            state.readyCounts[state.bucketOfParameter[index]] += 1
-        }
-        let waitStart = Self.now()
-        // Buckets in flight first, then the rest one at a time: at most one more bucket's copy.
-        for index in 0..<state.next where !state.completed[index] { try complete(state, bucket: index) }
-        while state.next < state.buckets.count {
-            let index = state.next
-            try launchReadyBuckets(state, duringBackward: false, limit: 1)
-            try complete(state, bucket: index)
-        }
-        let exposed = Self.now() - waitStart
+        let timing = try state.reduction.finish()
         if state.averaging {
             let divisor = Float(communicator.size)
             for index in state.shard.indices { state.shard[index] /= divisor }
         }
         try state.presence.withUnsafeMutableBufferPointer { buffer throws(DistributedError) in try communicator.allreduceSum(buffer) }
         state.reduced = true
-        return DataParallel.ReductionTiming(communicationSeconds: max(0, state.lastCompletion - state.firstStart), exposedSeconds: exposed,
-                                            buckets: state.buckets.count, bucketsStartedDuringBackward: state.startedDuringBackward)
+        return timing
     }
 
     /// ZeRO-2 without overlap: reduce-scatters the gradients as they are now (after backward),
@@ -192,81 +125,34 @@ extension ShardedOptimizer {
         try finishGradientReduction()
     }
 
-    private static func now() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
-    }
-
-    /// Packs (scaled), frees the full gradients of, and starts, in order, up to `limit` buckets
-    /// whose gradients are all ready.
-    private func launchReadyBuckets(_ state: GradientSharding, duringBackward: Bool, limit: Int = .max) throws(DistributedError) {
-        var launched = 0
-        while launched < limit, state.next < state.buckets.count, state.readyCounts[state.next] == state.buckets[state.next].count {
-            let bucket = state.next, range = state.buckets[bucket], flat = state.flatRanges[bucket]
-            // At most two buckets in flight, so that their copies stay two buckets' worth of memory.
-            if bucket >= GradientSharding.bucketsInFlight, !state.completed[bucket - GradientSharding.bucketsInFlight] {
-                try complete(state, bucket: bucket - GradientSharding.bucketsInFlight)
-            }
-            let buffer = FloatStorage.allocate(flat.count)
-            state.sendBuffers[bucket] = buffer
-            var position = 0
-            for index in range {
-                let parameter = parameters[index], count = parameter.count
-                if let gradient = parameter.gradient {
-                    state.presence[index] = 1
-                    if count > 0 {
-                        let source = gradient.baseAddress!, destination = buffer.baseAddress! + position, scale = state.scale
-                        if scale == 1 {
-                            destination.update(from: source, count: count)
-                        } else {
-                            for element in 0..<count { destination[element] = source[element] * scale }
-                        }
+    /// Packs bucket `bucket` (scaled; zeros for a parameter without a gradient), frees the full
+    /// gradients in it, and starts its reduce-scatter into this rank's part of the shard.
+    private func startBucket(_ state: GradientSharding, bucket: Int) throws(DistributedError) -> any CommunicationRequest {
+        let range = state.reduction.buckets[bucket], flat = state.flatRanges[bucket]
+        let buffer = FloatStorage.allocate(flat.count)
+        state.sendBuffers[bucket] = buffer
+        var position = 0
+        for index in range {
+            let parameter = parameters[index], count = parameter.count
+            if let gradient = parameter.gradient {
+                state.presence[index] = 1
+                if count > 0 {
+                    let source = gradient.baseAddress!, destination = buffer.baseAddress! + position, scale = state.scale
+                    if scale == 1 {
+                        destination.update(from: source, count: count)
+                    } else {
+                        for element in 0..<count { destination[element] = source[element] * scale }
                     }
                 }
-                parameter.releaseGradientStorage()
-                position += count
             }
-            let own = flat.clamped(to: shard)
-            let receive = UnsafeMutableBufferPointer(rebasing: state.shard[(own.lowerBound - shard.lowerBound)..<(own.upperBound - shard.lowerBound)])
-            if bucket == 0 { state.firstStart = Self.now() }
-            state.requests[bucket] = try state.counts[bucket].withUnsafeBufferPointer { counts throws(DistributedError) in
-                try communicator.startReduceScatterSum(UnsafeBufferPointer(buffer), counts: counts, into: receive)
-            }
-            state.next += 1
-            launched += 1
-            if duringBackward {
-                state.startedDuringBackward += 1
-                if !state.polling, try !state.requests[bucket]!.test() {
-                    state.poller.work = { [unowned self, unowned state] in
-                        guard state.error == nil else { return }
-                        do throws(DistributedError) { try self.progressBuckets(state) } catch { state.error = error }
-                    }
-                    state.polling = true
-                    state.poller.start()
-                }
-            }
+            parameter.releaseGradientStorage()
+            position += count
         }
-    }
-
-    /// Tests the buckets in flight, oldest first, freeing each one complete.
-    private func progressBuckets(_ state: GradientSharding) throws(DistributedError) {
-        for index in 0..<state.next where !state.completed[index] {
-            guard try state.requests[index]!.test() else { return }
-            finished(state, bucket: index)
+        let own = flat.clamped(to: shard)
+        let receive = UnsafeMutableBufferPointer(rebasing: state.shard[(own.lowerBound - shard.lowerBound)..<(own.upperBound - shard.lowerBound)])
+        return try state.counts[bucket].withUnsafeBufferPointer { counts throws(DistributedError) in
+            try communicator.startReduceScatterSum(UnsafeBufferPointer(buffer), counts: counts, into: receive)
         }
-    }
-
-    private func complete(_ state: GradientSharding, bucket: Int) throws(DistributedError) {
-        try state.requests[bucket]!.wait()
-        finished(state, bucket: bucket)
-    }
-
-    private func finished(_ state: GradientSharding, bucket: Int) {
-        state.completed[bucket] = true
-        state.lastCompletion = Self.now()
-        if let buffer = state.sendBuffers[bucket] { FloatStorage.deallocate(buffer) }
-        state.sendBuffers[bucket] = nil
     }
 
     /// ZeRO-2: points every part's gradient at its range of the reduced shard (no gradient where

@@ -74,13 +74,19 @@ func quickTextConfiguration() -> TrainingConfiguration {
         #expect(throws: ModelError.self) { try Trainer(configuration: heads, corpus: try TextCorpus.austen()) }
     }
 
-    @Test("the GPT data parallel over two ranks: overlapped equals blocking bit for bit, and both the single process")
-    func dataParallelTextTraining() throws {
-        let corpus = try TextCorpus.austen()
+    /// Ten steps on one thread a rank, for the runs over two in-process ranks.
+    static func distributedConfiguration() -> TrainingConfiguration {
         var configuration = quickTextConfiguration()
         configuration.iterations = 10
         configuration.evaluateEvery = 5
         configuration.threads = 1
+        return configuration
+    }
+
+    @Test("the GPT data parallel over two ranks: overlapped equals blocking bit for bit, and both the single process")
+    func dataParallelTextTraining() throws {
+        let corpus = try TextCorpus.austen()
+        let configuration = Self.distributedConfiguration()
         let single = try Trainer(configuration: configuration, corpus: corpus)
         let singleResult = try single.run()
         var runs: [[[Float]]] = []
@@ -110,10 +116,7 @@ func quickTextConfiguration() -> TrainingConfiguration {
     @Test("the GPT with ZeRO-2 over two ranks: each keeps a shard of the gradients, the single process's run within rounding")
     func zeroTwoTextTraining() throws {
         let corpus = try TextCorpus.austen()
-        var configuration = quickTextConfiguration()
-        configuration.iterations = 10
-        configuration.evaluateEvery = 5
-        configuration.threads = 1
+        let configuration = Self.distributedConfiguration()
         let single = try Trainer(configuration: configuration, corpus: corpus)
         let singleResult = try single.run()
         let shared = configuration
