@@ -106,9 +106,9 @@ public final class ShardedOptimizer: Optimizer {
     ///   - communicator: this rank's side of the group.
     ///   - bucketBytes: the most bytes one allgather round carries.
     ///   - threadPool: the threads the shard optimizer's steps run on.
+    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     /// - Throws: `DistributedError`, or `OptimError` for an invalid configuration (the same on
     ///   every rank).
-    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     public convenience init(_ configuration: OptimizerConfiguration, groups: [ParameterGroupConfiguration], communicator: any Communicator,
                             bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared, stage: ZeROStage = .one) throws {
         let settings = "sharded \(Self.describe(configuration)); group overrides "
@@ -123,7 +123,7 @@ public final class ShardedOptimizer: Optimizer {
     /// Builds the shard optimizer of this rank from typed groups — the same as the
     /// configuration form, for an optimizer written as a Swift type:
     /// `ShardedOptimizer(AdamW.self, groups: [ParameterGroup(weights, .init(weightDecay: 0.1))], communicator: communicator)`.
-    /// Collective, as ``init(_:groups:communicator:bucketBytes:threadPool:)-(OptimizerConfiguration,_,_,_,_)``;
+    /// Collective, as ``init(_:groups:communicator:bucketBytes:threadPool:stage:)-(OptimizerConfiguration,_,_,_,_,_)``;
     /// ``configuration`` is the optimizer's name and the first group's hyperparameters.
     ///
     /// - Parameters:
@@ -132,9 +132,9 @@ public final class ShardedOptimizer: Optimizer {
     ///   - communicator: this rank's side of the group.
     ///   - bucketBytes: the most bytes one allgather round carries.
     ///   - threadPool: the threads the shard optimizer's steps run on.
+    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     /// - Throws: `DistributedError`, or `OptimError` for invalid hyperparameters (the same on
     ///   every rank).
-    ///   - stage: ``ZeROStage/one`` (the state) or ``ZeROStage/two`` (the gradients too).
     public convenience init<O: TypedOptimizer>(_ optimizer: O.Type, groups: [ParameterGroup<O.Hyperparameters>], communicator: any Communicator,
                                                bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared,
                                                stage: ZeROStage = .one) throws {
@@ -222,7 +222,9 @@ public final class ShardedOptimizer: Optimizer {
         self.metricBuffer = .allocate(capacity: max(1, 6 * parameters.count))
     }
 
-    /// Builds the shard optimizer over one group holding `parameters`. Collective.
+    /// Builds the shard optimizer over one group holding `parameters`, as
+    /// ``init(_:groups:communicator:bucketBytes:threadPool:stage:)-(OptimizerConfiguration,_,_,_,_,_)``.
+    /// Collective.
     public convenience init(_ configuration: OptimizerConfiguration, parameters: [Parameter], communicator: any Communicator,
                             bucketBytes: Int = DataParallel.defaultBucketBytes, threadPool: ThreadPool = .shared, stage: ZeROStage = .one) throws {
         try self.init(configuration, groups: [ParameterGroupConfiguration(parameters)], communicator: communicator,
