@@ -34,17 +34,29 @@ command -v ip >/dev/null || { echo "netns-hosts: iproute2 (ip) is missing: apt-g
 command -v mpirun >/dev/null || { echo "netns-hosts: mpirun not found; install openmpi-bin libopenmpi-dev" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/optim-netns.XXXXXX)
-cleanup() {
-  for ((i = 0; i < hosts; i++)); do ip netns del "optim-h$i" 2>/dev/null || true; done
+# Deleting a namespace frees its veth pair asynchronously (the kernel's cleanup_net work), so a
+# second run started at once can meet the old optim-vK and fail with "File exists". Delete the
+# host-side links first (synchronous), then the namespaces, and wait until no optim-* link is left.
+teardown() {
+  local i ns link
+  for link in $(ip -o link show | awk -F': ' '$2 ~ /^optim-v[0-9]+/ {sub(/@.*/, "", $2); print $2}'); do
+    ip link del "$link" 2>/dev/null || true
+  done
+  for ns in $(ip netns list | awk '/^optim-h[0-9]+/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
   ip link del optim-br0 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    ip -o link show | grep -q ': optim-' || return 0
+    sleep 0.1
+  done
+  echo "netns-hosts: links named optim-* are still there after 10 s: $(ip -o link show | awk -F': ' '/optim-/ {print $2}' | tr '\n' ' ')" >&2
+  return 1
+}
+cleanup() {
+  teardown || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-cleanup_stale() { # left over by a run that was killed before its trap ran
-  for ns in $(ip netns list | awk '/^optim-h[0-9]+/ {print $1}'); do ip netns del "$ns"; done
-  ip link del optim-br0 2>/dev/null || true
-}
-cleanup_stale
+teardown # left over by a run that was killed before its trap ran
 mkdir -p "$work"
 
 ip link add optim-br0 type bridge
