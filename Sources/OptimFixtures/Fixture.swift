@@ -75,6 +75,10 @@ public struct Fixture: Sendable {
     /// The objective a closure-driven optimizer's steps evaluate (L-BFGS), or `nil` when the
     /// steps give gradients.
     public var objective: Objective?
+    /// The parameters' dtype (`param_dtype`, this project's extension of the format): float32
+    /// unless the file says `"bfloat16"`; then the initial values are bfloat16 numbers and the
+    /// parameters are bfloat16 (``Parameter/convert(to:)``) before the optimizer is built.
+    public var parameterDType: ParameterDType = .float32
     /// `rtol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-5 by default.
     public var relativeTolerance: Double
     /// `atol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-6 by default.
@@ -312,7 +316,15 @@ struct FixtureParser {
             if tolerance["atol"] != nil { absoluteTolerance = try number(tolerance["atol"], "tolerance.atol") }
             guard relativeTolerance >= 0, absoluteTolerance >= 0 else { throw fail("tolerance", "rtol and atol must be >= 0") }
         }
-        return Fixture(name: name, reference: reference, configuration: configuration, groups: groups, parameters: parameters,
-                       steps: steps, expected: expected, objective: objective, relativeTolerance: relativeTolerance, absoluteTolerance: absoluteTolerance)
+        var fixture = Fixture(name: name, reference: reference, configuration: configuration, groups: groups, parameters: parameters,
+                              steps: steps, expected: expected, objective: objective, relativeTolerance: relativeTolerance, absoluteTolerance: absoluteTolerance)
+        if let dtypeValue = root["param_dtype"] {
+            let text = try string(dtypeValue, "param_dtype")
+            guard let dtype = ParameterDType(rawValue: text) else {
+                throw fail("param_dtype", "'\(text)' is not one of \(ParameterDType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            fixture.parameterDType = dtype
+        }
+        return fixture
     }
 }

@@ -41,6 +41,7 @@ extension Fixture {
         for tensor in parameters {
             do {
                 let parameter = try Parameter(name: tensor.name, shape: tensor.shape, values: tensor.data)
+                parameter.convert(to: parameterDType)
                 byName[tensor.name] = parameter
                 ordered.append(parameter)
             } catch { throw fail("params", error) }

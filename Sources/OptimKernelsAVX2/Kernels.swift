@@ -21,7 +21,9 @@ func compiledKernels() -> KernelTable {
                                            secondPass: { Prodigy.secondPassChunk($0, $1, $2, collecting: $3) }))
     table.setMatrixMultiply { MatMul.block($0, rows: $1, columns: $2, scratch: $3) }
     table.setBFloat16Conversions(.init(widen: { BFloat16State.widen($0, into: $1, count: $2) },
-                                       narrow: { BFloat16State.narrow($0, into: $1, count: $2) }))
+                                       narrow: { BFloat16State.narrow($0, into: $1, count: $2) },
+                                       roundNearest: { BFloat16Parameters.roundNearest($0, count: $1) },
+                                       roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) }))
     table.setTransformerKernels(TransformerKernelSet(
         gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },
         geluBackward: { TransformerKernels.geluBackward($0, tanh: $1, $2, count: $3) },

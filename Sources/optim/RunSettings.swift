@@ -19,7 +19,7 @@ enum RunSettings {
     static let defaults: [String: String] = [
         "optimizer": "decoupled_lionw", "base": "adamw", "schedule": "cosine", "warmup": "0", "clip": "none",
         "batch-size": "32", "epochs": "60", "hidden": "256,128", "activation": "relu", "seed": "0",
-        "data": "digits", "labels": "none", "label-column": "first", "test-fraction": "0.2",
+        "data": "digits", "labels": "none", "label-column": "first", "test-fraction": "0.2", "param-dtype": "float32",
     ]
 
     /// Options a resume applies (and records) when the command line changes them.
@@ -29,7 +29,7 @@ enum RunSettings {
         switch option {
         case "optimizer", "base": return "the checkpoint holds that optimizer's state"
         case "schedule", "warmup": return "the learning-rate schedule is part of the run"
-        case "hidden", "activation": return "the checkpoint holds that model"
+        case "hidden", "activation", "param-dtype": return "the checkpoint holds that model"
         case "seed": return "the seed picks the train/test split and the batch order"
         case "batch-size": return "the steps and the batch order depend on it"
         default: return "the data and its split are part of the run"

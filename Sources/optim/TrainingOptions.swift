@@ -37,6 +37,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed for the initial weights, the train/test split and the batch order (default: 0).")
     var seed: UInt64?
 
+    @Option(name: .customLong("param-dtype"), help: "Model parameter precision: float32 (default) or bfloat16 (every weight a bfloat16 number, updated with torchao's stochastic rounding seeded by --seed; -H bf16_stochastic_round=false rounds to nearest even). bfloat16 parameters: adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd, rmsprop, adagrad, adopt, ademamix.")
+    var paramDType: String?
+
     @Option(help: "Threads for the model and the optimizer (default: all cores).")
     var threads: Int?
 
@@ -72,6 +75,7 @@ struct TrainingOptions: ParsableArguments {
         }
         values["activation"] = activation
         values["seed"] = seed.map(String.init)
+        values["param-dtype"] = paramDType
         values["threads"] = threads.map(String.init)
         values["data"] = data.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         values["labels"] = labels.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
@@ -105,6 +109,11 @@ struct TrainingOptions: ParsableArguments {
         configuration.activation = activation
         guard let seed = settings["seed"].flatMap({ UInt64($0) }) else { throw TrainingError.invalidOption("--seed must be an integer in 0...\(UInt64.max)") }
         configuration.seed = seed
+        let dtypeName = settings["param-dtype"] ?? ""
+        guard let parameterDType = ParameterDType(rawValue: dtypeName) else {
+            throw TrainingError.invalidOption("--param-dtype: expected " + ParameterDType.allCases.map(\.rawValue).joined(separator: " or ") + ", got '\(dtypeName)'")
+        }
+        configuration.parameterDType = parameterDType
         if settings["threads"] != nil { configuration.threads = try RunSettings.int(settings, "threads") }
         configuration.logEvery = logEvery
         configuration.metricsEvery = metricsEvery

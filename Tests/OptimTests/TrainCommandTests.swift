@@ -132,6 +132,37 @@ import Testing
         #expect(resumed.status == 0, "\(resumed.error)")
     }
 
+    @Test func trainWithBFloat16ParametersCheckpointsBF16AndResumes() throws {
+        let root = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        let quick = ["--optimizer", "adamw", "--param-dtype", "bfloat16", "--state-dtype", "bfloat16", "--hidden", "64",
+                     "--batch-size", "128", "--lr", "1e-2", "--plain", "--threads", "2", "--seed", "4"]
+        let outcome = try Self.optim(["train", "--epochs", "2", "--out", run.path] + quick)
+        #expect(outcome.status == 0, "\(outcome.error)")
+        let checkpoint = try SafetensorsFile(contentsOf: run.appendingPathComponent("checkpoint.safetensors"))
+        #expect(try checkpoint.info("layers.0.weight").dtype == .BF16)
+        #expect(try checkpoint.info("state/layers.0.weight/exp_avg").dtype == .BF16)
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("summary.json"))) as? [String: Any])
+        #expect(summary["parameter_dtype"] as? String == "bfloat16")
+        let hyperparameters = try #require(summary["hyperparameters"] as? [String: Any])
+        #expect(hyperparameters["bf16_stochastic_round"] as? Bool == true && hyperparameters["bf16_rounding_seed"] as? Double == 4)
+        #expect(try #require(summary["test_accuracy"] as? Double) > 0.8)
+        // The resume takes the saved precision; changing it is refused, naming the option.
+        let resumed = try Self.optim(["train", "--epochs", "3", "--out", root.appendingPathComponent("resumed").path,
+                                      "--resume", run.appendingPathComponent("checkpoint.safetensors").path, "--plain", "--threads", "2"])
+        #expect(resumed.status == 0, "\(resumed.error)")
+        let changed = try Self.optim(["train", "--epochs", "3", "--out", root.appendingPathComponent("changed").path, "--param-dtype", "float32",
+                                      "--resume", run.appendingPathComponent("checkpoint.safetensors").path, "--plain"])
+        #expect(changed.status != 0 && changed.error.contains("--param-dtype"), "\(changed.error)")
+        // An optimizer that updates float32 parameters only, and a dtype that does not exist.
+        let muon = try Self.optim(["train", "--optimizer", "muon", "--param-dtype", "bfloat16", "--epochs", "1", "--out", root.appendingPathComponent("muon").path, "--plain"])
+        #expect(muon.status != 0 && muon.error.contains("float32 parameters only"), "\(muon.error)")
+        let unknown = try Self.optim(["train", "--param-dtype", "fp8", "--epochs", "1", "--out", root.appendingPathComponent("fp8").path, "--plain"])
+        #expect(unknown.status != 0 && unknown.error.contains("--param-dtype"), "\(unknown.error)")
+        #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("muon").path))
+    }
+
     @Test func badInputGetsAOneLineErrorAndANonZeroStatus() throws {
         let root = try Self.folder()
         defer { try? FileManager.default.removeItem(at: root) }

@@ -331,6 +331,58 @@ static inline __attribute__((always_inline)) void optim_bf16_narrow(const float 
     for (; i < count; i++) target[i] = optim_bf16_round(source[i]);
 }
 
+/*
+ * bfloat16 parameters (BFloat16Parameters in Optim): float32 values rounded in place to the
+ * bfloat16 they would be stored as. Nearest even is torch's float -> bfloat16 (as above). The
+ * stochastic rounding is torchao's _fp32_to_bf16_sr (torchao 0.18, torchao/optim/quant_utils.py):
+ * keep the top 16 bits and add one to them (away from zero) when a uniform 16-bit random number
+ * r is below the 16 bits dropped, so the value rounds up with probability (dropped bits) / 2^16;
+ * then torch's .bfloat16() of that float turns NaN into 0xFFFF. (torch's vectorised CPU conversion
+ * gives every NaN as 0xFFFF, its scalar c10::BFloat16 as 0x7FC0; a tensor takes the vector path,
+ * so parameters follow it, as the fixtures show. Nearest even the same way.) The random number of element i
+ * is counter-based, r = fmix32(fmix32(i mod 2^32 ^ k0) ^ k1) >> 16, with fmix32 MurmurHash3's
+ * finaliser and k0, k1 from the seed, the tensor and the step (BFloat16Parameters.key): the same
+ * bits whatever the chunking or thread, and again after a resume.
+ */
+static inline __attribute__((always_inline)) uint32_t optim_fmix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static inline __attribute__((always_inline)) uint32_t optim_bf16_sr_random(uint32_t index, uint32_t k0, uint32_t k1) {
+    return optim_fmix32(optim_fmix32(index ^ k0) ^ k1) >> 16;
+}
+
+static inline __attribute__((always_inline)) uint32_t optim_bf16_sr_bits(uint32_t bits, uint32_t random) {
+    uint32_t rounded = (bits & 0xFFFF0000u) + (random < (bits & 0xFFFFu) ? 0x10000u : 0u);
+    return (rounded & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFF0000u : rounded;
+}
+
+static inline __attribute__((always_inline)) void optim_bf16_round_values_nearest(float *values, long count) {
+    for (long i = 0; i < count; i++) {
+        uint32_t bits;
+        __builtin_memcpy(&bits, values + i, 4);
+        uint32_t rounded = (bits & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFF0000u : ((bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u);
+        __builtin_memcpy(values + i, &rounded, 4);
+    }
+}
+
+/* Elements first ..< first + count of a tensor, at values (its element `first`). */
+static inline __attribute__((always_inline)) void optim_bf16_round_values_stochastic(float *values, long count, long first,
+                                                                                    uint32_t k0, uint32_t k1) {
+    uint32_t index = (uint32_t)first;
+    for (long i = 0; i < count; i++, index++) {
+        uint32_t bits;
+        __builtin_memcpy(&bits, values + i, 4);
+        uint32_t rounded = optim_bf16_sr_bits(bits, optim_bf16_sr_random(index, k0, k1));
+        __builtin_memcpy(values + i, &rounded, 4);
+    }
+}
+
 /* The largest lane of 16 values that hold no NaN. */
 static inline __attribute__((always_inline)) float optim_reduce_max16(optim_float16 x) {
     return __builtin_reduce_max(x);

@@ -4,7 +4,8 @@ import Safetensors
 /// Checkpoints: parameters, optimizer state and schedule in one safetensors file that resumes
 /// bit for bit.
 ///
-/// Layout: each parameter under its own name (so `safetensors.numpy.load_file` gives the model),
+/// Layout: each parameter under its own name (so `safetensors.numpy.load_file` gives the model;
+/// F32, or BF16 for a bfloat16 parameter, loaded only into a parameter of the same dtype),
 /// each state buffer as `state/<parameter>/<buffer>` (Lookahead's slow weights included) — an
 /// 8-bit buffer (``StateDType/int8``) as it is held, its codes as `state/<parameter>/<buffer>.codes`
 /// (U8, the parameter's shape) and its blocks' scales as `state/<parameter>/<buffer>.absmax` (F32,
@@ -24,7 +25,18 @@ public enum Checkpoint {
     public static func save(_ optimizer: any Optimizer, scheduler: LearningRateScheduler? = nil, to url: URL,
                             metadata extra: [String: String] = [:]) throws {
         let snapshot = optimizer.snapshot()
-        var tensors = optimizer.parameters.map { TensorData(name: $0.name, shape: $0.shape, floats: $0.valueArray) }
+        // A bfloat16 parameter is stored as BF16: its values are bfloat16 numbers, so the top 16
+        // bits of each float are the value, exactly.
+        var tensors = optimizer.parameters.map { parameter in
+            switch parameter.dtype {
+            case .float32:
+                return TensorData(name: parameter.name, shape: parameter.shape, floats: parameter.valueArray)
+            case .bfloat16:
+                var bytes = Data(capacity: parameter.count * 2)
+                for value in parameter.values { withUnsafeBytes(of: UInt16(truncatingIfNeeded: value.bitPattern >> 16).littleEndian) { bytes.append(contentsOf: $0) } }
+                return TensorData(name: parameter.name, dtype: .BF16, shape: parameter.shape, bytes: bytes)
+            }
+        }
         var shapes: [String: [Int]] = [:]
         for parameter in optimizer.parameters { shapes[parameter.name] = parameter.shape }
         func addBuffers(_ snapshot: OptimizerSnapshot, prefix: String) {
@@ -105,8 +117,10 @@ public enum Checkpoint {
         var values: [[Float]] = []
         for parameter in optimizer.parameters {
             let info = try file.info(parameter.name)
-            guard info.dtype == .F32, info.shape == parameter.shape else {
-                throw OptimError.checkpointMismatch("parameter '\(parameter.name)' is \(info.dtype.rawValue) \(info.shape) in the checkpoint, F32 \(parameter.shape) here")
+            // The parameter's dtype is the model's, not the file's: no silent conversion either way.
+            let expected: DType = parameter.dtype == .bfloat16 ? .BF16 : .F32
+            guard info.dtype == expected, info.shape == parameter.shape else {
+                throw OptimError.checkpointMismatch("parameter '\(parameter.name)' is \(info.dtype.rawValue) \(info.shape) in the checkpoint, \(expected.rawValue) \(parameter.shape) here")
             }
             values.append(try file.floats(parameter.name))
         }

@@ -164,6 +164,15 @@ extension UpdateRule {
     }
 }
 
+extension UpdateRule {
+    /// Whether the rule updates bfloat16 parameters (``ParameterDType/bfloat16``): an elementwise
+    /// rule that keeps low-precision state — its new values are rounded chunk by chunk
+    /// (``BFloat16Rounding``). Rules over whole tensors or sparse rows update float32 parameters only.
+    public static var updatesBFloat16Parameters: Bool {
+        !updatesWholeTensors && !acceptsSparseGradients && stateDTypes.contains(.bfloat16)
+    }
+}
+
 extension UpdateRule where Self: VectorKernel {
     /// Runs the rule's vector kernel over `range` (``Elementwise/run(_:_:_:_:)``).
     @inlinable @inline(__always)
@@ -241,6 +250,8 @@ struct Slot {
     var scalars: [Float] = []
     /// The factor on the gradient in the next step (``Optimizer/scaleNextGradient(of:by:)``).
     var gradientScale: Float = 1
+    /// The parameter's dtype when the optimizer was built: a step refuses a parameter whose dtype changed.
+    var dtype = ParameterDType.float32
 }
 
 /// A tensor updated this step: its pointers and the index of its coefficients in the step's table.
@@ -248,6 +259,26 @@ struct ActiveTensor {
     var operands: KernelOperands
     var coefficients: Int
     var slot: Int
+    /// How its new values are rounded after the update: not at all (float32), or to bfloat16.
+    var rounding = ParameterRoundingStep.none
+}
+
+/// The rounding of one bfloat16 parameter in one step (``BFloat16Rounding``).
+enum ParameterRoundingStep: Equatable {
+    case none
+    case nearestEven
+    /// Stochastic, with the step's keys (``BFloat16Parameters/key(seed:tensor:step:)``).
+    case stochastic(UInt32, UInt32)
+
+    init(dtype: ParameterDType, rounding: BFloat16Rounding, tensor: Int, step: Int) {
+        guard dtype == .bfloat16 else { self = .none; return }
+        switch rounding {
+        case .nearestEven: self = .nearestEven
+        case let .stochastic(seed):
+            let key = BFloat16Parameters.key(seed: seed, tensor: tensor, step: step)
+            self = .stochastic(key.0, key.1)
+        }
+    }
 }
 
 /// An optimizer whose steps can reuse the last step's plan of tensors and chunks
@@ -336,9 +367,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
 
     /// Builds the optimizer from groups; each group's learning rate is recorded as its initial one.
     public init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool = .shared) throws(OptimError) {
-        try validateParameterLists(groups.map(\.parameters), optimizer: Rule.name)
+        try validateParameterLists(groups.map(\.parameters), optimizer: Rule.name, bfloat16: Rule.updatesBFloat16Parameters)
         for group in groups {
             try group.hyperparameters.validate()
+            try Self.checkRounding(group.hyperparameters)
             let dtype = group.hyperparameters.statePrecision.dtype
             guard Rule.stateDTypes.contains(dtype) else {
                 throw StatePrecision.unsupported(dtype.rawValue, optimizer: Rule.name, supported: Rule.stateDTypes)
@@ -358,7 +390,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         self.bfloat16Conversions = KernelDispatch.bfloat16Conversions(on: self.instructionSet)
         var slots: [Slot] = []
         for (index, group) in groups.enumerated() {
-            for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index)) }
+            for parameter in group.parameters { slots.append(Slot(parameter: parameter, group: index, dtype: parameter.dtype)) }
         }
         self.slots = slots
         for index in self.slots.indices {
@@ -428,6 +460,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     public func setHyperparameters(_ hyperparameters: Hyperparameters, group: Int) throws(OptimError) {
         try checkGroup(group)
         try hyperparameters.validate()
+        try Self.checkRounding(hyperparameters)
         guard Rule.stateDTypes.contains(hyperparameters.statePrecision.dtype) else {
             throw StatePrecision.unsupported(hyperparameters.statePrecision.dtype.rawValue, optimizer: Rule.name, supported: Rule.stateDTypes)
         }
@@ -450,6 +483,14 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         scalarGroups[group] = !Rule.scalarStateNames(hyperparameters).isEmpty
         if groupStates[group].count != Rule.groupStateNames(hyperparameters).count {
             groupStates[group] = Rule.initialGroupState(hyperparameters)
+        }
+    }
+
+    /// Refuses a stochastic-rounding seed above 2⁵³, which the hyperparameter dictionary (and so
+    /// a checkpoint) could not hold exactly.
+    static func checkRounding(_ hyperparameters: Hyperparameters) throws(OptimError) {
+        if case let .stochastic(seed) = hyperparameters.statePrecision.parameterRounding, seed > 1 << 53 {
+            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: String(seed), expected: "a whole number in [0, 2^53]")
         }
     }
 
@@ -504,6 +545,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     @discardableResult
     public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
         for (group, state) in zip(groups, groupStates) { try Rule.checkStep(group.hyperparameters, groupState: state) }
+        for slot in slots where slot.parameter.dtype != slot.dtype {
+            throw OptimError.invalidConfiguration("\(Rule.name): parameter '\(slot.parameter.name)' became \(slot.parameter.dtype) after the optimizer was built over it as \(slot.dtype); build a new optimizer. Nothing was changed")
+        }
         if nonFinitePolicy != .propagate, let bad = firstNonFiniteGradient() {
             if nonFinitePolicy == .throw { throw OptimError.nonFiniteGradient(parameter: bad.name) }
             skippedSteps += 1
@@ -625,7 +669,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     } else {
                         plan.add(tensor: active.count, count: count)
                     }
-                    active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot))
+                    let rounding = ParameterRoundingStep(dtype: slots[slot].dtype, rounding: hyperparameters.statePrecision.parameterRounding,
+                                                         tensor: slot, step: slots[slot].steps)
+                    active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot, rounding: rounding))
                 }
             }
         }
@@ -677,6 +723,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         steps[slot] = slots[slot].steps
                         active[tensor].operands.gradientScale = slots[slot].gradientScale
                         slots[slot].gradientScale = 1
+                        if case .stochastic = active[tensor].rounding, case let .stochastic(seed) = groups[slots[slot].group].hyperparameters.statePrecision.parameterRounding {
+                            let key = BFloat16Parameters.key(seed: seed, tensor: slot, step: slots[slot].steps)
+                            active[tensor].rounding = .stochastic(key.0, key.1)
+                        }
                     }
                 }
             }
@@ -731,7 +781,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     /// Updates the chunks of part `part` of the step (all of them for `nil`).
     private func runPart(_ part: Int?) {
         let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
-        let output = metricOutput, kernels = self.kernels, placeholder = self.placeholder.baseAddress!
+        let output = metricOutput, kernels = self.kernels, placeholder = self.placeholder.baseAddress!, conversions = self.bfloat16Conversions
         plan.items.withUnsafeBufferPointer { items in
             active.withUnsafeBufferPointer { active in
                 coefficientTable.withUnsafeBufferPointer { table in
@@ -764,6 +814,15 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                             output[index] = kernels.updateCollecting(tensor.operands, item.range, coefficients)
                         } else {
                             kernels.update(tensor.operands, item.range, coefficients)
+                        }
+                        // A bfloat16 parameter: the chunk's new values rounded while they are in cache.
+                        switch tensor.rounding {
+                        case .none: break
+                        case .nearestEven:
+                            conversions.roundNearest(tensor.operands.parameter + item.range.lowerBound, item.range.count)
+                        case let .stochastic(key0, key1):
+                            conversions.roundStochastically(tensor.operands.parameter + item.range.lowerBound, item.range.count,
+                                                            item.range.lowerBound, key0, key1)
                         }
                     }
                 }

@@ -160,11 +160,21 @@ public protocol TypedOptimizer: Optimizer {
     init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool) throws(OptimError)
 }
 
-/// Checks that groups are non-empty and no parameter (or name) appears twice.
-package func validateParameterLists(_ lists: [[Parameter]], optimizer: String) throws(OptimError) {
+/// Checks that groups are non-empty, no parameter (or name) appears twice, and — unless the
+/// optimizer updates bfloat16 parameters (`bfloat16`) — that every parameter is float32.
+package func validateParameterLists(_ lists: [[Parameter]], optimizer: String, bfloat16: Bool = false) throws(OptimError) {
     guard !lists.isEmpty, lists.allSatisfy({ !$0.isEmpty }) else { throw .emptyParameterList(optimizer: optimizer) }
     var names = Set<String>()
     for parameter in lists.joined() where !names.insert(parameter.name).inserted {
         throw .duplicateParameter(name: parameter.name)
     }
+    if !bfloat16, let low = lists.joined().first(where: { $0.dtype != .float32 }) {
+        throw refusingBFloat16(low, optimizer: optimizer)
+    }
+}
+
+/// The error for a bfloat16 parameter given to an optimizer that updates float32 parameters only.
+package func refusingBFloat16(_ parameter: Parameter, optimizer: String) -> OptimError {
+    let offering = OptimizerRegistry.all.filter(\.updatesBFloat16Parameters).map(\.name).joined(separator: ", ")
+    return .invalidConfiguration("\(optimizer): parameter '\(parameter.name)' is \(parameter.dtype); \(optimizer) updates float32 parameters only (bfloat16 parameters: \(offering))")
 }

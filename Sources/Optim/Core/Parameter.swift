@@ -29,6 +29,11 @@ public final class Parameter: @unchecked Sendable {
     /// gradient is replaced or cleared. For safer access see ``gradientArray`` (a copy) and
     /// ``withUnsafeGradient(_:)`` (scoped).
     public private(set) var gradient: UnsafeMutableBufferPointer<Float>?
+    /// The precision the values are stored at: ``ParameterDType/float32`` (the default), or
+    /// ``ParameterDType/bfloat16``, whose values are always bfloat16 numbers (see
+    /// ``convert(to:)``). Set before an optimizer is built over the parameter: the optimizer reads
+    /// it once, and refuses a step after it changed.
+    public private(set) var dtype: ParameterDType = .float32
 
     /// Validates a shape and returns its element count.
     static func elementCount(name: String, shape: [Int]) throws(OptimError) -> Int {
@@ -143,12 +148,28 @@ public final class Parameter: @unchecked Sendable {
         return try body(gradient)
     }
 
-    /// Overwrites the values with `newValues`.
+    /// Overwrites the values with `newValues` (rounded to nearest even for a bfloat16 parameter,
+    /// as torch's `p.copy_(values)` rounds into a bfloat16 tensor).
     public func setValues(_ newValues: [Float]) throws(OptimError) {
         guard newValues.count == count else { throw .sizeMismatch(parameter: name, expected: count, got: newValues.count) }
         newValues.withUnsafeBufferPointer { source in
             if let base = source.baseAddress { values.baseAddress!.update(from: base, count: count) }
         }
+        if dtype == .bfloat16, let base = values.baseAddress { BFloat16Parameters.roundNearest(base, count: count) }
+    }
+
+    /// Changes the precision the values are stored at — torch's `p.data = p.data.to(torch.bfloat16)`:
+    /// to ``ParameterDType/bfloat16`` every value is rounded to the nearest bfloat16 (ties to
+    /// even, NaN → `0xFFFF` as torch's `.bfloat16()` of a tensor); back to float32 they are kept as they are (exact).
+    ///
+    /// A bfloat16 parameter keeps its values in the same float32 buffer (``values``), each a
+    /// bfloat16 number, so that models compute with it unchanged: the run has bfloat16 weights'
+    /// numerics, and checkpoints store the parameter as `BF16` (2 bytes an element), but the
+    /// buffer in memory stays 4 bytes an element. An optimizer rounds its new values after each
+    /// step (``BFloat16Rounding``); code that writes ``values`` directly must keep them bfloat16.
+    public func convert(to newDType: ParameterDType) {
+        if newDType == .bfloat16, let base = values.baseAddress { BFloat16Parameters.roundNearest(base, count: count) }
+        dtype = newDType
     }
 
     /// Library-owned gradient storage, marked as this step's gradient; zero-filled when `zeroed`.
@@ -292,6 +313,17 @@ extension Parameter: Hashable {
 }
 
 extension Parameter: CustomStringConvertible {
-    /// `Parameter(name, shape: [..])`.
-    public var description: String { "Parameter(\(name), shape: \(shape))" }
+    /// `Parameter(name, shape: [..])`, and `dtype: bfloat16` for a bfloat16 parameter.
+    public var description: String { "Parameter(\(name), shape: \(shape)\(dtype == .float32 ? "" : ", dtype: \(dtype)"))" }
+}
+
+/// The precision a ``Parameter``'s values are stored at (torch's `p.dtype`).
+public enum ParameterDType: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// 32-bit IEEE floats.
+    case float32
+    /// bfloat16: float32's exponent and 8 significant bits; values that are bfloat16 numbers.
+    case bfloat16
+
+    /// `float32` or `bfloat16`.
+    public var description: String { rawValue }
 }

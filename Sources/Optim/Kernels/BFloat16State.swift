@@ -50,17 +50,28 @@ public enum BFloat16State {
         public let widen: (UnsafeMutablePointer<UInt16>, UnsafeMutablePointer<Float>, Int) -> Void
         /// ``BFloat16State/narrow(_:into:count:)``.
         public let narrow: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void
+        /// ``BFloat16Parameters/roundNearest(_:count:)``: bfloat16 parameters after a step.
+        public let roundNearest: (UnsafeMutablePointer<Float>, Int) -> Void
+        /// ``BFloat16Parameters/roundStochastically(_:count:first:key0:key1:)``.
+        public let roundStochastically: (UnsafeMutablePointer<Float>, Int, Int, UInt32, UInt32) -> Void
 
-        /// The two loops from their function values.
+        /// The loops from their function values.
         public init(widen: @escaping (UnsafeMutablePointer<UInt16>, UnsafeMutablePointer<Float>, Int) -> Void,
-                    narrow: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void) {
+                    narrow: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void,
+                    roundNearest: @escaping (UnsafeMutablePointer<Float>, Int) -> Void,
+                    roundStochastically: @escaping (UnsafeMutablePointer<Float>, Int, Int, UInt32, UInt32) -> Void) {
             self.widen = widen
             self.narrow = narrow
+            self.roundNearest = roundNearest
+            self.roundStochastically = roundStochastically
         }
 
         /// The loops compiled into Optim itself: the baseline path.
-        public static let baseline = Conversions(widen: { BFloat16State.widen($0, into: $1, count: $2) },
-                                                 narrow: { BFloat16State.narrow($0, into: $1, count: $2) })
+        public static let baseline = Conversions(
+            widen: { BFloat16State.widen($0, into: $1, count: $2) },
+            narrow: { BFloat16State.narrow($0, into: $1, count: $2) },
+            roundNearest: { BFloat16Parameters.roundNearest($0, count: $1) },
+            roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) })
     }
 
     /// The update of elements `range` of a tensor whose state is bfloat16

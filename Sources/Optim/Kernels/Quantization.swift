@@ -100,6 +100,10 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     public var dtype: StateDType
     /// Tensors with fewer elements keep float32 state (bitsandbytes' `min_8bit_size`).
     public var minimumQuantizedCount: Int
+    /// How the group's bfloat16 parameters are rounded after a step (``BFloat16Rounding``):
+    /// the hyperparameters `bf16_stochastic_round` (torchao's name; false, the default, rounds
+    /// to nearest even) and `bf16_rounding_seed` (0 by default). float32 parameters ignore it.
+    public var parameterRounding: BFloat16Rounding = .nearestEven
 
     /// bitsandbytes' `min_8bit_size` default.
     public static let defaultMinimumQuantizedCount = 4096
@@ -107,9 +111,11 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     public static let float32 = StatePrecision()
 
     /// A state format; `minimumQuantizedCount` defaults to bitsandbytes' 4096.
-    public init(dtype: StateDType = .float32, minimumQuantizedCount: Int = StatePrecision.defaultMinimumQuantizedCount) {
+    public init(dtype: StateDType = .float32, minimumQuantizedCount: Int = StatePrecision.defaultMinimumQuantizedCount,
+                parameterRounding: BFloat16Rounding = .nearestEven) {
         self.dtype = dtype
         self.minimumQuantizedCount = minimumQuantizedCount
+        self.parameterRounding = parameterRounding
     }
 
     /// Whether a tensor of `count` elements keeps quantized state: 8-bit or 4-bit state and at
@@ -131,10 +137,12 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
 
     /// `int8 (min_8bit_size 4096)`, `int4 (min_8bit_size 4096)`, `bfloat16` or `float32`.
     public var description: String {
-        dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue
+        let rounding = parameterRounding == .nearestEven ? "" : ", bfloat16 parameters rounded \(parameterRounding)"
+        return (dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue) + rounding
     }
 
-    /// Reads `state_dtype` and `min_8bit_size`, refusing a dtype the optimizer cannot keep.
+    /// Reads `state_dtype`, `min_8bit_size`, `bf16_stochastic_round` and `bf16_rounding_seed`,
+    /// refusing a dtype the optimizer cannot keep.
     init(reading reader: inout HyperparameterReader, supported: [StateDType]) throws(OptimError) {
         let names = StateDType.allCases.map(\.rawValue)
         let name = try reader.choice("state_dtype", names, default: StateDType.float32.rawValue)
@@ -145,14 +153,24 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "min_8bit_size", value: HyperparameterValue.format(minimum),
                                          expected: "a whole number >= 0")
         }
-        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum))
+        let stochastic = try reader.bool("bf16_stochastic_round", default: false)
+        let seed = try reader.number("bf16_rounding_seed", default: 0)
+        guard seed.isFinite, seed >= 0, seed == seed.rounded(), seed <= 9_007_199_254_740_992 else {
+            throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_rounding_seed", value: HyperparameterValue.format(seed),
+                                         expected: "a whole number in [0, 2^53]")
+        }
+        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: stochastic ? .stochastic(seed: UInt64(seed)) : .nearestEven)
     }
 
-    /// Adds `state_dtype` and `min_8bit_size` to a hyperparameter dictionary where they differ
+    /// Adds `state_dtype`, `min_8bit_size` and the bfloat16 parameter rounding to a hyperparameter dictionary where they differ
     /// from the defaults, so that float32 optimizers' dictionaries stay torch's.
     func write(into dictionary: inout HyperparameterDictionary) {
         if dtype != .float32 { dictionary["state_dtype"] = .string(dtype.rawValue) }
         if minimumQuantizedCount != Self.defaultMinimumQuantizedCount { dictionary["min_8bit_size"] = .number(Double(minimumQuantizedCount)) }
+        if case let .stochastic(seed) = parameterRounding {
+            dictionary["bf16_stochastic_round"] = .bool(true)
+            dictionary["bf16_rounding_seed"] = .number(Double(seed))
+        }
     }
 
     /// The error for a `state_dtype` an optimizer cannot keep: one line naming the value, what the

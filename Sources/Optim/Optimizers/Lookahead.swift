@@ -44,6 +44,8 @@ public final class Lookahead: Optimizer {
             throw .invalidHyperparameter(optimizer: Self.name, name: "k", value: String(k), expected: "an integer >= 1")
         }
         try Validate.unitInterval(alpha, "alpha", Self.name)
+        // Its blend of slow and fast weights is float32 arithmetic on the values.
+        if let low = base.parameters.first(where: { $0.dtype != .float32 }) { throw refusingBFloat16(low, optimizer: Self.name) }
         self.base = base
         self.k = k
         self.alpha = alpha

@@ -32,6 +32,9 @@ public struct OptimizerInfo: Sendable {
     /// The state formats it can keep (``UpdateRule/stateDTypes``): the values of `state_dtype`
     /// it accepts; float32 for every optimizer, int8 for those with bitsandbytes' 8-bit state.
     public let stateDTypes: [StateDType]
+    /// Whether it updates bfloat16 parameters (``UpdateRule/updatesBFloat16Parameters``): the
+    /// elementwise rules with low-precision state. The others refuse a bfloat16 parameter when built.
+    public let updatesBFloat16Parameters: Bool
     /// Whether a step needs a closure that re-evaluates the loss (``LBFGS``):
     /// ``Optimizer/step(closure:)`` rather than ``Optimizer/step(collectingMetrics:)``.
     public let requiresClosure: Bool
@@ -51,7 +54,7 @@ public struct OptimizerInfo: Sendable {
         self.init(name: Rule.name, typeName: typeName, reference: reference,
                   defaults: (try? Rule.Hyperparameters([:]))?.dictionary ?? [:], isWrapper: false,
                   updatesWholeTensors: Rule.updatesWholeTensors, compiledPerInstructionSet: !Rule.updatesWholeTensors || Rule.self is any TensorPassRule.Type,
-                  requiresMatrices: Rule.requiresMatrices, stateDTypes: Rule.stateDTypes,
+                  requiresMatrices: Rule.requiresMatrices, stateDTypes: Rule.stateDTypes, updatesBFloat16Parameters: Rule.updatesBFloat16Parameters,
                   suggested: suggested, samples: samples, benchmark: benchmark) { configuration, groups, pool throws(OptimError) in
             if configuration.base != nil {
                 throw .invalidConfiguration("\(Rule.name) does not wrap another optimizer; remove 'base'")
@@ -65,7 +68,8 @@ public struct OptimizerInfo: Sendable {
     /// An entry with its own constructor (wrappers, optimizers that are not an ``UpdateRule``).
     public init(name: String, typeName: String, reference: OptimizerReference, defaults: HyperparameterDictionary, isWrapper: Bool,
                 updatesWholeTensors: Bool = false, compiledPerInstructionSet: Bool = false, requiresMatrices: Bool = false, requiresClosure: Bool = false,
-                stateDTypes: [StateDType] = [.float32], suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
+                stateDTypes: [StateDType] = [.float32], updatesBFloat16Parameters: Bool = false,
+                suggested: HyperparameterDictionary, samples: OptimizerSamples, benchmark: OptimizerBenchmark,
                 make: @escaping @Sendable (OptimizerConfiguration, [ParameterGroupConfiguration], ThreadPool) throws(OptimError) -> any Optimizer) {
         self.name = name
         self.typeName = typeName
@@ -77,6 +81,7 @@ public struct OptimizerInfo: Sendable {
         self.requiresMatrices = requiresMatrices
         self.requiresClosure = requiresClosure
         self.stateDTypes = stateDTypes
+        self.updatesBFloat16Parameters = updatesBFloat16Parameters
         self.suggested = suggested
         self.samples = samples
         self.benchmark = benchmark

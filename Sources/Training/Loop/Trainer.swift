@@ -251,6 +251,9 @@ public final class Trainer {
         self.communicator = communicator
         self.threadPool = threadPool
         self.model = model
+        if configuration.parameterDType != .float32 {
+            for parameter in model.parameters { parameter.convert(to: configuration.parameterDType) }
+        }
         let optimizerConfiguration = try configuration.optimizerConfiguration()
         optimizerNeedsClosure = try OptimizerRegistry.info(named: optimizerConfiguration.name).requiresClosure
         if optimizerNeedsClosure, configuration.clipNorm != nil {

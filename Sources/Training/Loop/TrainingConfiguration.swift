@@ -50,6 +50,11 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// The cosine schedule's final learning rate as a fraction of the peak (0: decay to 0).
     public var finalLearningRateFactor = 0.0
 
+    /// The model's parameter precision (`--param-dtype`): float32, or bfloat16 — every weight a
+    /// bfloat16 number, updated by the optimizer with torchao's stochastic rounding
+    /// (`bf16_stochastic_round`, seeded with ``seed``) unless the hyperparameters say otherwise.
+    public var parameterDType = ParameterDType.float32
+
     /// What to train: the MLP on rows (`digits`), or the GPT on a text (`austen`).
     public var task = Task.digits
     /// The GPT (task austen): blocks, heads, embedding width and context length.
@@ -92,7 +97,14 @@ public struct TrainingConfiguration: Sendable, Equatable {
             let base = baseInfo.suggested.merging(hyperparameters.filter { !wrapperKeys.contains($0.key) }) { $1 }
             return OptimizerConfiguration(name: optimizer, hyperparameters: own, base: OptimizerConfiguration(name: baseOptimizer, hyperparameters: base))
         }
-        return OptimizerConfiguration(name: optimizer, hyperparameters: info.suggested.merging(hyperparameters) { $1 })
+        var merged = info.suggested.merging(hyperparameters) { $1 }
+        // bfloat16 weights train with stochastic rounding (torchao's recommendation); an optimizer
+        // that cannot update them refuses the parameters with its own message.
+        if parameterDType == .bfloat16, info.updatesBFloat16Parameters, merged["bf16_stochastic_round"] == nil {
+            merged["bf16_stochastic_round"] = .bool(true)
+            if merged["bf16_rounding_seed"] == nil { merged["bf16_rounding_seed"] = .number(Double(seed & ((1 << 53) - 1))) }
+        }
+        return OptimizerConfiguration(name: optimizer, hyperparameters: merged)
     }
 
     /// The learning-rate multiplier schedule for a run of `totalSteps`.

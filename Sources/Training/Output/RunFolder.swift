@@ -263,6 +263,7 @@ public final class RunFolder: @unchecked Sendable {
             var steps_per_second: Double
             var parameter_count: Int
             var state_bytes_per_parameter: Double
+            var parameter_dtype: String
             var status: String
             var resumed_from: String?
             var changed_on_resume: [String: [String]]?
@@ -283,7 +284,7 @@ public final class RunFolder: @unchecked Sendable {
             test_loss: result.testLoss.isFinite ? result.testLoss : nil,
             final_train_loss: result.finalTrainLoss.isFinite ? result.finalTrainLoss : nil, steps: result.steps, start_step: result.startStep, seconds: result.seconds,
             wall_seconds: result.wallSeconds, steps_per_second: result.stepsPerSecond, parameter_count: result.parameterCount,
-            state_bytes_per_parameter: result.stateBytesPerParameter, status: status ?? (result.interrupted ? "interrupted" : "completed"),
+            state_bytes_per_parameter: result.stateBytesPerParameter, parameter_dtype: configuration.parameterDType.rawValue, status: status ?? (result.interrupted ? "interrupted" : "completed"),
             resumed_from: resume?.checkpoint, changed_on_resume: resume.flatMap { $0.changed.isEmpty ? nil : $0.changed.mapValues { [$0.from, $0.to] } },
             extra: extra.isEmpty ? nil : extra)
         let encoder = JSONEncoder()

@@ -1,0 +1,100 @@
+import COptimSIMD
+
+/// How an optimizer rounds the new value of a bfloat16 parameter (``ParameterDType/bfloat16``)
+/// after each step: the hyperparameters `bf16_stochastic_round` and `bf16_rounding_seed`.
+///
+/// torchao's optimizers (`AdamW8bit(..., bf16_stochastic_round=True)`, torchao 0.18) compute the
+/// step in float32 and store the result in the bfloat16 parameter either rounded to nearest even
+/// (torch's `p.copy_(p_f32)`, the default) or stochastically (`_fp32_to_bf16_sr`): an update
+/// smaller than half a bfloat16 step is then kept on average instead of lost, which is what lets
+/// a run train with bfloat16 weights and no float32 master copy (Zamirai et al., 2020, "Revisiting
+/// BFloat16 Training", arXiv:2010.06192).
+public enum BFloat16Rounding: Sendable, Hashable, CustomStringConvertible {
+    /// Round to nearest, ties to even (torch's `float → bfloat16`).
+    case nearestEven
+    /// torchao's stochastic rounding, with random bits that depend only on `seed`, the parameter's
+    /// position in the optimizer, its step count and the element (``BFloat16Parameters``):
+    /// deterministic, and the same after a resume.
+    case stochastic(seed: UInt64)
+
+    /// `nearest even` or `stochastic (seed N)`.
+    public var description: String {
+        switch self {
+        case .nearestEven: "nearest even"
+        case let .stochastic(seed): "stochastic (seed \(seed))"
+        }
+    }
+}
+
+/// The rounding of bfloat16 parameters after a step (``BFloat16Rounding``), in place on their
+/// float32 values.
+///
+/// Stochastic rounding is torchao's `_fp32_to_bf16_sr` (torchao 0.18, `torchao/optim/quant_utils.py`):
+/// for a float32 `x`, keep its top 16 bits and add one to them — away from zero — when a uniform
+/// 16-bit random number `r` is below the 16 bits dropped, then let torch's `.bfloat16()` turn NaN
+/// into `0xFFFF` (what torch's vectorised CPU conversion gives for every NaN of a tensor; its scalar
+/// `c10::BFloat16` gives `0x7FC0`). Nearest even is torch's `.bfloat16()` likewise. torchao draws `r` from torch's generator; here `r` is counter-based, so a step
+/// is deterministic whatever the chunking and threads:
+///
+///     r(i) = fmix32(fmix32(i mod 2³² ⊕ k₀) ⊕ k₁) >> 16
+///     (k₀, k₁) = the two halves of splitmix64(seed ⊕ splitmix64(tensor · 2³² + step mod 2³²))
+///
+/// with `fmix32` MurmurHash3's 32-bit finaliser, `tensor` the parameter's position in the
+/// optimizer (groups in order) and `step` its step count. `tools/reference/make_bf16_parameter_fixtures.py`
+/// feeds torchao's own function these bits and the tests replay its output bit for bit.
+public enum BFloat16Parameters {
+    /// The two 32-bit keys of the random bits of tensor `tensor` at step `step`.
+    @inlinable
+    public static func key(seed: UInt64, tensor: Int, step: Int) -> (UInt32, UInt32) {
+        let counter = (UInt64(truncatingIfNeeded: tensor) << 32) | UInt64(truncatingIfNeeded: step & 0xFFFF_FFFF)
+        let key = splitmix64(seed ^ splitmix64(counter))
+        return (UInt32(truncatingIfNeeded: key), UInt32(truncatingIfNeeded: key >> 32))
+    }
+
+    /// SplitMix64's output function of `x` (Steele, Lea & Flood, 2014).
+    @inlinable
+    public static func splitmix64(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// The 16-bit random number of element `index` under `key` (the formula above).
+    @inlinable
+    public static func random(index: Int, key: (UInt32, UInt32)) -> UInt32 {
+        optim_bf16_sr_random(UInt32(truncatingIfNeeded: index), key.0, key.1)
+    }
+
+    /// `x` rounded stochastically to bfloat16 with the 16-bit random number `random` (torchao's
+    /// rule, NaN → `0xFFFF`), as a float32 value.
+    @inlinable
+    public static func roundStochastically(_ x: Float, random: UInt32) -> Float {
+        Float(bitPattern: optim_bf16_sr_bits(x.bitPattern, random))
+    }
+
+    /// `x` rounded to the nearest bfloat16, ties to even, NaN → `0xFFFF` (torch's `.bfloat16()` of a tensor).
+    @inlinable
+    public static func roundNearest(_ x: Float) -> Float {
+        x.isNaN ? Float(bitPattern: 0xFFFF_0000) : Float(bitPattern: UInt32(BFloat16State.bits(x)) << 16)
+    }
+
+    /// Rounds `count` values at `values` to nearest even, in place (vector code for the calling
+    /// kernel module's CPU).
+    @_transparent
+    public static func roundNearest(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        optim_bf16_round_values_nearest(values, count)
+    }
+
+    /// Rounds `count` values at `values`, elements `first ..< first + count` of their tensor,
+    /// stochastically under `key`, in place.
+    @_transparent
+    public static func roundStochastically(_ values: UnsafeMutablePointer<Float>, count: Int, first: Int, key0: UInt32, key1: UInt32) {
+        optim_bf16_round_values_stochastic(values, count, first, key0, key1)
+    }
+
+    /// Whether every value is a bfloat16 (its low 16 bits zero), NaN only as `0xFFFF`.
+    public static func holdsBFloat16(_ values: UnsafeBufferPointer<Float>) -> Bool {
+        values.allSatisfy { $0.bitPattern & 0xFFFF == 0 && (!$0.isNaN || $0.bitPattern == 0xFFFF_0000) }
+    }
+}
