@@ -29,6 +29,12 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default), bfloat16, int8 (bitsandbytes' blockwise 8-bit state) or int4 (torchao's 4-bit state); `optim list --json` lists each optimizer's. The C reference keeps float32 state.")
     var stateDType: String = StateDType.float32.rawValue
 
+    @Option(name: .customLong("param-dtype"), help: "Parameter precision of the Swift optimizer: float32 (default) or bfloat16 (values rounded after each step with torchao's stochastic rounding; add --nearest for round to nearest even). The C reference updates float32 parameters.")
+    var paramDType: String = ParameterDType.float32.rawValue
+
+    @Flag(help: "With --param-dtype bfloat16: round to nearest even instead of stochastically.")
+    var nearest = false
+
     @Flag(help: "Print one JSON object per implementation and line.")
     var json = false
 
@@ -57,6 +63,13 @@ struct Bench: ParsableCommand {
         }
         if let info = try? OptimizerRegistry.info(named: optimizer), !info.stateDTypes.contains(dtype) {
             throw ValidationError("--state-dtype \(dtype): optimizer '\(optimizer)' keeps " + info.stateDTypes.map(\.rawValue).joined(separator: " or ") + " state")
+        }
+        guard let parameterDType = ParameterDType(rawValue: paramDType) else {
+            throw ValidationError("--param-dtype: expected " + ParameterDType.allCases.map(\.rawValue).joined(separator: " or ") + ", got '\(paramDType)'")
+        }
+        if parameterDType == .bfloat16, let info = try? OptimizerRegistry.info(named: optimizer), !info.updatesBFloat16Parameters {
+            throw ValidationError("--param-dtype bfloat16: optimizer '\(optimizer)' updates float32 parameters only; bfloat16 parameters: "
+                + OptimizerRegistry.all.filter(\.updatesBFloat16Parameters).map(\.name).joined(separator: ", "))
         }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
         // AdamW's) in the state format (8-bit and 4-bit: a float32 scale per block too), and the C
@@ -96,10 +109,14 @@ struct Bench: ParsableCommand {
             }
             fillBenchmarkValues(parameter.values, seed: UInt64(2 * index + 1))
             fillBenchmarkValues(parameter.gradient ?? parameter.gradientStorage(zeroed: false), seed: UInt64(2 * index + 2))
+            if paramDType == ParameterDType.bfloat16.rawValue { parameter.convert(to: .bfloat16) }
             parameters.append(parameter)
         }
         var configuration = info.benchmark.configuration
         if stateDType != StateDType.float32.rawValue { configuration.hyperparameters["state_dtype"] = .string(stateDType) }
+        if paramDType == ParameterDType.bfloat16.rawValue, !nearest {
+            configuration.hyperparameters["bf16_stochastic_round"] = .bool(true)
+        }
         let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
         let before = FloatStorage.liveBytes
         try ours.step()
@@ -140,14 +157,14 @@ struct Bench: ParsableCommand {
                     "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
                     "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
                     "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
-                    "isa": ours.instructionSet.rawValue, "state_dtype": stateDType,
+                    "isa": ours.instructionSet.rawValue, "state_dtype": stateDType, "param_dtype": paramDType,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }
             return
         }
-        print("optimizer \(configuration.displayName), \(stateDType) state, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
+        print("optimizer \(configuration.displayName), \(stateDType) state, \(paramDType)\(paramDType == "bfloat16" ? (nearest ? " (nearest even)" : " (stochastic rounding)") : "") parameters, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
         print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         if let reference { print("C reference: \(reference.kernels.compileCommand)") }

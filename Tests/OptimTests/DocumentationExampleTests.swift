@@ -462,6 +462,19 @@ extension DocumentationExampleTests {
         #expect(try lion8bit.hyperparameters(group: 0)["min_8bit_size"] == .number(16384))
         try adamw4bit.step()
         #expect(try adamw4bit.state(of: weight)["exp_avg"]?.count == 32)  // 32 elements: float32 state
+
+        // docs: MigratingFromPyTorch
+        // model.to(torch.bfloat16); torchao.optim.AdamW8bit(params, lr=1e-3, bf16_stochastic_round=True)
+        let embedding = try Parameter(name: "embedding", shape: [64, 32], repeating: 0.02)
+        embedding.convert(to: .bfloat16)
+        let adamwBF16 = try AdamW([embedding], hyperparameters: .init(
+            learningRate: 1e-3, statePrecision: .init(dtype: .int8, parameterRounding: .stochastic(seed: 0))))
+        // docs: end
+        #expect(try adamwBF16.hyperparameters(group: 0)["bf16_stochastic_round"] == .bool(true))
+        try embedding.setGradient([Float](repeating: 0.5, count: embedding.count))
+        try adamwBF16.step()
+        #expect(embedding.dtype == .bfloat16 && BFloat16Parameters.holdsBFloat16(UnsafeBufferPointer(embedding.values)))
+        #expect(embedding.valueArray != [Float](repeating: BFloat16Parameters.roundNearest(0.02), count: embedding.count))
     }
 }
 

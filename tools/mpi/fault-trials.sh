@@ -46,6 +46,7 @@ for ((trial = 1; trial <= trials; trial++)); do
   if (( trial % 2 == 1 )); then shard=(--shard-state); fi
   victim=$(( RANDOM % 2 ))
   delay=$(awk -v r="$RANDOM" -v d="$duration" 'BEGIN { printf "%.2f", d * (0.1 + 0.8 * r / 32767) }')
+  if [[ -n "${carried:-}" ]]; then delay=$carried; carried=""; fi
   # A run that finishes before its kill (this run faster than the calibration) is run again with
   # half the delay, in a fresh folder: up to four attempts.
   for ((attempt = 1; attempt <= 4; attempt++)); do
@@ -93,6 +94,17 @@ for ((trial = 1; trial <= trials; trial++)); do
   if ! grep -q "rank $victim" "$work/out$trial.log"; then
     echo "FAIL trial $trial: the job's output does not name rank $victim:" >&2; sed 's/^/    /' "$work/out$trial.log" >&2; exit 1
   fi
+  # A kill that came after the run had written its summary (the ranks were exiting) leaves
+  # nothing to resume: the trial is run again with half the delay, as a run that finished first.
+  if python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("status") != "completed")' "$run/summary.json" 2>/dev/null; then
+    redone=$(( ${redone:-0} + 1 ))
+    if (( redone > 4 )); then echo "FAIL trial $trial: five kills in a row came after the run had completed" >&2; exit 1; fi
+    echo "trial $trial: rank $victim was killed at ${delay} s, after the run had completed (the job ended ${seconds} s later, status $status, named the rank); again with half the delay"
+    carried=$(awk -v d="$delay" 'BEGIN { printf "%.2f", d / 2 }')
+    trial=$((trial - 1))
+    continue
+  fi
+  redone=0
   # Resume from the last complete checkpoint, on the same number of ranks.
   if [[ -f "$run/checkpoint.safetensors" ]]; then
     from="resumed from its checkpoint"
