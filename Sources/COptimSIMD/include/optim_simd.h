@@ -375,7 +375,64 @@ static inline __attribute__((always_inline)) void optim_bf16_round_values_neares
 static inline __attribute__((always_inline)) void optim_bf16_round_values_stochastic(float *values, long count, long first,
                                                                                     uint32_t k0, uint32_t k1) {
     uint32_t index = (uint32_t)first;
-    for (long i = 0; i < count; i++, index++) {
+    long i = 0;
+#if defined(__AVX512F__)
+    {
+        const __m512i m1 = _mm512_set1_epi32((int)0x85EBCA6Bu), m2 = _mm512_set1_epi32((int)0xC2B2AE35u);
+        const __m512i key0 = _mm512_set1_epi32((int)k0), key1 = _mm512_set1_epi32((int)k1);
+        const __m512i low = _mm512_set1_epi32(0xFFFF), high = _mm512_set1_epi32((int)0xFFFF0000u), one = _mm512_set1_epi32(0x10000);
+        const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), infinity = _mm512_set1_epi32(0x7F800000), nan = _mm512_set1_epi32((int)0xFFFF0000u);
+        __m512i lanes = _mm512_add_epi32(_mm512_set1_epi32((int)index), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        const __m512i step = _mm512_set1_epi32(16);
+        for (; i + 16 <= count; i += 16) {
+            __m512i h = _mm512_xor_si512(lanes, key0);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16)); h = _mm512_mullo_epi32(h, m1);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 13)); h = _mm512_mullo_epi32(h, m2);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+            h = _mm512_xor_si512(h, key1);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16)); h = _mm512_mullo_epi32(h, m1);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 13)); h = _mm512_mullo_epi32(h, m2);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+            __m512i random = _mm512_srli_epi32(h, 16);
+            __m512i bits = _mm512_loadu_si512((const void *)(values + i));
+            __mmask16 up = _mm512_cmplt_epu32_mask(random, _mm512_and_si512(bits, low));
+            __m512i rounded = _mm512_mask_add_epi32(_mm512_and_si512(bits, high), up, _mm512_and_si512(bits, high), one);
+            __mmask16 isnan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(rounded, magnitude), infinity);
+            _mm512_storeu_si512((void *)(values + i), _mm512_mask_blend_epi32(isnan, rounded, nan));
+            lanes = _mm512_add_epi32(lanes, step);
+        }
+        index += (uint32_t)i;
+    }
+#elif defined(__AVX2__)
+    {
+        const __m256i m1 = _mm256_set1_epi32((int)0x85EBCA6Bu), m2 = _mm256_set1_epi32((int)0xC2B2AE35u);
+        const __m256i key0 = _mm256_set1_epi32((int)k0), key1 = _mm256_set1_epi32((int)k1);
+        const __m256i low = _mm256_set1_epi32(0xFFFF), high = _mm256_set1_epi32((int)0xFFFF0000u), one = _mm256_set1_epi32(0x10000);
+        const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), infinity = _mm256_set1_epi32(0x7F800000), nan = _mm256_set1_epi32((int)0xFFFF0000u);
+        __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32((int)index), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256i step = _mm256_set1_epi32(8);
+        for (; i + 8 <= count; i += 8) {
+            __m256i h = _mm256_xor_si256(lanes, key0);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16)); h = _mm256_mullo_epi32(h, m1);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13)); h = _mm256_mullo_epi32(h, m2);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+            h = _mm256_xor_si256(h, key1);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16)); h = _mm256_mullo_epi32(h, m1);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13)); h = _mm256_mullo_epi32(h, m2);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+            __m256i random = _mm256_srli_epi32(h, 16);  /* < 2^16: a signed compare is exact */
+            __m256i bits = _mm256_loadu_si256((const __m256i *)(values + i));
+            __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(bits, low), random);
+            __m256i rounded = _mm256_add_epi32(_mm256_and_si256(bits, high), _mm256_and_si256(up, one));
+            /* NaN: magnitude above 0x7F800000 (as signed: magnitudes are non-negative). */
+            __m256i isnan = _mm256_cmpgt_epi32(_mm256_and_si256(rounded, magnitude), infinity);
+            _mm256_storeu_si256((__m256i *)(values + i), _mm256_blendv_epi8(rounded, nan, isnan));
+            lanes = _mm256_add_epi32(lanes, step);
+        }
+        index += (uint32_t)i;
+    }
+#endif
+    for (; i < count; i++, index++) {
         uint32_t bits;
         __builtin_memcpy(&bits, values + i, 4);
         uint32_t rounded = optim_bf16_sr_bits(bits, optim_bf16_sr_random(index, k0, k1));
