@@ -148,17 +148,35 @@ struct Bench: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let peakResidentBytes = Double(usage.ru_maxrss) * 1024
 
+        // With tools/alloc's counting malloc preloaded: the heap allocations of steady-state steps
+        // (the plain step, as a training loop takes it), nothing else in the loop. Two windows of
+        // 10 steps, the smaller count: an allocation of every step shows in both, a one-time one
+        // (a lazy global, a thread's first use of something) in one at most.
+        var allocationsPerStep: Double?
+        if let symbol = dlsym(nil, "optim_allocation_count") {
+            let read = unsafeBitCast(symbol, to: (@convention(c) () -> Int).self)
+            let allocationSteps = 10
+            var fewest = Int.max
+            for _ in 0..<2 {
+                let before = read()
+                for _ in 0..<allocationSteps { try ours.step() }
+                fewest = min(fewest, read() - before)
+            }
+            allocationsPerStep = Double(fewest) / Double(allocationSteps)
+        }
+
         let rows = [("swift", swiftTimes), ("swift-metrics", metricTimes), ("c-reference", referenceTimes)].filter { !$0.1.isEmpty }
         let medians = rows.map { ($0.0, median($0.1)) }
         if json {
             for (implementation, seconds) in medians {
-                let object: [String: Any] = [
+                var object: [String: Any] = [
                     "optimizer": optimizer, "implementation": implementation, "params": params, "tensors": tensors, "contiguous": contiguous,
                     "threads": threads, "steps": steps, "seconds_per_step": seconds, "params_per_second": Double(params) / seconds,
                     "gb_per_second": bytesPerStep / seconds / 1e9, "bytes_per_step": bytesPerStep,
                     "state_bytes_per_param": Double(stateBytes) / Double(params), "peak_rss_bytes": peakResidentBytes,
                     "isa": ours.instructionSet.rawValue, "state_dtype": stateDType, "param_dtype": paramDType,
                 ]
+                if implementation == "swift", let allocationsPerStep { object["allocations_per_step"] = allocationsPerStep }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }
@@ -166,6 +184,7 @@ struct Bench: ParsableCommand {
         }
         print("optimizer \(configuration.displayName), \(stateDType) state, \(paramDType)\(paramDType == "bfloat16" ? (nearest ? " (nearest even)" : " (stochastic rounding)") : "") parameters, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
+        if let allocationsPerStep { print("heap allocations per step (counting malloc preloaded): \(RunSettings.text(allocationsPerStep))") }
         print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")
         if let reference { print("C reference: \(reference.kernels.compileCommand)") }
         print("implementation   s/step      params/s      GB/s")

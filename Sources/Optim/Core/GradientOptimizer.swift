@@ -364,6 +364,9 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     private let placeholder = FloatStorage.allocate(1)
     /// The same for bfloat16 state.
     private let placeholderHalf = UnsafeMutablePointer<UInt16>.allocate(capacity: 1)
+    /// The low-precision kernels' scratch, ``KernelOperands/scratchCount`` floats per part of a
+    /// step (one part per thread), so that they allocate nothing per call.
+    private let scratch: UnsafeMutablePointer<Float>
 
     /// Builds the optimizer from groups; each group's learning rate is recorded as its initial one.
     public init(groups: [ParameterGroup<Hyperparameters>], threadPool: ThreadPool = .shared) throws(OptimError) {
@@ -386,6 +389,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         self.groupStates = groups.map { Rule.initialGroupState($0.hyperparameters) }
         self.initialLearningRates = groups.map(\.hyperparameters.learningRate)
         self.threadPool = threadPool
+        self.scratch = .allocate(capacity: max(threadPool.threadCount, 1) * KernelOperands.scratchCount)
         (self.kernels, self.instructionSet) = KernelDispatch.kernels(Rule.self, on: KernelDispatch.current)
         self.bfloat16Conversions = KernelDispatch.bfloat16Conversions(on: self.instructionSet)
         var slots: [Slot] = []
@@ -420,6 +424,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         codeArenas.forEach(FloatStorage.deallocate)
         halfArenas.forEach(FloatStorage.deallocate)
         placeholderHalf.deallocate()
+        scratch.deallocate()
         FloatStorage.deallocate(placeholder)
     }
 
@@ -544,7 +549,13 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
 
     @discardableResult
     public func step(collectingMetrics: Bool) throws -> OptimizerMetrics? {
-        for (group, state) in zip(groups, groupStates) { try Rule.checkStep(group.hyperparameters, groupState: state) }
+        // Through buffer pointers: this method runs unspecialised, and iterating the arrays as
+        // collections (zip) allocated a coroutine frame per element — 2 heap allocations a step.
+        try groups.withUnsafeBufferPointer { groups throws(OptimError) in
+            try groupStates.withUnsafeBufferPointer { states throws(OptimError) in
+                for index in 0..<groups.count { try Rule.checkStep(groups[index].hyperparameters, groupState: states[index]) }
+            }
+        }
         for slot in slots where slot.parameter.dtype != slot.dtype {
             throw OptimError.invalidConfiguration("\(Rule.name): parameter '\(slot.parameter.name)' became \(slot.parameter.dtype) after the optimizer was built over it as \(slot.dtype); build a new optimizer. Nothing was changed")
         }
@@ -782,6 +793,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     private func runPart(_ part: Int?) {
         let range = part.map { plan.items(part: $0, of: threadPool.threadCount) } ?? 0..<plan.items.count
         let output = metricOutput, kernels = self.kernels, placeholder = self.placeholder.baseAddress!, conversions = self.bfloat16Conversions
+        // This part's own scratch: parts run on different threads at once.
+        let scratch = self.scratch + (part ?? 0) * KernelOperands.scratchCount
         plan.items.withUnsafeBufferPointer { items in
             active.withUnsafeBufferPointer { active in
                 coefficientTable.withUnsafeBufferPointer { table in
@@ -802,13 +815,17 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                             coefficients = table[current]
                         }
                         if tensor.operands.bfloat16State != nil {
-                            let sums = BFloat16State.run(tensor.operands, item.range, coefficients, kernels: kernels,
-                                                         conversions: bfloat16Conversions, collectingMetrics: output != nil)
+                            var operands = tensor.operands
+                            operands.scratch = scratch
+                            let sums = BFloat16State.run(operands, item.range, coefficients, kernels: kernels,
+                                                         conversions: conversions, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if tensor.operands.codes0 != nil {
                             // 8-bit or 4-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256 and 128).
-                            let sums = kernels.updateQuantized?(tensor.operands, item.range, coefficients, output != nil)
-                                ?? Rule.updateQuantized(tensor.operands, item.range, coefficients, collectingMetrics: output != nil)
+                            var operands = tensor.operands
+                            operands.scratch = scratch
+                            let sums = kernels.updateQuantized?(operands, item.range, coefficients, output != nil)
+                                ?? Rule.updateQuantized(operands, item.range, coefficients, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if let output {
                             output[index] = kernels.updateCollecting(tensor.operands, item.range, coefficients)

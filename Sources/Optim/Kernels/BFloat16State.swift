@@ -86,12 +86,23 @@ public enum BFloat16State {
     public static func run<Coefficients>(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients, kernels: RuleKernels<Coefficients>,
                                          conversions: Conversions, collectingMetrics: Bool) -> MetricAccumulator {
         let halves = o.bfloat16State!
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk)
-        defer { scratch.deallocate() }
-        let buffers = [halves.buffer0, halves.buffer1, halves.buffer2, halves.buffer3].prefix(halves.count)
+        // The caller's scratch (the optimizer keeps one per thread), else one of our own.
+        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk) : nil
+        defer { owned?.deallocate() }
+        let scratch = o.scratch ?? owned!
+        // Four tests, not an array of the buffers: an array literal allocates on every call.
+        func buffer(_ index: Int) -> UnsafeMutablePointer<UInt16> {
+            switch index {
+            case 0: halves.buffer0
+            case 1: halves.buffer1
+            case 2: halves.buffer2
+            default: halves.buffer3
+            }
+        }
         // The chunk's operands: the rule's state is the scratch, one slice of `chunk` per buffer.
         var part = o
         part.bfloat16State = nil
+        part.scratch = nil
         if halves.count > 0 { part.state0 = scratch }
         if halves.count > 1 { part.state1 = scratch + chunk }
         if halves.count > 2 { part.state2 = scratch + 2 * chunk }
@@ -103,13 +114,13 @@ public enum BFloat16State {
             part.parameter = o.parameter + start
             part.gradient = o.gradient + start
             part.count = count
-            for (index, buffer) in buffers.enumerated() { conversions.widen(buffer + start, scratch + index * chunk, count) }
+            for index in 0..<halves.count { conversions.widen(buffer(index) + start, scratch + index * chunk, count) }
             if collectingMetrics {
                 total = total + kernels.updateCollecting(part, 0..<count, c)
             } else {
                 kernels.update(part, 0..<count, c)
             }
-            for (index, buffer) in buffers.enumerated() { conversions.narrow(scratch + index * chunk, buffer + start, count) }
+            for index in 0..<halves.count { conversions.narrow(scratch + index * chunk, buffer(index) + start, count) }
             start += count
         }
         return total

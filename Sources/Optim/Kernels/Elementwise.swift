@@ -41,6 +41,15 @@ public struct KernelOperands: @unchecked Sendable {
     /// ``BFloat16State/run(_:_:_:kernels:conversions:collectingMetrics:)`` widens into `state0`… for the rule's
     /// kernel; nil for float32 and 8-bit state.
     public var bfloat16State: BFloat16StateBuffers? = nil
+    /// Scratch for the kernels of low-precision state (a block's new state, a chunk's widened
+    /// state): at least ``KernelOperands/scratchCount`` floats that only the calling thread uses,
+    /// so that a step allocates nothing (``GradientOptimizer`` keeps one per thread). nil: those
+    /// kernels allocate their own for each call.
+    public var scratch: UnsafeMutablePointer<Float>? = nil
+
+    /// The floats ``scratch`` must hold: four chunks of ``BFloat16State/chunk``, more than the
+    /// 8-bit and 4-bit kernels' blocks need.
+    public static let scratchCount = 4 * BFloat16State.chunk
 }
 
 /// The bfloat16 state buffers of one tensor (``KernelOperands/bfloat16State``): up to four, in

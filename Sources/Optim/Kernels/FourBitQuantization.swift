@@ -138,8 +138,9 @@ public enum FourBitQuantization {
     public static func run<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
                                                           _ coefficients: Kernel.Coefficients, map0: FourBitMap,
                                                           map1: FourBitMap?, collectingMetrics: Bool) -> MetricAccumulator {
-        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize)
-        defer { new0.deallocate() }
+        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize) : nil
+        defer { owned?.deallocate() }
+        let new0 = o.scratch ?? owned!
         let new1 = new0 + blockSize, width = FloatVector.scalarCount
         let codes0 = o.codes0!, codes1 = o.codes1
         var total = VectorSums()

@@ -476,8 +476,10 @@ extension BlockwiseQuantization {
                                                           collectingMetrics: Bool) -> MetricAccumulator {
         // One block's new state (1 KB a buffer) per call of a chunk of up to 2¹⁵ elements; allocated
         // here, not in a closure, which a kernel module would compile under Optim's symbol name.
-        let new0 = UnsafeMutablePointer<Float>.allocate(capacity: 3 * blockSize)
-        defer { new0.deallocate() }
+        // The caller's scratch (the optimizer keeps one per thread), else our own.
+        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 3 * blockSize) : nil
+        defer { owned?.deallocate() }
+        let new0 = o.scratch ?? owned!
         var total = VectorSums()
         var start = range.lowerBound
         while start < range.upperBound {
@@ -577,8 +579,9 @@ extension BlockwiseQuantization {
     public static func runFloatKernel<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
                                                             _ coefficients: Kernel.Coefficients, map0: DynamicQuantizationMap,
                                                             map1: DynamicQuantizationMap?, collectingMetrics: Bool) -> MetricAccumulator {
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize)
-        defer { scratch.deallocate() }
+        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize) : nil
+        defer { owned?.deallocate() }
+        let scratch = o.scratch ?? owned!
         let codes0 = o.codes0!, codes1 = o.codes1
         var total = MetricAccumulator()
         var start = range.lowerBound

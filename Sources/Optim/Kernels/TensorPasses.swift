@@ -28,11 +28,29 @@ public enum TensorPasses {
         return values
     }
 
+    /// `body` over the chunks of `0..<count`, folded into `initial` with `combine` in chunk order:
+    /// ``map(count:pool:_:)`` without the array. A tensor of one chunk allocates nothing; more
+    /// chunks, one buffer for their results and the pool's closure context (O(1) a call).
+    static func mapReduce<Result>(count: Int, pool: ThreadPool, _ initial: Result, _ body: (Range<Int>) -> Result,
+                                  _ combine: (Result, Result) -> Result) -> Result {
+        let chunks = (count + chunkSize - 1) / chunkSize
+        if chunks <= 1 { return combine(initial, body(0..<count)) }
+        let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: chunks)
+        defer { results.deallocate() }
+        let base = results.baseAddress!
+        pool.parallelFor(chunks) { index in
+            (base + index).initialize(to: body((index * chunkSize)..<min(count, (index + 1) * chunkSize)))
+        }
+        var total = initial
+        for index in 0..<chunks { total = combine(total, (base + index).move()) }
+        return total
+    }
+
     /// Pass `pass` of a rule over a whole tensor with the rule's compiled chunk loop (`kernels`),
     /// the chunks' results added in chunk order.
     static func run<Coefficients>(_ kernels: RuleKernels<Coefficients>, _ operands: KernelOperands, _ coefficients: Coefficients,
                                   _ pass: TensorPass, pool: ThreadPool) -> PassResult {
-        map(count: operands.count, pool: pool) { kernels.pass(operands, $0, coefficients, pass) }.reduce(PassResult(), +)
+        mapReduce(count: operands.count, pool: pool, PassResult(), { kernels.pass(operands, $0, coefficients, pass) }, +)
     }
 
     /// The loop of one pass over `range`: whole vectors, then the last partial one through the same
