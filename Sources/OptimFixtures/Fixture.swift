@@ -77,7 +77,7 @@ public struct Fixture: Sendable {
     public var objective: Objective?
     /// The parameters' dtype (`param_dtype`, this project's extension of the format): float32
     /// unless the file says `"bfloat16"`; then the initial values are bfloat16 numbers and the
-    /// parameters are bfloat16 (``Parameter/convert(to:)``) before the optimizer is built.
+    /// parameters are bfloat16 (`Parameter.convert(to:)`) before the optimizer is built.
     public var parameterDType: ParameterDType = .float32
     /// `rtol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-5 by default.
     public var relativeTolerance: Double
