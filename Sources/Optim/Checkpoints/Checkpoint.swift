@@ -18,6 +18,13 @@ import Safetensors
 /// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,
 /// plus any caller metadata. Saving is atomic; loading checks everything before changing anything.
 public enum Checkpoint {
+    /// bfloat16 bit patterns as a BF16 tensor's little-endian bytes.
+    static func bfloat16Bytes(_ bits: some Sequence<UInt16>, count: Int) -> Data {
+        var bytes = Data(capacity: count * 2)
+        for value in bits { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+        return bytes
+    }
+
     /// The `format` value written to and expected in the checkpoint's metadata.
     public static let format = "swift-optim-checkpoint/1"
 
@@ -32,9 +39,8 @@ public enum Checkpoint {
             case .float32:
                 return TensorData(name: parameter.name, shape: parameter.shape, floats: parameter.valueArray)
             case .bfloat16:
-                var bytes = Data(capacity: parameter.count * 2)
-                for value in parameter.values { withUnsafeBytes(of: UInt16(truncatingIfNeeded: value.bitPattern >> 16).littleEndian) { bytes.append(contentsOf: $0) } }
-                return TensorData(name: parameter.name, dtype: .BF16, shape: parameter.shape, bytes: bytes)
+                return TensorData(name: parameter.name, dtype: .BF16, shape: parameter.shape,
+                                  bytes: bfloat16Bytes(parameter.values.lazy.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }, count: parameter.count))
             }
         }
         var shapes: [String: [Int]] = [:]
@@ -49,9 +55,7 @@ public enum Checkpoint {
                 }
                 for (buffer, bits) in state.bfloat16Buffers.sorted(by: { $0.key < $1.key }) {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
-                    var bytes = Data(capacity: bits.count * 2)
-                    for value in bits { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: .BF16, shape: shape, bytes: bytes))
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: .BF16, shape: shape, bytes: bfloat16Bytes(bits, count: bits.count)))
                 }
                 for (buffer, stored) in state.quantizedBuffers.sorted(by: { $0.key < $1.key }) {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == stored.codes.count ? $0 : nil } ?? [stored.codes.count]

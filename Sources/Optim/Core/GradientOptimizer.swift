@@ -267,17 +267,26 @@ struct ActiveTensor {
 enum ParameterRoundingStep: Equatable {
     case none
     case nearestEven
-    /// Stochastic, with the step's keys (``BFloat16Parameters/key(seed:tensor:step:)``).
-    case stochastic(UInt32, UInt32)
+    /// Stochastic under `seed`, with the step's keys (``BFloat16Parameters/key(seed:tensor:step:)``).
+    case stochastic(seed: UInt64, key0: UInt32, key1: UInt32)
 
     init(dtype: ParameterDType, rounding: BFloat16Rounding, tensor: Int, step: Int) {
         guard dtype == .bfloat16 else { self = .none; return }
         switch rounding {
         case .nearestEven: self = .nearestEven
-        case let .stochastic(seed):
-            let key = BFloat16Parameters.key(seed: seed, tensor: tensor, step: step)
-            self = .stochastic(key.0, key.1)
+        case let .stochastic(seed): self = Self.keyed(seed: seed, tensor: tensor, step: step)
         }
+    }
+
+    /// The same rounding at step `step` of tensor `tensor`: stochastic rounding's keys change with the step.
+    func at(tensor: Int, step: Int) -> Self {
+        guard case let .stochastic(seed, _, _) = self else { return self }
+        return Self.keyed(seed: seed, tensor: tensor, step: step)
+    }
+
+    private static func keyed(seed: UInt64, tensor: Int, step: Int) -> Self {
+        let key = BFloat16Parameters.key(seed: seed, tensor: tensor, step: step)
+        return .stochastic(seed: seed, key0: key.0, key1: key.1)
     }
 }
 
@@ -491,11 +500,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         }
     }
 
-    /// Refuses a stochastic-rounding seed above 2⁵³, which the hyperparameter dictionary (and so
-    /// a checkpoint) could not hold exactly.
+    /// Refuses a stochastic-rounding seed above ``BFloat16Rounding/largestSeed``, which the
+    /// hyperparameter dictionary (and so a checkpoint) could not hold exactly.
     static func checkRounding(_ hyperparameters: Hyperparameters) throws(OptimError) {
-        if case let .stochastic(seed) = hyperparameters.statePrecision.parameterRounding, seed > 1 << 53 {
-            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: String(seed), expected: "a whole number in [0, 2^53]")
+        if case let .stochastic(seed) = hyperparameters.statePrecision.parameterRounding, seed > BFloat16Rounding.largestSeed {
+            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: String(seed), expected: BFloat16Rounding.seedRange)
         }
     }
 
@@ -734,10 +743,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         steps[slot] = slots[slot].steps
                         active[tensor].operands.gradientScale = slots[slot].gradientScale
                         slots[slot].gradientScale = 1
-                        if case .stochastic = active[tensor].rounding, case let .stochastic(seed) = groups[slots[slot].group].hyperparameters.statePrecision.parameterRounding {
-                            let key = BFloat16Parameters.key(seed: seed, tensor: slot, step: slots[slot].steps)
-                            active[tensor].rounding = .stochastic(key.0, key.1)
-                        }
+                        active[tensor].rounding = active[tensor].rounding.at(tensor: slot, step: slots[slot].steps)
                     }
                 }
             }
@@ -837,7 +843,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         case .none: break
                         case .nearestEven:
                             conversions.roundNearest(tensor.operands.parameter + item.range.lowerBound, item.range.count)
-                        case let .stochastic(key0, key1):
+                        case let .stochastic(_, key0, key1):
                             conversions.roundStochastically(tensor.operands.parameter + item.range.lowerBound, item.range.count,
                                                             item.range.lowerBound, key0, key1)
                         }

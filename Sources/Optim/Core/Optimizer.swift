@@ -168,13 +168,13 @@ package func validateParameterLists(_ lists: [[Parameter]], optimizer: String, b
     for parameter in lists.joined() where !names.insert(parameter.name).inserted {
         throw .duplicateParameter(name: parameter.name)
     }
-    if !bfloat16, let low = lists.joined().first(where: { $0.dtype != .float32 }) {
-        throw refusingBFloat16(low, optimizer: optimizer)
-    }
+    if !bfloat16 { try refuseBFloat16(lists.joined(), optimizer: optimizer) }
 }
 
-/// The error for a bfloat16 parameter given to an optimizer that updates float32 parameters only.
-package func refusingBFloat16(_ parameter: Parameter, optimizer: String) -> OptimError {
+/// Refuses the first parameter that is not float32, for an optimizer that updates float32
+/// parameters only: one line naming it and the optimizers that take bfloat16 parameters.
+package func refuseBFloat16(_ parameters: some Sequence<Parameter>, optimizer: String) throws(OptimError) {
+    guard let low = parameters.first(where: { $0.dtype != .float32 }) else { return }
     let offering = OptimizerRegistry.all.filter(\.updatesBFloat16Parameters).map(\.name).joined(separator: ", ")
-    return .invalidConfiguration("\(optimizer): parameter '\(parameter.name)' is \(parameter.dtype); \(optimizer) updates float32 parameters only (bfloat16 parameters: \(offering))")
+    throw .invalidConfiguration("\(optimizer): parameter '\(low.name)' is \(low.dtype); \(optimizer) updates float32 parameters only (bfloat16 parameters: \(offering))")
 }

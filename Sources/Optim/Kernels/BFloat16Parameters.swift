@@ -17,6 +17,11 @@ public enum BFloat16Rounding: Sendable, Hashable, CustomStringConvertible {
     /// deterministic, and the same after a resume.
     case stochastic(seed: UInt64)
 
+    /// The largest seed: 2⁵³, the largest whole number a hyperparameter (a Double) holds exactly.
+    public static let largestSeed: UInt64 = 1 << 53
+    /// The seeds' range, as error messages name it.
+    static let seedRange = "a whole number in [0, 2^53]"
+
     /// `nearest even` or `stochastic (seed N)`.
     public var description: String {
         switch self {

@@ -155,9 +155,9 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
         }
         let stochastic = try reader.bool("bf16_stochastic_round", default: false)
         let seed = try reader.number("bf16_rounding_seed", default: 0)
-        guard seed.isFinite, seed >= 0, seed == seed.rounded(), seed <= 9_007_199_254_740_992 else {
+        guard seed.isFinite, seed >= 0, seed == seed.rounded(), seed <= Double(BFloat16Rounding.largestSeed) else {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_rounding_seed", value: HyperparameterValue.format(seed),
-                                         expected: "a whole number in [0, 2^53]")
+                                         expected: BFloat16Rounding.seedRange)
         }
         self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: stochastic ? .stochastic(seed: UInt64(seed)) : .nearestEven)
     }

@@ -45,7 +45,7 @@ public final class Lookahead: Optimizer {
         }
         try Validate.unitInterval(alpha, "alpha", Self.name)
         // Its blend of slow and fast weights is float32 arithmetic on the values.
-        if let low = base.parameters.first(where: { $0.dtype != .float32 }) { throw refusingBFloat16(low, optimizer: Self.name) }
+        try refuseBFloat16(base.parameters, optimizer: Self.name)
         self.base = base
         self.k = k
         self.alpha = alpha

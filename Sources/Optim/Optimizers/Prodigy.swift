@@ -543,10 +543,8 @@ public final class Prodigy: TypedOptimizer {
         let operands = KernelOperands(parameter: p, gradient: g, state0: m ?? v, state1: v, state2: v, state3: v,
                                       count: slot.parameter.count, gradientScale: scale)
         let kernels = self.kernels
-        let partials = TensorPasses.map(count: slot.parameter.count, pool: threadPool) { range -> MetricAccumulator in
-            kernels.secondPass(operands, c, range, collecting)
-        }
-        return partials.reduce(MetricAccumulator(), +)
+        return TensorPasses.mapReduce(count: slot.parameter.count, pool: threadPool, MetricAccumulator(),
+                                      { kernels.secondPass(operands, c, $0, collecting) }, +)
     }
 
     /// The metrics of a step that stopped after pass 1 (Σ|s| = 0): no parameter moved.

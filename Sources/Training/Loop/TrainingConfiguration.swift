@@ -102,7 +102,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
         // that cannot update them refuses the parameters with its own message.
         if parameterDType == .bfloat16, info.updatesBFloat16Parameters, merged["bf16_stochastic_round"] == nil {
             merged["bf16_stochastic_round"] = .bool(true)
-            if merged["bf16_rounding_seed"] == nil { merged["bf16_rounding_seed"] = .number(Double(seed & ((1 << 53) - 1))) }
+            if merged["bf16_rounding_seed"] == nil { merged["bf16_rounding_seed"] = .number(Double(seed & (BFloat16Rounding.largestSeed - 1))) }
         }
         return OptimizerConfiguration(name: optimizer, hyperparameters: merged)
     }
