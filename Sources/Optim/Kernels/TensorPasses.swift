@@ -29,16 +29,20 @@ public enum TensorPasses {
     }
 
     /// `body` over the chunks of `0..<count`, folded into `initial` with `combine` in chunk order:
-    /// ``map(count:pool:_:)`` without the array. A tensor of one chunk allocates nothing; more
+    /// ``map(count:pool:_:)`` without the array. `descending` hands the chunks to the threads from
+    /// the last one back (the fold is still in chunk order, so the result is the same bits): a
+    /// pass that follows an ascending pass over the same tensor starts where the last one ended,
+    /// on the lines still in cache. A tensor of one chunk allocates nothing; more
     /// chunks, one buffer for their results and the pool's closure context (O(1) a call).
-    static func mapReduce<Result>(count: Int, pool: ThreadPool, _ initial: Result, _ body: (Range<Int>) -> Result,
-                                  _ combine: (Result, Result) -> Result) -> Result {
+    static func mapReduce<Result>(count: Int, pool: ThreadPool, descending: Bool = false, _ initial: Result,
+                                  _ body: (Range<Int>) -> Result, _ combine: (Result, Result) -> Result) -> Result {
         let chunks = (count + chunkSize - 1) / chunkSize
         if chunks <= 1 { return combine(initial, body(0..<count)) }
         let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: chunks)
         defer { results.deallocate() }
         let base = results.baseAddress!
-        pool.parallelFor(chunks) { index in
+        pool.parallelFor(chunks) { order in
+            let index = descending ? chunks - 1 - order : order
             (base + index).initialize(to: body((index * chunkSize)..<min(count, (index + 1) * chunkSize)))
         }
         var total = initial
@@ -47,10 +51,12 @@ public enum TensorPasses {
     }
 
     /// Pass `pass` of a rule over a whole tensor with the rule's compiled chunk loop (`kernels`),
-    /// the chunks' results added in chunk order.
+    /// the chunks' results added in chunk order. Odd passes run from the tensor's end back, so that
+    /// each pass begins on the data its predecessor read last (still in L2/L3).
     static func run<Coefficients>(_ kernels: RuleKernels<Coefficients>, _ operands: KernelOperands, _ coefficients: Coefficients,
                                   _ pass: TensorPass, pool: ThreadPool) -> PassResult {
-        mapReduce(count: operands.count, pool: pool, PassResult(), { kernels.pass(operands, $0, coefficients, pass) }, +)
+        mapReduce(count: operands.count, pool: pool, descending: pass.index % 2 == 1, PassResult(),
+                  { kernels.pass(operands, $0, coefficients, pass) }, +)
     }
 
     /// The loop of one pass over `range`: whole vectors, then the last partial one through the same
