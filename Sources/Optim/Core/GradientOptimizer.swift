@@ -261,6 +261,9 @@ struct ActiveTensor {
     var slot: Int
     /// How its new values are rounded after the update: not at all (float32), or to bfloat16.
     var rounding = ParameterRoundingStep.none
+    /// How its bfloat16 state is rounded when stored: `.none` for other state, `.nearestEven`, or
+    /// stochastically under keys of the state's own domain (``ParameterRoundingStep/state(_:tensor:step:)``).
+    var stateRounding = ParameterRoundingStep.none
 }
 
 /// The rounding of one bfloat16 parameter in one step (``BFloat16Rounding``).
@@ -276,6 +279,24 @@ enum ParameterRoundingStep: Equatable {
         case .nearestEven: self = .nearestEven
         case let .stochastic(seed): self = Self.keyed(seed: seed, tensor: tensor, step: step)
         }
+    }
+
+    /// The rounding of a tensor's bfloat16 state: its random bits come from a seed of their own
+    /// (the group's seed mixed with a constant), so they never repeat the parameter's.
+    static func state(_ rounding: BFloat16Rounding, tensor: Int, step: Int) -> Self {
+        switch rounding {
+        case .nearestEven: .nearestEven
+        case let .stochastic(seed): keyed(seed: BFloat16Parameters.splitmix64(seed ^ stateDomain), tensor: tensor, step: step)
+        }
+    }
+
+    /// Mixed into the seed of the state's rounding ("STATE").
+    static let stateDomain: UInt64 = 0x53_54_41_54_45
+
+    /// The stochastic keys, nil for no or nearest rounding.
+    var keys: (UInt32, UInt32)? {
+        guard case let .stochastic(_, key0, key1) = self else { return nil }
+        return (key0, key1)
     }
 
     /// The same rounding at step `step` of tensor `tensor`: stochastic rounding's keys change with the step.
@@ -503,8 +524,18 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
     /// Refuses a stochastic-rounding seed above ``BFloat16Rounding/largestSeed``, which the
     /// hyperparameter dictionary (and so a checkpoint) could not hold exactly.
     static func checkRounding(_ hyperparameters: Hyperparameters) throws(OptimError) {
-        if case let .stochastic(seed) = hyperparameters.statePrecision.parameterRounding, seed > BFloat16Rounding.largestSeed {
+        let precision = hyperparameters.statePrecision
+        for case let .stochastic(seed) in [precision.parameterRounding, precision.stateRounding] where seed > BFloat16Rounding.largestSeed {
             throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: String(seed), expected: BFloat16Rounding.seedRange)
+        }
+        if case let .stochastic(parameterSeed) = precision.parameterRounding, case let .stochastic(stateSeed) = precision.stateRounding,
+           parameterSeed != stateSeed {
+            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: "\(parameterSeed) and \(stateSeed)",
+                                         expected: "one seed for the parameters' and the state's stochastic rounding")
+        }
+        if precision.stateRounding != .nearestEven && precision.dtype != .bfloat16 {
+            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_state_stochastic_round", value: "true",
+                                         expected: "false unless state_dtype is 'bfloat16' (state_dtype is '\(precision.dtype)')")
         }
     }
 
@@ -691,7 +722,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                     }
                     let rounding = ParameterRoundingStep(dtype: slots[slot].dtype, rounding: hyperparameters.statePrecision.parameterRounding,
                                                          tensor: slot, step: slots[slot].steps)
-                    active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot, rounding: rounding))
+                    let stateRounding = slots[slot].storage == .bfloat16
+                        ? ParameterRoundingStep.state(hyperparameters.statePrecision.stateRounding, tensor: slot, step: slots[slot].steps) : .none
+                    active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot, rounding: rounding,
+                                               stateRounding: stateRounding))
                 }
             }
         }
@@ -744,6 +778,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         active[tensor].operands.gradientScale = slots[slot].gradientScale
                         slots[slot].gradientScale = 1
                         active[tensor].rounding = active[tensor].rounding.at(tensor: slot, step: slots[slot].steps)
+                        active[tensor].stateRounding = active[tensor].stateRounding.at(tensor: slot, step: slots[slot].steps)
                     }
                 }
             }
@@ -823,8 +858,8 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         if tensor.operands.bfloat16State != nil {
                             var operands = tensor.operands
                             operands.scratch = scratch
-                            let sums = BFloat16State.run(operands, item.range, coefficients, kernels: kernels,
-                                                         conversions: conversions, collectingMetrics: output != nil)
+                            let sums = BFloat16State.run(operands, item.range, coefficients, kernels: kernels, conversions: conversions,
+                                                         stochasticKeys: tensor.stateRounding.keys, collectingMetrics: output != nil)
                             output?[index] = sums
                         } else if tensor.operands.codes0 != nil {
                             // 8-bit or 4-bit state: the blockwise kernel (chunks are whole blocks: 2¹⁵ is a multiple of 256 and 128).

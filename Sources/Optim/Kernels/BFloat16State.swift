@@ -77,14 +77,17 @@ public enum BFloat16State {
     /// The update of elements `range` of a tensor whose state is bfloat16
     /// (``KernelOperands/bfloat16State``): chunk by chunk, its state buffers widened into a float32
     /// scratch, the rule's compiled float32 kernel (`kernels.update`, or `kernels.updateCollecting`)
-    /// run on the chunk with the scratch as its state, and the new state rounded back. Returns the
-    /// metric sums when `collectingMetrics`.
+    /// run on the chunk with the scratch as its state, and the new state rounded back: to nearest
+    /// even, or with `stochasticKeys` stochastically (torchao's `_fp32_to_bf16_sr` with the
+    /// counter-based bits of ``BFloat16Parameters``, element index = position in the tensor).
+    /// Returns the metric sums when `collectingMetrics`.
     ///
     /// Written against the function values of a path's kernels rather than the rule's generic
     /// `update`: a kernel module that inlined this loop would also compile `update` out of line
     /// under Optim's symbol name, which the linker would share between paths.
     public static func run<Coefficients>(_ o: KernelOperands, _ range: Range<Int>, _ c: Coefficients, kernels: RuleKernels<Coefficients>,
-                                         conversions: Conversions, collectingMetrics: Bool) -> MetricAccumulator {
+                                         conversions: Conversions, stochasticKeys: (UInt32, UInt32)? = nil,
+                                         collectingMetrics: Bool) -> MetricAccumulator {
         let halves = o.bfloat16State!
         // The caller's scratch (the optimizer keeps one per thread), else one of our own.
         let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 4 * chunk) : nil
@@ -119,6 +122,13 @@ public enum BFloat16State {
                 total = total + kernels.updateCollecting(part, 0..<count, c)
             } else {
                 kernels.update(part, 0..<count, c)
+            }
+            if let keys = stochasticKeys {
+                // Stochastic rounding first (the values become bfloat16 values), so the narrowing
+                // below only drops zero bits. Buffer b draws from its own stream: key0 + b·φ.
+                for index in 0..<halves.count {
+                    conversions.roundStochastically(scratch + index * chunk, count, start, keys.0 &+ UInt32(index) &* 0x9E37_79B9, keys.1)
+                }
             }
             for index in 0..<halves.count { conversions.narrow(scratch + index * chunk, buffer(index) + start, count) }
             start += count

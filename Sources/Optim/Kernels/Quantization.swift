@@ -104,6 +104,14 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     /// the hyperparameters `bf16_stochastic_round` (torchao's name; false, the default, rounds
     /// to nearest even) and `bf16_rounding_seed` (0 by default). float32 parameters ignore it.
     public var parameterRounding: BFloat16Rounding = .nearestEven
+    /// How bfloat16 *state* is rounded when it is stored after each update: to nearest even
+    /// (torchao's and FORMAT.md's bfloat16 state, the default), or stochastically, so that an
+    /// update smaller than half a bfloat16 step still moves the state on average (hyperparameter
+    /// `bf16_state_stochastic_round`, with the same seed `bf16_rounding_seed` as the parameters;
+    /// valid only with ``StateDType/bfloat16`` state). Each state buffer of each tensor draws its
+    /// own counter-based bits (seed, tensor, step, buffer, element), so runs are deterministic and
+    /// resume bit-exact on any thread count.
+    public var stateRounding: BFloat16Rounding = .nearestEven
 
     /// bitsandbytes' `min_8bit_size` default.
     public static let defaultMinimumQuantizedCount = 4096
@@ -112,10 +120,11 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
 
     /// A state format; `minimumQuantizedCount` defaults to bitsandbytes' 4096.
     public init(dtype: StateDType = .float32, minimumQuantizedCount: Int = StatePrecision.defaultMinimumQuantizedCount,
-                parameterRounding: BFloat16Rounding = .nearestEven) {
+                parameterRounding: BFloat16Rounding = .nearestEven, stateRounding: BFloat16Rounding = .nearestEven) {
         self.dtype = dtype
         self.minimumQuantizedCount = minimumQuantizedCount
         self.parameterRounding = parameterRounding
+        self.stateRounding = stateRounding
     }
 
     /// Whether a tensor of `count` elements keeps quantized state: 8-bit or 4-bit state and at
@@ -138,11 +147,12 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     /// `int8 (min_8bit_size 4096)`, `int4 (min_8bit_size 4096)`, `bfloat16` or `float32`.
     public var description: String {
         let rounding = parameterRounding == .nearestEven ? "" : ", bfloat16 parameters rounded \(parameterRounding)"
-        return (dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue) + rounding
+        let stateRounding = self.stateRounding == .nearestEven ? "" : ", rounded \(self.stateRounding)"
+        return (dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue) + stateRounding + rounding
     }
 
-    /// Reads `state_dtype`, `min_8bit_size`, `bf16_stochastic_round` and `bf16_rounding_seed`,
-    /// refusing a dtype the optimizer cannot keep.
+    /// Reads `state_dtype`, `min_8bit_size`, `bf16_stochastic_round`, `bf16_state_stochastic_round`
+    /// and `bf16_rounding_seed`, refusing a dtype the optimizer cannot keep.
     init(reading reader: inout HyperparameterReader, supported: [StateDType]) throws(OptimError) {
         let names = StateDType.allCases.map(\.rawValue)
         let name = try reader.choice("state_dtype", names, default: StateDType.float32.rawValue)
@@ -159,7 +169,20 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_rounding_seed", value: HyperparameterValue.format(seed),
                                          expected: BFloat16Rounding.seedRange)
         }
-        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: stochastic ? .stochastic(seed: UInt64(seed)) : .nearestEven)
+        let stochasticState = try reader.bool("bf16_state_stochastic_round", default: false)
+        if stochasticState && dtype != .bfloat16 {
+            throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_state_stochastic_round", value: "true",
+                                         expected: "false unless state_dtype is 'bfloat16' (state_dtype is '\(dtype)')")
+        }
+        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: stochastic ? .stochastic(seed: UInt64(seed)) : .nearestEven,
+                  stateRounding: stochasticState ? .stochastic(seed: UInt64(seed)) : .nearestEven)
+    }
+
+    /// The one seed of the stochastic roundings (``parameterRounding``, ``stateRounding``), nil when both round to nearest.
+    var roundingSeed: UInt64? {
+        if case let .stochastic(seed) = parameterRounding { return seed }
+        if case let .stochastic(seed) = stateRounding { return seed }
+        return nil
     }
 
     /// Adds `state_dtype`, `min_8bit_size` and the bfloat16 parameter rounding to a hyperparameter dictionary where they differ
@@ -167,10 +190,9 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     func write(into dictionary: inout HyperparameterDictionary) {
         if dtype != .float32 { dictionary["state_dtype"] = .string(dtype.rawValue) }
         if minimumQuantizedCount != Self.defaultMinimumQuantizedCount { dictionary["min_8bit_size"] = .number(Double(minimumQuantizedCount)) }
-        if case let .stochastic(seed) = parameterRounding {
-            dictionary["bf16_stochastic_round"] = .bool(true)
-            dictionary["bf16_rounding_seed"] = .number(Double(seed))
-        }
+        if parameterRounding != .nearestEven { dictionary["bf16_stochastic_round"] = .bool(true) }
+        if stateRounding != .nearestEven { dictionary["bf16_state_stochastic_round"] = .bool(true) }
+        if let roundingSeed { dictionary["bf16_rounding_seed"] = .number(Double(roundingSeed)) }
     }
 
     /// The error for a `state_dtype` an optimizer cannot keep: one line naming the value, what the
