@@ -187,6 +187,30 @@ extension UpdateRule where Self: VectorKernel {
     }
 }
 
+/// Coefficients with torch.optim's two gradient options (``Elementwise/torchGradient(_:parameter:maximize:l2:)``).
+public protocol TorchGradientOptions {
+    /// `maximize`: the gradient negated.
+    var maximize: Bool { get set }
+    /// The L2 term's `weight_decay`, 0 for none.
+    var l2: Float { get set }
+}
+
+extension UpdateRule where Self: VectorKernel, Coefficients: TorchGradientOptions {
+    /// Runs the rule's vector kernel over `range`; without `maximize` and an L2 term (the usual
+    /// case) in a copy of the loop where both are constants, so that their tests leave the loop
+    /// (LLVM rebuilt the parameter vector lane by lane around them in Adadelta's loop); the same bits.
+    @inlinable @inline(__always)
+    public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
+        if !coefficients.maximize && coefficients.l2 == 0 {
+            var usual = coefficients
+            (usual.maximize, usual.l2) = (false, 0)
+            Elementwise.run(Self.self, operands, range, usual)
+        } else {
+            Elementwise.run(Self.self, operands, range, coefficients)
+        }
+    }
+}
+
 /// One state buffer of a parameter: its PyTorch name and element count.
 public struct StateBuffer: Sendable, Equatable {
     /// The buffer's PyTorch name (`exp_avg`, …).

@@ -51,6 +51,17 @@ enum LerpMoment: FirstMomentForm {
 }
 
 /// `m·β1 + (1 − β1)·g`, as composer's DecoupledAdamW.
+/// `lerp(m, g, w)` for a weight known to be under ½ in magnitude (β1 > ½, every usual
+/// setting): ``Elementwise/lerp(_:_:weight:oneMinusWeight:)``'s first branch, the same bits, without
+/// the test in the loop.
+@usableFromInline
+enum SmallWeightLerpMoment: FirstMomentForm {
+    @inlinable @inline(__always)
+    static func average(_ m: FloatVector, _ g: FloatVector, _ c: AdamCoefficients) -> FloatVector {
+        m + c.oneMinusBeta1 * (g - m)
+    }
+}
+
 @usableFromInline
 enum MultiplyAddMoment: FirstMomentForm {
     @inlinable @inline(__always)
@@ -228,9 +239,16 @@ extension AdamVariant {
 
     /// The fused Adam update over `range`, its first moment by `lerp` or by multiply-add as the
     /// variant's reference computes it.
+    /// The usual case (β1 > ½, no `amsgrad`, `maximize` or L2 term) runs a copy of the loop in
+    /// which those options are constants, so their tests leave the loop; the same bits.
     @inlinable @inline(__always)
     public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: AdamCoefficients) {
-        if coefficients.lerpFirstMoment {
+        if coefficients.lerpFirstMoment && abs(coefficients.oneMinusBeta1) < 0.5 && !coefficients.amsgrad && !coefficients.maximize
+            && coefficients.l2 == 0 {
+            var usual = coefficients
+            (usual.amsgrad, usual.maximize, usual.l2) = (false, false, 0)
+            Elementwise.run(AdamKernel<SmallWeightLerpMoment>.self, operands, range, usual)
+        } else if coefficients.lerpFirstMoment {
             Elementwise.run(AdamKernel<LerpMoment>.self, operands, range, coefficients)
         } else {
             Elementwise.run(AdamKernel<MultiplyAddMoment>.self, operands, range, coefficients)

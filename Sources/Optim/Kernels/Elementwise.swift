@@ -202,9 +202,28 @@ public enum Elementwise {
     /// The kernel is a static function forced inline, not a closure: a closure this size stays
     /// an out-of-line function called once per vector, which reloads and re-broadcasts every
     /// coefficient each time and runs several times slower.
+    ///
+    /// A gradient without a clipping scale (the usual case) gets its own copy of the loop, with
+    /// the scale a constant 1, so that ``gradient(_:_:_:)``'s test leaves the loop: every
+    /// loop-invariant branch is micro-operations that keep fewer loads in flight, which a
+    /// single-threaded, memory-bound step pays for (measured: AdamW 0.89 of the C loop on one
+    /// thread with the tests in the loop).
     @_transparent
     public static func run<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
                                                  _ coefficients: Kernel.Coefficients) {
+        if operands.gradientScale == 1 {
+            var unscaled = operands
+            unscaled.gradientScale = 1
+            loop(kernel, unscaled, range, coefficients)
+        } else {
+            loop(kernel, operands, range, coefficients)
+        }
+    }
+
+    @_transparent
+    @usableFromInline
+    static func loop<Kernel: VectorKernel>(_ kernel: Kernel.Type, _ operands: KernelOperands, _ range: Range<Int>,
+                                           _ coefficients: Kernel.Coefficients) {
         var index = range.lowerBound
         let end = range.upperBound
         while index + width <= end {

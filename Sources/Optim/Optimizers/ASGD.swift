@@ -75,13 +75,13 @@ public enum ASGDRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``ASGD``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var decay: Float
         @usableFromInline var negativeEta: Float
         @usableFromInline var mu: Float
         @usableFromInline var averaging: Bool
-        @usableFromInline var l2: Float
-        @usableFromInline var maximize: Bool
+        public var l2: Float
+        public var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["ax"] }
@@ -101,6 +101,25 @@ public enum ASGDRule: UpdateRule, VectorKernel {
         scalars[0] = Float(lr / pow(1 + h.lambd * lr * t, h.alpha))
         scalars[1] = Float(1 / max(1, t - h.t0))
         return coefficients
+    }
+
+    /// The vector kernel over `range`, in the usual case (no `maximize`, no L2 term) in a copy of
+    /// the loop per averaging mode with the options constants, so that no test stays in the
+    /// loop; the same bits.
+    @inlinable @inline(__always)
+    public static func update(_ operands: KernelOperands, _ range: Range<Int>, _ coefficients: Coefficients) {
+        guard !coefficients.maximize && coefficients.l2 == 0 else {
+            return Elementwise.run(Self.self, operands, range, coefficients)
+        }
+        var usual = coefficients
+        (usual.maximize, usual.l2) = (false, 0)
+        if coefficients.averaging {
+            usual.averaging = true
+            Elementwise.run(Self.self, operands, range, usual)
+        } else {
+            usual.averaging = false
+            Elementwise.run(Self.self, operands, range, usual)
+        }
     }
 
     @_transparent

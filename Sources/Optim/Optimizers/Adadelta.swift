@@ -64,13 +64,13 @@ public enum AdadeltaRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``Adadelta``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var rho: Float
         @usableFromInline var oneMinusRho: Float
         @usableFromInline var eps: Float
-        @usableFromInline var l2: Float
-        @usableFromInline var maximize: Bool
+        public var l2: Float
+        public var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["square_avg", "acc_delta"] }

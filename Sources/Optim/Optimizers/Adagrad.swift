@@ -82,11 +82,11 @@ public enum AdagradRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``Adagrad``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var negativeLearningRate: Float
-        @usableFromInline var l2: Float
+        public var l2: Float
         @usableFromInline var eps: Float
-        @usableFromInline var maximize: Bool
+        public var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["sum"] }

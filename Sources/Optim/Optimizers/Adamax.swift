@@ -65,14 +65,14 @@ public enum AdamaxRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``Adamax``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var negativeStepSize: Float
         @usableFromInline var oneMinusBeta1: Float
         @usableFromInline var lerpComplement: Float
         @usableFromInline var beta2: Float
         @usableFromInline var eps: Float
-        @usableFromInline var l2: Float
-        @usableFromInline var maximize: Bool
+        public var l2: Float
+        public var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] { ["exp_avg", "exp_inf"] }

@@ -72,11 +72,11 @@ public enum RAdamRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``RAdam``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var applyDecay: Bool
         @usableFromInline var decay: Float
-        @usableFromInline var l2: Float
-        @usableFromInline var maximize: Bool
+        public var l2: Float
+        public var maximize: Bool
         @usableFromInline var oneMinusBeta1: Float
         @usableFromInline var lerpComplement: Float
         @usableFromInline var beta2: Float

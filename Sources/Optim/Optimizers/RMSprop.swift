@@ -86,16 +86,16 @@ public enum RMSpropRule: UpdateRule, VectorKernel {
     }
 
     /// The scalars of one step of ``RMSprop``, derived from the hyperparameters and the step number.
-    public struct Coefficients: Sendable {
+    public struct Coefficients: Sendable, TorchGradientOptions {
         @usableFromInline var negativeLearningRate: Float
         @usableFromInline var alpha: Float
         @usableFromInline var oneMinusAlpha: Float
         @usableFromInline var lerpComplement: Float
         @usableFromInline var eps: Float
-        @usableFromInline var l2: Float
+        public var l2: Float
         @usableFromInline var momentum: Float
         @usableFromInline var centered: Bool
-        @usableFromInline var maximize: Bool
+        public var maximize: Bool
     }
 
     public static func stateNames(_ h: Hyperparameters) -> [String] {
