@@ -38,7 +38,7 @@ public struct KernelOperands: @unchecked Sendable {
     /// `state0`/`state1` one scale per block of ``FourBitQuantization/blockSize`` elements.
     public var packedCodes = false
     /// For bfloat16 state (``StateDType/bfloat16``): the state buffers as bfloat16 bits, which
-    /// ``BFloat16State/run(_:_:_:kernels:conversions:collectingMetrics:)`` widens into `state0`… for the rule's
+    /// ``BFloat16State/run(_:_:_:kernels:conversions:stochasticKeys:collectingMetrics:)`` widens into `state0`… for the rule's
     /// kernel; nil for float32 and 8-bit state.
     public var bfloat16State: BFloat16StateBuffers? = nil
     /// Scratch for the kernels of low-precision state (a block's new state, a chunk's widened

@@ -28,7 +28,7 @@ import Foundation
 /// - ``bfloat16``: every state buffer element is a bfloat16 (2 bytes), widened to float32 for
 ///   the update and rounded back to the nearest bfloat16, ties to even (torch's
 ///   `tensor.to(torch.bfloat16)`), in one pass per chunk of ``BFloat16State/chunk`` elements
-///   (``BFloat16State/run(_:_:_:kernels:conversions:collectingMetrics:)``). Scalar state (NAdam's `mu_product`,
+///   (``BFloat16State/run(_:_:_:kernels:conversions:stochasticKeys:collectingMetrics:)``). Scalar state (NAdam's `mu_product`,
 ///   ASGD's `eta`) stays float32; every tensor is rounded, whatever its size. Rules that offer it
 ///   list it in their ``UpdateRule/stateDTypes``.
 ///
