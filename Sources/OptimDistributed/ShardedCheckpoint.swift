@@ -137,7 +137,7 @@ public enum ShardedCheckpoint {
             var snapshot = try Checkpoint.parse(description)
             func fill(_ snapshot: inout OptimizerSnapshot, prefix: String) throws {
                 for (name, state) in snapshot.parameters {
-                    if let buffer = (state.quantizedBuffers.keys.sorted() + state.bfloat16Buffers.keys.sorted()).first {
+                    if let buffer = (state.quantizedBuffers.keys.sorted() + state.bfloat16Buffers.keys.sorted() + state.parameterBuffers.keys.sorted()).first {
                         throw OptimError.checkpointMismatch("'\(name)' has a low-precision buffer '\(buffer)'; sharded checkpoints hold float32 state only")
                     }
                     for buffer in state.buffers.keys {
@@ -221,7 +221,7 @@ extension ShardedOptimizer {
         try communicator.checkRoot(writer)
         let local = shardOptimizer.snapshot()
         try checkStructure(local)
-        if let name = local.parameters.first(where: { !$0.value.quantizedBuffers.isEmpty || !$0.value.bfloat16Buffers.isEmpty })?.key {
+        if let name = local.parameters.first(where: { !$0.value.quantizedBuffers.isEmpty || !$0.value.bfloat16Buffers.isEmpty || !$0.value.parameterBuffers.isEmpty })?.key {
             throw OptimError.invalidConfiguration("'\(name)' keeps low-precision state; sharded checkpoints hold float32 state only")
         }
         // One id for this save, the writer's, on every rank.

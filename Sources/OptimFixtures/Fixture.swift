@@ -77,7 +77,9 @@ public struct Fixture: Sendable {
     public var objective: Objective?
     /// The parameters' dtype (`param_dtype`, this project's extension of the format): float32
     /// unless the file says `"bfloat16"`; then the initial values are bfloat16 numbers and the
-    /// parameters are bfloat16 (`Parameter.convert(to:)`) before the optimizer is built.
+    /// parameters are bfloat16 (`Parameter.convert(to:)`) before the optimizer is built. With
+    /// the hyperparameter `master_weights` true the initial values are instead the float32 master
+    /// weights (`Optimizer.setMasterWeights(_:of:)`), and the expectations are the masters.
     public var parameterDType: ParameterDType = .float32
     /// `rtol`: a value passes when `|got − want| ≤ atol + rtol·|want|`; 1e-5 by default.
     public var relativeTolerance: Double

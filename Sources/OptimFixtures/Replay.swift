@@ -53,12 +53,21 @@ extension Fixture {
         do {
             optimizer = try OptimizerRegistry.makeOptimizer(configuration, groups: groupConfigurations, threadPool: threadPool)
         } catch { throw fail(groups == nil ? "hyperparameters" : "hyperparameters/groups", error) }
+        // bfloat16 parameters with master weights: the fixture's float32 values are the masters,
+        // kept whole, and the expectations are the masters after each step (the float32 trajectory).
+        let masterWeights = parameterDType == .bfloat16 && configuration.hyperparameters["master_weights"] == .bool(true)
+        if masterWeights {
+            for tensor in parameters {
+                do { try optimizer.setMasterWeights(tensor.data, of: byName[tensor.name]!) } catch { throw fail("params", error) }
+            }
+        }
 
         var result = ReplayResult(name: name, optimizer: configuration.displayName, steps: steps.count,
                                   maxAbsoluteError: 0, maxRelativeError: 0, mismatches: 0)
         func compare(_ expectations: [String: [Float]], after step: Int) {
             for (parameterName, want) in expectations.sorted(by: { $0.key < $1.key }) {
-                let got = byName[parameterName]!.values
+                let parameter = byName[parameterName]!
+                let got = masterWeights ? ((try? optimizer.state(of: parameter))?["master_weight"] ?? parameter.valueArray) : parameter.valueArray
                 for (index, wanted) in want.enumerated() {
                     let (w, g) = (Double(wanted), Double(got[index]))
                     let difference = abs(g - w)

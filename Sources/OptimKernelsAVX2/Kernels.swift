@@ -23,7 +23,10 @@ func compiledKernels() -> KernelTable {
     table.setBFloat16Conversions(.init(widen: { BFloat16State.widen($0, into: $1, count: $2) },
                                        narrow: { BFloat16State.narrow($0, into: $1, count: $2) },
                                        roundNearest: { BFloat16Parameters.roundNearest($0, count: $1) },
-                                       roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) }))
+                                       roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) },
+                                       roundCompensated: { BFloat16Parameters.roundCompensated($0, compensation: $1, count: $2) },
+                                       joinMaster: { BFloat16Parameters.joinMaster($0, remainders: $1, count: $2) },
+                                       splitMaster: { BFloat16Parameters.splitMaster($0, remainders: $1, count: $2) }))
     table.setTransformerKernels(TransformerKernelSet(
         gelu: { TransformerKernels.gelu($0, $1, tanhOut: $2, count: $3) },
         geluBackward: { TransformerKernels.geluBackward($0, tanh: $1, $2, count: $3) },

@@ -29,11 +29,11 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("state-dtype"), help: "State format of the Swift optimizer: float32 (default), bfloat16, int8 (bitsandbytes' blockwise 8-bit state) or int4 (torchao's 4-bit state); `optim list --json` lists each optimizer's. The C reference keeps float32 state.")
     var stateDType: String = StateDType.float32.rawValue
 
-    @Option(name: .customLong("param-dtype"), help: "Parameter precision of the Swift optimizer: float32 (default) or bfloat16 (values rounded after each step with torchao's stochastic rounding; add --nearest for round to nearest even). The C reference updates float32 parameters.")
+    @Option(name: .customLong("param-dtype"), help: "Parameter precision of the Swift optimizer: float32 (default) or bfloat16 (values rounded after each step as --bf16-rounding says). The C reference updates float32 parameters.")
     var paramDType: String = ParameterDType.float32.rawValue
 
-    @Flag(help: "With --param-dtype bfloat16: round to nearest even instead of stochastically.")
-    var nearest = false
+    @Option(name: .customLong("bf16-rounding"), help: "With --param-dtype bfloat16: stochastic (torchao's, the default), nearest (nearest even), kahan (Kahan-compensated, 2 more bytes a parameter) or master (float32 master weights held in 2 more bytes a parameter).")
+    var bf16Rounding: String = "stochastic"
 
     @Flag(help: "Print one JSON object per implementation and line.")
     var json = false
@@ -71,11 +71,14 @@ struct Bench: ParsableCommand {
             throw ValidationError("--param-dtype bfloat16: optimizer '\(optimizer)' updates float32 parameters only; bfloat16 parameters: "
                 + OptimizerRegistry.all.filter(\.updatesBFloat16Parameters).map(\.name).joined(separator: ", "))
         }
+        guard ["stochastic", "nearest", "kahan", "master"].contains(bf16Rounding) else {
+            throw ValidationError("--bf16-rounding: expected stochastic, nearest, kahan or master, got '\(bf16Rounding)'")
+        }
         // Parameters, gradients and up to three state buffers (Lookahead: slow weights and two of
         // AdamW's) in the state format (8-bit and 4-bit: a float32 scale per block too), and the C
         // reference's float32 copy of all five: refuse what the memory cannot hold before allocating.
         let stateBytes = Double(dtype.stateBytes(count: 1 << 20)) / Double(1 << 20)
-        let bytes = Double(params) * (8 + 3 * stateBytes + (noReference ? 0 : 20)) + Double(tensors) * 1024  // and each tensor's bookkeeping
+        let bytes = Double(params) * (10 + 3 * stateBytes + (noReference ? 0 : 20)) + Double(tensors) * 1024  // and each tensor's bookkeeping
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes < available else {
             throw ValidationError("--params \(params) with --tensors \(tensors) needs about \(formatBytes(bytes)) (parameters, gradients, optimizer state and per-tensor bookkeeping\(noReference ? "" : ", the C reference's copy")); this machine has \(formatBytes(available))")
@@ -114,8 +117,13 @@ struct Bench: ParsableCommand {
         }
         var configuration = info.benchmark.configuration
         if stateDType != StateDType.float32.rawValue { configuration.hyperparameters["state_dtype"] = .string(stateDType) }
-        if paramDType == ParameterDType.bfloat16.rawValue, !nearest {
-            configuration.hyperparameters["bf16_stochastic_round"] = .bool(true)
+        if paramDType == ParameterDType.bfloat16.rawValue {
+            switch bf16Rounding {
+            case "stochastic": configuration.hyperparameters["bf16_stochastic_round"] = .bool(true)
+            case "kahan": configuration.hyperparameters["kahan_sum"] = .bool(true)
+            case "master": configuration.hyperparameters["master_weights"] = .bool(true)
+            default: break
+            }
         }
         let ours = try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool)
         let before = FloatStorage.liveBytes
@@ -182,7 +190,7 @@ struct Bench: ParsableCommand {
             }
             return
         }
-        print("optimizer \(configuration.displayName), \(stateDType) state, \(paramDType)\(paramDType == "bfloat16" ? (nearest ? " (nearest even)" : " (stochastic rounding)") : "") parameters, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
+        print("optimizer \(configuration.displayName), \(stateDType) state, \(paramDType)\(paramDType == "bfloat16" ? " (\(bf16Rounding) rounding)" : "") parameters, \(params) params in \(tensors) tensor(s)\(contiguous ? " (contiguous)" : ""), \(threads) thread(s), median of \(steps) steps")
         print("state \(String(format: "%.2f", Double(stateBytes) / Double(params))) bytes/param (measured), moves \(String(format: "%.1f", bytesPerStep / Double(params))) bytes/param/step, peak RSS \(String(format: "%.2f", peakResidentBytes / 1e9)) GB")
         if let allocationsPerStep { print("heap allocations per step (counting malloc preloaded): \(RunSettings.text(allocationsPerStep))") }
         print("Swift kernels: \(ours.instructionSet) (this CPU runs \(KernelDispatch.available.map(\.rawValue).joined(separator: ", ")); OPTIM_ISA forces one)")

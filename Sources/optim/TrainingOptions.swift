@@ -37,7 +37,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed for the initial weights, the train/test split and the batch order (default: 0).")
     var seed: UInt64?
 
-    @Option(name: .customLong("param-dtype"), help: "Model parameter precision: float32 (default) or bfloat16 (every weight a bfloat16 number, updated with torchao's stochastic rounding seeded by --seed; -H bf16_stochastic_round=false rounds to nearest even). bfloat16 parameters: adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd, rmsprop, adagrad, adopt, ademamix.")
+    @Option(name: .customLong("param-dtype"), help: "Model parameter precision: float32 (default) or bfloat16 (every weight a bfloat16 number, updated with torchao's stochastic rounding seeded by --seed; -H bf16_stochastic_round=false rounds to nearest even, -H kahan_sum=true compensates the rounding, -H master_weights=true keeps exact float32 master weights in 2 more bytes a weight). bfloat16 parameters: adam, adamw, decoupled_adamw, lion, decoupled_lionw, sgd, rmsprop, adagrad, adopt, ademamix.")
     var paramDType: String?
 
     @Option(help: "Threads for the model and the optimizer (default: all cores).")

@@ -475,6 +475,19 @@ extension DocumentationExampleTests {
         try adamwBF16.step()
         #expect(embedding.dtype == .bfloat16 && BFloat16Parameters.holdsBFloat16(UnsafeBufferPointer(embedding.values)))
         #expect(embedding.valueArray != [Float](repeating: BFloat16Parameters.roundNearest(0.02), count: embedding.count))
+
+        // docs: MigratingFromPyTorch
+        // master = [p.float().clone() for p in model_fp32.parameters()]; model.to(torch.bfloat16)
+        let projection = try Parameter(name: "projection", shape: [4, 4], repeating: 0.1)
+        let float32Weights = projection.valueArray
+        projection.convert(to: .bfloat16)
+        let mixed = try OptimizerRegistry.makeOptimizer(
+            OptimizerConfiguration(name: "adamw", hyperparameters: ["lr": .number(1e-3), "master_weights": .bool(true)]),
+            parameters: [projection])
+        try mixed.setMasterWeights(float32Weights, of: projection)  // the float32 values, kept whole
+        // docs: end
+        #expect(try mixed.state(of: projection)["master_weight"] == float32Weights)
+        #expect(projection.valueArray != float32Weights && BFloat16Parameters.holdsBFloat16(UnsafeBufferPointer(projection.values)))
     }
 }
 

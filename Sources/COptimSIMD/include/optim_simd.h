@@ -440,6 +440,59 @@ static inline __attribute__((always_inline)) void optim_bf16_round_values_stocha
     }
 }
 
+/*
+ * bfloat16 parameters with float32 master weights (BFloat16Parameters.joinMaster / splitMaster).
+ * The float32 master m is held exactly as two 16-bit halves: the parameter p, m rounded to the
+ * nearest bfloat16 with ties away from zero (the top 16 bits of bits(m) + 0x8000), and the
+ * remainder r = bits(m) - bits(p), a signed 16-bit integer in [-2^15, 2^15). Joining gives
+ * bits(m) = bits(p) + r back, bit for bit, across binades and signed zeros. A NaN master is held
+ * as p = 0xFFFF0000 (torch's NaN of a tensor), r = 0. Plain loops: each kernel module
+ * vectorises them for its CPU.
+ */
+static inline __attribute__((always_inline)) void optim_bf16_master_join(float *values, const int16_t *remainder, long count) {
+    for (long i = 0; i < count; i++) {
+        uint32_t bits;
+        __builtin_memcpy(&bits, values + i, 4);
+        bits += (uint32_t)(int32_t)remainder[i];
+        __builtin_memcpy(values + i, &bits, 4);
+    }
+}
+
+static inline __attribute__((always_inline)) void optim_bf16_master_split(float *values, int16_t *remainder, long count) {
+    for (long i = 0; i < count; i++) {
+        uint32_t bits;
+        __builtin_memcpy(&bits, values + i, 4);
+        uint32_t high = (bits + 0x8000u) & 0xFFFF0000u;
+        int nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+        uint32_t parameter = nan ? 0xFFFF0000u : high;
+        remainder[i] = nan ? (int16_t)0 : (int16_t)(int32_t)(bits - high);
+        __builtin_memcpy(values + i, &parameter, 4);
+    }
+}
+
+/*
+ * bfloat16 parameters with Kahan-compensated updates (BFloat16Parameters.roundCompensated): the
+ * step's float32 result x and the compensation c (a bfloat16, what earlier roundings lost) sum
+ * to s = x + c; the parameter becomes s rounded to nearest even (NaN -> 0xFFFF0000) and c the
+ * bfloat16 nearest to s - parameter, or 0 where that is not finite.
+ */
+static inline __attribute__((always_inline)) void optim_bf16_round_compensated(float *values, uint16_t *compensation, long count) {
+    for (long i = 0; i < count; i++) {
+        uint32_t cbits = (uint32_t)compensation[i] << 16, sbits, pbits, ebits;
+        float c, s, p, e;
+        __builtin_memcpy(&c, &cbits, 4);
+        s = values[i] + c;
+        __builtin_memcpy(&sbits, &s, 4);
+        pbits = (sbits & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFF0000u : ((sbits + 0x7FFFu + ((sbits >> 16) & 1u)) & 0xFFFF0000u);
+        __builtin_memcpy(&p, &pbits, 4);
+        e = s - p;
+        __builtin_memcpy(&ebits, &e, 4);
+        uint16_t rounded = (uint16_t)((ebits + 0x7FFFu + ((ebits >> 16) & 1u)) >> 16);
+        compensation[i] = (ebits & 0x7FFFFFFFu) >= 0x7F800000u ? (uint16_t)0 : rounded;
+        values[i] = p;
+    }
+}
+
 /* The largest lane of 16 values that hold no NaN. */
 static inline __attribute__((always_inline)) float optim_reduce_max16(optim_float16 x) {
     return __builtin_reduce_max(x);

@@ -12,13 +12,21 @@ import Safetensors
 /// one per block of 256 elements: bitsandbytes' `state1` and `absmax1`); a 4-bit buffer
 /// (``StateDType/int4``) the same way, its codes two a byte (U8, flat, half the parameter's
 /// element count; the first element in the high nibble) and one scale per block of 128 elements
-/// as `.absmax` (torchao's `codes` and `scale`) — and in
+/// as `.absmax` (torchao's `codes` and `scale`); the buffer a bfloat16 parameter keeps beside it
+/// as `state/<parameter>/kahan_comp` (BF16) or `state/<parameter>/master_weight_remainder` (I16:
+/// the float32 master's bits are the parameter's BF16 bits shifted up by 16 plus the remainder) — and in
 /// `__metadata__`: `format` (`swift-optim-checkpoint/1`), `optimizer` (a JSON description: name,
 /// groups with hyperparameters and initial learning rates, per-parameter step counts, wrapper
 /// counters, recursively for a wrapped optimizer), `scheduler_step` when a scheduler is saved,
 /// plus any caller metadata. Saving is atomic; loading checks everything before changing anything.
 public enum Checkpoint {
-    /// bfloat16 bit patterns as a BF16 tensor's little-endian bytes.
+    /// The dtype a buffer beside a bfloat16 parameter is stored as: I16 for master-weight
+    /// remainders, BF16 for Kahan compensations.
+    static func parameterBufferDType(_ name: String) -> DType {
+        name == BFloat16Rounding.masterWeights.parameterBufferName ? .I16 : .BF16
+    }
+
+    /// bfloat16 (or other 16-bit) bit patterns as a 16-bit tensor's little-endian bytes.
     static func bfloat16Bytes(_ bits: some Sequence<UInt16>, count: Int) -> Data {
         var bytes = Data(capacity: count * 2)
         for value in bits { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
@@ -56,6 +64,11 @@ public enum Checkpoint {
                 for (buffer, bits) in state.bfloat16Buffers.sorted(by: { $0.key < $1.key }) {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
                     tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: .BF16, shape: shape, bytes: bfloat16Bytes(bits, count: bits.count)))
+                }
+                for (buffer, bits) in state.parameterBuffers.sorted(by: { $0.key < $1.key }) {
+                    let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: parameterBufferDType(buffer), shape: shape,
+                                              bytes: bfloat16Bytes(bits, count: bits.count)))
                 }
                 for (buffer, stored) in state.quantizedBuffers.sorted(by: { $0.key < $1.key }) {
                     let shape = shapes[name].flatMap { $0.reduce(1, *) == stored.codes.count ? $0 : nil } ?? [stored.codes.count]
@@ -98,6 +111,14 @@ public enum Checkpoint {
                     guard (try? file.info(tensor))?.dtype == .BF16 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not BF16") }
                     let bytes = try file.bytes(tensor)
                     snapshot.parameters[name]!.bfloat16Buffers[buffer] = bytes.withUnsafeBytes { raw in
+                        (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+                    }
+                }
+                for buffer in state.parameterBuffers.keys {
+                    let tensor = "\(prefix)\(name)/\(buffer)", dtype = parameterBufferDType(buffer)
+                    guard (try? file.info(tensor))?.dtype == dtype else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not \(dtype.rawValue)") }
+                    let bytes = try file.bytes(tensor)
+                    snapshot.parameters[name]!.parameterBuffers[buffer] = bytes.withUnsafeBytes { raw in
                         (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
                     }
                 }
@@ -158,6 +179,9 @@ public enum Checkpoint {
             var quantized_buffers: [String]?
             /// The bfloat16 buffers, stored as BF16 tensors `<buffer>` (absent without).
             var bfloat16_buffers: [String]?
+            /// The buffer beside a bfloat16 parameter, stored as `<buffer>`: `kahan_comp` (BF16) or
+            /// `master_weight_remainder` (I16) (absent without).
+            var parameter_buffers: [String]?
         }
         var name: String
         var skipped_steps: Int
@@ -175,7 +199,8 @@ public enum Checkpoint {
             parameters = snapshot.parameters.mapValues { State(steps: $0.stepCount, buffers: $0.buffers.keys.sorted(), gradient_scale: $0.gradientScale,
                                                                  scalars: $0.scalars.isEmpty ? nil : $0.scalars,
                                                                  quantized_buffers: $0.quantizedBuffers.isEmpty ? nil : $0.quantizedBuffers.keys.sorted(),
-                                                                 bfloat16_buffers: $0.bfloat16Buffers.isEmpty ? nil : $0.bfloat16Buffers.keys.sorted()) }
+                                                                 bfloat16_buffers: $0.bfloat16Buffers.isEmpty ? nil : $0.bfloat16Buffers.keys.sorted(),
+                                                                 parameter_buffers: $0.parameterBuffers.isEmpty ? nil : $0.parameterBuffers.keys.sorted()) }
             base = snapshot.base.map { [Description($0)] }
         }
 
@@ -187,7 +212,8 @@ public enum Checkpoint {
                     .init(stepCount: state.steps, buffers: Dictionary(uniqueKeysWithValues: state.buffers.map { ($0, []) }), gradientScale: state.gradient_scale,
                           scalars: state.scalars ?? [:],
                           quantizedBuffers: Dictionary(uniqueKeysWithValues: (state.quantized_buffers ?? []).map { ($0, .init(codes: [], absmax: [])) }),
-                          bfloat16Buffers: Dictionary(uniqueKeysWithValues: (state.bfloat16_buffers ?? []).map { ($0, []) }))
+                          bfloat16Buffers: Dictionary(uniqueKeysWithValues: (state.bfloat16_buffers ?? []).map { ($0, []) }),
+                          parameterBuffers: Dictionary(uniqueKeysWithValues: (state.parameter_buffers ?? []).map { ($0, []) }))
                 },
                 skippedSteps: skipped_steps, wrapper: wrapper, base: base?.first?.snapshot)
         }

@@ -60,17 +60,24 @@ public struct OptimizerSnapshot: Sendable, Equatable {
         /// bfloat16 state buffers by PyTorch name, their bits as they are held
         /// (``StateDType/bfloat16``).
         public var bfloat16Buffers: [String: [UInt16]]
+        /// The buffer a bfloat16 parameter keeps beside it under its rounding
+        /// (``BFloat16Rounding/parameterBufferName``), 16 bits an element as held: `kahan_comp`
+        /// (bfloat16 bits) or `master_weight_remainder` (signed 16-bit integers, as their bits).
+        /// Empty for the other roundings and float32 parameters.
+        public var parameterBuffers: [String: [UInt16]]
 
         /// A parameter's state from its step count, buffers, pending gradient factor, scalars,
-        /// 8-bit and bfloat16 buffers.
+        /// 8-bit, bfloat16 and parameter buffers.
         public init(stepCount: Int, buffers: [String: [Float]], gradientScale: Float, scalars: [String: Float] = [:],
-                    quantizedBuffers: [String: QuantizedBuffer] = [:], bfloat16Buffers: [String: [UInt16]] = [:]) {
+                    quantizedBuffers: [String: QuantizedBuffer] = [:], bfloat16Buffers: [String: [UInt16]] = [:],
+                    parameterBuffers: [String: [UInt16]] = [:]) {
             self.stepCount = stepCount
             self.buffers = buffers
             self.gradientScale = gradientScale
             self.scalars = scalars
             self.quantizedBuffers = quantizedBuffers
             self.bfloat16Buffers = bfloat16Buffers
+            self.parameterBuffers = parameterBuffers
         }
     }
 
@@ -122,9 +129,11 @@ extension GradientOptimizer {
                 for (buffer, storage) in zip(slot.layout, slot.state) { buffers[buffer.name] = Array(storage) }
             }
             let scalarNames = Rule.scalarStateNames(groups[slot.group].hyperparameters)
+            var beside: [String: [UInt16]] = [:]
+            if let name = parameterBufferName(slot), let buffer = slot.parameterBuffer { beside[name] = Array(buffer) }
             parameters[slot.parameter.name] = .init(stepCount: slot.steps, buffers: buffers, gradientScale: slot.gradientScale,
                                                     scalars: Dictionary(uniqueKeysWithValues: zip(scalarNames, slot.scalars)),
-                                                    quantizedBuffers: quantized, bfloat16Buffers: halves)
+                                                    quantizedBuffers: quantized, bfloat16Buffers: halves, parameterBuffers: beside)
         }
         let groupStates = groups.enumerated().map { index, group in
             OptimizerSnapshot.Group(parameterNames: group.parameters.map(\.name), hyperparameters: group.hyperparameters.dictionary,
@@ -156,7 +165,7 @@ extension GradientOptimizer {
             try parsed.validate()
             // The state format is part of the optimizer, not of the file: no silent conversion.
             guard parsed.statePrecision == live.hyperparameters.statePrecision else {
-                throw .checkpointMismatch("group \(index): the checkpoint keeps \(parsed.statePrecision) state, this optimizer \(live.hyperparameters.statePrecision) state; build the optimizer with the checkpoint's state_dtype and min_8bit_size to resume it")
+                throw .checkpointMismatch("group \(index): the checkpoint keeps \(parsed.statePrecision) state, this optimizer \(live.hyperparameters.statePrecision) state; build the optimizer with the checkpoint's state_dtype, min_8bit_size and bfloat16 parameter rounding (bf16_stochastic_round, kahan_sum, master_weights) to resume it")
             }
             guard saved.initialLearningRate.isFinite, saved.initialLearningRate > 0 else {
                 throw .checkpointMismatch("group \(index): invalid initial learning rate \(saved.initialLearningRate)")
@@ -209,6 +218,18 @@ extension GradientOptimizer {
                     }
                 }
             }
+            let besideName = slot.dtype == .bfloat16 ? hyperparameters[slot.group].statePrecision.parameterRounding.parameterBufferName : nil
+            let beside = Set(state.parameterBuffers.keys)
+            if let besideName {
+                guard beside.isSubset(of: [besideName]), !beside.isEmpty || state.stepCount == 0 else {
+                    throw .checkpointMismatch("parameter '\(slot.parameter.name)': buffers beside the parameter \(beside.sorted()), expected ['\(besideName)'] (bfloat16 parameters rounded \(hyperparameters[slot.group].statePrecision.parameterRounding))")
+                }
+                if let bits = state.parameterBuffers[besideName], bits.count != slot.parameter.count {
+                    throw .checkpointMismatch("parameter '\(slot.parameter.name)': '\(besideName)' holds \(bits.count) values, expected \(slot.parameter.count)")
+                }
+            } else if let stray = beside.sorted().first {
+                throw .checkpointMismatch("parameter '\(slot.parameter.name)': the checkpoint keeps '\(stray)' beside it, which this optimizer does not (\(slot.dtype) parameter, rounded \(hyperparameters[slot.group].statePrecision.parameterRounding))")
+            }
             let scalarNames = Rule.scalarStateNames(hyperparameters[slot.group])
             guard Set(state.scalars.keys) == Set(scalarNames) || (state.scalars.isEmpty && names.isEmpty) else {
                 throw .checkpointMismatch("parameter '\(slot.parameter.name)': scalar state \(state.scalars.keys.sorted()), expected \(scalarNames)")
@@ -232,6 +253,18 @@ extension GradientOptimizer {
         if !needing.isEmpty { allocateState(needing) }
         for index in slots.indices {
             let state = snapshot.parameters[slots[index].parameter.name]!
+            if let name = parameterBufferName(slots[index]) {
+                if let stored = state.parameterBuffers[name] {
+                    if slots[index].parameterBuffer == nil {
+                        let buffer = FloatStorage.allocateHalves(stored.count)
+                        retainParameterBuffer(buffer)
+                        slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<stored.count])
+                    }
+                    _ = slots[index].parameterBuffer!.update(fromContentsOf: stored)
+                } else {
+                    slots[index].parameterBuffer?.update(repeating: 0)
+                }
+            }
             slots[index].steps = state.stepCount
             slots[index].gradientScale = state.gradientScale
             slots[index].scalars = Rule.scalarStateNames(groups[slots[index].group].hyperparameters).compactMap { state.scalars[$0] }

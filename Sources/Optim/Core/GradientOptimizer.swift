@@ -276,6 +276,10 @@ struct Slot {
     var gradientScale: Float = 1
     /// The parameter's dtype when the optimizer was built: a step refuses a parameter whose dtype changed.
     var dtype = ParameterDType.float32
+    /// What a bfloat16 parameter keeps beside it under its group's rounding
+    /// (``BFloat16Rounding/parameterBufferName``): Kahan compensations or master-weight
+    /// remainders, one 16-bit value an element; nil until its first update needs it.
+    var parameterBuffer: UnsafeMutableBufferPointer<UInt16>?
 }
 
 /// A tensor updated this step: its pointers and the index of its coefficients in the step's table.
@@ -296,12 +300,21 @@ enum ParameterRoundingStep: Equatable {
     case nearestEven
     /// Stochastic under `seed`, with the step's keys (``BFloat16Parameters/key(seed:tensor:step:)``).
     case stochastic(seed: UInt64, key0: UInt32, key1: UInt32)
+    /// Nearest even with Kahan compensation, the compensation's bfloat16 bits at the pointer (element 0).
+    case kahan(UnsafeMutablePointer<UInt16>)
+    /// Joined with and split into the float32 master's remainders at the pointer (element 0):
+    /// before the update as well as after it.
+    case master(UnsafeMutablePointer<Int16>)
 
-    init(dtype: ParameterDType, rounding: BFloat16Rounding, tensor: Int, step: Int) {
+    /// The rounding of a parameter of `dtype`; `buffer` is its ``Slot/parameterBuffer`` (the
+    /// roundings that keep one have it by the time a step runs).
+    init(dtype: ParameterDType, rounding: BFloat16Rounding, tensor: Int, step: Int, buffer: UnsafeMutableBufferPointer<UInt16>?) {
         guard dtype == .bfloat16 else { self = .none; return }
         switch rounding {
         case .nearestEven: self = .nearestEven
         case let .stochastic(seed): self = Self.keyed(seed: seed, tensor: tensor, step: step)
+        case .kahanSum: self = .kahan(buffer!.baseAddress!)
+        case .masterWeights: self = .master(UnsafeMutableRawPointer(buffer!.baseAddress!).assumingMemoryBound(to: Int16.self))
         }
     }
 
@@ -311,6 +324,7 @@ enum ParameterRoundingStep: Equatable {
         switch rounding {
         case .nearestEven: .nearestEven
         case let .stochastic(seed): keyed(seed: BFloat16Parameters.splitmix64(seed ^ stateDomain), tensor: tensor, step: step)
+        case .kahanSum, .masterWeights: .nearestEven  // refused for state (checkRounding)
         }
     }
 
@@ -537,6 +551,10 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
             }
         }
         Rule.advise(hyperparameters)
+        if hyperparameters.statePrecision.parameterRounding != groups[group].hyperparameters.statePrecision.parameterRounding {
+            // Compensations or remainders of another rounding mean nothing to the new one.
+            for index in slots.indices where slots[index].group == group { slots[index].parameterBuffer?.update(repeating: 0) }
+        }
         groups[group].hyperparameters = hyperparameters
         refreshLayouts(group: group)
         scalarGroups[group] = !Rule.scalarStateNames(hyperparameters).isEmpty
@@ -556,6 +574,12 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
            parameterSeed != stateSeed {
             throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_rounding_seed", value: "\(parameterSeed) and \(stateSeed)",
                                          expected: "one seed for the parameters' and the state's stochastic rounding")
+        }
+        switch precision.stateRounding {
+        case .kahanSum, .masterWeights:
+            throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_state_stochastic_round", value: "\(precision.stateRounding)",
+                                         expected: "nearest even or stochastic rounding: Kahan compensation and master weights are for parameters")
+        case .nearestEven, .stochastic: break
         }
         if precision.stateRounding != .nearestEven && precision.dtype != .bfloat16 {
             throw .invalidHyperparameter(optimizer: Rule.name, name: "bf16_state_stochastic_round", value: "true",
@@ -586,6 +610,14 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         var result: [String: [Float]] = [:]
         for (buffer, values) in zip(slot.layout, floatState(slot)) { result[buffer.name] = values }
         for (name, value) in zip(Rule.scalarStateNames(groups[slot.group].hyperparameters), slot.scalars) { result[name] = [value] }
+        if let buffer = slot.parameterBuffer, let name = parameterBufferName(slot) {
+            // The float32 masters themselves, or the compensations as floats.
+            if name == BFloat16Rounding.masterWeights.parameterBufferName {
+                result["master_weight"] = zip(slot.parameter.values, buffer).map { BFloat16Parameters.master(value: $0, remainder: Int16(bitPattern: $1)) }
+            } else {
+                result[name] = buffer.map(BFloat16State.value)
+            }
+        }
         return result
     }
 
@@ -640,6 +672,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                 pending.append(index)
             }
             if !pending.isEmpty { allocateState(pending) }
+            allocateParameterBuffers()
             buildPlan()
         }
         guard collectingMetrics else {
@@ -745,7 +778,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         plan.add(tensor: active.count, count: count)
                     }
                     let rounding = ParameterRoundingStep(dtype: slots[slot].dtype, rounding: hyperparameters.statePrecision.parameterRounding,
-                                                         tensor: slot, step: slots[slot].steps)
+                                                         tensor: slot, step: slots[slot].steps, buffer: slots[slot].parameterBuffer)
                     let stateRounding = slots[slot].storage == .bfloat16
                         ? ParameterRoundingStep.state(hyperparameters.statePrecision.stateRounding, tensor: slot, step: slots[slot].steps) : .none
                     active.append(ActiveTensor(operands: operands, coefficients: lastCoefficients, slot: slot, rounding: rounding,
@@ -879,6 +912,11 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                             current = tensor.coefficients
                             coefficients = table[current]
                         }
+                        if case let .master(remainders) = tensor.rounding {
+                            // The chunk's float32 master values, which the update steps.
+                            conversions.joinMaster(tensor.operands.parameter + item.range.lowerBound, remainders + item.range.lowerBound,
+                                                   item.range.count)
+                        }
                         if tensor.operands.bfloat16State != nil {
                             var operands = tensor.operands
                             operands.scratch = scratch
@@ -905,6 +943,12 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
                         case let .stochastic(_, key0, key1):
                             conversions.roundStochastically(tensor.operands.parameter + item.range.lowerBound, item.range.count,
                                                             item.range.lowerBound, key0, key1)
+                        case let .kahan(compensation):
+                            conversions.roundCompensated(tensor.operands.parameter + item.range.lowerBound, compensation + item.range.lowerBound,
+                                                         item.range.count)
+                        case let .master(remainders):
+                            conversions.splitMaster(tensor.operands.parameter + item.range.lowerBound, remainders + item.range.lowerBound,
+                                                    item.range.count)
                         }
                     }
                 }
@@ -943,6 +987,55 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         let withGradient = slots.map(\.parameter).filter { $0.gradient != nil }
         let flags = Finiteness.check(withGradient.map { UnsafeBufferPointer($0.gradient!) }, on: threadPool)
         return flags.firstIndex(of: false).map { withGradient[$0] }
+    }
+
+    /// Gives each bfloat16 parameter about to be updated the buffer its group's rounding keeps
+    /// beside it (``BFloat16Rounding/parameterBufferName``), zero-filled: no compensation yet, a
+    /// master equal to the parameter.
+    func allocateParameterBuffers() {
+        for index in slots.indices where slots[index].dtype == .bfloat16 && slots[index].parameterBuffer == nil
+            && slots[index].parameter.gradient != nil
+            && groups[slots[index].group].hyperparameters.statePrecision.parameterRounding.parameterBufferName != nil {
+            let buffer = FloatStorage.allocateHalves(slots[index].parameter.count)
+            halfArenas.append(buffer)
+            slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<slots[index].parameter.count])
+        }
+    }
+
+    /// Keeps `buffer` until the optimizer is freed.
+    func retainParameterBuffer(_ buffer: UnsafeMutableBufferPointer<UInt16>) { halfArenas.append(buffer) }
+
+    /// The name of the buffer `slot` keeps beside its parameter, nil for none (a float32
+    /// parameter, or a rounding without one).
+    func parameterBufferName(_ slot: Slot) -> String? {
+        slot.dtype == .bfloat16 ? groups[slot.group].hyperparameters.statePrecision.parameterRounding.parameterBufferName : nil
+    }
+
+    /// Sets the float32 master weights of a bfloat16 parameter whose group keeps them
+    /// (``BFloat16Rounding/masterWeights``): its values become the masters rounded to the nearest
+    /// bfloat16 (ties away from zero) and the remainders keep the rest, so the next step starts
+    /// from `values` exactly. This is how a run starts bfloat16 training from float32 weights
+    /// without losing their low bits (``Parameter/convert(to:)`` rounds them away). Throws,
+    /// changing nothing, for an unknown parameter, one without master weights, or a count that
+    /// is not the parameter's.
+    public func setMasterWeights(_ values: [Float], of parameter: Parameter) throws(OptimError) {
+        let index = try slot(of: parameter)
+        guard parameterBufferName(slots[index]) == BFloat16Rounding.masterWeights.parameterBufferName else {
+            throw .invalidConfiguration("\(Rule.name): parameter '\(parameter.name)' keeps no master weights (it is \(slots[index].dtype), rounded \(groups[slots[index].group].hyperparameters.statePrecision.parameterRounding)); set master_weights true for its group and convert it to bfloat16 first")
+        }
+        guard values.count == parameter.count else { throw .sizeMismatch(parameter: parameter.name, expected: parameter.count, got: values.count) }
+        if slots[index].parameterBuffer == nil {
+            let buffer = FloatStorage.allocateHalves(parameter.count)
+            halfArenas.append(buffer)
+            slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<parameter.count])
+            planValid = false
+        }
+        let remainders = slots[index].parameterBuffer!
+        for (element, master) in values.enumerated() {
+            let (value, remainder) = BFloat16Parameters.split(master: master)
+            parameter.values[element] = value
+            remainders[element] = UInt16(bitPattern: remainder)
+        }
     }
 
     /// Gives the `pending` slots their missing state buffers, zero-filled, as consecutive

@@ -33,7 +33,8 @@ public protocol Optimizer: AnyObject {
     /// How many steps have updated `parameter` (steps where it had no gradient don't count).
     func stepCount(of parameter: Parameter) throws(OptimError) -> Int
     /// Copies of `parameter`'s state buffers by PyTorch name (`exp_avg`, `momentum_buffer`, …);
-    /// empty before its first update.
+    /// empty before its first update. A bfloat16 parameter with master weights adds its float32
+    /// masters as `master_weight`, one with Kahan compensation its `kahan_comp`.
     func state(of parameter: Parameter) throws(OptimError) -> [String: [Float]]
     /// Multiplies `parameter`'s gradient by `factor` inside the next step's fused pass, with no
     /// pass of its own (gradient clipping by norm uses this); factors multiply until a step
@@ -58,6 +59,11 @@ public protocol Optimizer: AnyObject {
     /// moves them to the average x; call ``train()`` before the next step. Optimizers without
     /// modes ignore it. Idempotent. Collective for a `ShardedOptimizer`.
     func eval() throws
+    /// Sets the float32 master weights of a bfloat16 parameter whose group keeps them (hyperparameter
+    /// `master_weights`, ``BFloat16Rounding/masterWeights``): the parameter's values become them
+    /// rounded to bfloat16 and the optimizer keeps the rest, so the next step starts from
+    /// `values` exactly. Throws, changing nothing, when the parameter keeps no master weights.
+    func setMasterWeights(_ values: [Float], of parameter: Parameter) throws(OptimError)
 }
 
 /// What a step does with a gradient that holds NaN or ±Inf.
@@ -74,6 +80,11 @@ public enum NonFinitePolicy: String, Sendable, CaseIterable {
 extension Optimizer {
     public func train() {}
     public func eval() {}
+
+    /// Refuses: an optimizer that keeps no master weights.
+    public func setMasterWeights(_ values: [Float], of parameter: Parameter) throws(OptimError) {
+        throw .invalidConfiguration("\(name) keeps no master weights for parameter '\(parameter.name)'")
+    }
 
     /// `baseline` unless the optimizer says otherwise (an optimizer whose update is not made of
     /// dispatched kernels).

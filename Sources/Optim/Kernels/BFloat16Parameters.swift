@@ -1,7 +1,8 @@
 import COptimSIMD
 
 /// How an optimizer rounds the new value of a bfloat16 parameter (``ParameterDType/bfloat16``)
-/// after each step: the hyperparameters `bf16_stochastic_round` and `bf16_rounding_seed`.
+/// after each step: the hyperparameters `bf16_stochastic_round` and `bf16_rounding_seed`,
+/// `kahan_sum` and `master_weights` (at most one of the three true).
 ///
 /// torchao's optimizers (`AdamW8bit(..., bf16_stochastic_round=True)`, torchao 0.18) compute the
 /// step in float32 and store the result in the bfloat16 parameter either rounded to nearest even
@@ -16,17 +17,42 @@ public enum BFloat16Rounding: Sendable, Hashable, CustomStringConvertible {
     /// position in the optimizer, its step count and the element (``BFloat16Parameters``):
     /// deterministic, and the same after a resume.
     case stochastic(seed: UInt64)
+    /// Kahan-compensated updates (hyperparameter `kahan_sum`, optimi's name): each parameter keeps
+    /// a bfloat16 compensation `kahan_comp` of what rounding lost; the step's float32 result plus
+    /// the compensation is rounded to nearest even, and the new compensation is what that lost
+    /// (Kahan, 1965; Zamirai et al., 2020). 2 bytes a parameter; updates far below half a
+    /// bfloat16 step accumulate instead of vanishing.
+    case kahanSum
+    /// A float32 master copy of each parameter (hyperparameter `master_weights`, apex's name),
+    /// held exactly in 2 bytes a parameter: the parameter is the master rounded to the nearest
+    /// bfloat16 (ties away from zero), and `master_weight_remainder` the 16 bits that, added to the
+    /// parameter's float32 bits, give the master's. Each step joins them, runs the float32 update
+    /// on the master and splits the result, so the master takes exactly the float32 optimizer's
+    /// steps while the model sees bfloat16 weights.
+    case masterWeights
 
     /// The largest seed: 2⁵³, the largest whole number a hyperparameter (a Double) holds exactly.
     public static let largestSeed: UInt64 = 1 << 53
     /// The seeds' range, as error messages name it.
     static let seedRange = "a whole number in [0, 2^53]"
 
-    /// `nearest even` or `stochastic (seed N)`.
+    /// The name of the buffer each parameter keeps beside it: `kahan_comp` (bfloat16 bits) or
+    /// `master_weight_remainder` (signed 16-bit integers); nil for the roundings without one.
+    public var parameterBufferName: String? {
+        switch self {
+        case .nearestEven, .stochastic: nil
+        case .kahanSum: "kahan_comp"
+        case .masterWeights: "master_weight_remainder"
+        }
+    }
+
+    /// `nearest even`, `stochastic (seed N)`, or the compensated and master-weight forms.
     public var description: String {
         switch self {
         case .nearestEven: "nearest even"
         case let .stochastic(seed): "stochastic (seed \(seed))"
+        case .kahanSum: "nearest even with Kahan compensation"
+        case .masterWeights: "from float32 master weights"
         }
     }
 }
@@ -98,7 +124,45 @@ public enum BFloat16Parameters {
         optim_bf16_round_values_stochastic(values, count, first, key0, key1)
     }
 
-    /// Whether every value is a bfloat16 (its low 16 bits zero), NaN only as `0xFFFF`.
+    /// Joins `count` bfloat16 parameter values with their remainders (``BFloat16Rounding/masterWeights``)
+    /// into the float32 master values, in place: `bits(master) = bits(value) + remainder`, exactly.
+    @_transparent
+    public static func joinMaster(_ values: UnsafeMutablePointer<Float>, remainders: UnsafeMutablePointer<Int16>, count: Int) {
+        optim_bf16_master_join(values, remainders, count)
+    }
+
+    /// Splits `count` float32 master values, in place, into the bfloat16 nearest each (ties away
+    /// from zero; NaN → `0xFFFF`) and the remainder `bits(master) − bits(bfloat16)`, a 16-bit integer.
+    @_transparent
+    public static func splitMaster(_ values: UnsafeMutablePointer<Float>, remainders: UnsafeMutablePointer<Int16>, count: Int) {
+        optim_bf16_master_split(values, remainders, count)
+    }
+
+    /// The float32 master value of a bfloat16 parameter value and its remainder.
+    @inlinable
+    public static func master(value: Float, remainder: Int16) -> Float {
+        Float(bitPattern: value.bitPattern &+ UInt32(bitPattern: Int32(remainder)))
+    }
+
+    /// A float32 master value split into its bfloat16 parameter value and remainder (the scalar
+    /// ``splitMaster(_:remainders:count:)``).
+    @inlinable
+    public static func split(master: Float) -> (value: Float, remainder: Int16) {
+        if master.isNaN { return (Float(bitPattern: 0xFFFF_0000), 0) }
+        let high = (master.bitPattern &+ 0x8000) & 0xFFFF_0000
+        return (Float(bitPattern: high), Int16(truncatingIfNeeded: Int32(bitPattern: master.bitPattern &- high)))
+    }
+
+    /// Rounds `count` float32 step results to bfloat16 in place with Kahan compensation
+    /// (``BFloat16Rounding/kahanSum``): `s = value + c`, the value becomes `s` rounded to nearest
+    /// even and `c` the bfloat16 nearest `s − value` (0 where that is not finite). `compensation`
+    /// holds the bfloat16 bits of `c`.
+    @_transparent
+    public static func roundCompensated(_ values: UnsafeMutablePointer<Float>, compensation: UnsafeMutablePointer<UInt16>, count: Int) {
+        optim_bf16_round_compensated(values, compensation, count)
+    }
+
+    /// Whether every value is a bfloat16    /// Whether every value is a bfloat16 (its low 16 bits zero), NaN only as `0xFFFF`.
     public static func holdsBFloat16(_ values: UnsafeBufferPointer<Float>) -> Bool {
         values.allSatisfy { $0.bitPattern & 0xFFFF == 0 && (!$0.isNaN || $0.bitPattern == 0xFFFF_0000) }
     }

@@ -54,16 +54,28 @@ public enum BFloat16State {
         public let roundNearest: (UnsafeMutablePointer<Float>, Int) -> Void
         /// ``BFloat16Parameters/roundStochastically(_:count:first:key0:key1:)``.
         public let roundStochastically: (UnsafeMutablePointer<Float>, Int, Int, UInt32, UInt32) -> Void
+        /// ``BFloat16Parameters/roundCompensated(_:compensation:count:)``.
+        public let roundCompensated: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void
+        /// ``BFloat16Parameters/joinMaster(_:remainders:count:)``.
+        public let joinMaster: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int16>, Int) -> Void
+        /// ``BFloat16Parameters/splitMaster(_:remainders:count:)``.
+        public let splitMaster: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int16>, Int) -> Void
 
         /// The loops from their function values.
         public init(widen: @escaping (UnsafeMutablePointer<UInt16>, UnsafeMutablePointer<Float>, Int) -> Void,
                     narrow: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void,
                     roundNearest: @escaping (UnsafeMutablePointer<Float>, Int) -> Void,
-                    roundStochastically: @escaping (UnsafeMutablePointer<Float>, Int, Int, UInt32, UInt32) -> Void) {
+                    roundStochastically: @escaping (UnsafeMutablePointer<Float>, Int, Int, UInt32, UInt32) -> Void,
+                    roundCompensated: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<UInt16>, Int) -> Void,
+                    joinMaster: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int16>, Int) -> Void,
+                    splitMaster: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int16>, Int) -> Void) {
             self.widen = widen
             self.narrow = narrow
             self.roundNearest = roundNearest
             self.roundStochastically = roundStochastically
+            self.roundCompensated = roundCompensated
+            self.joinMaster = joinMaster
+            self.splitMaster = splitMaster
         }
 
         /// The loops compiled into Optim itself: the baseline path.
@@ -71,7 +83,10 @@ public enum BFloat16State {
             widen: { BFloat16State.widen($0, into: $1, count: $2) },
             narrow: { BFloat16State.narrow($0, into: $1, count: $2) },
             roundNearest: { BFloat16Parameters.roundNearest($0, count: $1) },
-            roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) })
+            roundStochastically: { BFloat16Parameters.roundStochastically($0, count: $1, first: $2, key0: $3, key1: $4) },
+            roundCompensated: { BFloat16Parameters.roundCompensated($0, compensation: $1, count: $2) },
+            joinMaster: { BFloat16Parameters.joinMaster($0, remainders: $1, count: $2) },
+            splitMaster: { BFloat16Parameters.splitMaster($0, remainders: $1, count: $2) })
     }
 
     /// The update of elements `range` of a tensor whose state is bfloat16

@@ -102,7 +102,8 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     public var minimumQuantizedCount: Int
     /// How the group's bfloat16 parameters are rounded after a step (``BFloat16Rounding``):
     /// the hyperparameters `bf16_stochastic_round` (torchao's name; false, the default, rounds
-    /// to nearest even) and `bf16_rounding_seed` (0 by default). float32 parameters ignore it.
+    /// to nearest even) and `bf16_rounding_seed` (0 by default), or `kahan_sum` (optimi's name),
+    /// or `master_weights` (apex's name). float32 parameters ignore it.
     public var parameterRounding: BFloat16Rounding = .nearestEven
     /// How bfloat16 *state* is rounded when it is stored after each update: to nearest even
     /// (torchao's and FORMAT.md's bfloat16 state, the default), or stochastically, so that an
@@ -151,8 +152,9 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
         return (dtype.isQuantized ? "\(dtype) (min_8bit_size \(minimumQuantizedCount))" : dtype.rawValue) + stateRounding + rounding
     }
 
-    /// Reads `state_dtype`, `min_8bit_size`, `bf16_stochastic_round`, `bf16_state_stochastic_round`
-    /// and `bf16_rounding_seed`, refusing a dtype the optimizer cannot keep.
+    /// Reads `state_dtype`, `min_8bit_size`, `bf16_stochastic_round`, `kahan_sum`, `master_weights`,
+    /// `bf16_state_stochastic_round` and `bf16_rounding_seed`, refusing a dtype the optimizer
+    /// cannot keep and more than one way to round bfloat16 parameters.
     init(reading reader: inout HyperparameterReader, supported: [StateDType]) throws(OptimError) {
         let names = StateDType.allCases.map(\.rawValue)
         let name = try reader.choice("state_dtype", names, default: StateDType.float32.rawValue)
@@ -169,12 +171,20 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_rounding_seed", value: HyperparameterValue.format(seed),
                                          expected: BFloat16Rounding.seedRange)
         }
+        let kahan = try reader.bool("kahan_sum", default: false)
+        let master = try reader.bool("master_weights", default: false)
+        let chosen = [("bf16_stochastic_round", stochastic), ("kahan_sum", kahan), ("master_weights", master)].filter(\.1).map(\.0)
+        if chosen.count > 1 {
+            throw .invalidHyperparameter(optimizer: reader.optimizer, name: chosen[1], value: "true",
+                                         expected: "false when \(chosen[0]) is true (bfloat16 parameters take one of bf16_stochastic_round, kahan_sum and master_weights)")
+        }
         let stochasticState = try reader.bool("bf16_state_stochastic_round", default: false)
         if stochasticState && dtype != .bfloat16 {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_state_stochastic_round", value: "true",
                                          expected: "false unless state_dtype is 'bfloat16' (state_dtype is '\(dtype)')")
         }
-        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: stochastic ? .stochastic(seed: UInt64(seed)) : .nearestEven,
+        let parameterRounding: BFloat16Rounding = stochastic ? .stochastic(seed: UInt64(seed)) : kahan ? .kahanSum : master ? .masterWeights : .nearestEven
+        self.init(dtype: dtype, minimumQuantizedCount: Int(minimum), parameterRounding: parameterRounding,
                   stateRounding: stochasticState ? .stochastic(seed: UInt64(seed)) : .nearestEven)
     }
 
@@ -190,7 +200,12 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
     func write(into dictionary: inout HyperparameterDictionary) {
         if dtype != .float32 { dictionary["state_dtype"] = .string(dtype.rawValue) }
         if minimumQuantizedCount != Self.defaultMinimumQuantizedCount { dictionary["min_8bit_size"] = .number(Double(minimumQuantizedCount)) }
-        if parameterRounding != .nearestEven { dictionary["bf16_stochastic_round"] = .bool(true) }
+        switch parameterRounding {
+        case .nearestEven: break
+        case .stochastic: dictionary["bf16_stochastic_round"] = .bool(true)
+        case .kahanSum: dictionary["kahan_sum"] = .bool(true)
+        case .masterWeights: dictionary["master_weights"] = .bool(true)
+        }
         if stateRounding != .nearestEven { dictionary["bf16_state_stochastic_round"] = .bool(true) }
         if let roundingSeed { dictionary["bf16_rounding_seed"] = .number(Double(roundingSeed)) }
     }

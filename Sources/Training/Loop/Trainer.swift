@@ -251,10 +251,13 @@ public final class Trainer {
         self.communicator = communicator
         self.threadPool = threadPool
         self.model = model
+        let optimizerConfiguration = try configuration.optimizerConfiguration()
+        // With master weights the optimizer keeps the float32 initial weights whole (below).
+        let masterWeights = configuration.parameterDType == .bfloat16 && optimizerConfiguration.hyperparameters["master_weights"] == .bool(true)
+        let initialWeights = masterWeights ? model.parameters.map(\.valueArray) : []
         if configuration.parameterDType != .float32 {
             for parameter in model.parameters { parameter.convert(to: configuration.parameterDType) }
         }
-        let optimizerConfiguration = try configuration.optimizerConfiguration()
         optimizerNeedsClosure = try OptimizerRegistry.info(named: optimizerConfiguration.name).requiresClosure
         if optimizerNeedsClosure, configuration.clipNorm != nil {
             throw TrainingError.invalidOption("--clip does not apply to \(optimizerConfiguration.name): it evaluates its own gradients through the loss closure")
@@ -274,6 +277,7 @@ public final class Trainer {
         } else {
             guard !shardState else { throw TrainingError.invalidOption("--shard-state needs --distributed") }
             optimizer = try OptimizerRegistry.makeOptimizer(optimizerConfiguration, groups: groups, threadPool: threadPool)
+            for (parameter, values) in zip(model.parameters, initialWeights) { try optimizer.setMasterWeights(values, of: parameter) }
         }
         // Backward reports each layer's gradients as it finishes them, for the reduction to start.
         if let sharded = optimizer as? ShardedOptimizer, sharded.stage == .two {
@@ -588,6 +592,7 @@ public final class Trainer {
             total + state.buffers.values.reduce(0) { $0 + $1.count * 4 }
                 + state.quantizedBuffers.values.reduce(0) { $0 + $1.codes.count + $1.absmax.count * 4 }
                 + state.bfloat16Buffers.values.reduce(0) { $0 + $1.count * 2 }
+                + state.parameterBuffers.values.reduce(0) { $0 + $1.count * 2 }
         }
             + (snapshot.base.map(stateBytes) ?? 0)
     }

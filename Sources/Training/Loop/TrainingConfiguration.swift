@@ -98,9 +98,11 @@ public struct TrainingConfiguration: Sendable, Equatable {
             return OptimizerConfiguration(name: optimizer, hyperparameters: own, base: OptimizerConfiguration(name: baseOptimizer, hyperparameters: base))
         }
         var merged = info.suggested.merging(hyperparameters) { $1 }
-        // bfloat16 weights train with stochastic rounding (torchao's recommendation); an optimizer
-        // that cannot update them refuses the parameters with its own message.
-        if parameterDType == .bfloat16, info.updatesBFloat16Parameters, merged["bf16_stochastic_round"] == nil {
+        // bfloat16 weights train with stochastic rounding (torchao's recommendation) unless Kahan
+        // compensation or master weights are asked for; an optimizer that cannot update them
+        // refuses the parameters with its own message.
+        if parameterDType == .bfloat16, info.updatesBFloat16Parameters, merged["bf16_stochastic_round"] == nil,
+           merged["kahan_sum"] != .bool(true), merged["master_weights"] != .bool(true) {
             merged["bf16_stochastic_round"] = .bool(true)
             if merged["bf16_rounding_seed"] == nil { merged["bf16_rounding_seed"] = .number(Double(seed & (BFloat16Rounding.largestSeed - 1))) }
         }
