@@ -13,11 +13,11 @@ Every expected value is produced by the real reference, torchao 0.18.0's `torcha
 
   Tests/Fixtures/reference/{adamw,adam}-int4-*.json   (optim-fixture/1)
       trajectories of `AdamW4bit` and `Adam4bit`, hyperparameters written with FORMAT.md's
-      `state_dtype: "int4"`.
+      `state_dtype: "int4"`; two with `amsgrad` (`max_exp_avg_sq` a third 4-bit buffer).
 
   Tests/Fixtures/lowbit/<fixture name>.state.json
       the state torchao holds after chosen steps: per parameter, per buffer (`exp_avg`,
-      `exp_avg_sq`), the packed codes and the float32 scales (`codes`, `scale`), or the float32
+      `exp_avg_sq`, `max_exp_avg_sq`), the packed codes and the float32 scales (`codes`, `scale`), or the float32
       values of a tensor torchao keeps unquantized (fewer than 4096 elements, or a count that is
       not a multiple of 128).
 
@@ -51,6 +51,20 @@ def load_torchao():
     import torchao.optim as optim
     from torchao.optim import subclass_4bit
     return optim, subclass_4bit
+
+
+def complete_amsgrad(sub) -> None:
+    """torchao 0.18's OptimState4bit implements `lerp` by dequantizing its arguments and running
+    the op, but not `maximum`: `AdamW4bit(amsgrad=True)` stops with NotImplementedError at
+    `torch.maximum(max_exp_avg_sq.float(), exp_avg_sq_f32)` (`.float()` of a float32 subclass is
+    the subclass itself). Register `maximum` exactly as torchao registers `lerp`, so the amsgrad
+    trajectories are torchao's step with that one op completed."""
+    aten = torch.ops.aten
+
+    @sub.OptimState4bit.implements(aten.maximum.default)
+    def _(func, types, args, kwargs):
+        args = [x.dequantize() if isinstance(x, sub.OptimState4bit) else x for x in args]
+        return func(*args, **kwargs)
 
 
 def reference_text(what: str) -> str:
@@ -113,7 +127,7 @@ def quantization_fixture(sub) -> dict:
 # optimizer trajectories
 
 CLASS = {"adam": "Adam4bit", "adamw": "AdamW4bit"}
-STATE_NAMES = ["exp_avg", "exp_avg_sq"]
+STATE_NAMES = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]  # the last with amsgrad
 
 
 def trajectory(optim, sub, name, optimizer, hp, params, steps, *, missing=None, zero=None, lr=None,
@@ -143,7 +157,7 @@ def trajectory(optim, sub, name, optimizer, hp, params, steps, *, missing=None, 
                 if not state:
                     continue
                 entry = {"step": int(state["step"]), "buffers": {}}
-                for buffer in STATE_NAMES:
+                for buffer in [b for b in STATE_NAMES if b in state]:
                     s = state[buffer]
                     entry["buffers"][buffer] = packed(s) if isinstance(s, sub.OptimState4bit) else {"float32": f32_list(s.numpy())}
                 snapshot["parameters"][p] = entry
@@ -188,10 +202,18 @@ def optimizer_fixtures(optim, sub):
         ("adam-int4-defaults", "adam", {"state_dtype": "int4"}, dict(params={"w": [4096]})),
         ("adam-int4-betas-lr-wd", "adam", {"state_dtype": "int4", "lr": 0.01, "betas": [0.5, 0.9], "weight_decay": 0.01},
          dict(params={"w": [4608]}, lr={4: {0: 0.001}})),
+        # amsgrad: max_exp_avg_sq a third 4-bit buffer. A small beta2 lets v fall below its running
+        # maximum within six steps, so the maximum is not simply v.
+        ("adamw-int4-amsgrad", "adamw", {"state_dtype": "int4", "amsgrad": True, "lr": 0.003, "betas": [0.8, 0.6],
+                                          "weight_decay": 0.05}, dict(params={"w": [4096], "v": [32, 128]})),
+        ("adam-int4-amsgrad-wd", "adam", {"state_dtype": "int4", "amsgrad": True, "betas": [0.9, 0.5], "weight_decay": 0.01},
+         dict(params={"w": [4608]}, missing={"w": [2]})),
     ]
     for name, optimizer, hp, extra in specs:
         params = extra.pop("params")
         note, tolerance = "", EXACT
+        if hp.get("amsgrad"):
+            note = "; amsgrad with aten.maximum registered on OptimState4bit as torchao registers lerp (dequantize, then the op)"
         if "s" in params:
             note = "; 'b' and 's' keep float32 state (not a multiple of 128 elements, or under 4096) and torchao's float32 update"
             tolerance = MIXED_TOLERANCE
@@ -206,6 +228,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optim, sub = load_torchao()
+    complete_amsgrad(sub)
     os.makedirs(args.out_lowbit, exist_ok=True)
     write(os.path.join(args.out_lowbit, "torchao-4bit-quantization.json"), quantization_fixture(sub))
     for fixture, state in optimizer_fixtures(optim, sub):

@@ -185,8 +185,8 @@ public struct AdamHyperparameters<Variant: AdamVariant>: OptimizerHyperparameter
         if maximize && !Variant.supportsMaximize {
             throw .invalidConfiguration("\(Variant.name): maximize is not supported")
         }
-        if amsgrad && statePrecision.dtype.isQuantized {
-            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype '\(statePrecision.dtype)' (quantized state keeps no max_exp_avg_sq here); use float32 state or amsgrad false")
+        if amsgrad && statePrecision.dtype == .int8 {
+            throw .invalidConfiguration("\(Variant.name): amsgrad is not available with state_dtype 'int8' (bitsandbytes' 8-bit Adam keeps no max_exp_avg_sq); use float32, bfloat16 or int4 state, or amsgrad false")
         }
     }
 
@@ -217,8 +217,9 @@ extension AdamVariant {
     /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (bitsandbytes' `qmap1`, `qmap2`).
     public static func quantizationMaps(_ h: Hyperparameters) -> [DynamicQuantizationMap] { [.signed, .unsigned] }
 
-    /// `exp_avg` on the signed map, `exp_avg_sq` on the unsigned one (torchao's `_new_buffer(p, True)`, `(p, False)`).
-    public static func fourBitMaps(_ h: Hyperparameters) -> [FourBitMap] { [.signed, .unsigned] }
+    /// `exp_avg` on the signed map, `exp_avg_sq` (and with `amsgrad` `max_exp_avg_sq`) on the
+    /// unsigned one (torchao's `_new_buffer(p, True)`, `(p, False)`).
+    public static func fourBitMaps(_ h: Hyperparameters) -> [FourBitMap] { h.amsgrad ? [.signed, .unsigned, .unsigned] : [.signed, .unsigned] }
 
     /// The 8-bit update, block by block, in bitsandbytes' order of operations (its CPU
     /// `_optimizer_update_8bit_blockwise_cpu`, "adam"), each value in float32:
@@ -227,12 +228,17 @@ extension AdamVariant {
     /// `p ← p + (−lr/(1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + ε)`; then both moments requantized.
     ///
     /// With 4-bit state (``KernelOperands/packedCodes``) the update is torchao's
-    /// (`TorchaoAdamKernel`), block by block with ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``.
+    /// (`TorchaoAdamKernel`), block by block with ``FourBitQuantization/run(_:_:_:_:map0:map1:map2:collectingMetrics:)``.
     @_transparent
     public static func updateQuantized(_ o: KernelOperands, _ range: Range<Int>, _ c: AdamCoefficients,
                                        collectingMetrics: Bool) -> MetricAccumulator {
         if o.packedCodes {
-            return FourBitQuantization.run(TorchaoAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
+            // amsgrad's max_exp_avg_sq on the unsigned map too (torchao's `_new_buffer(p, False)`).
+            return c.amsgrad
+                ? FourBitQuantization.run(TorchaoAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, map2: .unsigned,
+                                          collectingMetrics: collectingMetrics)
+                : FourBitQuantization.run(TorchaoAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, map2: nil,
+                                          collectingMetrics: collectingMetrics)
         }
         return BlockwiseQuantization.run(QuantizedAdamKernel.self, o, range, c, map0: .signed, map1: .unsigned, collectingMetrics: collectingMetrics)
     }
@@ -285,13 +291,14 @@ enum QuantizedAdamKernel: QuantizedVectorKernel {
 /// One vector of the 4-bit Adam update, in torchao's order of operations (its `single_param_adam`,
 /// torchao 0.18, which `torch.compile` runs without contracting multiply-adds), each value in
 /// float32: `p ← p − (lr·λ)·p` (AdamW) or `g ← g + λ·p` (Adam), `m ← lerp(m, g, 1 − β1)`,
-/// `v ← lerp(v, g², 1 − β2)`, `p ← p − lr·(m / (1 − β1ᵗ)) / (√v / √(1 − β2ᵗ) + ε)`; then both
-/// moments requantized. `maximize` negates the gradient (torchao has no such option).
+/// `v ← lerp(v, g², 1 − β2)`, with `amsgrad` `v̂ ← maximum(v̂, v)` (NaN if either is) in place of
+/// `v` below, `p ← p − lr·(m / (1 − β1ᵗ)) / (√v / √(1 − β2ᵗ) + ε)`; then the moments
+/// requantized. `maximize` negates the gradient (torchao has no such option).
 @usableFromInline
 enum TorchaoAdamKernel: QuantizedVectorKernel {
     @_transparent
     public static func apply(_ o: KernelOperands, _ i: Int, _ n: Int, _ c: AdamCoefficients,
-                             _ m: inout FloatVector, _ v: inout FloatVector, _ unused: inout FloatVector) -> UpdateLanes {
+                             _ m: inout FloatVector, _ v: inout FloatVector, _ largest: inout FloatVector) -> UpdateLanes {
         let before = Elementwise.load(o.parameter, i, n)
         let gradient = Elementwise.gradient(o, i, n)
         var g = c.maximize ? -gradient : gradient
@@ -300,7 +307,13 @@ enum TorchaoAdamKernel: QuantizedVectorKernel {
         if c.l2 != 0 { g = g + c.l2 * p }
         m = Elementwise.lerp(m, g, weight: c.oneMinusBeta1, oneMinusWeight: c.lerpComplement)
         v = Elementwise.lerp(v, g * g, weight: c.oneMinusBeta2, oneMinusWeight: 1 - c.oneMinusBeta2)
-        let denominator = Elementwise.squareRoot(v) / c.biasCorrection2SqrtFloat32 + c.eps
+        var second = v
+        if c.amsgrad {
+            // torch.maximum: the larger, NaN when either is NaN.
+            largest = largest.replacing(with: v, where: (v .> largest) .| (v .!= v))
+            second = largest
+        }
+        let denominator = Elementwise.squareRoot(second) / c.biasCorrection2SqrtFloat32 + c.eps
         p = p - c.learningRate32 * (m / c.biasCorrection1Float32) / denominator
         Elementwise.store(p, o.parameter, i, n)
         return UpdateLanes(before: before, after: p, gradient: gradient, moment: m)

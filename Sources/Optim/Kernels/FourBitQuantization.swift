@@ -132,31 +132,33 @@ public enum FourBitQuantization {
     /// fused pass per block: decode each vector (`map[code]·scale`), update it with `Kernel`, keep
     /// the block's new float32 state in a 512-byte scratch per buffer with its largest magnitude,
     /// then requantize the block (torchao takes the block's scale before it quantizes).
-    /// `operands.codes0`/`codes1` hold the packed codes, `state0`/`state1` the scales; `map1` is
-    /// nil for one state buffer. Returns the metric sums when `collectingMetrics`.
+    /// `operands.codes0`/`codes1`/`codes2` hold the packed codes, `state0`/`state1`/`state2` the
+    /// scales; `map1` and `map2` are nil for fewer state buffers. Returns the metric sums when
+    /// `collectingMetrics`.
     @_transparent
     public static func run<Kernel: QuantizedVectorKernel>(_ kernel: Kernel.Type, _ o: KernelOperands, _ range: Range<Int>,
                                                           _ coefficients: Kernel.Coefficients, map0: FourBitMap,
-                                                          map1: FourBitMap?, collectingMetrics: Bool) -> MetricAccumulator {
-        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 2 * blockSize) : nil
+                                                          map1: FourBitMap?, map2: FourBitMap?, collectingMetrics: Bool) -> MetricAccumulator {
+        let owned = o.scratch == nil ? UnsafeMutablePointer<Float>.allocate(capacity: 3 * blockSize) : nil
         defer { owned?.deallocate() }
         let new0 = o.scratch ?? owned!
-        let new1 = new0 + blockSize, width = FloatVector.scalarCount
-        let codes0 = o.codes0!, codes1 = o.codes1
+        let new1 = new0 + blockSize, new2 = new1 + blockSize, width = FloatVector.scalarCount
+        let codes0 = o.codes0!, codes1 = o.codes1, codes2 = o.codes2
         var total = VectorSums()
         var start = range.lowerBound
         while start < range.upperBound {
             let block = start / blockSize
-            let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0
-            var max0 = FloatVector(), max1 = FloatVector(), sums = VectorSums()
-            var nan0 = SIMDMask<SIMD16<Int32>>(), nan1 = SIMDMask<SIMD16<Int32>>()
+            let scale0 = o.state0[block], scale1 = map1 != nil ? o.state1[block] : 0, scale2 = map2 != nil ? o.state2[block] : 0
+            var max0 = FloatVector(), max1 = FloatVector(), max2 = FloatVector(), sums = VectorSums()
+            var nan0 = SIMDMask<SIMD16<Int32>>(), nan1 = SIMDMask<SIMD16<Int32>>(), nan2 = SIMDMask<SIMD16<Int32>>()
             var j = 0
             while j < blockSize {
                 let i = start + j
                 var s0 = optim_int4_decode16(map0.entries, codes0 + i / 2) * scale0
-                var s1 = FloatVector(), unused = FloatVector()
+                var s1 = FloatVector(), s2 = FloatVector()
                 if let map1 { s1 = optim_int4_decode16(map1.entries, codes1! + i / 2) * scale1 }
-                let result = Kernel.apply(o, i, width, coefficients, &s0, &s1, &unused)
+                if let map2 { s2 = optim_int4_decode16(map2.entries, codes2! + i / 2) * scale2 }
+                let result = Kernel.apply(o, i, width, coefficients, &s0, &s1, &s2)
                 Elementwise.store(s0, new0, j, width)
                 let magnitude0 = Elementwise.absolute(s0)
                 max0.replace(with: magnitude0, where: magnitude0 .> max0)
@@ -166,6 +168,12 @@ public enum FourBitQuantization {
                     let magnitude1 = Elementwise.absolute(s1)
                     max1.replace(with: magnitude1, where: magnitude1 .> max1)
                     nan1 = nan1 .| (s1 .!= s1)
+                }
+                if map2 != nil {
+                    Elementwise.store(s2, new2, j, width)
+                    let magnitude2 = Elementwise.absolute(s2)
+                    max2.replace(with: magnitude2, where: magnitude2 .> max2)
+                    nan2 = nan2 .| (s2 .!= s2)
                 }
                 if collectingMetrics { sums.add(result) }
                 j += width
@@ -177,6 +185,11 @@ public enum FourBitQuantization {
                 let newScale1 = scale(absmax: optim_reduce_max16(max1), hasNaN: any(nan1))
                 o.state1[block] = newScale1
                 encode(new1, count: blockSize, scale: newScale1, map: map1, codes: codes1! + start / 2)
+            }
+            if let map2 {
+                let newScale2 = scale(absmax: optim_reduce_max16(max2), hasNaN: any(nan2))
+                o.state2[block] = newScale2
+                encode(new2, count: blockSize, scale: newScale2, map: map2, codes: codes2! + start / 2)
             }
             if collectingMetrics { total.add(sums) }
             start += blockSize

@@ -447,7 +447,7 @@ public enum BlockwiseQuantization {
 
 /// One vector of an update on 8-bit or 4-bit state (``StateDType/int8``, ``StateDType/int4``), for
 /// ``BlockwiseQuantization/run(_:_:_:_:map0:map1:map2:collectingMetrics:)`` and
-/// ``FourBitQuantization/run(_:_:_:_:map0:map1:collectingMetrics:)``: given the dequantized
+/// ``FourBitQuantization/run(_:_:_:_:map0:map1:map2:collectingMetrics:)``: given the dequantized
 /// state of `lanes` elements at `index`, it updates the parameter, replaces the state vectors
 /// with their new float32 values and returns what the metrics need. Implementations are
 /// `@_transparent`, as ``VectorKernel``'s are, so that each kernel module compiles its own loop.
