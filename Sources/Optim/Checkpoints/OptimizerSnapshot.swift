@@ -255,12 +255,7 @@ extension GradientOptimizer {
             let state = snapshot.parameters[slots[index].parameter.name]!
             if let name = parameterBufferName(slots[index]) {
                 if let stored = state.parameterBuffers[name] {
-                    if slots[index].parameterBuffer == nil {
-                        let buffer = FloatStorage.allocateHalves(stored.count)
-                        retainParameterBuffer(buffer)
-                        slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<stored.count])
-                    }
-                    _ = slots[index].parameterBuffer!.update(fromContentsOf: stored)
+                    _ = heldParameterBuffer(index).update(fromContentsOf: stored)
                 } else {
                     slots[index].parameterBuffer?.update(repeating: 0)
                 }

@@ -996,14 +996,20 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
         for index in slots.indices where slots[index].dtype == .bfloat16 && slots[index].parameterBuffer == nil
             && slots[index].parameter.gradient != nil
             && groups[slots[index].group].hyperparameters.statePrecision.parameterRounding.parameterBufferName != nil {
-            let buffer = FloatStorage.allocateHalves(slots[index].parameter.count)
-            halfArenas.append(buffer)
-            slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<slots[index].parameter.count])
+            _ = heldParameterBuffer(index)
         }
     }
 
-    /// Keeps `buffer` until the optimizer is freed.
-    func retainParameterBuffer(_ buffer: UnsafeMutableBufferPointer<UInt16>) { halfArenas.append(buffer) }
+    /// Slot `index`'s parameter buffer, allocated (zero-filled, kept until the optimizer is freed)
+    /// if it has none yet.
+    func heldParameterBuffer(_ index: Int) -> UnsafeMutableBufferPointer<UInt16> {
+        if let buffer = slots[index].parameterBuffer { return buffer }
+        let count = slots[index].parameter.count, buffer = FloatStorage.allocateHalves(count)
+        halfArenas.append(buffer)
+        slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<count])
+        planValid = false
+        return slots[index].parameterBuffer!
+    }
 
     /// The name of the buffer `slot` keeps beside its parameter, nil for none (a float32
     /// parameter, or a rounding without one).
@@ -1024,13 +1030,7 @@ public final class GradientOptimizer<Rule: UpdateRule>: TypedOptimizer, PlanReus
             throw .invalidConfiguration("\(Rule.name): parameter '\(parameter.name)' keeps no master weights (it is \(slots[index].dtype), rounded \(groups[slots[index].group].hyperparameters.statePrecision.parameterRounding)); set master_weights true for its group and convert it to bfloat16 first")
         }
         guard values.count == parameter.count else { throw .sizeMismatch(parameter: parameter.name, expected: parameter.count, got: values.count) }
-        if slots[index].parameterBuffer == nil {
-            let buffer = FloatStorage.allocateHalves(parameter.count)
-            halfArenas.append(buffer)
-            slots[index].parameterBuffer = UnsafeMutableBufferPointer(rebasing: buffer[0..<parameter.count])
-            planValid = false
-        }
-        let remainders = slots[index].parameterBuffer!
+        let remainders = heldParameterBuffer(index)
         for (element, master) in values.enumerated() {
             let (value, remainder) = BFloat16Parameters.split(master: master)
             parameter.values[element] = value
