@@ -137,13 +137,7 @@ import Testing
     static func run(_ configuration: OptimizerConfiguration, dtype: ParameterDType, steps: Int, threads: Int = 2,
                     path: InstructionSet? = nil) throws -> ([Parameter], any Optimizer) {
         let parameters = try model(seed: 3, dtype: dtype)
-        let pool = ThreadPool(threadCount: threads)
-        let make = { try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool) }
-        let optimizer = try path.map { path in try KernelDispatch.withInstructionSet(path, make) } ?? make()
-        for step in 0..<steps {
-            try setGradients(parameters, step: step)
-            try optimizer.step()
-        }
+        let optimizer = try trainSteps(configuration, parameters, steps: steps, threads: threads, path: path) { try setGradients($0, step: $1) }
         return (parameters, optimizer)
     }
 

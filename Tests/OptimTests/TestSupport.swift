@@ -39,6 +39,20 @@ func defaultConfiguration(_ name: String, _ hyperparameters: HyperparameterDicti
 
 func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
 
+/// Builds `configuration`'s optimizer over `parameters` on `threads` threads (and the kernel path
+/// `path`, or the dispatched one), then takes `steps` steps, `gradients` setting each step's.
+func trainSteps(_ configuration: OptimizerConfiguration, _ parameters: [Parameter], steps: Int, threads: Int, path: InstructionSet?,
+                gradients: ([Parameter], Int) throws -> Void) throws -> any Optimizer {
+    let pool = ThreadPool(threadCount: threads)
+    let make = { try OptimizerRegistry.makeOptimizer(configuration, parameters: parameters, threadPool: pool) }
+    let optimizer = try path.map { path in try KernelDispatch.withInstructionSet(path, make) } ?? make()
+    for step in 0..<steps {
+        try gradients(parameters, step)
+        try optimizer.step()
+    }
+    return optimizer
+}
+
 /// The registry's optimizers that take parameters of any shape: the generic tests, written over
 /// vectors and stepped without a closure, run them; the matrix-only (Muon) and closure-driven
 /// (L-BFGS) ones have suites of their own.

@@ -26,6 +26,13 @@ public enum Checkpoint {
         name == BFloat16Rounding.masterWeights.parameterBufferName ? .I16 : .BF16
     }
 
+    /// A 16-bit tensor's little-endian bytes as its bit patterns (the inverse of ``bfloat16Bytes(_:count:)``).
+    static func sixteenBitValues(_ bytes: Data) -> [UInt16] {
+        bytes.withUnsafeBytes { raw in
+            (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+        }
+    }
+
     /// bfloat16 (or other 16-bit) bit patterns as a 16-bit tensor's little-endian bytes.
     static func bfloat16Bytes(_ bits: some Sequence<UInt16>, count: Int) -> Data {
         var bytes = Data(capacity: count * 2)
@@ -55,24 +62,20 @@ public enum Checkpoint {
         for parameter in optimizer.parameters { shapes[parameter.name] = parameter.shape }
         func addBuffers(_ snapshot: OptimizerSnapshot, prefix: String) {
             for (name, state) in snapshot.parameters.sorted(by: { $0.key < $1.key }) {
+                // A buffer of the parameter's size takes its shape; others (Adafactor's row and
+                // column statistics) are stored flat.
+                func shape(_ count: Int) -> [Int] { shapes[name].flatMap { $0.reduce(1, *) == count ? $0 : nil } ?? [count] }
                 for (buffer, values) in state.buffers.sorted(by: { $0.key < $1.key }) {
-                    // A buffer of the parameter's size takes its shape; others (Adafactor's row and
-                    // column statistics) are stored flat.
-                    let shape = shapes[name].flatMap { $0.reduce(1, *) == values.count ? $0 : nil } ?? [values.count]
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shape, floats: values))
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", shape: shape(values.count), floats: values))
                 }
-                for (buffer, bits) in state.bfloat16Buffers.sorted(by: { $0.key < $1.key }) {
-                    let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: .BF16, shape: shape, bytes: bfloat16Bytes(bits, count: bits.count)))
-                }
-                for (buffer, bits) in state.parameterBuffers.sorted(by: { $0.key < $1.key }) {
-                    let shape = shapes[name].flatMap { $0.reduce(1, *) == bits.count ? $0 : nil } ?? [bits.count]
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: parameterBufferDType(buffer), shape: shape,
-                                              bytes: bfloat16Bytes(bits, count: bits.count)))
+                // 16-bit buffers: bfloat16 state, and the buffer beside a bfloat16 parameter.
+                let sixteenBit = state.bfloat16Buffers.map { ($0.key, $0.value, DType.BF16) }
+                    + state.parameterBuffers.map { ($0.key, $0.value, parameterBufferDType($0.key)) }
+                for (buffer, bits, dtype) in sixteenBit.sorted(by: { $0.0 < $1.0 }) {
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer)", dtype: dtype, shape: shape(bits.count), bytes: bfloat16Bytes(bits, count: bits.count)))
                 }
                 for (buffer, stored) in state.quantizedBuffers.sorted(by: { $0.key < $1.key }) {
-                    let shape = shapes[name].flatMap { $0.reduce(1, *) == stored.codes.count ? $0 : nil } ?? [stored.codes.count]
-                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).codes", dtype: .U8, shape: shape, bytes: Data(stored.codes)))
+                    tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).codes", dtype: .U8, shape: shape(stored.codes.count), bytes: Data(stored.codes)))
                     tensors.append(TensorData(name: "\(prefix)\(name)/\(buffer).absmax", shape: [stored.absmax.count], floats: stored.absmax))
                 }
             }
@@ -110,17 +113,13 @@ public enum Checkpoint {
                     let tensor = "\(prefix)\(name)/\(buffer)"
                     guard (try? file.info(tensor))?.dtype == .BF16 else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not BF16") }
                     let bytes = try file.bytes(tensor)
-                    snapshot.parameters[name]!.bfloat16Buffers[buffer] = bytes.withUnsafeBytes { raw in
-                        (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-                    }
+                    snapshot.parameters[name]!.bfloat16Buffers[buffer] = sixteenBitValues(bytes)
                 }
                 for buffer in state.parameterBuffers.keys {
                     let tensor = "\(prefix)\(name)/\(buffer)", dtype = parameterBufferDType(buffer)
                     guard (try? file.info(tensor))?.dtype == dtype else { throw OptimError.checkpointMismatch("tensor '\(tensor)' is missing or not \(dtype.rawValue)") }
                     let bytes = try file.bytes(tensor)
-                    snapshot.parameters[name]!.parameterBuffers[buffer] = bytes.withUnsafeBytes { raw in
-                        (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-                    }
+                    snapshot.parameters[name]!.parameterBuffers[buffer] = sixteenBitValues(bytes)
                 }
                 for buffer in state.quantizedBuffers.keys {
                     let codes = "\(prefix)\(name)/\(buffer).codes", absmax = "\(prefix)\(name)/\(buffer).absmax"

@@ -162,7 +162,7 @@ public enum BFloat16Parameters {
         optim_bf16_round_compensated(values, compensation, count)
     }
 
-    /// Whether every value is a bfloat16    /// Whether every value is a bfloat16 (its low 16 bits zero), NaN only as `0xFFFF`.
+    /// Whether every value is a bfloat16 (its low 16 bits zero), NaN only as `0xFFFF`.
     public static func holdsBFloat16(_ values: UnsafeBufferPointer<Float>) -> Bool {
         values.allSatisfy { $0.bitPattern & 0xFFFF == 0 && (!$0.isNaN || $0.bitPattern == 0xFFFF_0000) }
     }
