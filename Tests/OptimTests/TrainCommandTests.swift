@@ -160,6 +160,11 @@ import Testing
         #expect(muon.status != 0 && muon.error.contains("float32 parameters only"), "\(muon.error)")
         let unknown = try Self.optim(["train", "--param-dtype", "fp8", "--epochs", "1", "--out", root.appendingPathComponent("fp8").path, "--plain"])
         #expect(unknown.status != 0 && unknown.error.contains("--param-dtype"), "\(unknown.error)")
+        // A bfloat16 rounding asked of float32 parameters: a forgotten --param-dtype, refused before anything is written.
+        let forgotten = try Self.optim(["train", "--optimizer", "adamw", "-H", "master_weights=true", "--epochs", "1",
+                                        "--out", root.appendingPathComponent("forgotten").path, "--plain"])
+        #expect(forgotten.status != 0 && forgotten.error.contains("--param-dtype bfloat16"), "\(forgotten.error)")
+        #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("forgotten").path))
         #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("muon").path))
     }
 

@@ -163,7 +163,7 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
         let minimum = try reader.number("min_8bit_size", default: Double(Self.defaultMinimumQuantizedCount))
         guard minimum.isFinite, minimum >= 0, minimum == minimum.rounded(), minimum < 1e15 else {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "min_8bit_size", value: HyperparameterValue.format(minimum),
-                                         expected: "a whole number >= 0")
+                                         expected: "a whole number in [0, 10^15)")
         }
         let stochastic = try reader.bool("bf16_stochastic_round", default: false)
         let seed = try reader.number("bf16_rounding_seed", default: 0)

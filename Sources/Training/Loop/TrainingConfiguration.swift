@@ -144,6 +144,12 @@ public struct TrainingConfiguration: Sendable, Equatable {
         guard finalLearningRateFactor >= 0, finalLearningRateFactor <= 1 else {
             throw .invalidOption("the final learning-rate factor must be between 0 and 1, got \(finalLearningRateFactor)")
         }
+        if parameterDType == .float32 {
+            // They round bfloat16 weights; on float32 ones the optimizer ignores them, which in a run is a forgotten option.
+            for name in ["bf16_stochastic_round", "kahan_sum", "master_weights"] where hyperparameters[name] == .bool(true) {
+                throw .invalidOption("-H \(name)=true applies to bfloat16 parameters; add --param-dtype bfloat16 (the parameters are float32)")
+            }
+        }
         if task == .austen {
             for (name, value) in [("--layers", layers), ("--heads", heads), ("--embedding", embedding), ("--context", context),
                                   ("--iters", iterations), ("--eval-every", evaluateEvery), ("--eval-batches", evaluationBatches)] where value < 1 {
