@@ -111,6 +111,51 @@ import Testing
         }
     }
 
+    /// The fused requantization of every instruction set (AVX2: a binary search by permutes; the
+    /// baseline and AVX-512: a scan of the table) against ``FourBitQuantization/quantize(_:map:)``,
+    /// for every entry of both maps, every midpoint between neighbours (where the code rounds up),
+    /// the floats either side of each, and a dense grid of [−1, 1]. With β = (0, 0) torchao's
+    /// lerps give exactly `m = g` and `v = g·g`, and each block of 128 holds a 1, so that the values
+    /// are their own normalized values.
+    @Test func fusedRequantizationMatchesTheScanAtEveryEdge() throws {
+        var edges: [Float] = []
+        for map in [FourBitMap.signed, .unsigned] {
+            let entries = map.values
+            for (index, entry) in entries.enumerated() {
+                edges += [entry, entry.nextUp, entry.nextDown]
+                if index + 1 < entries.count {
+                    let middle = entry + (entries[index + 1] - entry) * 0.5
+                    edges += [middle, middle.nextUp, middle.nextDown]
+                }
+            }
+        }
+        edges += (0...20000).map { -1 + 2 * Float($0) / 20000 }
+        var values: [Float] = []
+        for value in edges.filter({ abs($0) <= 1 }) {
+            if values.count % 128 == 127 { values.append(1) }
+            values.append(value)
+        }
+        while values.count % 128 != 0 { values.append(values.count % 128 == 127 ? 1 : 0.5) }
+        let signed = FourBitQuantization.quantize(values, map: .signed)
+        let gradient = values.map { abs($0).squareRoot() }
+        let unsigned = FourBitQuantization.quantize(gradient.map { $0 * $0 }, map: .unsigned)
+        for isa in KernelDispatch.available {
+            try KernelDispatch.withInstructionSet(isa) {
+                for (name, input, expected) in [("exp_avg", values, signed), ("exp_avg_sq", gradient, unsigned)] {
+                    let parameter = try Parameter(name: "w", shape: [values.count])
+                    let adam = try OptimizerRegistry.makeOptimizer(defaultConfiguration("adam", ["state_dtype": .string("int4"), "betas": .numbers([0, 0])]),
+                                                                   parameters: [parameter])
+                    try parameter.setGradient(input)
+                    try adam.step()
+                    let state = try #require(adam.snapshot().parameters["w"]?.quantizedBuffers[name])
+                    let differing = zip(state.codes, expected.codes).filter { $0 != $1 }.count
+                    #expect(state.codes.count == expected.codes.count && differing == 0, "\(isa) \(name): \(differing) code bytes differ")
+                    #expect(bits(state.absmax) == bits(expected.scales), "\(isa) \(name): scales")
+                }
+            }
+        }
+    }
+
     @Test func metricsAreCollectedFor4BitState() throws {
         let parameters = try Self.model(seed: 3)
         let optimizer = try OptimizerRegistry.makeOptimizer(defaultConfiguration("adamw", ["state_dtype": .string("int4")]), parameters: parameters)

@@ -209,7 +209,8 @@ static inline __attribute__((always_inline)) void optim_quantize16(const uint8_t
  * path. optim_int4_encode16 gives the codes of values[i] / scale as torchao's
  * quantize_4bit_with_qmap does: its branchless binary search finds the largest k with
  * x >= table[k] (0 when there is none, NaN included), which for an ascending table is the count of
- * k in 1...15 with x >= table[k]; then it rounds up when x - table[c] >= (table[c+1] - table[c]) * 0.5
+ * k in 1...15 with x >= table[k] (AVX2 searches as torchao does, by permutes; the other paths
+ * count by a scan of the table); then it rounds up when x - table[c] >= (table[c+1] - table[c]) * 0.5
  * (c + 1 capped at 15). Vector arithmetic without contraction: the same bits on every path.
  */
 typedef uint8_t optim_byte8 __attribute__((ext_vector_type(8)));
@@ -222,6 +223,15 @@ static inline __attribute__((always_inline)) optim_byte16 optim_int4_unpack16(co
     return __builtin_shufflevector(high, low, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
+#if defined(__AVX2__)
+/* table[index] for 8 lanes of indices in 0...15, the table's two halves in registers: bit 3 of
+   the index, moved to the sign bit, picks the second half. */
+static inline __attribute__((always_inline)) __m256 optim_int4_lookup8(__m256 first, __m256 second, __m256i index) {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, index), _mm256_permutevar8x32_ps(second, index),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+}
+#endif
+
 static inline __attribute__((always_inline)) optim_float16 optim_int4_decode16(const float *table, const uint8_t *packed) {
     optim_byte16 codes = optim_int4_unpack16(packed);
 #if defined(__AVX512F__)
@@ -233,11 +243,7 @@ static inline __attribute__((always_inline)) optim_float16 optim_int4_decode16(c
     __builtin_memcpy(&bytes, &codes, sizeof bytes);
     __m256 first = _mm256_loadu_ps(table), second = _mm256_loadu_ps(table + 8);
     __m256i i0 = _mm256_cvtepu8_epi32(bytes), i1 = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
-    /* Bit 3 of the code, moved to the sign bit, picks the second half of the table. */
-    __m256 r0 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, i0), _mm256_permutevar8x32_ps(second, i0),
-                                 _mm256_castsi256_ps(_mm256_slli_epi32(i0, 28)));
-    __m256 r1 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, i1), _mm256_permutevar8x32_ps(second, i1),
-                                 _mm256_castsi256_ps(_mm256_slli_epi32(i1, 28)));
+    __m256 r0 = optim_int4_lookup8(first, second, i0), r1 = optim_int4_lookup8(first, second, i1);
     optim_float8 l = (optim_float8)r0, h = (optim_float8)r1;
     return __builtin_shufflevector(l, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #else
@@ -252,8 +258,38 @@ static inline __attribute__((always_inline)) void optim_int4_encode16(const floa
     optim_float16 x;
     __builtin_memcpy(&x, values, sizeof x);
     optim_float16 y = x / scale;
-    optim_int16 code = 0;
-    optim_float16 down = table[0], up = table[1];
+    optim_int16 code;
+    optim_float16 down, up;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+    {
+        /* The same count as the scan below, for an ascending table (both maps are): a branchless
+           binary search by steps 8, 4, 2, 1, each probe a 16-entry look-up (two permutes and a
+           blend), then the entries at the code and the next one (capped at 15). */
+        const __m256 first = _mm256_loadu_ps(table), second = _mm256_loadu_ps(table + 8);
+        const __m256i fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+        __m256 half[2], downs[2], ups[2];
+        __m256i codes[2];
+        __builtin_memcpy(half, &y, sizeof half);
+        for (int h = 0; h < 2; h++) {
+            __m256i c = _mm256_setzero_si256();
+            for (int step = 8; step >= 1; step >>= 1) {
+                __m256i probe = _mm256_add_epi32(c, _mm256_set1_epi32(step));
+                __m256 entry = optim_int4_lookup8(first, second, probe);
+                __m256i reached = _mm256_castps_si256(_mm256_cmp_ps(half[h], entry, _CMP_GE_OQ));  /* false for NaN */
+                c = _mm256_add_epi32(c, _mm256_and_si256(reached, _mm256_set1_epi32(step)));
+            }
+            codes[h] = c;
+            downs[h] = optim_int4_lookup8(first, second, c);
+            ups[h] = optim_int4_lookup8(first, second, _mm256_min_epi32(_mm256_add_epi32(c, one), fifteen));
+        }
+        __builtin_memcpy(&code, codes, sizeof code);
+        __builtin_memcpy(&down, downs, sizeof down);
+        __builtin_memcpy(&up, ups, sizeof up);
+    }
+#else
+    code = 0;
+    down = table[0];
+    up = table[1];
     for (int k = 1; k < 16; k++) {
         optim_int16 reached = y >= table[k];  /* -1 where true */
         code -= reached;
@@ -263,6 +299,7 @@ static inline __attribute__((always_inline)) void optim_int4_encode16(const floa
         down = (optim_float16)((entry & reached) | ((optim_int16)down & ~reached));
         up = (optim_float16)((next & reached) | ((optim_int16)up & ~reached));
     }
+#endif
     optim_int16 roundUp = (y - down) >= (up - down) * 0.5f;
     optim_int16 capped = code < 15;
     code -= roundUp & capped;
