@@ -35,6 +35,9 @@ public enum BFloat16Rounding: Sendable, Hashable, CustomStringConvertible {
     public static let largestSeed: UInt64 = 1 << 53
     /// The seeds' range, as error messages name it.
     static let seedRange = "a whole number in [0, 2^53]"
+    /// The hyperparameters that choose a rounding other than nearest even, at most one of them
+    /// true: `bf16_stochastic_round`, `kahan_sum` and `master_weights`.
+    public static let flagNames = ["bf16_stochastic_round", "kahan_sum", "master_weights"]
 
     /// The name of the buffer each parameter keeps beside it: `kahan_comp` (bfloat16 bits) or
     /// `master_weight_remainder` (signed 16-bit integers); nil for the roundings without one.

@@ -165,18 +165,19 @@ public struct StatePrecision: Sendable, Hashable, CustomStringConvertible {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "min_8bit_size", value: HyperparameterValue.format(minimum),
                                          expected: "a whole number in [0, 10^15)")
         }
-        let stochastic = try reader.bool("bf16_stochastic_round", default: false)
+        let flags = BFloat16Rounding.flagNames
+        let stochastic = try reader.bool(flags[0], default: false)
         let seed = try reader.number("bf16_rounding_seed", default: 0)
         guard seed.isFinite, seed >= 0, seed == seed.rounded(), seed <= Double(BFloat16Rounding.largestSeed) else {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: "bf16_rounding_seed", value: HyperparameterValue.format(seed),
                                          expected: BFloat16Rounding.seedRange)
         }
-        let kahan = try reader.bool("kahan_sum", default: false)
-        let master = try reader.bool("master_weights", default: false)
-        let chosen = [("bf16_stochastic_round", stochastic), ("kahan_sum", kahan), ("master_weights", master)].filter(\.1).map(\.0)
+        let kahan = try reader.bool(flags[1], default: false)
+        let master = try reader.bool(flags[2], default: false)
+        let chosen = zip(flags, [stochastic, kahan, master]).filter(\.1).map(\.0)
         if chosen.count > 1 {
             throw .invalidHyperparameter(optimizer: reader.optimizer, name: chosen[1], value: "true",
-                                         expected: "false when \(chosen[0]) is true (bfloat16 parameters take one of bf16_stochastic_round, kahan_sum and master_weights)")
+                                         expected: "false when \(chosen[0]) is true (bfloat16 parameters take one of \(flags[0]), \(flags[1]) and \(flags[2]))")
         }
         let stochasticState = try reader.bool("bf16_state_stochastic_round", default: false)
         if stochasticState && dtype != .bfloat16 {

@@ -146,7 +146,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
         }
         if parameterDType == .float32 {
             // They round bfloat16 weights; on float32 ones the optimizer ignores them, which in a run is a forgotten option.
-            for name in ["bf16_stochastic_round", "kahan_sum", "master_weights"] where hyperparameters[name] == .bool(true) {
+            for name in BFloat16Rounding.flagNames where hyperparameters[name] == .bool(true) {
                 throw .invalidOption("-H \(name)=true applies to bfloat16 parameters; add --param-dtype bfloat16 (the parameters are float32)")
             }
         }
